@@ -1,0 +1,68 @@
+"""The input contract between training and serving: image size, colour and resampling filter."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from PIL import Image
+
+RESAMPLE_FILTERS: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+# Formats the decoder will open; anything else is refused before any pixel is decoded.
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+
+# Transparent pixels are composited onto this colour so that RGBA and RGB inputs agree.
+BACKGROUND_RGB: tuple[int, int, int] = (255, 255, 255)
+
+# Well under Pillow's own bomb limit (about 89 million pixels).
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model takes: raw 0-255 RGB pixels of this size, resized with this filter.
+
+    The image is resized to exactly (height, width), ignoring aspect ratio, as Keras's
+    `image_dataset_from_directory` does by default.
+    """
+
+    height: int = 150
+    width: int = 150
+    channels: int = 3
+    resample: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.height <= 0 or self.width <= 0:
+            raise ValueError(f"input size must be positive, got {self.height}x{self.width}")
+        if self.channels != 3:
+            raise ValueError(f"only RGB (3 channels) is supported, got {self.channels}")
+        if self.resample not in RESAMPLE_FILTERS:
+            raise ValueError(
+                f"unknown resample filter {self.resample!r}; one of {sorted(RESAMPLE_FILTERS)}"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "dtype": "uint8", "color": "RGB", "value_range": [0, 255]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InputSpec:
+        return cls(
+            height=int(data["height"]),
+            width=int(data["width"]),
+            channels=int(data.get("channels", 3)),
+            resample=str(data.get("resample", "bilinear")),
+        )
+
+
+DEFAULT_SPEC = InputSpec()

@@ -1,0 +1,215 @@
+"""The model store: `<root>/<name>/<version>/` folders, atomic publish, validation and load.
+
+A version folder is only ever created by renaming a complete, fsynced temporary folder, and
+a folder whose metadata is missing, invalid or whose checksums do not match is never loaded.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from classifier.errors import ModelStoreError
+from classifier.metadata import METADATA_FILE, MODEL_FILE, SCHEMA_VERSION, ModelMetadata
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
+TEMP_PREFIX = ".publishing-"
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """What the store knows about one version folder without loading the model."""
+
+    version: int
+    metadata: ModelMetadata | None
+    error: str | None
+
+    @property
+    def valid(self) -> bool:
+        return self.error is None
+
+
+def validate_name(name: str) -> str:
+    """Model names are plain folder names: no path separators, no leading dot."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ModelStoreError(
+            f"invalid model name {name!r}: use letters, digits, '_', '.', '-' (max 64)",
+            code="invalid_model_name",
+            status=400,
+        )
+    return name
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ModelStore:
+    """Reads and writes versioned models under one root folder."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def model_dir(self, name: str) -> Path:
+        return self.root / validate_name(name)
+
+    def model_names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME_RE.match(p.name))
+
+    def versions(self, name: str) -> list[int]:
+        """Version numbers present as folders, valid or not, ascending."""
+        folder = self.model_dir(name)
+        if not folder.is_dir():
+            return []
+        return sorted(
+            int(p.name) for p in folder.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)
+        )
+
+    def check(self, name: str, version: int) -> ModelMetadata:
+        """Validate metadata and every file's checksum; raises ModelStoreError if anything is off."""
+        folder = self.model_dir(name) / str(version)
+        meta_path = folder / METADATA_FILE
+        try:
+            data = json.loads(meta_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ModelStoreError(
+                f"{name} v{version}: no {METADATA_FILE}", code="incomplete_version"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ModelStoreError(
+                f"{name} v{version}: unreadable {METADATA_FILE}: {exc}", code="invalid_metadata"
+            ) from None
+        metadata = ModelMetadata.from_dict(data)
+        if metadata.name != name or metadata.version != version:
+            raise ModelStoreError(
+                f"{name} v{version}: metadata names {metadata.name} v{metadata.version}",
+                code="invalid_metadata",
+            )
+        for fname, expected in metadata.files.items():
+            path = folder / fname
+            try:
+                actual = sha256_file(path)
+            except OSError as exc:
+                raise ModelStoreError(
+                    f"{name} v{version}: cannot read {fname}: {exc}", code="incomplete_version"
+                ) from None
+            if actual != expected:
+                raise ModelStoreError(
+                    f"{name} v{version}: checksum mismatch for {fname}", code="checksum_mismatch"
+                )
+        return metadata
+
+    def scan(self, name: str) -> list[VersionStatus]:
+        statuses = []
+        for version in self.versions(name):
+            try:
+                statuses.append(VersionStatus(version, self.check(name, version), None))
+            except ModelStoreError as exc:
+                statuses.append(VersionStatus(version, None, exc.message))
+        return statuses
+
+    def latest_valid(self, name: str) -> ModelMetadata | None:
+        for status in reversed(self.scan(name)):
+            if status.metadata is not None:
+                return status.metadata
+        return None
+
+    def publish(self, name: str, write: Callable[[Path], dict]) -> ModelMetadata:
+        """Publish a new version atomically and return its metadata.
+
+        `write(folder)` writes the model file (and any extras) into a temporary folder and
+        returns the metadata fields it knows; the store adds name, version, checksums and
+        time, fsyncs everything, then renames the folder to the next free version number.
+        """
+        folder = self.model_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=folder))
+        try:
+            staging.chmod(0o755)  # mkdtemp makes it private; other readers (the API) need it
+            fields = write(staging)
+            if not (staging / MODEL_FILE).is_file():
+                raise ModelStoreError(f"publish wrote no {MODEL_FILE}", code="incomplete_version")
+            files = {
+                p.name: sha256_file(p)
+                for p in sorted(staging.iterdir())
+                if p.is_file() and p.name != METADATA_FILE
+            }
+            for path in staging.iterdir():
+                _fsync_file(path)
+            created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            while True:
+                version = max(self.versions(name), default=0) + 1
+                metadata = {
+                    **fields,
+                    "schema_version": SCHEMA_VERSION,
+                    "name": name,
+                    "version": version,
+                    "files": files,
+                    "created_at": created,
+                }
+                ModelMetadata.from_dict(metadata)  # never publish what could not be loaded
+                _write_json(staging / METADATA_FILE, metadata)
+                _fsync_dir(staging)
+                try:
+                    os.rename(staging, folder / str(version))
+                except OSError:
+                    if (folder / str(version)).exists():
+                        continue  # another publisher took this number; take the next
+                    raise
+                _fsync_dir(folder)
+                return ModelMetadata.from_dict(metadata)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def load(self, name: str, version: int | None = None):
+        """Load a checked version (the newest valid one by default) as a Predictor."""
+        from classifier.predictor import Predictor
+
+        if version is None:
+            metadata = self.latest_valid(name)
+            if metadata is None:
+                raise ModelStoreError(
+                    f"no valid version of model {name!r} in {self.root}",
+                    code="model_not_found",
+                    status=404,
+                )
+        else:
+            metadata = self.check(name, version)
+        return Predictor.load(self.model_dir(name) / str(metadata.version), metadata)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

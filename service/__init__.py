@@ -1,0 +1,38 @@
+"""The HTTP prediction service. gunicorn runs `service:create_app()` in each worker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from flask import Flask
+
+from classifier.store import ModelStore
+from service import config as settings
+from service.api import bp as api_blueprint
+from service.errors import register_error_handlers
+from service.models import ModelManager
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Mapping[str, object] | None = None) -> Flask:
+    """Defaults, then environment, then `config`; then load the models into this process.
+
+    Call it only after fork (gunicorn's default, preload_app=False): TensorFlow is not
+    fork-safe, so each worker builds its own models.
+    """
+    app = Flask(__name__)
+    app.config.update(settings.DEFAULTS)
+    app.config.update(settings.from_environment())
+    if config:
+        app.config.update(config)
+    app.json.sort_keys = False
+
+    register_error_handlers(app)
+    app.register_blueprint(api_blueprint)
+
+    manager = ModelManager(ModelStore(app.config["MODELS_DIR"]), app.config["MODEL_NAME"])
+    app.extensions["model_manager"] = manager
+    manager.load_all()
+    return app

@@ -1,0 +1,91 @@
+"""HTTP endpoints: predict, model status, liveness and readiness."""
+
+from __future__ import annotations
+
+import numpy as np
+from flask import Blueprint, current_app, jsonify, request
+
+from classifier.errors import ImageError
+from classifier.preprocess import decode_image
+from service.inputs import read_uploads
+from service.models import ModelManager
+
+bp = Blueprint("api", __name__)
+
+
+def manager() -> ModelManager:
+    return current_app.extensions["model_manager"]
+
+
+@bp.post("/predict")
+def predict_default():
+    return _predict(current_app.config["MODEL_NAME"])
+
+
+@bp.post("/v1/models/<name>:predict")
+def predict(name: str):
+    return _predict(name)
+
+
+def _predict(name: str):
+    predictor = manager().get(name)
+    uploads = read_uploads(request, current_app.config["MAX_IMAGES_PER_REQUEST"])
+    max_pixels = current_app.config["MAX_IMAGE_PIXELS"]
+    arrays = []
+    for index, upload in enumerate(uploads):
+        try:
+            arrays.append(decode_image(upload.data, predictor.spec, max_pixels=max_pixels))
+        except ImageError as exc:
+            where = upload.filename or f"image {index}"
+            exc.message = f"{where}: {exc.message}"
+            exc.details = {"index": index, "filename": upload.filename}
+            raise
+    predictions = predictor.classify(np.stack(arrays))
+    results = []
+    for upload, prediction in zip(uploads, predictions, strict=True):
+        item = prediction.to_dict()
+        if upload.filename is not None:
+            item["filename"] = upload.filename
+        results.append(item)
+    response = jsonify(
+        {
+            "model": {"name": predictor.name, "version": predictor.version},
+            "predictions": results,
+        }
+    )
+    response.headers["X-Model-Version"] = str(predictor.version)
+    return response
+
+
+@bp.get("/v1/models/<name>")
+def model_status(name: str):
+    return jsonify(manager().describe(name))
+
+
+@bp.get("/v1/models")
+def list_models():
+    return jsonify(
+        {
+            "default": manager().default_name,
+            "models": [manager().describe(name) for name in manager().names()],
+        }
+    )
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    mgr = manager()
+    models = {}
+    for name in mgr.names():
+        info = mgr.describe(name)
+        models[name] = {"serving_version": info["serving_version"], "error": info["error"]}
+    if mgr.ready():
+        return jsonify({"status": "ready", "models": models})
+    response = jsonify({"status": "not_ready", "models": models})
+    response.headers["Retry-After"] = "1"
+    return response, 503

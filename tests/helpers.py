@@ -1,0 +1,82 @@
+"""Test helpers: images made with Pillow, and real Keras models published into a store."""
+
+from __future__ import annotations
+
+import io
+import socket
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from classifier.metadata import MODEL_FILE
+from classifier.spec import InputSpec
+from classifier.store import ModelStore
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data" / "cats_vs_dogs"
+SHIPPED_MODELS = REPO / "models"
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def solid(color: tuple[int, ...], size: tuple[int, int] = (40, 30), mode: str = "RGB") -> Image.Image:
+    return Image.new(mode, size, color)
+
+
+def noise_image(size: tuple[int, int] = (64, 48), seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def jpeg_bytes(size: tuple[int, int] = (64, 48), seed: int = 0) -> bytes:
+    return encode(noise_image(size, seed), "JPEG", quality=90)
+
+
+def png_with_header_size(width: int, height: int) -> bytes:
+    """A small PNG whose IHDR claims another size (CRC fixed), for bomb and zero-size tests."""
+    data = bytearray(encode(Image.new("RGB", (4, 4), (1, 2, 3)), "PNG"))
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def publish_model(
+    models_dir: Path,
+    name: str = "pets",
+    *,
+    image_size: int = 64,
+    class_names: tuple[str, str] = ("cats", "dogs"),
+    seed: int = 0,
+) -> int:
+    """Publish a real (untrained, seeded) CNN of the product's architecture; returns its version."""
+    import keras
+
+    from training.model import build_model
+
+    keras.utils.set_random_seed(seed)
+    spec = InputSpec(height=image_size, width=image_size)
+    model = build_model(spec)
+
+    def write(folder: Path) -> dict:
+        model.save(folder / MODEL_FILE)
+        return {
+            "class_names": list(class_names),
+            "input": spec.to_dict(),
+            "threshold": 0.5,
+            "metrics": {},
+        }
+
+    return ModelStore(models_dir).publish(name, write).version
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

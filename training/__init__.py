@@ -1,0 +1,1 @@
+"""Training: build the CNN, fit it on a folder of labelled images, publish a version."""

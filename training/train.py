@@ -1,0 +1,252 @@
+"""Train the CNN on DIR/train and DIR/validation, evaluate, and publish a new model version.
+
+python -m training.train --data-dir ../shared/data/cats_vs_dogs --epochs 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from classifier import preprocess
+from classifier.metadata import MODEL_FILE, ModelMetadata
+from classifier.spec import DEFAULT_SPEC, InputSpec
+from classifier.store import ModelStore
+from training.data import Split, load_split
+from training.model import build_model, compile_model
+from training.plots import plot_history
+
+HISTORY_FILE = "history.json"
+CURVES_FILE = "training_curves.png"
+
+
+@dataclass
+class TrainConfig:
+    data_dir: Path
+    models_dir: Path = Path("models")
+    model_name: str = "cats_vs_dogs"
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    augmentation: bool = False
+    dropout: float = 0.0
+    keep_best: bool = False
+    seed: int = 1337
+    threshold: float = 0.5
+    image_size: int = DEFAULT_SPEC.height
+
+    def spec(self) -> InputSpec:
+        return InputSpec(height=self.image_size, width=self.image_size)
+
+
+@dataclass
+class TrainResult:
+    metadata: ModelMetadata
+    history: dict[str, list[float]]
+    metrics: dict
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Remember the weights of the epoch with the best validation accuracy; restore them at the end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.best = -1.0
+        self.best_epoch = 0
+        self.weights: list | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        acc = float((logs or {}).get("val_accuracy", -1.0))
+        if acc > self.best:
+            self.best, self.best_epoch = acc, epoch + 1
+            self.weights = self.model.get_weights()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Fit, evaluate on validation, publish. Returns the published metadata."""
+    started = time.monotonic()
+    keras.utils.set_random_seed(config.seed)
+    spec = config.spec()
+    train_split = load_split(config.data_dir / "train", spec)
+    val_split = load_split(config.data_dir / "validation", spec, train_split.class_names)
+
+    model = build_model(
+        spec, augmentation=config.augmentation, dropout=config.dropout, seed=config.seed
+    )
+    compile_model(model, config.learning_rate)
+    callbacks = []
+    keep_best = KeepBest() if config.keep_best else None
+    if keep_best is not None:
+        callbacks.append(keep_best)
+    fit = model.fit(
+        train_split.images,
+        train_split.labels,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        validation_data=(val_split.images, val_split.labels),
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    metrics = evaluate(model, val_split, config.batch_size, config.threshold)
+    metrics["train_final"] = {
+        "accuracy": history["accuracy"][-1],
+        "loss": history["loss"][-1],
+    }
+    metrics["best_epoch"] = keep_best.best_epoch if keep_best is not None else config.epochs
+    wall = time.monotonic() - started
+
+    def write(folder: Path) -> dict:
+        model.save(folder / MODEL_FILE)
+        (folder / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n")
+        plot_history(history, folder / CURVES_FILE, title=f"{config.model_name} training")
+        return build_metadata(config, spec, train_split, val_split, metrics, wall)
+
+    metadata = ModelStore(config.models_dir).publish(config.model_name, write)
+    return TrainResult(metadata=metadata, history=history, metrics=metrics)
+
+
+def evaluate(model, split: Split, batch_size: int, threshold: float) -> dict:
+    """Accuracy, loss and confusion matrix of `model` on `split` (rows: true, columns: predicted)."""
+    probs = np.asarray(model.predict(split.images, batch_size=batch_size, verbose=0)).reshape(-1)
+    predicted = (probs >= threshold).astype(np.int64)
+    truth = split.labels.astype(np.int64)
+    eps = 1e-7
+    clipped = np.clip(probs, eps, 1 - eps)
+    loss = float(-np.mean(truth * np.log(clipped) + (1 - truth) * np.log(1 - clipped)))
+    confusion = [[int(((truth == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
+    return {
+        "validation": {
+            "accuracy": float((predicted == truth).mean()),
+            "loss": loss,
+            "count": len(truth),
+            "confusion_matrix": confusion,
+        }
+    }
+
+
+def build_metadata(
+    config: TrainConfig,
+    spec: InputSpec,
+    train_split: Split,
+    val_split: Split,
+    metrics: dict,
+    wall_seconds: float,
+) -> dict:
+    import PIL
+    import tensorflow as tf
+
+    return {
+        "class_names": train_split.class_names,
+        "input": spec.to_dict(),
+        "threshold": config.threshold,
+        "output": {"activation": "sigmoid", "positive_class": train_split.class_names[1]},
+        "preprocessing": preprocess.describe(spec),
+        "training": {
+            "data": config.data_dir.name,
+            "counts": {"train": train_split.counts(), "validation": val_split.counts()},
+            "skipped": {"train": len(train_split.skipped), "validation": len(val_split.skipped)},
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "optimizer": "RMSprop",
+            "learning_rate": config.learning_rate,
+            "loss": "binary_crossentropy",
+            "augmentation": config.augmentation,
+            "dropout": config.dropout,
+            "keep_best": config.keep_best,
+            "seed": config.seed,
+            "wall_seconds": round(wall_seconds, 1),
+        },
+        "metrics": metrics,
+        "libraries": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+            "pillow": PIL.__version__,
+        },
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig(data_dir=Path("."))
+    p = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Train the small CNN on DIR/train and DIR/validation (one sub-folder per "
+        "class, two classes) and publish it as the next version in the model store.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--data-dir", type=Path, required=True, help="folder with train/ and validation/"
+    )
+    p.add_argument("--models-dir", type=Path, default=defaults.models_dir, help="model store root")
+    p.add_argument("--model-name", default=defaults.model_name, help="name to publish under")
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")
+    p.add_argument(
+        "--learning-rate", type=float, default=defaults.learning_rate, help="RMSprop learning rate"
+    )
+    p.add_argument(
+        "--augmentation",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.augmentation,
+        help="random flip, rotation and zoom layers (active only while training)",
+    )
+    p.add_argument(
+        "--dropout", type=float, default=defaults.dropout, help="dropout rate before Dense 512"
+    )
+    p.add_argument(
+        "--keep-best",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.keep_best,
+        help="publish the weights of the epoch with the best validation accuracy",
+    )
+    p.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=defaults.threshold,
+        help="decision threshold on P(second class)",
+    )
+    p.add_argument(
+        "--image-size", type=int, default=defaults.image_size, help="square input size in pixels"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1:
+        parser().error("--epochs and --batch-size must be at least 1")
+    config = TrainConfig(**vars(args))
+    from classifier.errors import ClassifierError
+
+    try:
+        result = train(config)
+    except ClassifierError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    meta = result.metadata
+    val = result.metrics["validation"]
+    print(
+        f"published {meta.name} v{meta.version} to {config.models_dir / meta.name / str(meta.version)}"
+        f": validation accuracy {val['accuracy']:.4f}, loss {val['loss']:.4f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
