@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 
 from flask import Flask
@@ -22,6 +23,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     Call it only after fork (gunicorn's default, preload_app=False): TensorFlow is not
     fork-safe, so each worker builds its own models.
     """
+    _configure_logging()
     app = Flask(__name__)
     app.config.update(settings.DEFAULTS)
     app.config.update(settings.from_environment())
@@ -34,5 +36,18 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
 
     manager = ModelManager(ModelStore(app.config["MODELS_DIR"]), app.config["MODEL_NAME"])
     app.extensions["model_manager"] = manager
+    log.info(
+        "loading models from %s (default %s)", app.config["MODELS_DIR"], app.config["MODEL_NAME"]
+    )
     manager.load_all()
     return app
+
+
+def _configure_logging() -> None:
+    """Under gunicorn the root logger has no handler; give the app's loggers one."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+            format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+        )

@@ -28,6 +28,8 @@ def read_uploads(request: Request, max_images: int) -> list[Upload]:
         uploads = [Upload(request.get_data(cache=False))]
     elif mimetype == "application/json":
         uploads = _from_json(request)
+    elif mimetype == "application/x-www-form-urlencoded":
+        raise _missing("a url-encoded form cannot carry a file; use multipart/form-data")
     elif not mimetype and not request.content_length and not request.get_data(cache=False):
         raise _missing("the request has no body")
     else:

@@ -26,7 +26,9 @@ def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
     return buf.getvalue()
 
 
-def solid(color: tuple[int, ...], size: tuple[int, int] = (40, 30), mode: str = "RGB") -> Image.Image:
+def solid(
+    color: tuple[int, ...], size: tuple[int, int] = (40, 30), mode: str = "RGB"
+) -> Image.Image:
     return Image.new(mode, size, color)
 
 

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from classifier.errors import ImageError
-from classifier.preprocess import decode_image, declared_size, to_rgb
+from classifier.preprocess import declared_size, decode_image, to_rgb
 from classifier.spec import DEFAULT_SPEC, InputSpec
 from tests.helpers import encode, jpeg_bytes, noise_image, png_with_header_size, solid
 

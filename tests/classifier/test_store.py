@@ -1,0 +1,201 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifier.errors import ModelStoreError
+from classifier.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
+from classifier.spec import InputSpec
+from classifier.store import TEMP_PREFIX, ModelStore, validate_name
+from tests.helpers import publish_model
+
+FIELDS = {
+    "class_names": ["cats", "dogs"],
+    "input": InputSpec(height=64, width=64).to_dict(),
+    "threshold": 0.5,
+}
+
+
+def write_fake(payload: bytes = b"model bytes"):
+    """A writer for store-level tests, where the model file's content does not matter."""
+
+    def write(folder: Path) -> dict:
+        (folder / MODEL_FILE).write_bytes(payload)
+        (folder / "history.json").write_text("{}")
+        return dict(FIELDS)
+
+    return write
+
+
+def test_publish_numbers_versions_and_records_checksums(tmp_path):
+    store = ModelStore(tmp_path)
+    first = store.publish("pets", write_fake(b"one"))
+    second = store.publish("pets", write_fake(b"two"))
+    assert (first.version, second.version) == (1, 2)
+    assert store.versions("pets") == [1, 2]
+    meta = json.loads((tmp_path / "pets" / "2" / METADATA_FILE).read_text())
+    assert meta["name"] == "pets" and meta["version"] == 2
+    assert set(meta["files"]) == {MODEL_FILE, "history.json"}
+    assert meta["created_at"].endswith("+00:00")
+    assert store.check("pets", 2).files == meta["files"]
+    assert not [p for p in (tmp_path / "pets").iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+def test_failed_publish_leaves_nothing_behind(tmp_path):
+    store = ModelStore(tmp_path)
+
+    def broken(folder: Path) -> dict:
+        (folder / MODEL_FILE).write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        store.publish("pets", broken)
+    assert list((tmp_path / "pets").iterdir()) == []
+
+
+def test_publish_refuses_metadata_that_could_not_load(tmp_path):
+    def bad(folder: Path) -> dict:
+        (folder / MODEL_FILE).write_bytes(b"x")
+        return {**FIELDS, "class_names": ["only-one"]}
+
+    with pytest.raises(ModelStoreError, match="class_names"):
+        ModelStore(tmp_path).publish("pets", bad)
+    assert ModelStore(tmp_path).versions("pets") == []
+
+
+def test_publish_skips_a_number_taken_meanwhile(tmp_path):
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake())
+
+    def racing(folder: Path) -> dict:
+        (tmp_path / "pets" / "2").mkdir()
+        (tmp_path / "pets" / "2" / "other").write_text("another publisher")
+        return write_fake()(folder)
+
+    assert store.publish("pets", racing).version == 3
+
+
+def test_half_written_folder_is_never_chosen(tmp_path):
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake())
+    half = tmp_path / "pets" / "2"
+    half.mkdir()
+    (half / MODEL_FILE).write_bytes(b"partial")
+    statuses = store.scan("pets")
+    assert [(s.version, s.valid) for s in statuses] == [(1, True), (2, False)]
+    assert "no metadata.json" in statuses[1].error
+    assert store.latest_valid("pets").version == 1
+
+
+def test_checksum_mismatch_is_refused(tmp_path):
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake())
+    store.publish("pets", write_fake())
+    (tmp_path / "pets" / "2" / MODEL_FILE).write_bytes(b"tampered")
+    with pytest.raises(ModelStoreError) as info:
+        store.check("pets", 2)
+    assert info.value.code == "checksum_mismatch"
+    assert store.latest_valid("pets").version == 1
+
+
+def test_missing_listed_file_and_bad_json(tmp_path):
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake())
+    store.publish("pets", write_fake())
+    os.remove(tmp_path / "pets" / "1" / "history.json")
+    (tmp_path / "pets" / "2" / METADATA_FILE).write_text("{not json")
+    codes = {}
+    for version in (1, 2):
+        with pytest.raises(ModelStoreError) as info:
+            store.check("pets", version)
+        codes[version] = info.value.code
+    assert codes == {1: "incomplete_version", 2: "invalid_metadata"}
+    assert store.latest_valid("pets") is None
+
+
+def test_metadata_must_match_its_folder(tmp_path):
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake())
+    os.rename(tmp_path / "pets" / "1", tmp_path / "pets" / "7")
+    with pytest.raises(ModelStoreError, match="metadata names pets v1"):
+        store.check("pets", 7)
+
+
+def test_non_version_folders_are_ignored(tmp_path):
+    store = ModelStore(tmp_path)
+    for junk in ("0", "01", "latest", ".publishing-abc", "-1"):
+        (tmp_path / "pets" / junk).mkdir(parents=True)
+    assert store.versions("pets") == []
+    assert store.model_names() == ["pets"]
+
+
+@pytest.mark.parametrize("name", ["", "../etc", "a/b", ".hidden", "x" * 65, "sp ace"])
+def test_model_names_cannot_be_paths(name):
+    with pytest.raises(ModelStoreError) as info:
+        validate_name(name)
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"version": 0}, "version"),
+        ({"threshold": 1.5}, "threshold"),
+        ({"files": {}}, "files"),
+        ({"input": {"height": 0, "width": 3}}, "invalid value"),
+        ({"class_names": ["a", "a"]}, "class_names"),
+    ],
+)
+def test_metadata_validation(change, message):
+    data = {
+        **FIELDS,
+        "name": "pets",
+        "version": 1,
+        "files": {MODEL_FILE: "0" * 64},
+        **change,
+    }
+    with pytest.raises(ModelStoreError, match=message):
+        ModelMetadata.from_dict(data)
+
+
+def test_load_gives_a_predictor_that_knows_its_metadata(tmp_path):
+    publish_model(tmp_path, "pets", image_size=64, class_names=("cat", "dog"))
+    predictor = ModelStore(tmp_path).load("pets")
+    assert (predictor.name, predictor.version) == ("pets", 1)
+    assert predictor.spec.shape == (64, 64, 3)
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    probs = predictor.predict_proba(images)
+    assert probs.shape == (3,) and ((probs >= 0) & (probs <= 1)).all()
+    predictions = predictor.classify(images)
+    for p, prediction in zip(probs, predictions, strict=True):
+        assert prediction.probabilities["dog"] == pytest.approx(float(p))
+        assert sum(prediction.probabilities.values()) == pytest.approx(1.0)
+        assert prediction.label == ("dog" if p >= 0.5 else "cat")
+
+
+def test_predictor_refuses_wrong_input(tmp_path):
+    publish_model(tmp_path, "pets", image_size=64)
+    predictor = ModelStore(tmp_path).load("pets")
+    with pytest.raises(ValueError, match="uint8"):
+        predictor.predict_proba(np.zeros((1, 64, 64, 3), dtype=np.float32))
+    with pytest.raises(ValueError):
+        predictor.predict_proba(np.zeros((1, 32, 32, 3), dtype=np.uint8))
+
+
+def test_load_refuses_a_model_whose_shape_disagrees_with_metadata(tmp_path):
+    publish_model(tmp_path, "pets", image_size=64)
+    meta_path = tmp_path / "pets" / "1" / METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["input"]["height"] = meta["input"]["width"] = 80
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelStoreError) as info:
+        ModelStore(tmp_path).load("pets", 1)
+    assert info.value.code == "model_shape_mismatch"
+
+
+def test_unknown_model_is_404(tmp_path):
+    with pytest.raises(ModelStoreError) as info:
+        ModelStore(tmp_path).load("nothing")
+    assert info.value.status == 404

@@ -1,0 +1,255 @@
+import base64
+import io
+
+import numpy as np
+import pytest
+from flask import Flask
+
+from classifier.preprocess import decode_image
+from classifier.store import ModelStore
+from service import create_app
+from tests.helpers import encode, jpeg_bytes, png_with_header_size, publish_model, solid
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json
+    error = response.get_json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    assert "Traceback" not in response.get_data(as_text=True)
+    return error
+
+
+def check_prediction(item: dict) -> None:
+    assert set(item["probabilities"]) == {"cats", "dogs"}
+    assert sum(item["probabilities"].values()) == pytest.approx(1.0)
+    expected = "dogs" if item["probabilities"]["dogs"] >= 0.5 else "cats"
+    assert item["label"] == expected
+
+
+def test_multipart_single_image(client):
+    response = client.post("/predict", data={"image": (io.BytesIO(jpeg_bytes()), "a.jpg")})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["model"] == {"name": "pets", "version": 1}
+    assert response.headers["X-Model-Version"] == "1"
+    [item] = body["predictions"]
+    assert item["filename"] == "a.jpg"
+    check_prediction(item)
+
+
+def test_several_files_are_one_batch_in_input_order(client, shared_app):
+    images = [jpeg_bytes(seed=i) for i in range(4)]
+    files = [(io.BytesIO(data), f"{i}.jpg") for i, data in enumerate(images)]
+    response = client.post("/v1/models/pets:predict", data={"image": files})
+    assert response.status_code == 200
+    predictions = response.get_json()["predictions"]
+    assert [p["filename"] for p in predictions] == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
+    predictor = shared_app.extensions["model_manager"].get("pets")
+    expected = predictor.predict_proba(np.stack([decode_image(d, predictor.spec) for d in images]))
+    got = [p["probabilities"]["dogs"] for p in predictions]
+    assert np.allclose(got, expected, atol=1e-5)
+
+
+def test_raw_image_body(client):
+    response = client.post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
+    assert response.status_code == 200
+    [item] = response.get_json()["predictions"]
+    assert "filename" not in item
+    check_prediction(item)
+
+
+def test_json_base64_instances(client):
+    instances = [{"b64": base64.b64encode(jpeg_bytes(seed=i)).decode()} for i in range(2)]
+    response = client.post("/v1/models/pets:predict", json={"instances": instances})
+    assert response.status_code == 200
+    assert len(response.get_json()["predictions"]) == 2
+
+
+def test_service_probability_equals_predictor_on_shared_preprocessing(client, shared_app):
+    data = encode(solid((90, 140, 200), (123, 77)), "PNG")
+    response = client.post("/predict", data=data, content_type="image/png")
+    predictor = shared_app.extensions["model_manager"].get("pets")
+    expected = predictor.predict_proba(decode_image(data, predictor.spec)[None])[0]
+    got = response.get_json()["predictions"][0]["probabilities"]["dogs"]
+    assert abs(got - float(expected)) <= 1e-5
+
+
+def test_unknown_model_is_404(client):
+    error = assert_error(
+        client.post("/v1/models/nope:predict", data=jpeg_bytes(), content_type="image/jpeg"),
+        404,
+        "model_not_found",
+    )
+    assert "pets" in error["message"]
+    assert_error(client.get("/v1/models/nope"), 404, "model_not_found")
+
+
+def test_model_status_lists_versions_and_metadata(client):
+    body = client.get("/v1/models/pets").get_json()
+    assert body["serving_version"] == 1
+    assert body["versions"] == [{"version": 1, "state": "AVAILABLE"}]
+    assert body["metadata"]["class_names"] == ["cats", "dogs"]
+    assert body["metadata"]["input"]["height"] == 64
+    listing = client.get("/v1/models").get_json()
+    assert [m["name"] for m in listing["models"]] == ["pets"]
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["models"]["pets"]["serving_version"] == 1
+
+
+def test_not_ready_without_a_model(tmp_path):
+    app = create_app({"TESTING": True, "MODELS_DIR": str(tmp_path), "MODEL_NAME": "pets"})
+    client = app.test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    error = assert_error(
+        client.post("/predict", data=jpeg_bytes(), content_type="image/jpeg"),
+        503,
+        "model_not_ready",
+    )
+    assert "no loadable version" in error["message"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_broken_newer_versions_are_reported_and_the_good_one_serves(models_dir):
+    (models_dir / "pets" / "2").mkdir()
+    (models_dir / "pets" / "2" / "model.keras").write_bytes(b"half written")
+    publish_model(models_dir, "pets", seed=1)  # v3
+    (models_dir / "pets" / "3" / "model.keras").write_bytes(b"tampered")
+    app = create_app({"TESTING": True, "MODELS_DIR": str(models_dir), "MODEL_NAME": "pets"})
+    client = app.test_client()
+    body = client.get("/v1/models/pets").get_json()
+    states = {v["version"]: v["state"] for v in body["versions"]}
+    assert states == {1: "AVAILABLE", 2: "INVALID", 3: "INVALID"}
+    errors = {v["version"]: v.get("error", "") for v in body["versions"]}
+    assert "no metadata.json" in errors[2] and "checksum mismatch" in errors[3]
+    response = client.post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
+    assert response.get_json()["model"]["version"] == 1
+
+
+def test_newest_valid_version_is_served(models_dir):
+    publish_model(models_dir, "pets", seed=1)
+    app = create_app({"TESTING": True, "MODELS_DIR": str(models_dir), "MODEL_NAME": "pets"})
+    response = app.test_client().post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
+    assert response.get_json()["model"]["version"] == 2
+
+
+def test_a_version_that_fails_to_load_falls_back(models_dir):
+    publish_model(models_dir, "pets", seed=1)
+    store = ModelStore(models_dir)
+
+    def write_garbage(folder):
+        (folder / "model.keras").write_bytes(b"checksummed but not a keras file")
+        return {
+            "class_names": ["cats", "dogs"],
+            "input": {"height": 64, "width": 64},
+            "threshold": 0.5,
+        }
+
+    store.publish("pets", write_garbage)  # v3: valid metadata, unloadable model
+    app = create_app({"TESTING": True, "MODELS_DIR": str(models_dir), "MODEL_NAME": "pets"})
+    body = app.test_client().get("/v1/models/pets").get_json()
+    assert body["serving_version"] == 2
+    states = {v["version"]: v["state"] for v in body["versions"]}
+    assert states == {1: "NOT_LOADED", 2: "AVAILABLE", 3: "FAILED"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"data": {"file": (io.BytesIO(b"x"), "a.jpg")}}, 400, "missing_image"),
+        ({"data": {"other": "field"}}, 400, "missing_image"),
+        ({"data": b""}, 400, "missing_image"),
+        ({"data": b"hello", "content_type": "text/plain"}, 415, "unsupported_media_type"),
+        ({"data": b"not an image", "content_type": "image/jpeg"}, 400, "not_an_image"),
+        ({"data": b"", "content_type": "image/png"}, 400, "empty_file"),
+        ({"data": b"{", "content_type": "application/json"}, 400, "invalid_json"),
+        ({"json": {"instances": "x"}}, 400, "invalid_json"),
+        ({"json": {"instances": [{"b64": 3}]}}, 400, "invalid_json"),
+        ({"json": {"instances": [{"b64": "%%%"}]}}, 400, "invalid_base64"),
+        ({"json": {"instances": []}}, 400, "missing_image"),
+    ],
+)
+def test_bad_requests_get_json_errors(client, kwargs, status, code):
+    assert_error(client.post("/predict", **kwargs), status, code)
+
+
+def test_missing_image_message_names_the_field(client):
+    error = assert_error(
+        client.post("/predict", data={"photo": (io.BytesIO(b"x"), "a.jpg")}), 400, "missing_image"
+    )
+    assert "'image'" in error["message"]
+    assert "photo" in error["message"]
+
+
+def test_bad_file_among_several_is_named(client):
+    files = [(io.BytesIO(jpeg_bytes()), "good.jpg"), (io.BytesIO(b"junk"), "bad.jpg")]
+    error = assert_error(client.post("/predict", data={"image": files}), 400, "not_an_image")
+    assert error["message"].startswith("bad.jpg:")
+    assert error["details"] == {"index": 1, "filename": "bad.jpg"}
+
+
+def test_wrong_method_is_405_with_allow(client):
+    response = client.get("/predict")
+    assert_error(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+def test_unknown_route_is_json_404(client):
+    assert_error(client.get("/nowhere"), 404, "not_found")
+
+
+def test_body_over_the_limit_is_413(models_dir):
+    app = create_app(
+        {
+            "TESTING": True,
+            "MODELS_DIR": str(models_dir),
+            "MODEL_NAME": "pets",
+            "MAX_CONTENT_LENGTH": 1000,
+        }
+    )
+    client = app.test_client()
+    data = jpeg_bytes((200, 200))
+    assert len(data) > 1000
+    assert_error(
+        client.post("/predict", data=data, content_type="image/jpeg"), 413, "payload_too_large"
+    )
+    assert_error(
+        client.post("/predict", data={"image": (io.BytesIO(data), "a.jpg")}),
+        413,
+        "payload_too_large",
+    )
+
+
+def test_too_many_pixels_is_413(client):
+    assert_error(
+        client.post("/predict", data=png_with_header_size(9000, 9000), content_type="image/png"),
+        413,
+        "image_too_large",
+    )
+
+
+def test_too_many_images_is_413(client, shared_app):
+    limit = shared_app.config["MAX_IMAGES_PER_REQUEST"]
+    instances = [{"b64": base64.b64encode(jpeg_bytes((8, 8))).decode()}] * (limit + 1)
+    assert_error(client.post("/predict", json={"instances": instances}), 413, "too_many_images")
+
+
+def test_unexpected_errors_are_json_500_without_traceback(models_dir):
+    app: Flask = create_app({"TESTING": False, "MODELS_DIR": str(models_dir), "MODEL_NAME": "pets"})
+
+    @app.get("/explode")
+    def explode():
+        raise RuntimeError("secret internals")
+
+    response = app.test_client().get("/explode")
+    error = assert_error(response, 500, "internal_error")
+    assert "secret" not in response.get_data(as_text=True)
+    assert error["message"] == "internal server error"

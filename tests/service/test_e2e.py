@@ -1,0 +1,158 @@
+"""End to end: a real gunicorn process on a free loopback port, serving the shipped model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from classifier.preprocess import decode_image
+from classifier.store import ModelStore
+from tests.helpers import REPO, SHARED_DATA, SHIPPED_MODELS, free_port, jpeg_bytes
+
+pytestmark = pytest.mark.e2e
+
+# The same command the README, the Makefile and the Dockerfile run.
+SERVE_ARGV = ["gunicorn", "-c", "service/gunicorn.conf.py", "service:create_app()"]
+
+
+def sample_jpeg() -> tuple[str, bytes]:
+    """A real photo where the shared data is present, else a generated JPEG."""
+    folder = SHARED_DATA / "validation" / "dogs"
+    if folder.is_dir():
+        path = sorted(folder.iterdir())[0]
+        return path.name, path.read_bytes()
+    return "generated.jpg", jpeg_bytes((320, 240))
+
+
+class Server:
+    def __init__(self, models_dir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "MODELS_DIR": str(models_dir),
+            "WEB_CONCURRENCY": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            **env,
+        }
+        bin_dir = Path(sys.executable).parent
+        argv = [str(bin_dir / SERVE_ARGV[0]), *SERVE_ARGV[1:]]
+        self.process = subprocess.Popen(
+            argv, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited early:\n{self.output()}")
+            try:
+                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise TimeoutError(f"gunicorn not ready in {timeout}s:\n{self.output()}")
+
+    def stop(self, timeout: float = 40) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def output(self) -> str:
+        if self.process.poll() is None:
+            return "(still running)"
+        return self.process.stdout.read().decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = Server(SHIPPED_MODELS)
+    srv.wait_ready()
+    yield srv
+    code = srv.stop()
+    assert code == 0, srv.output()
+
+
+@pytest.fixture(scope="module")
+def shipped_predictor():
+    return ModelStore(SHIPPED_MODELS).load("cats_vs_dogs")
+
+
+def test_predict_with_the_shipped_model(server, shipped_predictor):
+    name, data = sample_jpeg()
+    response = requests.post(f"{server.url}/predict", files={"image": (name, data)}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == {"name": "cats_vs_dogs", "version": shipped_predictor.version}
+    [item] = body["predictions"]
+    assert item["filename"] == name
+    assert item["label"] in ("cats", "dogs")
+    # Parity: the service answers what the predictor answers on classifier preprocessing.
+    expected = shipped_predictor.predict_proba(decode_image(data, shipped_predictor.spec)[None])
+    assert abs(item["probabilities"]["dogs"] - float(expected[0])) <= 1e-5
+
+
+def test_raw_and_json_bodies(server):
+    _, data = sample_jpeg()
+    raw = requests.post(
+        f"{server.url}/predict", data=data, headers={"Content-Type": "image/jpeg"}, timeout=30
+    )
+    assert raw.status_code == 200
+    assert raw.headers["X-Model-Version"] == str(raw.json()["model"]["version"])
+
+
+def test_concurrent_requests_all_succeed(server):
+    images = [jpeg_bytes((200, 150), seed=i) for i in range(16)]
+
+    def post(data: bytes) -> int:
+        url = f"{server.url}/v1/models/cats_vs_dogs:predict"
+        return requests.post(url, files={"image": ("x.jpg", data)}, timeout=60).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(post, images)) == [200] * len(images)
+
+
+def test_errors_over_http(server):
+    big = b"\xff\xd8" + os.urandom(11 * 1024 * 1024)
+    response = requests.post(
+        f"{server.url}/predict", data=big, headers={"Content-Type": "image/jpeg"}, timeout=30
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    bad = requests.post(f"{server.url}/predict", files={"image": ("a.txt", b"text")}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "not_an_image"
+    # The worker is still serving after the errors.
+    assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
+
+
+def test_port_and_models_come_from_the_environment(tmp_path):
+    srv = Server(tmp_path)  # an empty store: alive but never ready
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                response = requests.get(f"{srv.url}/readyz", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        assert response.status_code == 503
+        assert requests.get(f"{srv.url}/healthz", timeout=2).status_code == 200
+    finally:
+        assert srv.stop() == 0

@@ -1,0 +1,138 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from classifier.spec import InputSpec
+from classifier.store import ModelStore
+from training import train as train_module
+from training.data import DatasetError, find_classes, load_split
+
+
+def make_dataset(root: Path, per_class: int = 24, val_per_class: int = 8) -> Path:
+    """Two easily told apart classes: reddish and bluish noise, in varied sizes."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("validation", val_per_class)):
+        for label, channel in (("cats", 2), ("dogs", 0)):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                h, w = rng.integers(50, 90, size=2)
+                pixels = rng.integers(0, 120, (h, w, 3), dtype=np.uint8)
+                pixels[..., channel] += 120
+                Image.fromarray(pixels).save(folder / f"{label}.{i}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    models = tmp_path_factory.mktemp("models")
+    config = train_module.TrainConfig(
+        data_dir=dataset,
+        models_dir=models,
+        model_name="toy",
+        epochs=4,
+        batch_size=8,
+        image_size=64,
+        keep_best=False,
+    )
+    return config, train_module.train(config)
+
+
+def test_loss_falls(trained):
+    _, result = trained
+    assert result.history["loss"][-1] < result.history["loss"][0]
+
+
+def test_version_is_published_with_right_metadata(trained):
+    config, result = trained
+    meta = result.metadata
+    assert (meta.name, meta.version) == ("toy", 1)
+    assert meta.class_names == ("cats", "dogs")
+    assert meta.input_spec == InputSpec(height=64, width=64)
+    raw = meta.raw
+    assert raw["training"]["counts"] == {
+        "train": {"cats": 24, "dogs": 24},
+        "validation": {"cats": 8, "dogs": 8},
+    }
+    assert raw["training"]["epochs"] == 4
+    assert raw["preprocessing"]["resample"] == "bilinear"
+    assert raw["metrics"]["validation"]["count"] == 16
+    assert sum(map(sum, raw["metrics"]["validation"]["confusion_matrix"])) == 16
+    assert set(raw["libraries"]) >= {"tensorflow", "keras", "pillow", "numpy", "python"}
+    assert {"model.keras", "history.json", "training_curves.png"} <= set(meta.files)
+    folder = config.models_dir / "toy" / "1"
+    history = json.loads((folder / "history.json").read_text())
+    assert len(history["val_accuracy"]) == 4
+    assert (folder / "training_curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_published_model_agrees_with_recorded_accuracy(trained, dataset):
+    config, result = trained
+    predictor = ModelStore(config.models_dir).load("toy")
+    split = load_split(dataset / "validation", predictor.spec, progress=False)
+    predicted = predictor.predict_proba(split.images) >= 0.5
+    accuracy = float((predicted == split.labels.astype(bool)).mean())
+    assert accuracy == pytest.approx(result.metrics["validation"]["accuracy"])
+    assert accuracy >= 0.9  # the classes differ by colour: the model must have learned it
+
+
+def test_unreadable_files_are_listed_and_skipped(tmp_path, capsys):
+    root = make_dataset(tmp_path, per_class=3, val_per_class=1)
+    (root / "train" / "cats" / "broken.jpg").write_bytes(b"not a jpeg")
+    (root / "train" / "dogs" / "empty.png").write_bytes(b"")
+    split = load_split(root / "train", InputSpec(64, 64), progress=False)
+    assert split.counts() == {"cats": 3, "dogs": 3}
+    assert sorted(path for path, _ in split.skipped) == ["cats/broken.jpg", "dogs/empty.png"]
+    assert "skipped train/cats/broken.jpg: not_an_image" in capsys.readouterr().err
+
+
+def test_exactly_two_classes_are_required(tmp_path):
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(DatasetError, match=r"found 3: \['a', 'b', 'c'\]"):
+        find_classes(tmp_path)
+
+
+def test_cli_reports_a_bad_data_folder(tmp_path, capsys):
+    (tmp_path / "train" / "only").mkdir(parents=True)
+    code = train_module.main(["--data-dir", str(tmp_path), "--models-dir", str(tmp_path / "m")])
+    assert code == 2
+    assert "exactly two class folders; found 1: ['only']" in capsys.readouterr().err
+
+
+def test_cli_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        train_module.main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for action in train_module.parser()._actions:
+        assert action.help, action.dest
+        for flag in action.option_strings:
+            assert flag in text
+
+
+def test_cli_trains_and_publishes(dataset, tmp_path, capsys):
+    code = train_module.main(
+        [
+            "--data-dir", str(dataset),
+            "--models-dir", str(tmp_path),
+            "--model-name", "cli",
+            "--epochs", "1",
+            "--image-size", "64",
+            "--augmentation",
+            "--dropout", "0.5",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert "published cli v1" in capsys.readouterr().out
+    meta = ModelStore(tmp_path).check("cli", 1)
+    assert meta.raw["training"]["augmentation"] is True
+    assert meta.raw["training"]["dropout"] == 0.5
