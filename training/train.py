@@ -110,7 +110,8 @@ def train(config: TrainConfig) -> TrainResult:
     wall = time.monotonic() - started
 
     def write(folder: Path) -> dict:
-        model.save(folder / MODEL_FILE)
+        # An uncompiled view of the same layers: the file carries no optimizer state.
+        keras.Model(model.inputs, model.outputs, name=model.name).save(folder / MODEL_FILE)
         (folder / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n")
         plot_history(history, folder / CURVES_FILE, title=f"{config.model_name} training")
         return build_metadata(config, spec, train_split, val_split, metrics, wall)

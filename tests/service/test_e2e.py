@@ -59,7 +59,7 @@ class Server:
             try:
                 if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.3)
         self.stop()
@@ -150,7 +150,7 @@ def test_port_and_models_come_from_the_environment(tmp_path):
             try:
                 response = requests.get(f"{srv.url}/readyz", timeout=2)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.3)
         assert response.status_code == 503
         assert requests.get(f"{srv.url}/healthz", timeout=2).status_code == 200
