@@ -10,6 +10,7 @@ from classifier.spec import InputSpec
 
 METADATA_FILE = "metadata.json"
 MODEL_FILE = "model.keras"
+ONNX_FILE = "model.onnx"
 SCHEMA_VERSION = 1
 
 

@@ -23,7 +23,7 @@ from classifier.spec import (
 )
 
 # Bumped whenever the pixels this module produces change; recorded in model metadata.
-PREPROCESSING_VERSION = 1
+PREPROCESSING_VERSION = 2
 
 # A truncated file is an error, never silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -32,8 +32,6 @@ warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
-# JPEGs are DCT-downscaled while decoding, but never below this multiple of the target size.
-_DRAFT_GAP = 2
 
 
 def describe(spec: InputSpec = DEFAULT_SPEC) -> dict:
@@ -45,7 +43,7 @@ def describe(spec: InputSpec = DEFAULT_SPEC) -> dict:
         "resize": "squash to exact size (aspect ratio not kept)",
         "exif_orientation": True,
         "alpha_background": list(BACKGROUND_RGB),
-        "jpeg_draft_gap": _DRAFT_GAP,
+        "jpeg_draft_gap": spec.jpeg_draft_gap,
         "allowed_formats": list(ALLOWED_FORMATS),
     }
 
@@ -72,8 +70,9 @@ def decode_image(
         limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
         if width * height > limit:
             raise _too_large(width * height, limit)
-        if image.format == "JPEG":
-            image.draft("RGB", (spec.width * _DRAFT_GAP, spec.height * _DRAFT_GAP))
+        if image.format == "JPEG" and spec.jpeg_draft_gap:
+            gap = spec.jpeg_draft_gap
+            image.draft("RGB", (spec.width * gap, spec.height * gap))
         _load(image)
         image = _orient(image)
         rgb = to_rgb(image)

@@ -30,13 +30,16 @@ class InputSpec:
     """What the model takes: raw 0-255 RGB pixels of this size, resized with this filter.
 
     The image is resized to exactly (height, width), ignoring aspect ratio, as Keras's
-    `image_dataset_from_directory` does by default.
+    `image_dataset_from_directory` does by default. A JPEG is first DCT-downscaled while it
+    is decoded (Pillow's draft mode, much faster on large photos) to no less than
+    `jpeg_draft_gap` times the target size; 0 decodes at full size.
     """
 
     height: int = 150
     width: int = 150
     channels: int = 3
     resample: str = "bilinear"
+    jpeg_draft_gap: int = 1
 
     def __post_init__(self) -> None:
         if self.height <= 0 or self.width <= 0:
@@ -47,6 +50,8 @@ class InputSpec:
             raise ValueError(
                 f"unknown resample filter {self.resample!r}; one of {sorted(RESAMPLE_FILTERS)}"
             )
+        if self.jpeg_draft_gap < 0:
+            raise ValueError(f"jpeg_draft_gap must be >= 0, got {self.jpeg_draft_gap}")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -62,6 +67,7 @@ class InputSpec:
             width=int(data["width"]),
             channels=int(data.get("channels", 3)),
             resample=str(data.get("resample", "bilinear")),
+            jpeg_draft_gap=int(data.get("jpeg_draft_gap", 0)),
         )
 
 

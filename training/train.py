@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from classifier import preprocess
-from classifier.metadata import MODEL_FILE, ModelMetadata
+from classifier.metadata import MODEL_FILE, ONNX_FILE, ModelMetadata
 from classifier.spec import DEFAULT_SPEC, InputSpec
 from classifier.store import ModelStore
 from training.data import Split, load_split
@@ -110,14 +110,21 @@ def train(config: TrainConfig) -> TrainResult:
     wall = time.monotonic() - started
 
     def write(folder: Path) -> dict:
-        # An uncompiled view of the same layers: the file carries no optimizer state.
-        keras.Model(model.inputs, model.outputs, name=model.name).save(folder / MODEL_FILE)
+        export_model(model, folder)
         (folder / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n")
         plot_history(history, folder / CURVES_FILE, title=f"{config.model_name} training")
         return build_metadata(config, spec, train_split, val_split, metrics, wall)
 
     metadata = ModelStore(config.models_dir).publish(config.model_name, write)
     return TrainResult(metadata=metadata, history=history, metrics=metrics)
+
+
+def export_model(model: keras.Model, folder: Path) -> None:
+    """Write the Keras file (no optimizer state) and its ONNX export for the CPU runtime."""
+    serving = keras.Model(model.inputs, model.outputs, name=model.name)
+    serving.save(folder / MODEL_FILE)
+    serving.predict_on_batch(np.zeros((1, *serving.input_shape[1:]), dtype=np.float32))
+    serving.export(str(folder / ONNX_FILE), format="onnx", verbose=False)
 
 
 def evaluate(model, split: Split, batch_size: int, threshold: float) -> dict:
