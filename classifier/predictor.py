@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from classifier.errors import ModelStoreError
-from classifier.metadata import MODEL_FILE, ModelMetadata
+from classifier.metadata import ModelMetadata
+from classifier.runtimes import Runtime, RuntimeOptions, load_runtime
 from classifier.spec import InputSpec
 
 
@@ -23,33 +22,18 @@ class Prediction:
 
 
 class Predictor:
-    """One model version. The model's sigmoid output is P(class_names[1])."""
+    """One model version on one runtime. The model's sigmoid output is P(class_names[1])."""
 
-    def __init__(self, model, metadata: ModelMetadata) -> None:
-        self._model = model
+    def __init__(self, runtime: Runtime, metadata: ModelMetadata) -> None:
+        self.runtime = runtime
         self.metadata = metadata
-        self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, folder: Path, metadata: ModelMetadata) -> Predictor:
-        """Load the Keras file in safe mode (no arbitrary code) and check its input/output shape."""
-        import keras
-
-        try:
-            model = keras.saving.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
-        except Exception as exc:
-            raise ModelStoreError(
-                f"{metadata.name} v{metadata.version}: cannot load {MODEL_FILE}: {exc}",
-                code="model_load_failed",
-            ) from None
-        expected_in = (None, *metadata.input_spec.shape)
-        if tuple(model.input_shape) != expected_in or tuple(model.output_shape) != (None, 1):
-            raise ModelStoreError(
-                f"{metadata.name} v{metadata.version}: model takes {model.input_shape} and gives "
-                f"{model.output_shape}; metadata needs {expected_in} -> (None, 1)",
-                code="model_shape_mismatch",
-            )
-        return cls(model, metadata)
+    def load(
+        cls, folder: Path, metadata: ModelMetadata, options: RuntimeOptions | None = None
+    ) -> Predictor:
+        """Load in safe mode (no arbitrary code) on the runtime chosen by `options`."""
+        return cls(load_runtime(folder, metadata, options or RuntimeOptions()), metadata)
 
     @property
     def name(self) -> str:
@@ -76,9 +60,7 @@ class Predictor:
             )
         if len(images) == 0:
             return np.zeros((0,), dtype=np.float32)
-        with self._lock:
-            out = self._model.predict_on_batch(images)
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        return self.runtime(images)
 
     def to_predictions(self, probs: np.ndarray) -> list[Prediction]:
         negative, positive = self.class_names

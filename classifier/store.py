@@ -19,6 +19,7 @@ from pathlib import Path
 
 from classifier.errors import ModelStoreError
 from classifier.metadata import METADATA_FILE, MODEL_FILE, SCHEMA_VERSION, ModelMetadata
+from classifier.runtimes import RuntimeOptions
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
@@ -177,7 +178,7 @@ class ModelStore:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    def load(self, name: str, version: int | None = None):
+    def load(self, name: str, version: int | None = None, options: RuntimeOptions | None = None):
         """Load a checked version (the newest valid one by default) as a Predictor."""
         from classifier.predictor import Predictor
 
@@ -191,7 +192,7 @@ class ModelStore:
                 )
         else:
             metadata = self.check(name, version)
-        return Predictor.load(self.model_dir(name) / str(metadata.version), metadata)
+        return Predictor.load(self.model_dir(name) / str(metadata.version), metadata, options)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -8,11 +8,12 @@ from collections.abc import Mapping
 
 from flask import Flask
 
+from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
 from service import config as settings
 from service.api import bp as api_blueprint
 from service.errors import register_error_handlers
-from service.models import ModelManager
+from service.models import BatchingOptions, ModelManager
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,23 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(api_blueprint)
 
-    manager = ModelManager(ModelStore(app.config["MODELS_DIR"]), app.config["MODEL_NAME"])
+    settings.check(app.config)
+    cfg = app.config
+    manager = ModelManager(
+        ModelStore(cfg["MODELS_DIR"]),
+        cfg["MODEL_NAME"],
+        runtime=RuntimeOptions(
+            runtime=cfg["RUNTIME"],
+            device=cfg["DEVICE"],
+            mixed_precision=bool(cfg["MIXED_PRECISION"]),
+            threads=int(cfg["INFERENCE_THREADS"]),
+        ),
+        batching=BatchingOptions(
+            max_batch_size=int(cfg["MAX_BATCH_SIZE"]),
+            timeout_s=float(cfg["BATCH_TIMEOUT_MS"]) / 1000,
+            capacity=int(cfg["QUEUE_CAPACITY"]),
+        ),
+    )
     app.extensions["model_manager"] = manager
     log.info(
         "loading models from %s (default %s)", app.config["MODELS_DIR"], app.config["MODEL_NAME"]

@@ -7,7 +7,8 @@ from flask import Blueprint, current_app, jsonify, request
 
 from classifier.errors import ImageError
 from classifier.preprocess import decode_image
-from service.inputs import read_uploads
+from classifier.spec import InputSpec
+from service.inputs import Upload, read_uploads
 from service.models import ModelManager
 
 bp = Blueprint("api", __name__)
@@ -28,19 +29,11 @@ def predict(name: str):
 
 
 def _predict(name: str):
-    predictor = manager().get(name)
+    model = manager().get(name)
     uploads = read_uploads(request, current_app.config["MAX_IMAGES_PER_REQUEST"])
-    max_pixels = current_app.config["MAX_IMAGE_PIXELS"]
-    arrays = []
-    for index, upload in enumerate(uploads):
-        try:
-            arrays.append(decode_image(upload.data, predictor.spec, max_pixels=max_pixels))
-        except ImageError as exc:
-            where = upload.filename or f"image {index}"
-            exc.message = f"{where}: {exc.message}"
-            exc.details = {"index": index, "filename": upload.filename}
-            raise
-    predictions = predictor.classify(np.stack(arrays))
+    images = decode_uploads(uploads, model.spec, current_app.config["MAX_IMAGE_PIXELS"])
+    timeout_s = float(current_app.config["REQUEST_DEADLINE_MS"]) / 1000
+    predictions = model.predict(images, timeout_s)
     results = []
     for upload, prediction in zip(uploads, predictions, strict=True):
         item = prediction.to_dict()
@@ -48,13 +41,23 @@ def _predict(name: str):
             item["filename"] = upload.filename
         results.append(item)
     response = jsonify(
-        {
-            "model": {"name": predictor.name, "version": predictor.version},
-            "predictions": results,
-        }
+        {"model": {"name": model.name, "version": model.version}, "predictions": results}
     )
-    response.headers["X-Model-Version"] = str(predictor.version)
+    response.headers["X-Model-Version"] = str(model.version)
     return response
+
+
+def decode_uploads(uploads: list[Upload], spec: InputSpec, max_pixels: int) -> np.ndarray:
+    """Decode in the request thread, in parallel with the model; the error names the file."""
+    images = np.empty((len(uploads), *spec.shape), dtype=np.uint8)
+    for index, upload in enumerate(uploads):
+        try:
+            images[index] = decode_image(upload.data, spec, max_pixels=max_pixels)
+        except ImageError as exc:
+            exc.message = f"{upload.filename or f'image {index}'}: {exc.message}"
+            exc.details = {"index": index, "filename": upload.filename}
+            raise
+    return images
 
 
 @bp.get("/v1/models/<name>")

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from classifier.errors import ClassifierError, ModelStoreError
-from classifier.predictor import Predictor
+from classifier.predictor import Prediction, Predictor
+from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore, VersionStatus, validate_name
+from service.batching import Batcher
 from service.errors import ApiError, NotReady
 
 log = logging.getLogger(__name__)
@@ -25,10 +27,40 @@ AVAILABLE, LOADING, FAILED, INVALID, NOT_LOADED = (
 )
 
 
+@dataclass(frozen=True)
+class BatchingOptions:
+    max_batch_size: int = 16
+    timeout_s: float = 0.0
+    capacity: int = 256
+
+
+class ServedModel:
+    """A loaded version with its batcher: what a request talks to."""
+
+    def __init__(self, predictor: Predictor, batcher: Batcher) -> None:
+        self.predictor = predictor
+        self.batcher = batcher
+
+    @property
+    def name(self) -> str:
+        return self.predictor.name
+
+    @property
+    def version(self) -> int:
+        return self.predictor.version
+
+    @property
+    def spec(self):
+        return self.predictor.spec
+
+    def predict(self, images: np.ndarray, timeout_s: float) -> list[Prediction]:
+        return self.predictor.to_predictions(self.batcher.predict(images, timeout_s))
+
+
 @dataclass
 class ModelState:
     name: str
-    predictor: Predictor | None = None
+    served: ServedModel | None = None
     loading: bool = False
     error: str | None = None
     scanned: list[VersionStatus] = field(default_factory=list)
@@ -38,9 +70,17 @@ class ModelState:
 class ModelManager:
     """Loads the newest valid version of each model in the store and hands out predictors."""
 
-    def __init__(self, store: ModelStore, default_name: str) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        default_name: str,
+        runtime: RuntimeOptions | None = None,
+        batching: BatchingOptions | None = None,
+    ) -> None:
         self.store = store
         self.default_name = validate_name(default_name)
+        self.runtime = runtime or RuntimeOptions()
+        self.batching = batching or BatchingOptions()
         self._states: dict[str, ModelState] = {}
         self._lock = threading.Lock()
 
@@ -62,13 +102,14 @@ class ModelManager:
                     log.warning("model %s v%d refused: %s", name, status.version, status.error)
                     continue
                 try:
-                    predictor = self.store.load(name, status.version)
-                    warm_up(predictor)
+                    served = self._serve(self.store.load(name, status.version, self.runtime))
                 except ClassifierError as exc:
                     state.load_errors[status.version] = exc.message
                     log.error("model %s v%d failed to load: %s", name, status.version, exc.message)
                     continue
-                state.predictor, state.error = predictor, None
+                old, state.served, state.error = state.served, served, None
+                if old is not None:
+                    old.batcher.stop()
                 log.info("model %s v%d loaded and warmed up", name, status.version)
                 return state
             state.error = f"no loadable version of model {name!r} in {self.store.root}"
@@ -77,6 +118,24 @@ class ModelManager:
         finally:
             state.loading = False
 
+    def _serve(self, predictor: Predictor) -> ServedModel:
+        """Check the predictor on a probe, warm up every batch size, start its batcher."""
+        warm_up(predictor)
+        batcher = Batcher(
+            predictor.predict_proba,
+            max_batch_size=self.batching.max_batch_size,
+            timeout_s=self.batching.timeout_s,
+            capacity=self.batching.capacity,
+            name=f"{predictor.name}-v{predictor.version}",
+        )
+        batcher.warm_up(predictor.spec.shape)
+        return ServedModel(predictor, batcher.start())
+
+    def stop(self) -> None:
+        for state in self._states.values():
+            if state.served is not None:
+                state.served.batcher.stop()
+
     def _state(self, name: str) -> ModelState:
         with self._lock:
             return self._states.setdefault(name, ModelState(name))
@@ -84,8 +143,8 @@ class ModelManager:
     def names(self) -> list[str]:
         return sorted(self._states)
 
-    def get(self, name: str) -> Predictor:
-        """The predictor serving `name`; 404 for an unknown model, 503 while none is loaded."""
+    def get(self, name: str) -> ServedModel:
+        """The model serving `name`; 404 for an unknown model, 503 while none is loaded."""
         state = self._states.get(name)
         if state is None:
             raise ApiError(
@@ -93,20 +152,21 @@ class ModelManager:
                 code="model_not_found",
                 status=404,
             )
-        if state.predictor is None:
+        if state.served is None:
             raise NotReady(state.error or f"model {name!r} is loading")
-        return state.predictor
+        return state.served
 
     def ready(self) -> bool:
         state = self._states.get(self.default_name)
-        return state is not None and state.predictor is not None
+        return state is not None and state.served is not None
 
     def describe(self, name: str) -> dict:
         """Versions with their state, and the serving version's metadata."""
         state = self._states.get(name)
         if state is None:
             raise ApiError(f"model {name!r} not found", code="model_not_found", status=404)
-        serving = state.predictor.version if state.predictor else None
+        served = state.served
+        serving = served.version if served else None
         versions = []
         for status in state.scanned:
             entry: dict = {"version": status.version}
@@ -125,7 +185,24 @@ class ModelManager:
             "serving_version": serving,
             "versions": versions,
             "error": state.error,
-            "metadata": state.predictor.metadata.raw if state.predictor else None,
+            "runtime": (
+                {"name": served.predictor.runtime.name, "device": served.predictor.runtime.device}
+                if served
+                else None
+            ),
+            "batching": (
+                {
+                    "max_batch_size": served.batcher.max_batch_size,
+                    "padded_sizes": served.batcher.sizes,
+                    "timeout_ms": served.batcher.timeout_s * 1000,
+                    "queue_capacity": served.batcher.capacity,
+                    "queued": served.batcher.queued(),
+                    **served.batcher.stats.to_dict(),
+                }
+                if served
+                else None
+            ),
+            "metadata": served.predictor.metadata.raw if served else None,
         }
 
 

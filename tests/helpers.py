@@ -56,18 +56,23 @@ def publish_model(
     image_size: int = 64,
     class_names: tuple[str, str] = ("cats", "dogs"),
     seed: int = 0,
+    onnx: bool = True,
 ) -> int:
     """Publish a real (untrained, seeded) CNN of the product's architecture; returns its version."""
     import keras
 
     from training.model import build_model
+    from training.train import export_model
 
     keras.utils.set_random_seed(seed)
     spec = InputSpec(height=image_size, width=image_size)
     model = build_model(spec)
 
     def write(folder: Path) -> dict:
-        model.save(folder / MODEL_FILE)
+        if onnx:
+            export_model(model, folder)  # the Keras file and its ONNX export, as training does
+        else:
+            model.save(folder / MODEL_FILE)
         return {
             "class_names": list(class_names),
             "input": spec.to_dict(),

@@ -1,5 +1,6 @@
 import base64
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from flask import Flask
 from classifier.preprocess import decode_image
 from classifier.store import ModelStore
 from service import create_app
+from service.config import ConfigError, from_environment
 from tests.helpers import encode, jpeg_bytes, png_with_header_size, publish_model, solid
 
 
@@ -46,7 +48,7 @@ def test_several_files_are_one_batch_in_input_order(client, shared_app):
     assert response.status_code == 200
     predictions = response.get_json()["predictions"]
     assert [p["filename"] for p in predictions] == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
-    predictor = shared_app.extensions["model_manager"].get("pets")
+    predictor = shared_app.extensions["model_manager"].get("pets").predictor
     expected = predictor.predict_proba(np.stack([decode_image(d, predictor.spec) for d in images]))
     got = [p["probabilities"]["dogs"] for p in predictions]
     assert np.allclose(got, expected, atol=1e-5)
@@ -70,7 +72,7 @@ def test_json_base64_instances(client):
 def test_service_probability_equals_predictor_on_shared_preprocessing(client, shared_app):
     data = encode(solid((90, 140, 200), (123, 77)), "PNG")
     response = client.post("/predict", data=data, content_type="image/png")
-    predictor = shared_app.extensions["model_manager"].get("pets")
+    predictor = shared_app.extensions["model_manager"].get("pets").predictor
     expected = predictor.predict_proba(decode_image(data, predictor.spec)[None])[0]
     got = response.get_json()["predictions"][0]["probabilities"]["dogs"]
     assert abs(got - float(expected)) <= 1e-5
@@ -253,3 +255,87 @@ def test_unexpected_errors_are_json_500_without_traceback(models_dir):
     error = assert_error(response, 500, "internal_error")
     assert "secret" not in response.get_data(as_text=True)
     assert error["message"] == "internal server error"
+
+
+def make_app(models_dir, **config) -> Flask:
+    return create_app(
+        {"TESTING": True, "MODELS_DIR": str(models_dir), "MODEL_NAME": "pets", **config}
+    )
+
+
+def test_keras_runtime_serves_the_same_answers(models_dir, shared_app):
+    keras_app = make_app(models_dir, RUNTIME="keras")
+    status = keras_app.test_client().get("/v1/models/pets").get_json()
+    assert status["runtime"]["name"] == "keras"
+    assert shared_app.test_client().get("/v1/models/pets").get_json()["runtime"]["name"] == "onnx"
+    data = jpeg_bytes(seed=11)
+    answers = [
+        app.test_client()
+        .post("/predict", data=data, content_type="image/jpeg")
+        .get_json()["predictions"][0]["probabilities"]["dogs"]
+        for app in (keras_app, shared_app)
+    ]
+    assert answers[0] == pytest.approx(answers[1], abs=1e-5)
+
+
+def test_batching_settings_are_reported(client, shared_app):
+    batching = client.get("/v1/models/pets").get_json()["batching"]
+    assert batching["max_batch_size"] == shared_app.config["MAX_BATCH_SIZE"]
+    assert batching["padded_sizes"][-1] == batching["max_batch_size"]
+    client.post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
+    after = client.get("/v1/models/pets").get_json()["batching"]
+    assert after["images"] >= 1 and after["batches"] >= 1
+
+
+def test_request_past_its_deadline_is_504(models_dir):
+    app = make_app(models_dir, REQUEST_DEADLINE_MS=0)
+    response = app.test_client().post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
+    assert_error(response, 504, "deadline_exceeded")
+    # the worker goes on serving
+    app.config["REQUEST_DEADLINE_MS"] = 10_000
+    assert (
+        app.test_client().post("/predict", data=jpeg_bytes(), content_type="image/jpeg").status_code
+        == 200
+    )
+
+
+def test_full_queue_is_503_with_retry_after(models_dir):
+    app = make_app(models_dir, QUEUE_CAPACITY=1, MAX_IMAGES_PER_REQUEST=1)
+    data = jpeg_bytes((300, 300))
+
+    def post(_):
+        response = app.test_client().post("/predict", data=data, content_type="image/jpeg")
+        return response.status_code, response.headers.get("Retry-After"), response.get_json()
+
+    with ThreadPoolExecutor(24) as pool:
+        results = list(pool.map(post, range(96)))
+    statuses = {status for status, _, _ in results}
+    assert statuses <= {200, 503}
+    assert 200 in statuses and 503 in statuses
+    for status, retry_after, body in results:
+        if status == 503:
+            assert retry_after and body["error"]["code"] == "queue_full"
+
+
+def test_settings_that_cannot_work_are_refused(models_dir):
+    with pytest.raises(ConfigError, match="QUEUE_CAPACITY"):
+        make_app(models_dir, QUEUE_CAPACITY=4, MAX_IMAGES_PER_REQUEST=8)
+
+
+def test_environment_settings_are_parsed_and_checked():
+    env = {
+        "MAX_BATCH_SIZE": "32",
+        "BATCH_TIMEOUT_MS": "2.5",
+        "MIXED_PRECISION": "yes",
+        "RUNTIME": "onnx",
+    }
+    parsed = from_environment(env)
+    assert parsed == {
+        "MAX_BATCH_SIZE": 32,
+        "BATCH_TIMEOUT_MS": 2.5,
+        "MIXED_PRECISION": True,
+        "RUNTIME": "onnx",
+    }
+    for bad in ({"MAX_BATCH_SIZE": "0"}, {"RUNTIME": "tensorrt"}, {"MIXED_PRECISION": "maybe"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            from_environment(bad)

@@ -83,7 +83,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server():
-    srv = Server(SHIPPED_MODELS)
+    # A short batch window makes batching visible even on a loaded CI machine.
+    srv = Server(SHIPPED_MODELS, GUNICORN_THREADS="16", BATCH_TIMEOUT_MS="10")
     srv.wait_ready()
     yield srv
     code = srv.stop()
@@ -118,15 +119,23 @@ def test_raw_and_json_bodies(server):
     assert raw.headers["X-Model-Version"] == str(raw.json()["model"]["version"])
 
 
-def test_concurrent_requests_all_succeed(server):
-    images = [jpeg_bytes((200, 150), seed=i) for i in range(16)]
+def test_concurrent_requests_are_batched_and_all_succeed(server):
+    images = [jpeg_bytes((200, 150), seed=i) for i in range(48)]
+    url = f"{server.url}/v1/models/cats_vs_dogs:predict"
 
-    def post(data: bytes) -> int:
-        url = f"{server.url}/v1/models/cats_vs_dogs:predict"
-        return requests.post(url, files={"image": ("x.jpg", data)}, timeout=60).status_code
+    def post(data: bytes) -> float:
+        response = requests.post(url, files={"image": ("x.jpg", data)}, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"][0]["probabilities"]["dogs"]
 
-    with ThreadPoolExecutor(8) as pool:
-        assert list(pool.map(post, images)) == [200] * len(images)
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(post, images))
+    # Batched answers are the answers each image gets alone.
+    for data, answer in list(zip(images, answers, strict=True))[:4]:
+        assert post(data) == pytest.approx(answer, abs=1e-5)
+    batching = requests.get(f"{server.url}/v1/models/cats_vs_dogs", timeout=5).json()["batching"]
+    assert batching["images"] >= len(images)
+    assert max(int(size) for size in batching["batch_sizes"]) > 1, batching
 
 
 def test_errors_over_http(server):

@@ -1,0 +1,171 @@
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from service.batching import Batcher, DeadlineExceeded, QueueFull, pad_to, padded_sizes
+
+SHAPE = (2, 2, 3)
+
+
+def image(value: int) -> np.ndarray:
+    return np.full(SHAPE, value, dtype=np.uint8)
+
+
+class Recorder:
+    """A real function of the pixels (their mean / 255) that records the batches it saw."""
+
+    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+        self.delay = delay
+        self.gate = gate
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.shapes.append(batch.shape)
+        if self.delay:
+            time.sleep(self.delay)
+        if (batch == 250).any():
+            raise RuntimeError("poisoned batch")
+        return batch.reshape(len(batch), -1).mean(axis=1) / 255.0
+
+
+@pytest.fixture
+def make_batcher():
+    made = []
+
+    def make(run, **kwargs) -> Batcher:
+        batcher = Batcher(run, **kwargs).start()
+        made.append(batcher)
+        return batcher
+
+    yield make
+    for batcher in made:
+        batcher.stop()
+
+
+def test_padded_sizes():
+    assert padded_sizes(1) == [1]
+    assert padded_sizes(16) == [1, 2, 4, 8, 16]
+    assert padded_sizes(24) == [1, 2, 4, 8, 16, 24]
+    assert pad_to([1, 2, 4, 8], 3) == 4
+    with pytest.raises(ValueError):
+        pad_to([1, 2], 3)
+
+
+def test_each_caller_gets_its_own_results_in_order(make_batcher):
+    run = Recorder(delay=0.01)
+    batcher = make_batcher(run, max_batch_size=8, timeout_s=0.005)
+
+    def call(value: int) -> list[float]:
+        images = np.stack([image(value), image(value + 1)])
+        return batcher.predict(images, timeout_s=10).tolist()
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(call, range(0, 64, 2)))
+    for value, result in zip(range(0, 64, 2), results, strict=True):
+        assert result == pytest.approx([value / 255, (value + 1) / 255])
+    assert max(shape[0] for shape in run.shapes) > 1  # concurrent requests were batched
+
+
+def test_batches_are_padded_to_allowed_sizes(make_batcher):
+    gate = threading.Event()
+    run = Recorder(gate=gate)
+    batcher = make_batcher(run, max_batch_size=8, timeout_s=0.0)
+    first = batcher.submit(np.stack([image(1)]), time.monotonic() + 10)
+    time.sleep(0.05)  # the loop now holds the first item, blocked in the gate
+    rest = batcher.submit(np.stack([image(v) for v in range(2, 7)]), time.monotonic() + 10)
+    gate.set()
+    assert [f.result(5) for f in first + rest] == pytest.approx([v / 255 for v in range(1, 7)])
+    assert [shape[0] for shape in run.shapes] == [1, 8]  # 1 alone, then 5 padded to 8
+
+
+def test_timeout_flushes_a_partial_batch(make_batcher):
+    run = Recorder()
+    batcher = make_batcher(run, max_batch_size=16, timeout_s=0.05)
+    started = time.monotonic()
+    out = batcher.predict(np.stack([image(5), image(6), image(7)]), timeout_s=5)
+    assert out == pytest.approx([5 / 255, 6 / 255, 7 / 255])
+    assert time.monotonic() - started < 4  # flushed by the timeout, not the deadline
+    assert [shape[0] for shape in run.shapes] == [4]
+
+
+def test_full_queue_rejects_at_once_all_or_none(make_batcher):
+    gate = threading.Event()
+    batcher = make_batcher(Recorder(gate=gate), max_batch_size=2, capacity=3)
+    held = batcher.submit(np.stack([image(1)]), time.monotonic() + 10)
+    time.sleep(0.05)  # taken by the loop, which waits on the gate
+    queued = batcher.submit(np.stack([image(2), image(3)]), time.monotonic() + 10)
+    with pytest.raises(QueueFull) as info:
+        batcher.submit(np.stack([image(4), image(5)]), time.monotonic() + 10)
+    assert info.value.status == 503
+    assert batcher.queued() == 2  # nothing of the refused request was queued
+    gate.set()
+    assert [f.result(5) for f in held + queued] == pytest.approx([1 / 255, 2 / 255, 3 / 255])
+    assert batcher.stats.rejected == 2
+
+
+def test_deadline_gives_504_and_frees_the_place(make_batcher):
+    gate = threading.Event()
+    run = Recorder(gate=gate)
+    batcher = make_batcher(run, max_batch_size=1, capacity=2)
+    busy = batcher.submit(np.stack([image(1)]), time.monotonic() + 10)
+    time.sleep(0.05)
+    with pytest.raises(DeadlineExceeded) as info:
+        batcher.predict(np.stack([image(2)]), timeout_s=0.05)
+    assert info.value.status == 504
+    gate.set()
+    assert busy[0].result(5) == pytest.approx(1 / 255)
+    assert batcher.predict(np.stack([image(3)]), timeout_s=5) == pytest.approx([3 / 255])
+    assert all(shape[0] == 1 for shape in run.shapes)
+    assert len(run.shapes) == 2  # the abandoned image never reached the model
+
+
+def test_items_expired_in_the_queue_are_not_run(make_batcher):
+    gate = threading.Event()
+    run = Recorder(gate=gate)
+    batcher = make_batcher(run, max_batch_size=4)
+    busy = batcher.submit(np.stack([image(1)]), time.monotonic() + 10)
+    time.sleep(0.05)
+    stale = batcher.submit(np.stack([image(2)]), time.monotonic() + 0.01)
+    time.sleep(0.05)
+    gate.set()
+    assert busy[0].result(5) == pytest.approx(1 / 255)
+    with pytest.raises(DeadlineExceeded):
+        stale[0].result(5)
+    assert batcher.stats.expired == 1
+
+
+def test_an_exception_fails_only_its_own_batch(make_batcher):
+    gate = threading.Event()
+    batcher = make_batcher(Recorder(gate=gate), max_batch_size=2)
+    first = batcher.submit(np.stack([image(1)]), time.monotonic() + 10)
+    time.sleep(0.05)
+    poisoned = batcher.submit(np.stack([image(250), image(2)]), time.monotonic() + 10)
+    after = batcher.submit(np.stack([image(3)]), time.monotonic() + 10)
+    gate.set()
+    assert first[0].result(5) == pytest.approx(1 / 255)
+    for future in poisoned:
+        with pytest.raises(Exception) as info:
+            future.result(5)
+        assert getattr(info.value, "code", None) == "inference_failed"
+    assert after[0].result(5) == pytest.approx(3 / 255)
+    assert batcher.stats.failed_batches == 1
+
+
+def test_warm_up_runs_every_padded_size():
+    run = Recorder()
+    Batcher(run, max_batch_size=12).warm_up(SHAPE)
+    assert [shape[0] for shape in run.shapes] == [1, 2, 4, 8, 12]
+
+
+def test_stop_finishes_queued_work_then_refuses():
+    batcher = Batcher(Recorder(delay=0.01), max_batch_size=2).start()
+    futures = batcher.submit(np.stack([image(v) for v in range(5)]), time.monotonic() + 10)
+    batcher.stop()
+    assert [f.result(5) for f in futures] == pytest.approx([v / 255 for v in range(5)])
+    with pytest.raises(QueueFull):
+        batcher.submit(np.stack([image(1)]), time.monotonic() + 10)
