@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import struct
 import zlib
 from pathlib import Path
@@ -81,9 +80,3 @@ def publish_model(
         }
 
     return ModelStore(models_dir).publish(name, write).version
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 
+from benchmarks.harness import Server
 from classifier.preprocess import decode_image
 from classifier.store import ModelStore
-from tests.helpers import REPO, SHARED_DATA, SHIPPED_MODELS, free_port, jpeg_bytes
+from tests.helpers import SHARED_DATA, SHIPPED_MODELS, jpeg_bytes
 
 pytestmark = pytest.mark.e2e
-
-# The same command the README, the Makefile and the Dockerfile run.
-SERVE_ARGV = ["gunicorn", "-c", "service/gunicorn.conf.py", "service:create_app()"]
 
 
 def sample_jpeg() -> tuple[str, bytes]:
@@ -30,55 +24,6 @@ def sample_jpeg() -> tuple[str, bytes]:
         path = sorted(folder.iterdir())[0]
         return path.name, path.read_bytes()
     return "generated.jpg", jpeg_bytes((320, 240))
-
-
-class Server:
-    def __init__(self, models_dir: Path, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environment = {
-            **os.environ,
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "MODELS_DIR": str(models_dir),
-            "WEB_CONCURRENCY": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            **env,
-        }
-        bin_dir = Path(sys.executable).parent
-        argv = [str(bin_dir / SERVE_ARGV[0]), *SERVE_ARGV[1:]]
-        self.process = subprocess.Popen(
-            argv, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited early:\n{self.output()}")
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except (requests.ConnectionError, requests.Timeout):
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise TimeoutError(f"gunicorn not ready in {timeout}s:\n{self.output()}")
-
-    def stop(self, timeout: float = 40) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def output(self) -> str:
-        if self.process.poll() is None:
-            return "(still running)"
-        return self.process.stdout.read().decode(errors="replace")
 
 
 @pytest.fixture(scope="module")

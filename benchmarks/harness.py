@@ -1,0 +1,173 @@
+"""Start a real gunicorn on a free loopback port, and drive bounded load at it."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import requests
+
+from service.cli import GUNICORN_ARGV
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A gunicorn process bound to 127.0.0.1 only; `argv` defaults to the product's command.
+
+    In a custom `argv`, "{port}" is replaced by the chosen port.
+    """
+
+    def __init__(self, models_dir: Path, argv: list[str] | None = None, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "MODELS_DIR": str(models_dir),
+            "WEB_CONCURRENCY": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            **env,
+        }
+        argv = [arg.format(port=self.port) for arg in (argv or GUNICORN_ARGV)]
+        if argv[0] == "gunicorn":  # the one beside this interpreter (the project's venv)
+            argv[0] = str(Path(sys.executable).parent / "gunicorn")
+        self.process = subprocess.Popen(
+            argv, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+
+    def wait_ready(self, timeout: float = 120, path: str = "/readyz") -> Server:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited early:\n{self.output()}")
+            try:
+                if requests.get(f"{self.url}{path}", timeout=2).status_code == 200:
+                    return self
+            except (requests.ConnectionError, requests.Timeout):
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise TimeoutError(f"gunicorn not ready in {timeout}s:\n{self.output()}")
+
+    def stop(self, timeout: float = 40) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def output(self) -> str:
+        if self.process.poll() is None or self.process.stdout is None:
+            return "(no output captured)"
+        return self.process.stdout.read().decode(errors="replace")
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@dataclass
+class LoadResult:
+    concurrency: int
+    requests: int
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return (self.requests - self.errors) / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+    def summary(self) -> dict:
+        return {
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "images_per_s": round(self.rate, 1),
+            "p50_ms": round(self.percentile(50), 2),
+            "p95_ms": round(self.percentile(95), 2),
+            "p99_ms": round(self.percentile(99), 2),
+            "errors": self.errors,
+        }
+
+
+def drive(
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    concurrency: int,
+    count: int,
+    max_seconds: float = 300,
+) -> LoadResult:
+    """POST `count` raw image/jpeg bodies from `concurrency` keep-alive connections to 127.0.0.1.
+
+    Bounded in count and in time: each client stops at its share or at `max_seconds`.
+    """
+    lock = threading.Lock()
+    result = LoadResult(concurrency, 0, 0.0)
+    stop_at = time.monotonic() + max_seconds
+    shares = [
+        count // concurrency + (1 if i < count % concurrency else 0) for i in range(concurrency)
+    ]
+
+    def client(index: int, share: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        latencies, statuses, errors = [], {}, 0
+        for j in range(share):
+            if time.monotonic() > stop_at:
+                break
+            body = bodies[(index * 7919 + j) % len(bodies)]
+            started = time.perf_counter()
+            try:
+                conn.request("POST", path, body, {"Content-Type": "image/jpeg"})
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                status = 0
+            latencies.append((time.perf_counter() - started) * 1000)
+            statuses[status] = statuses.get(status, 0) + 1
+            errors += status != 200
+        conn.close()
+        with lock:
+            result.latencies_ms.extend(latencies)
+            result.requests += len(latencies)
+            result.errors += errors
+            for key, value in statuses.items():
+                result.statuses[key] = result.statuses.get(key, 0) + value
+
+    threads = [threading.Thread(target=client, args=(i, s)) for i, s in enumerate(shares)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result.seconds = time.perf_counter() - started
+    return result
