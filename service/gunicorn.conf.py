@@ -9,7 +9,7 @@ bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 # Threads let one worker take concurrent requests while its model runs.
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+threads = int(os.environ.get("GUNICORN_THREADS", "64"))
 # TensorFlow is not fork-safe: never build the app (and its model) in the master.
 preload_app = False
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
