@@ -81,6 +81,16 @@ class ModelStore:
             int(p.name) for p in folder.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)
         )
 
+    def fingerprint(self, name: str, version: int) -> tuple:
+        """Names, sizes and modification times of a version's files: cheap change detection."""
+        folder = self.model_dir(name) / str(version)
+        try:
+            return tuple(
+                sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir())
+            )
+        except OSError:
+            return ()
+
     def check(self, name: str, version: int) -> ModelMetadata:
         """Validate metadata and every file's checksum; raises ModelStoreError if anything is off."""
         folder = self.model_dir(name) / str(version)

@@ -13,7 +13,7 @@ from classifier.store import ModelStore
 from service import config as settings
 from service.api import bp as api_blueprint
 from service.errors import register_error_handlers
-from service.models import BatchingOptions, ModelManager
+from service.models import BatchingOptions, ModelManager, VersionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,16 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
             timeout_s=float(cfg["BATCH_TIMEOUT_MS"]) / 1000,
             capacity=int(cfg["QUEUE_CAPACITY"]),
         ),
+        policy=VersionPolicy.parse(str(cfg["MODEL_VERSION_POLICY"])),
+        retire_after_s=float(cfg["REQUEST_DEADLINE_MS"]) / 1000 + 1,
     )
     app.extensions["model_manager"] = manager
     log.info(
         "loading models from %s (default %s)", app.config["MODELS_DIR"], app.config["MODEL_NAME"]
     )
     manager.load_all()
+    if float(cfg["MODEL_POLL_SECONDS"]) > 0:
+        manager.start_polling(float(cfg["MODEL_POLL_SECONDS"]))
     return app
 
 

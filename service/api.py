@@ -28,8 +28,13 @@ def predict(name: str):
     return _predict(name)
 
 
-def _predict(name: str):
-    model = manager().get(name)
+@bp.post("/v1/models/<name>/versions/<int:version>:predict")
+def predict_version(name: str, version: int):
+    return _predict(name, version)
+
+
+def _predict(name: str, version: int | None = None):
+    model = manager().get(name, version)
     uploads = read_uploads(request, current_app.config["MAX_IMAGES_PER_REQUEST"])
     images = decode_uploads(uploads, model.spec, current_app.config["MAX_IMAGE_PIXELS"])
     timeout_s = float(current_app.config["REQUEST_DEADLINE_MS"]) / 1000
@@ -86,7 +91,11 @@ def readyz():
     models = {}
     for name in mgr.names():
         info = mgr.describe(name)
-        models[name] = {"serving_version": info["serving_version"], "error": info["error"]}
+        models[name] = {
+            "serving_version": info["serving_version"],
+            "loaded_versions": info["loaded_versions"],
+            "error": info["error"],
+        }
     if mgr.ready():
         return jsonify({"status": "ready", "models": models})
     response = jsonify({"status": "not_ready", "models": models})

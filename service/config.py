@@ -27,6 +27,9 @@ DEFAULTS: dict[str, object] = {
     "BATCH_TIMEOUT_MS": 0.0,
     "QUEUE_CAPACITY": 256,
     "REQUEST_DEADLINE_MS": 10_000.0,
+    # Hot reload: how often each worker looks for new versions (0 = never), and which to serve.
+    "MODEL_POLL_SECONDS": 2.0,
+    "MODEL_VERSION_POLICY": "latest",
 }
 
 
@@ -69,6 +72,13 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+def _policy(value: str) -> str:
+    from service.models import VersionPolicy
+
+    VersionPolicy.parse(value)
+    return value
+
+
 # Environment variable -> (config key, parser).
 ENVIRONMENT: dict[str, tuple[str, Callable[[str], object]]] = {
     "MODELS_DIR": ("MODELS_DIR", str),
@@ -84,6 +94,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], object]]] = {
     "BATCH_TIMEOUT_MS": ("BATCH_TIMEOUT_MS", _non_negative_float),
     "QUEUE_CAPACITY": ("QUEUE_CAPACITY", _positive_int),
     "REQUEST_DEADLINE_MS": ("REQUEST_DEADLINE_MS", _non_negative_float),
+    "MODEL_POLL_SECONDS": ("MODEL_POLL_SECONDS", _non_negative_float),
+    "MODEL_VERSION_POLICY": ("MODEL_VERSION_POLICY", _policy),
 }
 
 

@@ -1,4 +1,9 @@
-"""The models this worker serves: loaded once per worker (after fork), warmed up, then shared."""
+"""The models this worker serves: loaded after fork, warmed up, checked, and hot-swapped.
+
+A poller thread watches the store. A new valid version is loaded off the request path,
+warmed up at every batch size and checked on fixed probe inputs before the reference to it
+is swapped in one step; requests that already hold the old version finish on it.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,38 @@ class BatchingOptions:
     capacity: int = 256
 
 
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which valid versions to serve: the newest N ("latest", "latest:N") or a fixed set
+    ("specific:1,3"). Requests without a version go to the highest loaded one."""
+
+    latest: int | None = 1
+    specific: frozenset[int] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str) -> VersionPolicy:
+        kind, _, arg = text.strip().partition(":")
+        try:
+            if kind == "latest":
+                count = int(arg) if arg else 1
+                if count < 1:
+                    raise ValueError
+                return cls(latest=count)
+            if kind == "specific":
+                versions = frozenset(int(v) for v in arg.split(",") if v.strip())
+                if not versions or min(versions) < 1:
+                    raise ValueError
+                return cls(latest=None, specific=versions)
+        except ValueError:
+            pass
+        raise ValueError(f"version policy must be latest, latest:N or specific:V1,V2; got {text!r}")
+
+    def select(self, candidates: list[int]) -> set[int]:
+        if self.latest is not None:
+            return set(sorted(candidates)[-self.latest :])
+        return set(candidates) & self.specific
+
+
 class ServedModel:
     """A loaded version with its batcher: what a request talks to."""
 
@@ -59,16 +96,24 @@ class ServedModel:
 
 @dataclass
 class ModelState:
+    """One model name. `loaded` is replaced, never mutated, so readers need no lock."""
+
     name: str
-    served: ServedModel | None = None
-    loading: bool = False
+    loaded: dict[int, ServedModel] = field(default_factory=dict)
+    loading: int | None = None
     error: str | None = None
     scanned: list[VersionStatus] = field(default_factory=list)
-    load_errors: dict[int, str] = field(default_factory=dict)
+    # version -> (fingerprint when it failed, why): retried only when the folder changes
+    failures: dict[int, tuple[tuple, str]] = field(default_factory=dict)
+
+    @property
+    def serving(self) -> ServedModel | None:
+        loaded = self.loaded
+        return loaded[max(loaded)] if loaded else None
 
 
 class ModelManager:
-    """Loads the newest valid version of each model in the store and hands out predictors."""
+    """Loads the versions the policy asks for, keeps them fresh, and hands them to requests."""
 
     def __init__(
         self,
@@ -76,51 +121,141 @@ class ModelManager:
         default_name: str,
         runtime: RuntimeOptions | None = None,
         batching: BatchingOptions | None = None,
+        policy: VersionPolicy | None = None,
+        retire_after_s: float = 15.0,
     ) -> None:
         self.store = store
         self.default_name = validate_name(default_name)
         self.runtime = runtime or RuntimeOptions()
         self.batching = batching or BatchingOptions()
+        self.policy = policy or VersionPolicy()
+        self.retire_after_s = retire_after_s
         self._states: dict[str, ModelState] = {}
-        self._lock = threading.Lock()
+        self._checks: dict[tuple[str, int], tuple[tuple, VersionStatus]] = {}
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    # -- loading ---------------------------------------------------------------------------
 
     def load_all(self) -> None:
-        """Load every model in the store (the default one even if its folder is missing)."""
-        names = set(self.store.model_names()) | {self.default_name}
-        for name in sorted(names):
-            self.load(name)
+        """Bring every model in the store (and the default one) in line with the policy."""
+        with self._refresh_lock:
+            try:
+                names = set(self.store.model_names())
+            except OSError as exc:
+                log.error("cannot list the model store %s: %s", self.store.root, exc)
+                names = set()
+            for name in sorted(names | {self.default_name} | set(self._states)):
+                self._refresh(name)
 
-    def load(self, name: str) -> ModelState:
-        """Load and warm up the newest version that passes its checks; older ones are fallbacks."""
-        state = self._state(name)
-        state.loading = True
-        try:
-            state.scanned = self.store.scan(name)
-            state.load_errors = {}
-            for status in reversed(state.scanned):
-                if status.metadata is None:
-                    log.warning("model %s v%d refused: %s", name, status.version, status.error)
-                    continue
+    def start_polling(self, interval_s: float) -> None:
+        """Poll the store every `interval_s` in a daemon thread of this worker."""
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
                 try:
-                    served = self._serve(self.store.load(name, status.version, self.runtime))
-                except ClassifierError as exc:
-                    state.load_errors[status.version] = exc.message
-                    log.error("model %s v%d failed to load: %s", name, status.version, exc.message)
-                    continue
-                old, state.served, state.error = state.served, served, None
-                if old is not None:
-                    old.batcher.stop()
-                log.info("model %s v%d loaded and warmed up", name, status.version)
-                return state
-            state.error = f"no loadable version of model {name!r} in {self.store.root}"
-            log.error(state.error)
-            return state
+                    self.load_all()
+                except Exception:  # the poller must outlive any surprise in the store
+                    log.exception("model poll failed")
+
+        self._poller = threading.Thread(target=loop, name="model-poller", daemon=True)
+        self._poller.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for state in self._states.values():
+            for served in state.loaded.values():
+                served.batcher.stop()
+
+    def _refresh(self, name: str) -> None:
+        state = self._states.setdefault(name, ModelState(name))
+        state.scanned = self._scan(name)
+        for status in state.scanned:  # a changed folder earns a new try
+            failure = state.failures.get(status.version)
+            if failure and failure[0] != self.store.fingerprint(name, status.version):
+                del state.failures[status.version]
+        present = {s.version for s in state.scanned}
+        while True:
+            candidates = [
+                s.version for s in state.scanned if s.valid and s.version not in state.failures
+            ]
+            wanted = self.policy.select(candidates)
+            missing = sorted(wanted - set(state.loaded), reverse=True)
+            if not missing:
+                break
+            self._load_version(state, missing[0])
+        self._unload(state, wanted, present)
+        if state.loaded:
+            state.error = None
+        else:
+            reasons = [f"v{v}: {why}" for v, (_, why) in sorted(state.failures.items())]
+            state.error = f"no loadable version of model {name!r}" + (
+                f" ({'; '.join(reasons)})" if reasons else f" in {self.store.root}"
+            )
+
+    def _scan(self, name: str) -> list[VersionStatus]:
+        """store.scan, but a version is re-hashed only when its files changed."""
+        try:
+            versions = self.store.versions(name)
+        except OSError as exc:
+            log.error("cannot read the folder of model %s: %s", name, exc)
+            return []
+        statuses = []
+        for version in versions:
+            fingerprint = self.store.fingerprint(name, version)
+            cached = self._checks.get((name, version))
+            if cached is None or cached[0] != fingerprint:
+                try:
+                    status = VersionStatus(version, self.store.check(name, version), None)
+                except ModelStoreError as exc:
+                    status = VersionStatus(version, None, exc.message)
+                    log.warning("model %s v%d refused: %s", name, version, exc.message)
+                cached = (fingerprint, status)
+                self._checks[(name, version)] = cached
+            statuses.append(cached[1])
+        return statuses
+
+    def _load_version(self, state: ModelState, version: int) -> None:
+        state.loading = version
+        fingerprint = self.store.fingerprint(state.name, version)
+        try:
+            served = self._serve(self.store.load(state.name, version, self.runtime))
+        except ClassifierError as exc:
+            state.failures[version] = (fingerprint, exc.message)
+            log.error("model %s v%d failed to load: %s", state.name, version, exc.message)
+            return
         finally:
-            state.loading = False
+            state.loading = None
+        state.loaded = {**state.loaded, version: served}  # the swap: one reference assignment
+        log.info("model %s v%d loaded, checked and warmed up", state.name, version)
+
+    def _unload(self, state: ModelState, wanted: set[int], present: set[int]) -> None:
+        """Drop versions the policy no longer wants, but never the last one loaded."""
+        keep = {v: s for v, s in state.loaded.items() if v in wanted}
+        if not keep and state.loaded:
+            newest = max(state.loaded)
+            keep = {newest: state.loaded[newest]}
+            if newest not in present:
+                log.warning(
+                    "model %s v%d was removed from the store; serving it from memory "
+                    "until another version is ready",
+                    state.name,
+                    newest,
+                )
+        for version in set(state.loaded) - set(keep):
+            retired = state.loaded[version]
+            log.info("model %s v%d unloaded", state.name, version)
+            # Requests that already hold it finish first; then its thread ends.
+            timer = threading.Timer(self.retire_after_s, retired.batcher.stop)
+            timer.daemon = True
+            timer.start()
+        if len(keep) != len(state.loaded):
+            state.loaded = keep
 
     def _serve(self, predictor: Predictor) -> ServedModel:
-        """Check the predictor on a probe, warm up every batch size, start its batcher."""
-        warm_up(predictor)
+        """Check the predictor on probes, warm up every batch size, start its batcher."""
+        check_probes(predictor)
         batcher = Batcher(
             predictor.predict_proba,
             max_batch_size=self.batching.max_batch_size,
@@ -131,20 +266,13 @@ class ModelManager:
         batcher.warm_up(predictor.spec.shape)
         return ServedModel(predictor, batcher.start())
 
-    def stop(self) -> None:
-        for state in self._states.values():
-            if state.served is not None:
-                state.served.batcher.stop()
-
-    def _state(self, name: str) -> ModelState:
-        with self._lock:
-            return self._states.setdefault(name, ModelState(name))
+    # -- requests --------------------------------------------------------------------------
 
     def names(self) -> list[str]:
         return sorted(self._states)
 
-    def get(self, name: str) -> ServedModel:
-        """The model serving `name`; 404 for an unknown model, 503 while none is loaded."""
+    def get(self, name: str, version: int | None = None) -> ServedModel:
+        """The model serving `name` (a given version, or the newest loaded)."""
         state = self._states.get(name)
         if state is None:
             raise ApiError(
@@ -152,37 +280,52 @@ class ModelManager:
                 code="model_not_found",
                 status=404,
             )
-        if state.served is None:
-            raise NotReady(state.error or f"model {name!r} is loading")
-        return state.served
+        loaded = state.loaded
+        if version is None:
+            if not loaded:
+                raise NotReady(state.error or f"model {name!r} is loading")
+            return loaded[max(loaded)]
+        if version not in loaded:
+            raise ApiError(
+                f"version {version} of model {name!r} is not loaded; loaded: {sorted(loaded)}",
+                code="version_not_found",
+                status=404,
+                details={"loaded_versions": sorted(loaded)},
+            )
+        return loaded[version]
 
     def ready(self) -> bool:
         state = self._states.get(self.default_name)
-        return state is not None and state.served is not None
+        return state is not None and bool(state.loaded)
 
     def describe(self, name: str) -> dict:
-        """Versions with their state, and the serving version's metadata."""
+        """Versions with their state, and the serving version's metadata and batching."""
         state = self._states.get(name)
         if state is None:
             raise ApiError(f"model {name!r} not found", code="model_not_found", status=404)
-        served = state.served
-        serving = served.version if served else None
+        loaded = state.loaded
+        served = loaded[max(loaded)] if loaded else None
         versions = []
-        for status in state.scanned:
-            entry: dict = {"version": status.version}
-            if status.version == serving:
+        scanned = {s.version: s for s in state.scanned}
+        for version in sorted(set(scanned) | set(loaded)):
+            status = scanned.get(version)
+            entry: dict = {"version": version}
+            if version in loaded:
                 entry["state"] = AVAILABLE
-            elif status.error is not None:
+                if status is None:
+                    entry["note"] = "removed from the store; served from memory"
+            elif status is not None and status.error is not None:
                 entry.update(state=INVALID, error=status.error)
-            elif status.version in state.load_errors:
-                entry.update(state=FAILED, error=state.load_errors[status.version])
+            elif version in state.failures:
+                entry.update(state=FAILED, error=state.failures[version][1])
             else:
-                entry["state"] = LOADING if state.loading else NOT_LOADED
+                entry["state"] = LOADING if state.loading == version else NOT_LOADED
             versions.append(entry)
         return {
             "name": name,
             "default": name == self.default_name,
-            "serving_version": serving,
+            "serving_version": served.version if served else None,
+            "loaded_versions": sorted(loaded),
             "versions": versions,
             "error": state.error,
             "runtime": (
@@ -190,28 +333,41 @@ class ModelManager:
                 if served
                 else None
             ),
-            "batching": (
-                {
-                    "max_batch_size": served.batcher.max_batch_size,
-                    "padded_sizes": served.batcher.sizes,
-                    "timeout_ms": served.batcher.timeout_s * 1000,
-                    "queue_capacity": served.batcher.capacity,
-                    "queued": served.batcher.queued(),
-                    **served.batcher.stats.to_dict(),
-                }
-                if served
-                else None
-            ),
+            "batching": _batching(served.batcher) if served else None,
             "metadata": served.predictor.metadata.raw if served else None,
         }
 
 
-def warm_up(predictor: Predictor) -> None:
-    """Run one prediction so the first request does not pay for graph building."""
-    probe = np.zeros((1, *predictor.spec.shape), dtype=np.uint8)
-    out = predictor.predict_proba(probe)
-    if out.shape != (1,) or not np.all(np.isfinite(out)) or not (0.0 <= out[0] <= 1.0):
+def _batching(batcher: Batcher) -> dict:
+    return {
+        "max_batch_size": batcher.max_batch_size,
+        "padded_sizes": batcher.sizes,
+        "timeout_ms": batcher.timeout_s * 1000,
+        "queue_capacity": batcher.capacity,
+        "queued": batcher.queued(),
+        **batcher.stats.to_dict(),
+    }
+
+
+def check_probes(predictor: Predictor) -> None:
+    """A new version must give one finite probability in [0, 1] per fixed probe image."""
+    rng = np.random.default_rng(20261130)
+    shape = predictor.spec.shape
+    probes = np.stack(
+        [
+            np.zeros(shape, np.uint8),
+            np.full(shape, 255, np.uint8),
+            rng.integers(0, 256, shape, dtype=np.uint8),
+        ]
+    )
+    out = predictor.predict_proba(probes)
+    if (
+        out.shape != (len(probes),)
+        or not np.all(np.isfinite(out))
+        or not np.all((out >= 0.0) & (out <= 1.0))
+    ):
         raise ModelStoreError(
-            f"{predictor.name} v{predictor.version}: warm-up gave {out!r}, not one probability",
+            f"{predictor.name} v{predictor.version}: probe check gave {out!r}, "
+            f"not {len(probes)} probabilities in [0, 1]",
             code="model_check_failed",
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from service import create_app
-from tests.helpers import SHARED_DATA, publish_model
+from tests.helpers import SHARED_DATA, app_config, publish_model
 
 
 @pytest.fixture(scope="session")
@@ -29,12 +29,12 @@ def models_dir(models_template, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def shared_app(models_template):
     """One app for the tests that only read; building an app loads a TensorFlow model."""
-    return create_app({"TESTING": True, "MODELS_DIR": str(models_template), "MODEL_NAME": "pets"})
+    return create_app(app_config(models_template))
 
 
 @pytest.fixture
 def app(models_dir):
-    return create_app({"TESTING": True, "MODELS_DIR": str(models_dir), "MODEL_NAME": "pets"})
+    return create_app(app_config(models_dir))
 
 
 @pytest.fixture

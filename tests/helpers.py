@@ -80,3 +80,14 @@ def publish_model(
         }
 
     return ModelStore(models_dir).publish(name, write).version
+
+
+def app_config(models_dir: Path, **overrides) -> dict:
+    """Test settings: no background poller (tests call `load_all` themselves)."""
+    return {
+        "TESTING": True,
+        "MODELS_DIR": str(models_dir),
+        "MODEL_NAME": "pets",
+        "MODEL_POLL_SECONDS": 0,
+        **overrides,
+    }

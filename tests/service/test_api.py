@@ -10,7 +10,7 @@ from classifier.preprocess import decode_image
 from classifier.store import ModelStore
 from service import create_app
 from service.config import ConfigError, from_environment
-from tests.helpers import encode, jpeg_bytes, png_with_header_size, publish_model, solid
+from tests.helpers import app_config, encode, jpeg_bytes, png_with_header_size, publish_model, solid
 
 
 def assert_error(response, status: int, code: str) -> dict:
@@ -106,7 +106,7 @@ def test_health_and_readiness(client):
 
 
 def test_not_ready_without_a_model(tmp_path):
-    app = create_app({"TESTING": True, "MODELS_DIR": str(tmp_path), "MODEL_NAME": "pets"})
+    app = create_app(app_config(tmp_path))
     client = app.test_client()
     response = client.get("/readyz")
     assert response.status_code == 503
@@ -125,7 +125,7 @@ def test_broken_newer_versions_are_reported_and_the_good_one_serves(models_dir):
     (models_dir / "pets" / "2" / "model.keras").write_bytes(b"half written")
     publish_model(models_dir, "pets", seed=1)  # v3
     (models_dir / "pets" / "3" / "model.keras").write_bytes(b"tampered")
-    app = create_app({"TESTING": True, "MODELS_DIR": str(models_dir), "MODEL_NAME": "pets"})
+    app = create_app(app_config(models_dir))
     client = app.test_client()
     body = client.get("/v1/models/pets").get_json()
     states = {v["version"]: v["state"] for v in body["versions"]}
@@ -138,7 +138,7 @@ def test_broken_newer_versions_are_reported_and_the_good_one_serves(models_dir):
 
 def test_newest_valid_version_is_served(models_dir):
     publish_model(models_dir, "pets", seed=1)
-    app = create_app({"TESTING": True, "MODELS_DIR": str(models_dir), "MODEL_NAME": "pets"})
+    app = create_app(app_config(models_dir))
     response = app.test_client().post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
     assert response.get_json()["model"]["version"] == 2
 
@@ -156,7 +156,7 @@ def test_a_version_that_fails_to_load_falls_back(models_dir):
         }
 
     store.publish("pets", write_garbage)  # v3: valid metadata, unloadable model
-    app = create_app({"TESTING": True, "MODELS_DIR": str(models_dir), "MODEL_NAME": "pets"})
+    app = create_app(app_config(models_dir))
     body = app.test_client().get("/v1/models/pets").get_json()
     assert body["serving_version"] == 2
     states = {v["version"]: v["state"] for v in body["versions"]}
@@ -209,14 +209,7 @@ def test_unknown_route_is_json_404(client):
 
 
 def test_body_over_the_limit_is_413(models_dir):
-    app = create_app(
-        {
-            "TESTING": True,
-            "MODELS_DIR": str(models_dir),
-            "MODEL_NAME": "pets",
-            "MAX_CONTENT_LENGTH": 1000,
-        }
-    )
+    app = create_app(app_config(models_dir, MAX_CONTENT_LENGTH=1000))
     client = app.test_client()
     data = jpeg_bytes((200, 200))
     assert len(data) > 1000
@@ -245,7 +238,7 @@ def test_too_many_images_is_413(client, shared_app):
 
 
 def test_unexpected_errors_are_json_500_without_traceback(models_dir):
-    app: Flask = create_app({"TESTING": False, "MODELS_DIR": str(models_dir), "MODEL_NAME": "pets"})
+    app: Flask = create_app(app_config(models_dir, TESTING=False))
 
     @app.get("/explode")
     def explode():
@@ -258,9 +251,7 @@ def test_unexpected_errors_are_json_500_without_traceback(models_dir):
 
 
 def make_app(models_dir, **config) -> Flask:
-    return create_app(
-        {"TESTING": True, "MODELS_DIR": str(models_dir), "MODEL_NAME": "pets", **config}
-    )
+    return create_app(app_config(models_dir, **config))
 
 
 def test_keras_runtime_serves_the_same_answers(models_dir, shared_app):
