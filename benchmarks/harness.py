@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,8 +49,10 @@ class Server:
         argv = [arg.format(port=self.port) for arg in (argv or GUNICORN_ARGV)]
         if argv[0] == "gunicorn":  # the one beside this interpreter (the project's venv)
             argv[0] = str(Path(sys.executable).parent / "gunicorn")
+        # A file, not a pipe: nobody drains a pipe, and a full one blocks the server's logging.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
-            argv, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            argv, cwd=REPO, env=environment, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     def wait_ready(self, timeout: float = 120, path: str = "/readyz") -> Server:
@@ -76,10 +79,10 @@ class Server:
                 self.process.wait()
         return self.process.returncode
 
-    def output(self) -> str:
-        if self.process.poll() is None or self.process.stdout is None:
-            return "(no output captured)"
-        return self.process.stdout.read().decode(errors="replace")
+    def output(self, tail: int = 20_000) -> str:
+        """The last `tail` characters the server printed."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-tail:]
 
     def __enter__(self) -> Server:
         return self

@@ -13,7 +13,8 @@ DEFAULTS: dict[str, object] = {
     "MODEL_NAME": "cats_vs_dogs",
     # Werkzeug enforces these three while reading the body.
     "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,
-    "MAX_FORM_MEMORY_SIZE": 64 * 1024,
+    # Also bounds the multipart parser's buffer, which must exceed its 64 KiB read size.
+    "MAX_FORM_MEMORY_SIZE": 1024 * 1024,
     "MAX_FORM_PARTS": 100,
     "MAX_IMAGE_PIXELS": DEFAULT_MAX_PIXELS,
     "MAX_IMAGES_PER_REQUEST": 64,

@@ -330,3 +330,10 @@ def test_environment_settings_are_parsed_and_checked():
     for bad in ({"MAX_BATCH_SIZE": "0"}, {"RUNTIME": "tensorrt"}, {"MIXED_PRECISION": "maybe"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             from_environment(bad)
+
+
+def test_a_large_multipart_batch_within_the_limits_is_accepted(client):
+    files = [(io.BytesIO(jpeg_bytes((200, 200), seed=i)), f"{i}.jpg") for i in range(32)]
+    response = client.post("/predict", data={"image": files})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert len(response.get_json()["predictions"]) == 32
