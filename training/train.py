@@ -10,6 +10,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +18,14 @@ import keras
 import numpy as np
 
 from classifier import preprocess
+from classifier.errors import ClassifierError
 from classifier.metadata import MODEL_FILE, ONNX_FILE, ModelMetadata
 from classifier.spec import DEFAULT_SPEC, InputSpec
 from classifier.store import ModelStore
 from training.data import Split, load_split
 from training.model import build_model, compile_model
 from training.plots import plot_history
+from training.report import score
 
 HISTORY_FILE = "history.json"
 CURVES_FILE = "training_curves.png"
@@ -74,8 +77,21 @@ class KeepBest(keras.callbacks.Callback):
             self.model.set_weights(self.weights)
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Fit, evaluate on validation, publish. Returns the published metadata."""
+@dataclass
+class Fitted:
+    """A trained model with what it was trained and validated on."""
+
+    model: keras.Model
+    spec: InputSpec
+    history: dict[str, list[float]]
+    train_split: Split
+    val_split: Split
+    metrics: dict
+    wall_seconds: float
+
+
+def fit(config: TrainConfig) -> Fitted:
+    """Load the data through the shared preprocessing, build, fit and evaluate on validation."""
     started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
     spec = config.spec()
@@ -86,37 +102,48 @@ def train(config: TrainConfig) -> TrainResult:
         spec, augmentation=config.augmentation, dropout=config.dropout, seed=config.seed
     )
     compile_model(model, config.learning_rate)
-    callbacks = []
     keep_best = KeepBest() if config.keep_best else None
-    if keep_best is not None:
-        callbacks.append(keep_best)
-    fit = model.fit(
+    history = model.fit(
         train_split.images,
         train_split.labels,
         batch_size=config.batch_size,
         epochs=config.epochs,
         validation_data=(val_split.images, val_split.labels),
         shuffle=True,
-        callbacks=callbacks,
+        callbacks=[keep_best] if keep_best is not None else [],
         verbose=1 if sys.stdout.isatty() else 2,
-    )
-    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    ).history
+    history = {k: [float(v) for v in vals] for k, vals in history.items()}
     metrics = evaluate(model, val_split, config.batch_size, config.threshold)
-    metrics["train_final"] = {
-        "accuracy": history["accuracy"][-1],
-        "loss": history["loss"][-1],
-    }
+    metrics["train_final"] = {"accuracy": history["accuracy"][-1], "loss": history["loss"][-1]}
     metrics["best_epoch"] = keep_best.best_epoch if keep_best is not None else config.epochs
-    wall = time.monotonic() - started
+    return Fitted(model, spec, history, train_split, val_split, metrics, time.monotonic() - started)
+
+
+def publish(
+    config: TrainConfig,
+    fitted: Fitted,
+    extra: Callable[[Path], dict] | None = None,
+) -> ModelMetadata:
+    """Publish the fitted model as the next version; `extra(folder)` may add files and fields."""
 
     def write(folder: Path) -> dict:
-        export_model(model, folder)
-        (folder / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n")
-        plot_history(history, folder / CURVES_FILE, title=f"{config.model_name} training")
-        return build_metadata(config, spec, train_split, val_split, metrics, wall)
+        export_model(fitted.model, folder)
+        (folder / HISTORY_FILE).write_text(json.dumps(fitted.history, indent=2) + "\n")
+        plot_history(fitted.history, folder / CURVES_FILE, title=f"{config.model_name} training")
+        fields = build_metadata(config, fitted)
+        if extra is not None:
+            fields.update(extra(folder))
+        return fields
 
-    metadata = ModelStore(config.models_dir).publish(config.model_name, write)
-    return TrainResult(metadata=metadata, history=history, metrics=metrics)
+    return ModelStore(config.models_dir).publish(config.model_name, write)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Fit, evaluate on validation, publish. Returns the published metadata."""
+    fitted = fit(config)
+    metadata = publish(config, fitted)
+    return TrainResult(metadata=metadata, history=fitted.history, metrics=fitted.metrics)
 
 
 def export_model(model: keras.Model, folder: Path) -> None:
@@ -127,36 +154,24 @@ def export_model(model: keras.Model, folder: Path) -> None:
     serving.export(str(folder / ONNX_FILE), format="onnx", verbose=False)
 
 
+def predict_probs(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0)).reshape(-1)
+
+
 def evaluate(model, split: Split, batch_size: int, threshold: float) -> dict:
-    """Accuracy, loss and confusion matrix of `model` on `split` (rows: true, columns: predicted)."""
-    probs = np.asarray(model.predict(split.images, batch_size=batch_size, verbose=0)).reshape(-1)
-    predicted = (probs >= threshold).astype(np.int64)
-    truth = split.labels.astype(np.int64)
-    eps = 1e-7
-    clipped = np.clip(probs, eps, 1 - eps)
+    """Scores of `model` on the validation split, with its binary cross-entropy."""
+    probs = predict_probs(model, split.images, batch_size)
+    truth = split.labels
+    clipped = np.clip(probs, 1e-7, 1 - 1e-7)
     loss = float(-np.mean(truth * np.log(clipped) + (1 - truth) * np.log(1 - clipped)))
-    confusion = [[int(((truth == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
-    return {
-        "validation": {
-            "accuracy": float((predicted == truth).mean()),
-            "loss": loss,
-            "count": len(truth),
-            "confusion_matrix": confusion,
-        }
-    }
+    return {"validation": {**score(probs, truth, threshold), "loss": loss}}
 
 
-def build_metadata(
-    config: TrainConfig,
-    spec: InputSpec,
-    train_split: Split,
-    val_split: Split,
-    metrics: dict,
-    wall_seconds: float,
-) -> dict:
+def build_metadata(config: TrainConfig, fitted: Fitted) -> dict:
     import PIL
     import tensorflow as tf
 
+    train_split, val_split, spec = fitted.train_split, fitted.val_split, fitted.spec
     return {
         "class_names": train_split.class_names,
         "input": spec.to_dict(),
@@ -176,9 +191,9 @@ def build_metadata(
             "dropout": config.dropout,
             "keep_best": config.keep_best,
             "seed": config.seed,
-            "wall_seconds": round(wall_seconds, 1),
+            "wall_seconds": round(fitted.wall_seconds, 1),
         },
-        "metrics": metrics,
+        "metrics": fitted.metrics,
         "libraries": {
             "python": platform.python_version(),
             "tensorflow": tf.__version__,
@@ -189,12 +204,20 @@ def build_metadata(
     }
 
 
-def parser() -> argparse.ArgumentParser:
+DESCRIPTION = (
+    "Train the small CNN on DIR/train and DIR/validation (one sub-folder per class, two "
+    "classes) and publish it as the next version in the model store."
+)
+
+
+def parser(
+    prog: str = "python -m training.train", description: str = DESCRIPTION
+) -> argparse.ArgumentParser:
+    """The training options; training.retrain adds its own to the same parser."""
     defaults = TrainConfig(data_dir=Path("."))
     p = argparse.ArgumentParser(
-        prog="python -m training.train",
-        description="Train the small CNN on DIR/train and DIR/validation (one sub-folder per "
-        "class, two classes) and publish it as the next version in the model store.",
+        prog=prog,
+        description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
@@ -235,12 +258,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def config_from(p: argparse.ArgumentParser, args: argparse.Namespace) -> TrainConfig:
     if args.epochs < 1 or args.batch_size < 1:
-        parser().error("--epochs and --batch-size must be at least 1")
-    config = TrainConfig(**vars(args))
-    from classifier.errors import ClassifierError
+        p.error("--epochs and --batch-size must be at least 1")
+    names = TrainConfig.__dataclass_fields__
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    config = config_from(p, p.parse_args(argv))
 
     try:
         result = train(config)

@@ -1,0 +1,120 @@
+import json
+
+import pytest
+
+from classifier.store import ModelStore
+from service import create_app
+from tests.helpers import app_config, make_dataset, publish_model
+from training import evaluate, retrain
+from training import train as training
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+def config(dataset, models_dir, **overrides) -> training.TrainConfig:
+    settings = {"model_name": "pets", "epochs": 4, "batch_size": 8, "image_size": 64}
+    return training.TrainConfig(data_dir=dataset, models_dir=models_dir, **(settings | overrides))
+
+
+@pytest.fixture(scope="module")
+def good_store(dataset, tmp_path_factory):
+    """A store whose champion (v1) was trained properly on the toy data."""
+    models = tmp_path_factory.mktemp("good")
+    training.train(config(dataset, models))
+    return models
+
+
+def test_gate_decisions():
+    assert retrain.decide(0.80, None, 0.01, False).published
+    assert retrain.decide(0.795, 0.80, 0.01, False).published
+    assert not retrain.decide(0.70, 0.80, 0.01, False).published
+    forced = retrain.decide(0.70, 0.80, 0.01, True)
+    assert forced.published and forced.reason.startswith("forced")
+
+
+def test_a_worse_challenger_is_not_published(good_store, dataset):
+    worse = config(dataset, good_store, epochs=1, learning_rate=1e-9)
+    decision, metadata, _ = retrain.retrain(worse)
+    assert not decision.published and metadata is None
+    assert ModelStore(good_store).versions("pets") == [1]
+    [folder] = (good_store / "pets" / "reports").iterdir()
+    saved = json.loads((folder / "report.json").read_text())
+    assert saved["decision"]["published"] is False
+    champion = saved["models"]["champion v1"]["scores"]
+    assert champion["accuracy"] > saved["models"]["challenger"]["scores"]["accuracy"]
+    assert {"precision", "recall", "roc_auc", "confusion_matrix"} <= set(champion)
+    page = (folder / "report.html").read_text()
+    assert "Not published" in page and "data:image/png;base64," in page
+
+
+def test_force_publishes_a_worse_challenger_with_its_report(good_store, dataset, capsys):
+    code = retrain.main(
+        [
+            "--data-dir", str(dataset), "--models-dir", str(good_store), "--model-name", "pets",
+            "--epochs", "1", "--image-size", "64", "--learning-rate", "1e-9", "--force",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert "published pets v2: forced" in capsys.readouterr().out
+    meta = ModelStore(good_store).check("pets", 2)
+    assert {"report.json", "report.html"} <= set(meta.files)
+    assert meta.raw["promotion"]["decision"]["published"] is True
+    assert meta.raw["promotion"]["champion_version"] == 1
+
+
+def test_cli_reports_not_promoted_with_exit_3(good_store, dataset, capsys):
+    code = retrain.main(
+        [
+            "--data-dir", str(dataset), "--models-dir", str(good_store), "--model-name", "pets",
+            "--epochs", "1", "--image-size", "64", "--learning-rate", "1e-9", "--tolerance", "0",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    # v2 (forced, weak) now serves: a weak challenger may tie it, a worse one is refused
+    assert (code, out.startswith("not published")) in ((3, True), (0, False))
+
+
+def test_a_better_challenger_is_published_and_the_service_picks_it_up(dataset, tmp_path):
+    publish_model(tmp_path, "pets", image_size=64)  # an untrained champion: about chance
+    app = create_app(app_config(tmp_path))
+    manager = app.extensions["model_manager"]
+    assert manager.get("pets").version == 1
+    decision, metadata, _ = retrain.retrain(config(dataset, tmp_path))
+    assert decision.published and metadata.version == 2
+    manager.load_all()  # what the poller does every MODEL_POLL_SECONDS
+    assert manager.get("pets").version == 2
+
+
+def test_evaluate_any_version(good_store, dataset, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = evaluate.main(
+        [
+            "--data-dir", str(dataset), "--models-dir", str(good_store), "--model-name", "pets",
+            "--version", "1", "--output", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert "pets v1 on " in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["models"]["v1"]["scores"]["count"] == 16
+    assert (out / "report.html").is_file()
+
+
+def test_held_out_prefers_a_test_folder(tmp_path):
+    (tmp_path / "validation").mkdir()
+    assert retrain.held_out_dir(tmp_path).name == "validation"
+    (tmp_path / "test").mkdir()
+    assert retrain.held_out_dir(tmp_path).name == "test"
+
+
+def test_cli_help_documents_every_option(capsys):
+    for module in (retrain, evaluate):
+        with pytest.raises(SystemExit):
+            module.main(["--help"])
+        text = capsys.readouterr().out
+        assert "--data-dir" in text
+    assert "--tolerance" in retrain.parser().format_help()
+    assert "--force" in retrain.parser().format_help()
