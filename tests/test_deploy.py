@@ -1,0 +1,108 @@
+"""The deployment files, checked without a Docker engine: lint, schema, and agreement with the code."""
+
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+
+import pytest
+import yaml
+
+from service.cli import GUNICORN_ARGV
+from tests.helpers import REPO
+
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+COMPOSE_FILES = ["docker-compose.yml", "docker-compose.gpu.yml"]
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: it comes with the test extras")
+    return path
+
+
+def test_hadolint_reports_nothing():
+    result = subprocess.run(
+        [tool("hadolint"), "--failure-threshold", "warning", "Dockerfile"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_compose_files_match_the_compose_spec():
+    result = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", *COMPOSE_FILES],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def instruction(name: str) -> list[str]:
+    lines = DOCKERFILE.replace("\\\n", " ").splitlines()
+    return [line[len(name) :].strip() for line in lines if line.startswith(name + " ")]
+
+
+def test_cmd_is_the_command_the_end_to_end_tests_start():
+    [cmd] = instruction("CMD")
+    assert json.loads(cmd) == GUNICORN_ARGV
+
+
+def test_healthcheck_is_exec_form_against_healthz():
+    [check] = instruction("HEALTHCHECK")
+    exec_form = json.loads(check[check.index("CMD") + 3 :])
+    assert isinstance(exec_form, list) and "/healthz" in " ".join(exec_form)
+
+
+def test_runs_as_a_numeric_non_root_user():
+    users = instruction("USER")
+    assert users and re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1])
+
+
+def test_image_dependencies_are_the_projects_own():
+    installs = [run for run in instruction("RUN") if "pip install" in run]
+    assert installs == ['pip install ".[${TF_VARIANT}]"']
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert {"cpu", "gpu"} <= set(extras)
+    assert any(line.startswith("ARG TF_VARIANT=cpu") for line in DOCKERFILE.splitlines())
+    assert not list(REPO.glob("requirements*.txt"))
+
+
+def test_dockerignore_keeps_data_caches_tests_and_venvs_out():
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert {".venv", "tests", "data", ".pytest_cache", "**/__pycache__"} <= ignored
+
+
+def compose(name: str) -> dict:
+    return yaml.safe_load((REPO / name).read_text())
+
+
+def test_compose_api_and_trainer_share_the_models_volume():
+    services = compose("docker-compose.yml")["services"]
+    api, trainer = services["api"], services["trainer"]
+    assert "models:/models" in api["volumes"] and "models:/models" in trainer["volumes"]
+    assert api["ports"] and api["healthcheck"]["test"] and api["restart"] == "unless-stopped"
+    assert trainer["profiles"] == ["train"]
+    assert trainer["command"][:3] == ["python", "-m", "training.retrain"]
+    grace = int(api["stop_grace_period"].rstrip("s"))
+    assert grace > int(api["environment"]["GRACEFUL_TIMEOUT"])
+    assert services["nginx"]["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_gpu_reservation_is_an_override():
+    base = compose("docker-compose.yml")["services"]["api"]
+    assert "deploy" not in base  # the base file starts on a host without a GPU
+    gpu = compose("docker-compose.gpu.yml")["services"]["api"]
+    [device] = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert gpu["build"]["args"]["TF_VARIANT"] == "gpu"
