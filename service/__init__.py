@@ -11,9 +11,11 @@ from flask import Flask
 from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
 from service import config as settings
+from service import observability
 from service.api import bp as api_blueprint
 from service.errors import register_error_handlers
 from service.models import BatchingOptions, ModelManager, VersionPolicy
+from service.observability import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     Call it only after fork (gunicorn's default, preload_app=False): TensorFlow is not
     fork-safe, so each worker builds its own models.
     """
-    _configure_logging()
+    configure_logging(os.environ.get("LOG_LEVEL", "info"))
     app = Flask(__name__)
     app.config.update(settings.DEFAULTS)
     app.config.update(settings.from_environment())
@@ -33,6 +35,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     app.json.sort_keys = False
 
     register_error_handlers(app)
+    observability.install(app)
     app.register_blueprint(api_blueprint)
 
     settings.check(app.config)
@@ -56,19 +59,10 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     )
     app.extensions["model_manager"] = manager
     log.info(
-        "loading models from %s (default %s)", app.config["MODELS_DIR"], app.config["MODEL_NAME"]
+        "starting worker",
+        extra={"fields": {"event": "start", "settings": {k: cfg[k] for k in settings.LOGGED}}},
     )
     manager.load_all()
     if float(cfg["MODEL_POLL_SECONDS"]) > 0:
         manager.start_polling(float(cfg["MODEL_POLL_SECONDS"]))
     return app
-
-
-def _configure_logging() -> None:
-    """Under gunicorn the root logger has no handler; give the app's loggers one."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-            format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-        )

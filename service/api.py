@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from classifier.errors import ImageError
 from classifier.preprocess import decode_image
 from classifier.spec import InputSpec
+from service import metrics
 from service.inputs import Upload, read_uploads
 from service.models import ModelManager
+from service.observability import note_inference
 
 bp = Blueprint("api", __name__)
 
@@ -35,7 +37,9 @@ def predict_version(name: str, version: int):
 
 def _predict(name: str, version: int | None = None):
     model = manager().get(name, version)
+    note_inference(model.name, model.version, 0)
     uploads = read_uploads(request, current_app.config["MAX_IMAGES_PER_REQUEST"])
+    note_inference(model.name, model.version, len(uploads))
     images = decode_uploads(uploads, model.spec, current_app.config["MAX_IMAGE_PIXELS"])
     timeout_s = float(current_app.config["REQUEST_DEADLINE_MS"]) / 1000
     predictions = model.predict(images, timeout_s)
@@ -78,6 +82,12 @@ def list_models():
             "models": [manager().describe(name) for name in manager().names()],
         }
     )
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type)
 
 
 @bp.get("/healthz")

@@ -34,6 +34,25 @@ DEFAULTS: dict[str, object] = {
 }
 
 
+# Settings written to the log when a worker starts.
+LOGGED = (
+    "MODELS_DIR",
+    "MODEL_NAME",
+    "RUNTIME",
+    "DEVICE",
+    "MIXED_PRECISION",
+    "MAX_BATCH_SIZE",
+    "BATCH_TIMEOUT_MS",
+    "QUEUE_CAPACITY",
+    "REQUEST_DEADLINE_MS",
+    "MODEL_POLL_SECONDS",
+    "MODEL_VERSION_POLICY",
+    "MAX_CONTENT_LENGTH",
+    "MAX_IMAGE_PIXELS",
+    "MAX_IMAGES_PER_REQUEST",
+)
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number < 1:

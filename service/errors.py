@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, has_app_context, jsonify
 from werkzeug.exceptions import HTTPException
 
 from classifier.errors import ClassifierError
@@ -28,6 +28,8 @@ def error_response(
     status: int, code: str, message: str, details: dict | None = None
 ) -> tuple[Response, int]:
     body: dict = {"code": code, "message": message}
+    if has_app_context():
+        g.error_code = code  # for the access log line and the failure metric
     if details:
         body["details"] = details
     response = jsonify({"error": body})

@@ -17,6 +17,7 @@ from classifier.errors import ClassifierError, ModelStoreError
 from classifier.predictor import Prediction, Predictor
 from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore, VersionStatus, validate_name
+from service import metrics
 from service.batching import Batcher
 from service.errors import ApiError, NotReady
 
@@ -223,12 +224,22 @@ class ModelManager:
             served = self._serve(self.store.load(state.name, version, self.runtime))
         except ClassifierError as exc:
             state.failures[version] = (fingerprint, exc.message)
+            metrics.MODEL_LOADS.labels(state.name, "failure").inc()
             log.error("model %s v%d failed to load: %s", state.name, version, exc.message)
             return
         finally:
             state.loading = None
         state.loaded = {**state.loaded, version: served}  # the swap: one reference assignment
-        log.info("model %s v%d loaded, checked and warmed up", state.name, version)
+        metrics.MODEL_LOADS.labels(state.name, "success").inc()
+        metrics.MODEL_VERSION.labels(state.name).set(max(state.loaded))
+        runtime = served.predictor.runtime
+        log.info(
+            "model %s v%d loaded, checked and warmed up (runtime %s on %s)",
+            state.name,
+            version,
+            runtime.name,
+            runtime.device,
+        )
 
     def _unload(self, state: ModelState, wanted: set[int], present: set[int]) -> None:
         """Drop versions the policy no longer wants, but never the last one loaded."""
@@ -252,6 +263,7 @@ class ModelManager:
             timer.start()
         if len(keep) != len(state.loaded):
             state.loaded = keep
+            metrics.MODEL_VERSION.labels(state.name).set(max(keep))
 
     def _serve(self, predictor: Predictor) -> ServedModel:
         """Check the predictor on probes, warm up every batch size, start its batcher."""
@@ -262,6 +274,9 @@ class ModelManager:
             timeout_s=self.batching.timeout_s,
             capacity=self.batching.capacity,
             name=f"{predictor.name}-v{predictor.version}",
+            on_batch=lambda n, _padded, wait, compute: metrics.observe_batch(
+                predictor.name, predictor.version, n, wait, compute
+            ),
         )
         batcher.warm_up(predictor.spec.shape)
         return ServedModel(predictor, batcher.start())

@@ -1,0 +1,90 @@
+"""Prometheus metrics, correct across gunicorn workers (prometheus-client's multiprocess mode).
+
+Names follow Triton's where one fits (inference_count, inference_exec_count, queue and compute
+durations, request success and failure), in Prometheus base units (seconds).
+gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before any worker imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests by endpoint, method and status",
+    ["endpoint", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by endpoint",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+INFERENCE_SUCCESS = Counter(
+    "inference_request_success_total", "Predict requests answered", ["model", "version"]
+)
+INFERENCE_FAILURE = Counter(
+    "inference_request_failure_total", "Predict requests that failed", ["model", "reason"]
+)
+INFERENCE_COUNT = Counter(
+    "inference_count_total", "Images run through a model", ["model", "version"]
+)
+INFERENCE_EXEC = Counter(
+    "inference_exec_count_total", "Model calls (batches) executed", ["model", "version"]
+)
+QUEUE_DURATION = Histogram(
+    "inference_queue_duration_seconds",
+    "Time the oldest image of a batch waited in the queue",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+COMPUTE_DURATION = Histogram(
+    "inference_compute_duration_seconds",
+    "Time one model call took",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "inference_batch_size",
+    "Images in one model call (before padding)",
+    ["model"],
+    buckets=BATCH_BUCKETS,
+)
+MODEL_LOADS = Counter("model_load_total", "Model version loads by result", ["model", "result"])
+MODEL_VERSION = Gauge(
+    "model_loaded_version",
+    "Newest version loaded per model (highest over live workers)",
+    ["model"],
+    multiprocess_mode="livemax",
+)
+
+
+def observe_batch(model: str, version: int, images: int, wait_s: float, compute_s: float) -> None:
+    INFERENCE_COUNT.labels(model, str(version)).inc(images)
+    INFERENCE_EXEC.labels(model, str(version)).inc()
+    QUEUE_DURATION.labels(model).observe(wait_s)
+    COMPUTE_DURATION.labels(model).observe(compute_s)
+    BATCH_SIZE.labels(model).observe(images)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text: summed over every worker when running under gunicorn."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,89 @@
+"""Request ids, one JSON log line per request, HTTP metrics, and JSON logging for the app."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+
+from service import metrics
+
+access_log = logging.getLogger("service.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; `extra={"fields": {...}}` adds fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Under gunicorn the root logger has no handler; give the app's loggers a JSON one."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def note_inference(model: str, version: int | None, images: int) -> None:
+    """What the predict handler served, for the access log line and the metrics."""
+    g.model, g.version, g.images = model, version, images
+
+
+def install(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        metrics.HTTP_REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        metrics.HTTP_LATENCY.labels(endpoint).observe(elapsed)
+        model = g.get("model")
+        if endpoint == "/predict" or endpoint.endswith(":predict"):
+            if response.status_code == 200:
+                metrics.INFERENCE_SUCCESS.labels(model, str(g.get("version"))).inc()
+            else:  # "-" when no served model was named: client input never becomes a label
+                reason = g.get("error_code", str(response.status_code))
+                metrics.INFERENCE_FAILURE.labels(model or "-", reason).inc()
+        fields = {
+            "event": "request",
+            "request_id": g.get("request_id"),
+            "method": request.method,
+            "endpoint": endpoint,
+            "status": response.status_code,
+            "latency_ms": round(elapsed * 1000, 2),
+            "images": g.get("images", 0),
+            "model": model,
+            "version": g.get("version"),
+        }
+        if g.get("error_code"):
+            fields["error"] = g.error_code
+        access_log.info(
+            "%s %s %s", request.method, endpoint, response.status_code, extra={"fields": fields}
+        )
+        return response

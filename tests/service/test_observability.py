@@ -1,0 +1,104 @@
+import json
+import logging
+import re
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.harness import Server
+from service.observability import JsonFormatter
+from tests.helpers import jpeg_bytes
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(found, name, **labels) -> float:
+    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_request_id_is_taken_or_made_and_echoed(client):
+    given = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["X-Request-ID"] == "abc-123"
+    made = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert re.fullmatch(r"[0-9a-f]{32}", made.headers["X-Request-ID"])
+
+
+def test_one_json_log_line_per_request(client, caplog):
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        client.post(
+            "/predict",
+            data=jpeg_bytes(),
+            content_type="image/jpeg",
+            headers={"X-Request-ID": "req-1"},
+        )
+        client.post("/predict", data=b"junk", content_type="image/jpeg")
+    records = [r for r in caplog.records if r.name == "service.access"]
+    assert len(records) == 2
+    ok, bad = (json.loads(JsonFormatter().format(r)) for r in records)
+    assert ok["request_id"] == "req-1"
+    assert ok["endpoint"] == "/predict" and ok["status"] == 200
+    assert ok["images"] == 1 and ok["model"] == "pets" and ok["version"] == 1
+    assert ok["latency_ms"] > 0
+    assert bad["status"] == 400 and bad["error"] == "not_an_image"
+    assert "junk" not in json.dumps(bad)  # image bytes never reach the log
+
+
+def test_metrics_count_requests_batches_and_failures(client):
+    before = samples(client.get("/metrics").get_data(as_text=True))
+    client.post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
+    client.post("/predict", data=b"junk", content_type="image/jpeg")
+    response = client.get("/metrics")
+    assert response.headers["Content-Type"].startswith("text/plain")
+    after = samples(response.get_data(as_text=True))
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("http_requests_total", endpoint="/predict", method="POST", status="200") == 1
+    assert delta("http_requests_total", endpoint="/predict", method="POST", status="400") == 1
+    assert delta("inference_request_success_total", model="pets", version="1") == 1
+    assert delta("inference_request_failure_total", model="pets", reason="not_an_image") == 1
+    assert delta("inference_count_total", model="pets", version="1") == 1
+    assert delta("inference_exec_count_total", model="pets", version="1") == 1
+    assert delta("inference_batch_size_count", model="pets") == 1
+    assert delta("inference_queue_duration_seconds_count", model="pets") == 1
+    assert delta("inference_compute_duration_seconds_count", model="pets") == 1
+    assert delta("http_request_duration_seconds_count", endpoint="/predict") == 2
+    assert value(after, "model_load_total", model="pets", result="success") >= 1
+    assert value(after, "model_loaded_version", model="pets") == 1
+
+
+@pytest.mark.e2e
+def test_metrics_add_up_across_workers(models_dir):
+    with Server(
+        models_dir, MODEL_NAME="pets", WEB_CONCURRENCY="2", MODEL_POLL_SECONDS="0"
+    ) as server:
+        server.wait_ready()
+        session = requests.Session()
+        for _ in range(12):
+            response = requests.post(
+                f"{server.url}/predict",
+                data=jpeg_bytes(),
+                headers={"Content-Type": "image/jpeg", "Connection": "close"},
+                timeout=30,
+            )
+            assert response.status_code == 200
+        found = samples(session.get(f"{server.url}/metrics", timeout=10).text)
+        assert value(found, "inference_request_success_total", model="pets", version="1") == 12
+        assert value(found, "inference_count_total", model="pets", version="1") == 12
+        assert value(found, "model_load_total", model="pets", result="success") == 2  # 2 workers
+        server.stop()
+        lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+        requests_logged = [line for line in lines if line.get("event") == "request"]
+        assert sum(1 for line in requests_logged if line["endpoint"] == "/predict") == 12
+        starts = [line for line in lines if line.get("event") == "start"]
+        assert len(starts) == 2 and starts[0]["settings"]["MODEL_NAME"] == "pets"
+        pids = {line["pid"] for line in requests_logged if line["endpoint"] == "/predict"}
+        assert len(pids) >= 1
