@@ -27,7 +27,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     fork-safe, so each worker builds its own models.
     """
     configure_logging(os.environ.get("LOG_LEVEL", "info"))
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the pages inline their assets
     app.config.update(settings.DEFAULTS)
     app.config.update(settings.from_environment())
     if config:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
-from classifier.errors import ImageError
+from classifier.errors import ClassifierError, ImageError
 from classifier.preprocess import decode_image
 from classifier.spec import InputSpec
-from service import metrics
+from service import metrics, openapi
 from service.inputs import Upload, read_uploads
 from service.models import ModelManager
 from service.observability import note_inference
@@ -88,6 +88,26 @@ def list_models():
 def prometheus_metrics():
     body, content_type = metrics.render()
     return Response(body, content_type=content_type)
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    return jsonify(openapi.spec())
+
+
+@bp.get("/docs")
+def docs():
+    return render_template("docs.html", spec=openapi.spec())
+
+
+@bp.get("/")
+def demo():
+    mgr = manager()
+    try:
+        version = mgr.get(mgr.default_name).version
+    except ClassifierError:
+        version = None
+    return render_template("index.html", model=mgr.default_name, version=version)
 
 
 @bp.get("/healthz")
