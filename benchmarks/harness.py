@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import os
 import signal
@@ -20,6 +21,23 @@ import requests
 from service.cli import GUNICORN_ARGV
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def benchmark_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: where the photos and the models are."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=doc.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=REPO.parent / "shared/data/cats_vs_dogs/validation",
+        help="folder of JPEGs (searched recursively)",
+    )
+    p.add_argument("--models-dir", type=Path, default=REPO / "models", help="model store root")
+    return p
 
 
 def free_port() -> int:

@@ -14,7 +14,6 @@ is bounded in count and time.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from benchmarks.harness import REPO, Server, drive
+from benchmarks.harness import REPO, Server, benchmark_parser, drive
 from classifier.preprocess import decode_image
 from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
@@ -162,18 +161,7 @@ def _wait_naive(server: Server, timeout: float = 120) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.serving",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=REPO.parent / "shared/data/cats_vs_dogs/validation",
-        help="folder of JPEGs (searched recursively)",
-    )
-    p.add_argument("--models-dir", type=Path, default=REPO / "models", help="model store root")
+    p = benchmark_parser("python -m benchmarks.serving", __doc__)
     p.add_argument("--model-name", default="cats_vs_dogs", help="model to serve")
     p.add_argument("--files", type=int, default=1000, help="how many JPEGs to use")
     p.add_argument("--concurrency", default="1,8,32,64", help="client concurrency levels")

@@ -9,13 +9,12 @@ stops by itself after --seconds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.harness import REPO, Server, drive
+from benchmarks.harness import Server, benchmark_parser, drive
 
 
 def process_tree_rss_mb(pid: int) -> float:
@@ -59,18 +58,7 @@ def plot(samples: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.soak",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=REPO.parent / "shared/data/cats_vs_dogs/validation",
-        help="folder of JPEGs (searched recursively)",
-    )
-    p.add_argument("--models-dir", type=Path, default=REPO / "models", help="model store root")
+    p = benchmark_parser("python -m benchmarks.soak", __doc__)
     p.add_argument("--seconds", type=float, default=600, help="how long to run")
     p.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
     p.add_argument("--window", type=int, default=500, help="requests between samples")

@@ -48,6 +48,14 @@ def png_with_header_size(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+# Metadata fields of a 64x64 cats/dogs model, for tests that write their own model file.
+PETS_FIELDS = {
+    "class_names": ["cats", "dogs"],
+    "input": {"height": 64, "width": 64},
+    "threshold": 0.5,
+}
+
+
 def publish_model(
     models_dir: Path,
     name: str = "pets",

@@ -10,7 +10,15 @@ from classifier.preprocess import decode_image
 from classifier.store import ModelStore
 from service import create_app
 from service.config import ConfigError, from_environment
-from tests.helpers import app_config, encode, jpeg_bytes, png_with_header_size, publish_model, solid
+from tests.helpers import (
+    PETS_FIELDS,
+    app_config,
+    encode,
+    jpeg_bytes,
+    png_with_header_size,
+    publish_model,
+    solid,
+)
 
 
 def assert_error(response, status: int, code: str) -> dict:
@@ -149,11 +157,7 @@ def test_a_version_that_fails_to_load_falls_back(models_dir):
 
     def write_garbage(folder):
         (folder / "model.keras").write_bytes(b"checksummed but not a keras file")
-        return {
-            "class_names": ["cats", "dogs"],
-            "input": {"height": 64, "width": 64},
-            "threshold": 0.5,
-        }
+        return dict(PETS_FIELDS)
 
     store.publish("pets", write_garbage)  # v3: valid metadata, unloadable model
     app = create_app(app_config(models_dir))

@@ -12,7 +12,7 @@ from classifier.spec import InputSpec
 from classifier.store import ModelStore
 from service import create_app
 from service.models import VersionPolicy
-from tests.helpers import app_config, jpeg_bytes, publish_model
+from tests.helpers import PETS_FIELDS, app_config, jpeg_bytes, publish_model
 from training.model import build_model
 
 
@@ -79,11 +79,7 @@ def test_corrupt_model_file_fails_once_and_is_retried_when_its_folder_changes(mo
 
     def garbage(folder):
         (folder / MODEL_FILE).write_bytes(b"checksummed, but not a Keras file")
-        return {
-            "class_names": ["cats", "dogs"],
-            "input": {"height": 64, "width": 64},
-            "threshold": 0.5,
-        }
+        return dict(PETS_FIELDS)
 
     ModelStore(models_dir).publish("pets", garbage)
     with caplog.at_level(logging.ERROR, logger="service.models"):
@@ -111,11 +107,7 @@ def test_wrong_output_shape_is_refused(models_dir):
         keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(
             folder / MODEL_FILE
         )
-        return {
-            "class_names": ["cats", "dogs"],
-            "input": {"height": 64, "width": 64},
-            "threshold": 0.5,
-        }
+        return dict(PETS_FIELDS)
 
     ModelStore(models_dir).publish("pets", two_outputs)
     manager.load_all()
@@ -134,11 +126,7 @@ def test_a_model_that_answers_nan_fails_its_probe_check(models_dir):
         weights[-1] = np.full_like(weights[-1], np.nan)
         model.set_weights(weights)
         model.save(folder / MODEL_FILE)
-        return {
-            "class_names": ["cats", "dogs"],
-            "input": {"height": 64, "width": 64},
-            "threshold": 0.5,
-        }
+        return dict(PETS_FIELDS)
 
     ModelStore(models_dir).publish("pets", nan_model)
     manager.load_all()
