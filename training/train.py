@@ -146,9 +146,24 @@ def train(config: TrainConfig) -> TrainResult:
     return TrainResult(metadata=metadata, history=fitted.history, metrics=fitted.metrics)
 
 
+def serving_model(model: keras.Model) -> keras.Model:
+    """The same weights without the training-only layers (augmentation, dropout).
+
+    Both pass inputs through at inference, but their random ops would still be traced into
+    an export, and ONNX has no kernels for them.
+    """
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    x = inputs
+    for layer in model.layers[1:]:
+        if layer.name.startswith("aug_") or isinstance(layer, keras.layers.Dropout):
+            continue
+        x = layer(x)
+    return keras.Model(inputs, x, name=model.name)
+
+
 def export_model(model: keras.Model, folder: Path) -> None:
-    """Write the Keras file (no optimizer state) and its ONNX export for the CPU runtime."""
-    serving = keras.Model(model.inputs, model.outputs, name=model.name)
+    """Write the serving model as a Keras file (no optimizer state) and as ONNX."""
+    serving = serving_model(model)
     serving.save(folder / MODEL_FILE)
     serving.predict_on_batch(np.zeros((1, *serving.input_shape[1:]), dtype=np.float32))
     serving.export(str(folder / ONNX_FILE), format="onnx", verbose=False)

@@ -1,8 +1,10 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from classifier.runtimes import RuntimeOptions
 from classifier.spec import InputSpec
 from classifier.store import ModelStore
 from tests.helpers import make_dataset
@@ -120,3 +122,27 @@ def test_cli_trains_and_publishes(dataset, tmp_path, capsys):
     meta = ModelStore(tmp_path).check("cli", 1)
     assert meta.raw["training"]["augmentation"] is True
     assert meta.raw["training"]["dropout"] == 0.5
+
+
+def test_augmented_model_exports_without_training_only_layers(dataset, tmp_path):
+    config = train_module.TrainConfig(
+        data_dir=dataset,
+        models_dir=tmp_path,
+        model_name="aug",
+        epochs=1,
+        batch_size=8,
+        image_size=64,
+        augmentation=True,
+        dropout=0.5,
+    )
+    result = train_module.train(config)
+    store = ModelStore(tmp_path)
+    keras_predictor = store.load("aug", options=RuntimeOptions(runtime="keras"))
+    onnx_predictor = store.load("aug", options=RuntimeOptions(runtime="onnx"))
+    names = [layer.name for layer in keras_predictor.runtime.model.layers]
+    assert not any(n.startswith("aug_") or n == "dropout" for n in names)
+    split = load_split(dataset / "validation", keras_predictor.spec, progress=False)
+    expected = keras_predictor.predict_proba(split.images)
+    assert np.abs(onnx_predictor.predict_proba(split.images) - expected).max() <= 1e-5
+    recorded = result.metrics["validation"]["accuracy"]
+    assert float(((expected >= 0.5) == split.labels.astype(bool)).mean()) == pytest.approx(recorded)
