@@ -24,15 +24,18 @@ lint: $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The demo page's test drives Debian's Chromium; installed here when running as root.
+# Tests drive Debian's Chromium (the demo page) and nginx (deploy/nginx.conf); installed
+# here when running as root, else those tests are skipped.
 browser:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
+	    || ! [ -x /usr/sbin/nginx ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's chromium and chromium-driver"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+	    echo "installing Debian's chromium, chromium-driver and nginx"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium chromium-driver nginx >/dev/null; } \
+	      || echo "could not install them: the browser and nginx tests will be skipped"; \
 	  else \
-	    echo "chromium or chromedriver missing: the browser test will be skipped"; \
+	    echo "chromium, chromedriver or nginx missing: their tests will be skipped"; \
 	  fi; \
 	fi
 

@@ -40,6 +40,7 @@ def _predict(name: str, version: int | None = None):
     note_inference(model.name, model.version, 0)
     uploads = read_uploads(request, current_app.config["MAX_IMAGES_PER_REQUEST"])
     note_inference(model.name, model.version, len(uploads))
+    model.batcher.check_room(len(uploads))  # overload costs no decoding
     images = decode_uploads(uploads, model.spec, current_app.config["MAX_IMAGE_PIXELS"])
     timeout_s = float(current_app.config["REQUEST_DEADLINE_MS"]) / 1000
     predictions = model.predict(images, timeout_s)

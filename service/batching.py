@@ -130,6 +130,12 @@ class Batcher:
     def queued(self) -> int:
         return len(self._queue)
 
+    def check_room(self, n: int) -> None:
+        """Refuse early, before any decoding, when `n` images cannot fit (submit re-checks)."""
+        if len(self._queue) + n > self.capacity:
+            self.stats.rejected += n
+            raise QueueFull(f"the inference queue is full ({self.capacity} images); retry shortly")
+
     def submit(self, images: np.ndarray, deadline: float) -> list[Future]:
         """Queue every image of one request, all or none; raises QueueFull when there is no room."""
         now = time.monotonic()

@@ -341,3 +341,9 @@ def test_a_large_multipart_batch_within_the_limits_is_accepted(client):
     response = client.post("/predict", data={"image": files})
     assert response.status_code == 200, response.get_data(as_text=True)
     assert len(response.get_json()["predictions"]) == 32
+
+
+def test_too_many_form_parts_is_413(client, shared_app):
+    parts = {f"field{i}": "x" for i in range(shared_app.config["MAX_FORM_PARTS"] + 1)}
+    parts["image"] = (io.BytesIO(jpeg_bytes()), "a.jpg")
+    assert_error(client.post("/predict", data=parts), 413, "payload_too_large")

@@ -169,3 +169,14 @@ def test_stop_finishes_queued_work_then_refuses():
     assert [f.result(5) for f in futures] == pytest.approx([v / 255 for v in range(5)])
     with pytest.raises(QueueFull):
         batcher.submit(np.stack([image(1)]), time.monotonic() + 10)
+
+
+def test_check_room_refuses_before_any_work(make_batcher):
+    gate = threading.Event()
+    batcher = make_batcher(Recorder(gate=gate), max_batch_size=1, capacity=2)
+    batcher.submit(np.stack([image(1)]), time.monotonic() + 10)
+    time.sleep(0.05)
+    batcher.submit(np.stack([image(2), image(3)]), time.monotonic() + 10)
+    with pytest.raises(QueueFull):
+        batcher.check_room(1)
+    gate.set()

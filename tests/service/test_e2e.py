@@ -110,3 +110,11 @@ def test_port_and_models_come_from_the_environment(tmp_path):
         assert requests.get(f"{srv.url}/healthz", timeout=2).status_code == 200
     finally:
         assert srv.stop() == 0
+
+
+def test_gunicorn_bounds_request_headers(server):
+    response = requests.get(f"{server.url}/healthz", headers={"X-Big": "a" * 9000}, timeout=10)
+    assert response.status_code in (400, 431)
+    many = {f"X-H{i}": "1" for i in range(120)}
+    assert requests.get(f"{server.url}/healthz", headers=many, timeout=10).status_code in (400, 431)
+    assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200

@@ -1,5 +1,6 @@
 """Hot reload, refusal of bad versions and the version policy, through a real app."""
 
+import errno
 import logging
 import shutil
 import time
@@ -198,3 +199,21 @@ def test_the_poller_picks_up_a_version_by_itself(models_dir):
         assert served_version(client) == 2
     finally:
         manager.stop()
+
+
+def test_a_publish_that_fails_half_way_is_never_seen(models_dir):
+    _, manager, client = make(models_dir)
+    seen = {}
+
+    def fails_while_writing(folder):
+        (folder / MODEL_FILE).write_bytes(b"the first half of a model")
+        manager.load_all()  # the service polls while the publisher is writing
+        seen["versions"] = client.get("/v1/models/pets").get_json()["versions"]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        ModelStore(models_dir).publish("pets", fails_while_writing)
+    assert seen["versions"] == [{"version": 1, "state": "AVAILABLE"}]
+    assert sorted(p.name for p in (models_dir / "pets").iterdir()) == ["1"]  # cleaned up
+    manager.load_all()
+    assert served_version(client) == 1
