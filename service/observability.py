@@ -14,6 +14,7 @@ from service import metrics
 
 access_log = logging.getLogger("service.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -61,7 +62,8 @@ def install(app: Flask) -> None:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        metrics.HTTP_REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        method = request.method if request.method in _METHODS else "other"  # bounded labels
+        metrics.HTTP_REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
         metrics.HTTP_LATENCY.labels(endpoint).observe(elapsed)
         model = g.get("model")
         if endpoint == "/predict" or endpoint.endswith(":predict"):
