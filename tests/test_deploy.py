@@ -4,7 +4,9 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,7 +19,9 @@ COMPOSE_FILES = ["docker-compose.yml", "docker-compose.gpu.yml"]
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
+    """A console script of the test extras: beside this interpreter, else on PATH."""
+    beside = Path(sys.executable).parent / name
+    path = str(beside) if beside.exists() else shutil.which(name)
     if path is None:
         pytest.fail(f"{name} is not installed: it comes with the test extras")
     return path
