@@ -23,6 +23,15 @@ def worker_pids(server: Server) -> list[int]:
     return [int(pid) for pid in children.read_text().split()]
 
 
+def post_image(server: Server, body: bytes | None = None) -> requests.Response:
+    return requests.post(
+        f"{server.url}/predict",
+        data=body if body is not None else jpeg_bytes(),
+        headers={"Content-Type": "image/jpeg"},
+        timeout=30,
+    )
+
+
 def wait_for(predicate, timeout: float = 90, step: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,12 +76,7 @@ def test_a_worker_killed_mid_request_is_respawned(models):
         second = wait_for(lambda: [p for p in worker_pids(server) if p != first])
         assert second
         wait_for(lambda: requests.get(f"{server.url}/readyz", timeout=2).status_code == 200)
-        response = requests.post(
-            f"{server.url}/predict",
-            data=jpeg_bytes(),
-            headers={"Content-Type": "image/jpeg"},
-            timeout=30,
-        )
+        response = post_image(server)
         assert response.status_code == 200
     assert server.process.returncode == 0
 
@@ -93,12 +97,7 @@ def test_ten_times_the_queue_gets_503_at_once_and_latency_recovers(models):
         before = drive(server.port, "/predict", bodies, 1, 30)
         spike = drive(server.port, "/predict", bodies, 10 * capacity, 800, max_seconds=60)
         after = drive(server.port, "/predict", bodies, 1, 30)
-        response = requests.post(
-            f"{server.url}/predict",
-            data=bodies[0],
-            headers={"Content-Type": "image/jpeg"},
-            timeout=30,
-        )
+        response = post_image(server, bodies[0])
     assert set(spike.statuses) <= {200, 503}, spike.statuses  # nothing else fails
     assert spike.statuses.get(503, 0) > 0 and spike.statuses.get(200, 0) > 0
     assert before.errors == 0 and after.errors == 0 and response.status_code == 200
@@ -159,12 +158,7 @@ def test_models_folder_replaced_by_a_file_keeps_serving(tmp_path):
         os.rename(models, tmp_path / "gone")
         models.write_text("not a folder any more")
         time.sleep(1.0)  # several polls
-        response = requests.post(
-            f"{server.url}/predict",
-            data=jpeg_bytes(),
-            headers={"Content-Type": "image/jpeg"},
-            timeout=30,
-        )
+        response = post_image(server)
         assert response.status_code == 200
         status = requests.get(f"{server.url}/v1/models/pets", timeout=5).json()
         assert status["versions"] == [
