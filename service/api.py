@@ -119,14 +119,7 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     mgr = manager()
-    models = {}
-    for name in mgr.names():
-        info = mgr.describe(name)
-        models[name] = {
-            "serving_version": info["serving_version"],
-            "loaded_versions": info["loaded_versions"],
-            "error": info["error"],
-        }
+    models = {name: mgr.summary(name) for name in mgr.names()}
     if mgr.ready():
         return jsonify({"status": "ready", "models": models})
     response = jsonify({"status": "not_ready", "models": models})

@@ -143,11 +143,7 @@ class Batcher:
         with self._cond:
             if self._stopping:
                 raise QueueFull("the server is shutting down")
-            if len(self._queue) + len(items) > self.capacity:
-                self.stats.rejected += len(items)
-                raise QueueFull(
-                    f"the inference queue is full ({self.capacity} images); retry shortly"
-                )
+            self.check_room(len(items))  # under the lock: all or none
             self._queue.extend(items)
             self._cond.notify()
         return [item.future for item in items]

@@ -107,11 +107,6 @@ class ModelState:
     # version -> (fingerprint when it failed, why): retried only when the folder changes
     failures: dict[int, tuple[tuple, str]] = field(default_factory=dict)
 
-    @property
-    def serving(self) -> ServedModel | None:
-        loaded = self.loaded
-        return loaded[max(loaded)] if loaded else None
-
 
 class ModelManager:
     """Loads the versions the policy asks for, keeps them fresh, and hands them to requests."""
@@ -313,6 +308,11 @@ class ModelManager:
         state = self._states.get(self.default_name)
         return state is not None and bool(state.loaded)
 
+    def summary(self, name: str) -> dict:
+        """What readiness reports: cheap, no scan, no metadata."""
+        state = self._states[name]
+        return _summary(state, state.loaded)
+
     def describe(self, name: str) -> dict:
         """Versions with their state, and the serving version's metadata and batching."""
         state = self._states.get(name)
@@ -339,10 +339,8 @@ class ModelManager:
         return {
             "name": name,
             "default": name == self.default_name,
-            "serving_version": served.version if served else None,
-            "loaded_versions": sorted(loaded),
+            **_summary(state, loaded),  # the same snapshot as the rest of this answer
             "versions": versions,
-            "error": state.error,
             "runtime": (
                 {"name": served.predictor.runtime.name, "device": served.predictor.runtime.device}
                 if served
@@ -351,6 +349,14 @@ class ModelManager:
             "batching": _batching(served.batcher) if served else None,
             "metadata": served.predictor.metadata.raw if served else None,
         }
+
+
+def _summary(state: ModelState, loaded: dict[int, ServedModel]) -> dict:
+    return {
+        "serving_version": max(loaded) if loaded else None,
+        "loaded_versions": sorted(loaded),
+        "error": state.error,
+    }
 
 
 def _batching(batcher: Batcher) -> dict:

@@ -6,37 +6,29 @@ python -m training.evaluate --data-dir my_data --version 2
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import sys
 from pathlib import Path
 
 from classifier.errors import ClassifierError
-from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
-from training.data import load_split
-from training.report import score, write_report
-from training.retrain import held_out_dir, predict_in_batches
+from training.report import data_label, now_iso, reports_folder, write_report
+from training.retrain import held_out_dir, score_version
 
 
 def evaluate_version(
     models_dir: Path, name: str, version: int | None, folder: Path, output: Path | None
 ) -> tuple[dict, Path]:
     store = ModelStore(models_dir)
-    predictor = store.load(name, version, RuntimeOptions(runtime="auto"))
-    meta = predictor.metadata
-    split = load_split(folder, predictor.spec, list(meta.class_names))
-    scores = score(predict_in_batches(predictor.predict_proba, split), split.labels, meta.threshold)
+    meta, scores, split = score_version(store, name, version, folder)
     report = {
         "title": f"Evaluation of {name} v{meta.version}",
-        "data": f"{folder.parent.name}/{folder.name}",
+        "data": data_label(folder),
         "class_names": list(meta.class_names),
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": now_iso(),
         "models": {f"v{meta.version}": {"scores": scores}},
         "skipped": len(split.skipped),
     }
-    if output is None:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        output = store.model_dir(name) / "reports" / f"{stamp}-evaluate-v{meta.version}"
+    output = output or reports_folder(store, name, f"evaluate-v{meta.version}")
     write_report(output, report)
     return report, output
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import html
 import io
 import json
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 from sklearn import metrics as skm
+
+from classifier.store import ModelStore
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -28,6 +31,21 @@ def score(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
         "roc_auc": float(skm.roc_auc_score(truth, probs)) if both_classes else None,
         "confusion_matrix": skm.confusion_matrix(truth, predicted, labels=[0, 1]).tolist(),
     }
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def data_label(folder: Path) -> str:
+    """`data/validation` rather than a path of this machine."""
+    return f"{folder.parent.name}/{folder.name}"
+
+
+def reports_folder(store: ModelStore, name: str, label: str) -> Path:
+    """Where a report goes when it belongs to no version: models/<name>/reports/<time>-<label>."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return store.model_dir(name) / "reports" / f"{stamp}-{label}"
 
 
 def write_report(folder: Path, report: dict) -> None:

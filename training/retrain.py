@@ -13,7 +13,6 @@ models/<name>/reports/ when nothing was published. Exit status: 0 published, 3 n
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
 from training import train as training
 from training.data import Split, load_split
-from training.report import score, write_report
+from training.report import data_label, now_iso, reports_folder, score, write_report
 
 NOT_PROMOTED = 3
 
@@ -68,18 +67,26 @@ def decide(challenger: float, champion: float | None, tolerance: float, force: b
     )
 
 
+def score_version(
+    store: ModelStore, name: str, version: int | None, folder: Path
+) -> tuple[ModelMetadata, dict, Split]:
+    """Scores of a stored version (the newest valid one by default) on `folder`, read at
+    that version's own input size."""
+    predictor = store.load(name, version, RuntimeOptions(runtime="auto"))
+    metadata = predictor.metadata
+    split = load_split(folder, predictor.spec, list(metadata.class_names))
+    probs = predict_in_batches(predictor.predict_proba, split)
+    return metadata, score(probs, split.labels, metadata.threshold), split
+
+
 def champion_scores(
     store: ModelStore, name: str, folder: Path
 ) -> tuple[ModelMetadata | None, dict | None]:
-    """The newest valid version and its scores on `folder` (its own input size)."""
-    metadata = store.latest_valid(name)
-    if metadata is None:
+    """The newest valid version and its scores on `folder`."""
+    if store.latest_valid(name) is None:
         return None, None
-    predictor = store.load(name, metadata.version, RuntimeOptions(runtime="auto"))
-    split = load_split(folder, predictor.spec, list(metadata.class_names))
-    return metadata, score(
-        predict_in_batches(predictor.predict_proba, split), split.labels, metadata.threshold
-    )
+    metadata, scores, _ = score_version(store, name, None, folder)
+    return metadata, scores
 
 
 def predict_in_batches(run, split: Split, size: int = 64) -> np.ndarray:
@@ -109,18 +116,16 @@ def retrain(
         models = {f"champion v{champion.version}": {"scores": champion_score}, **models}
     report = {
         "title": f"Retraining {config.model_name}",
-        "data": f"{folder.parent.name}/{folder.name}",
+        "data": data_label(folder),
         "class_names": fitted.train_split.class_names,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": now_iso(),
         "tolerance": tolerance,
         "champion_version": champion.version if champion else None,
         "models": models,
         "decision": decision.to_dict(),
     }
     if not decision.published:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        where = store.model_dir(config.model_name) / "reports" / f"{stamp}-not-promoted"
-        write_report(where, report)
+        write_report(reports_folder(store, config.model_name, "not-promoted"), report)
         return decision, None, report
 
     def extra(version_folder: Path) -> dict:
