@@ -101,3 +101,19 @@ def _progress(total: int, title: str):
 
     print(title, file=sys.stderr)
     return Progbar(total, verbose=1 if sys.stderr.isatty() else 2, unit_name="image")
+
+
+def training_dataset(split: Split, batch_size: int, seed: int):
+    """Batches of the decoded images in a new order each epoch, prepared ahead of the model.
+
+    The images were decoded once (load_split) and stay in memory; augmentation runs inside
+    the model, so nothing here touches a file or Pillow again.
+    """
+    import tensorflow as tf
+
+    return (
+        tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+        .shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )

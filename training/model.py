@@ -2,44 +2,84 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
 import keras
 from keras import layers
 
 from classifier.spec import InputSpec
+from training.augment import RandomAffine
+
+PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+OPTIMIZERS = ("rmsprop", "adamw")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random warp ranges (see RandomAffine); all zero means no augmentation layer."""
+
+    rotation: float = 0.1
+    zoom: float = 0.2
+    translation: float = 0.1
+    contrast: float = 0.0
+    flip: bool = True
+
+    @property
+    def active(self) -> bool:
+        return self.flip or any((self.rotation, self.zoom, self.translation, self.contrast))
 
 
 def build_model(
     spec: InputSpec,
     *,
-    augmentation: bool = False,
+    augmentation: bool | Augmentation = False,
     dropout: float = 0.0,
     seed: int | None = None,
+    precision: str = "float32",
 ) -> keras.Model:
     """Conv2D 32-64-128-128 (3x3, relu) each with MaxPooling 2x2, Flatten, Dense 512, Dense 1.
 
-    Rescaling to [0, 1] is the first layer, so callers feed raw uint8 pixels. Augmentation
-    layers and dropout only act during training; at inference they pass inputs through.
+    Rescaling to [0, 1] is the first layer of the served model, so callers feed raw uint8
+    pixels. The augmentation layer (before it, on raw pixels) and dropout only act while
+    training; `train.serving_model` drops them. With `precision="mixed_bfloat16"` the layers
+    compute in bfloat16 (fast on CPUs with AMX and on GPUs) and keep float32 weights; the
+    sigmoid output stays float32.
     """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
-    stack: list[layers.Layer] = [layers.Rescaling(1.0 / 255, name="rescale")]
-    if augmentation:
-        stack += [
-            layers.RandomFlip("horizontal", seed=seed, name="aug_flip"),
-            layers.RandomRotation(0.1, seed=seed, name="aug_rotate"),
-            layers.RandomZoom(0.2, seed=seed, name="aug_zoom"),
-        ]
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if augmentation is True:
+        augmentation = Augmentation()
+    stack: list[layers.Layer] = []
+    if isinstance(augmentation, Augmentation) and augmentation.active:
+        stack.append(
+            RandomAffine(
+                rotation=augmentation.rotation,
+                zoom=augmentation.zoom,
+                translation=augmentation.translation,
+                flip=augmentation.flip,
+                contrast=augmentation.contrast,
+                seed=seed,
+                name="aug_affine",
+            )
+        )
+    stack.append(layers.Rescaling(1.0 / 255, name="rescale", dtype=precision))
     for i, filters in enumerate((32, 64, 128, 128), start=1):
         stack += [
-            layers.Conv2D(filters, 3, activation="relu", name=f"conv{i}"),
-            layers.MaxPooling2D(2, name=f"pool{i}"),
+            layers.Conv2D(filters, 3, activation="relu", name=f"conv{i}", dtype=precision),
+            layers.MaxPooling2D(2, name=f"pool{i}", dtype=precision),
         ]
-    stack.append(layers.Flatten(name="flatten"))
+    stack.append(layers.Flatten(name="flatten", dtype=precision))
     if dropout > 0:
-        stack.append(layers.Dropout(dropout, seed=seed, name="dropout"))
+        stack.append(layers.Dropout(dropout, seed=seed, name="dropout", dtype=precision))
     stack += [
-        layers.Dense(512, activation="relu", name="dense"),
-        layers.Dense(1, activation="sigmoid", name="output"),
+        layers.Dense(512, activation="relu", name="dense", dtype=precision),
+        layers.Dense(1, activation="sigmoid", name="output", dtype="float32"),
     ]
     inputs = keras.Input(shape=spec.shape, name="image")
     x = inputs
@@ -48,10 +88,83 @@ def build_model(
     return keras.Model(inputs, x, name="small_cnn")
 
 
-def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
-    model.compile(
-        optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
-        loss="binary_crossentropy",
-        metrics=["accuracy"],
+def resolve_precision(precision: str, cpu_flags: set[str] | None = None, gpus=None) -> str:
+    """`auto` is bfloat16 where the hardware computes it natively, else float32.
+
+    Natively means a GPU of compute capability 8.0 or newer (every GPU TensorFlow sees), or,
+    with no GPU, a CPU with AMX or AVX-512 bfloat16 instructions; elsewhere bfloat16 is
+    emulated and slower than float32.
+    """
+    if precision != "auto":
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {precision!r}")
+        return precision
+    if gpus is None:
+        import tensorflow as tf
+
+        gpus = [
+            tf.config.experimental.get_device_details(gpu)
+            for gpu in tf.config.list_physical_devices("GPU")
+        ]
+    if gpus:
+        native = all(tuple(g.get("compute_capability") or (0, 0)) >= (8, 0) for g in gpus)
+        return "mixed_bfloat16" if native else "float32"
+    flags = cpu_flags if cpu_flags is not None else _cpu_flags()
+    return "mixed_bfloat16" if flags & {"amx_bf16", "avx512_bf16"} else "float32"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def learning_rate_schedule(
+    learning_rate: float,
+    schedule: str = "constant",
+    total_steps: int = 0,
+    warmup_steps: int = 0,
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """A constant rate, or linear warm-up then cosine decay to zero over `total_steps`."""
+    if schedule == "constant":
+        return learning_rate
+    if schedule != "cosine":
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if total_steps < 1:
+        raise ValueError("a cosine schedule needs total_steps >= 1")
+    warmup_steps = min(max(warmup_steps, 0), total_steps - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else learning_rate,
+        decay_steps=max(total_steps - warmup_steps, 1),
+        warmup_target=learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+        alpha=0.0,
     )
+
+
+def compile_model(
+    model: keras.Model,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-3,
+    optimizer: str = "rmsprop",
+    weight_decay: float = 0.0,
+) -> keras.Model:
+    """RMSprop (the book's choice) or AdamW with decoupled weight decay."""
+    if optimizer == "rmsprop":
+        opt = keras.optimizers.RMSprop(learning_rate=learning_rate)
+    elif optimizer == "adamw":
+        opt = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+        # Biases are not decayed (the usual practice; decaying them only adds noise).
+        opt.exclude_from_weight_decay(var_names=["bias"])
+    else:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    model.compile(optimizer=opt, loss="binary_crossentropy", metrics=["accuracy"])
     return model
+
+
+def steps_per_epoch(count: int, batch_size: int) -> int:
+    return math.ceil(count / batch_size)

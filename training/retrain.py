@@ -158,8 +158,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
-    args = p.parse_args(argv)
-    config = training.config_from(p, args)
+    args = training.parse_args(p, argv)
+    config = training.config_from(p, args, argv)
     try:
         decision, metadata, _ = retrain(config, args.tolerance, args.force)
     except ClassifierError as exc:

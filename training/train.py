@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
@@ -22,8 +23,18 @@ from classifier.errors import ClassifierError
 from classifier.metadata import MODEL_FILE, ONNX_FILE, ModelMetadata
 from classifier.spec import DEFAULT_SPEC, InputSpec
 from classifier.store import ModelStore
-from training.data import Split, load_split
-from training.model import build_model, compile_model
+from training.data import Split, load_split, training_dataset
+from training.model import (
+    OPTIMIZERS,
+    PRECISION_CHOICES,
+    SCHEDULES,
+    Augmentation,
+    build_model,
+    compile_model,
+    learning_rate_schedule,
+    resolve_precision,
+    steps_per_epoch,
+)
 from training.plots import plot_history
 from training.report import score
 
@@ -39,15 +50,30 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 32
     learning_rate: float = 1e-3
+    optimizer: str = "rmsprop"
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    weight_decay: float = 0.0
     augmentation: bool = False
+    rotation: float = 0.1
+    zoom: float = 0.2
+    translation: float = 0.1
+    contrast: float = 0.0
     dropout: float = 0.0
+    precision: str = "float32"
     keep_best: bool = False
     seed: int = 1337
     threshold: float = 0.5
     image_size: int = DEFAULT_SPEC.height
+    command: str | None = None  # the command line that ran it, recorded in the metadata
 
     def spec(self) -> InputSpec:
         return InputSpec(height=self.image_size, width=self.image_size)
+
+    def augment(self) -> Augmentation | None:
+        if not self.augmentation:
+            return None
+        return Augmentation(self.rotation, self.zoom, self.translation, self.contrast)
 
 
 @dataclass
@@ -98,23 +124,32 @@ def fit(config: TrainConfig) -> Fitted:
     train_split = load_split(config.data_dir / "train", spec)
     val_split = load_split(config.data_dir / "validation", spec, train_split.class_names)
 
+    config.precision = resolve_precision(config.precision)
     model = build_model(
-        spec, augmentation=config.augmentation, dropout=config.dropout, seed=config.seed
+        spec,
+        augmentation=config.augment() or False,
+        dropout=config.dropout,
+        seed=config.seed,
+        precision=config.precision,
     )
-    compile_model(model, config.learning_rate)
+    steps = steps_per_epoch(len(train_split.labels), config.batch_size)
+    rate = learning_rate_schedule(
+        config.learning_rate, config.schedule, steps * config.epochs, steps * config.warmup_epochs
+    )
+    compile_model(model, rate, config.optimizer, config.weight_decay)
     keep_best = KeepBest() if config.keep_best else None
     history = model.fit(
-        train_split.images,
-        train_split.labels,
-        batch_size=config.batch_size,
+        training_dataset(train_split, config.batch_size, config.seed),
+        shuffle=False,  # the dataset reshuffles itself every epoch
         epochs=config.epochs,
         validation_data=(val_split.images, val_split.labels),
-        shuffle=True,
+        validation_batch_size=64,
         callbacks=[keep_best] if keep_best is not None else [],
         verbose=1 if sys.stdout.isatty() else 2,
     ).history
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
-    metrics = evaluate(model, val_split, config.batch_size, config.threshold)
+    # Scored as it will be served: float32, without the training-only layers.
+    metrics = evaluate(serving_model(model), val_split, config.batch_size, config.threshold)
     metrics["train_final"] = {"accuracy": history["accuracy"][-1], "loss": history["loss"][-1]}
     metrics["best_epoch"] = keep_best.best_epoch if keep_best is not None else config.epochs
     return Fitted(model, spec, history, train_split, val_split, metrics, time.monotonic() - started)
@@ -147,18 +182,17 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def serving_model(model: keras.Model) -> keras.Model:
-    """The same weights without the training-only layers (augmentation, dropout).
+    """The same weights in float32, without the training-only layers (augmentation, dropout).
 
     Both pass inputs through at inference, but their random ops would still be traced into
-    an export, and ONNX has no kernels for them.
+    an export, and ONNX has no kernels for them. A model trained in mixed precision is
+    served in float32, so every runtime computes the same numbers.
     """
-    inputs = keras.Input(shape=model.input_shape[1:], name="image")
-    x = inputs
-    for layer in model.layers[1:]:
-        if layer.name.startswith("aug_") or isinstance(layer, keras.layers.Dropout):
-            continue
-        x = layer(x)
-    return keras.Model(inputs, x, name=model.name)
+    height, width, channels = model.input_shape[1:]
+    serving = build_model(InputSpec(height=height, width=width, channels=channels))
+    for layer in serving.layers[1:]:
+        layer.set_weights(model.get_layer(layer.name).get_weights())
+    return serving
 
 
 def export_model(model: keras.Model, folder: Path) -> None:
@@ -199,13 +233,19 @@ def build_metadata(config: TrainConfig, fitted: Fitted) -> dict:
             "skipped": {"train": len(train_split.skipped), "validation": len(val_split.skipped)},
             "epochs": config.epochs,
             "batch_size": config.batch_size,
-            "optimizer": "RMSprop",
+            "optimizer": config.optimizer,
             "learning_rate": config.learning_rate,
+            "schedule": config.schedule,
+            "warmup_epochs": config.warmup_epochs,
+            "weight_decay": config.weight_decay,
             "loss": "binary_crossentropy",
             "augmentation": config.augmentation,
+            "augmentation_ranges": asdict(augment) if (augment := config.augment()) else None,
             "dropout": config.dropout,
+            "precision": config.precision,
             "keep_best": config.keep_best,
             "seed": config.seed,
+            "command": config.command,
             "wall_seconds": round(fitted.wall_seconds, 1),
         },
         "metrics": fitted.metrics,
@@ -218,6 +258,29 @@ def build_metadata(config: TrainConfig, fitted: Fitted) -> dict:
         },
     }
 
+
+# Named starting points for the options; options given on the command line override them.
+RECIPES: dict[str, dict] = {
+    "plain": {},
+    # The shipped default model (docs/model-card.md).
+    "shipped": {
+        "epochs": 150,
+        "batch_size": 32,
+        "optimizer": "adamw",
+        "learning_rate": 1e-3,
+        "schedule": "cosine",
+        "warmup_epochs": 3,
+        "weight_decay": 0.02,
+        "augmentation": True,
+        "rotation": 0.1,
+        "zoom": 0.2,
+        "translation": 0.1,
+        "contrast": 0.2,
+        "dropout": 0.5,
+        "keep_best": True,
+        "precision": "auto",
+    },
+}
 
 DESCRIPTION = (
     "Train the small CNN on DIR/train and DIR/validation (one sub-folder per class, two "
@@ -240,19 +303,77 @@ def parser(
     )
     p.add_argument("--models-dir", type=Path, default=defaults.models_dir, help="model store root")
     p.add_argument("--model-name", default=defaults.model_name, help="name to publish under")
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="plain",
+        help="start from a named set of the options below (shipped: the recipe of the shipped "
+        "model, see docs/model-card.md; plain: the defaults shown); options given explicitly "
+        "override it",
+    )
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")
     p.add_argument(
-        "--learning-rate", type=float, default=defaults.learning_rate, help="RMSprop learning rate"
+        "--learning-rate",
+        type=float,
+        default=defaults.learning_rate,
+        help="learning rate (the peak rate with --schedule cosine)",
+    )
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="optimizer")
+    p.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=defaults.schedule,
+        help="learning rate schedule: constant, or warm-up then cosine decay to zero",
+    )
+    p.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=defaults.warmup_epochs,
+        help="epochs of linear warm-up before the cosine decay",
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=defaults.weight_decay,
+        help="decoupled weight decay (AdamW only; biases are not decayed)",
     )
     p.add_argument(
         "--augmentation",
         action=argparse.BooleanOptionalAction,
         default=defaults.augmentation,
-        help="random flip, rotation and zoom layers (active only while training)",
+        help="random flip, rotation, zoom, translation (one warp per image, training only)",
+    )
+    p.add_argument(
+        "--rotation",
+        type=float,
+        default=defaults.rotation,
+        help="largest random rotation, as a fraction of a full turn",
+    )
+    p.add_argument(
+        "--zoom", type=float, default=defaults.zoom, help="largest random zoom, as a fraction"
+    )
+    p.add_argument(
+        "--translation",
+        type=float,
+        default=defaults.translation,
+        help="largest random shift, as a fraction of the image size",
+    )
+    p.add_argument(
+        "--contrast",
+        type=float,
+        default=defaults.contrast,
+        help="largest random contrast change, as a fraction (0 turns it off)",
     )
     p.add_argument(
         "--dropout", type=float, default=defaults.dropout, help="dropout rate before Dense 512"
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default=defaults.precision,
+        help="compute precision while training; auto is mixed_bfloat16 where the GPU or CPU "
+        "computes bfloat16 natively, else float32 (the published model is float32 either way)",
     )
     p.add_argument(
         "--keep-best",
@@ -273,16 +394,36 @@ def parser(
     return p
 
 
-def config_from(p: argparse.ArgumentParser, args: argparse.Namespace) -> TrainConfig:
+def parse_args(p: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse once to find --recipe, then again with its options as the defaults."""
+    first, _ = p.parse_known_args(argv)
+    p.set_defaults(**RECIPES[first.recipe])
+    return p.parse_args(argv)
+
+
+def config_from(
+    p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None
+) -> TrainConfig:
     if args.epochs < 1 or args.batch_size < 1:
         p.error("--epochs and --batch-size must be at least 1")
+    if not 0 <= args.warmup_epochs < args.epochs:
+        p.error("--warmup-epochs must lie in [0, --epochs)")
+    if args.weight_decay and args.optimizer != "adamw":
+        p.error("--weight-decay needs --optimizer adamw")
+    for name in ("rotation", "zoom", "translation", "contrast", "dropout"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            p.error(f"--{name} must lie in [0, 1)")
+    if args.learning_rate <= 0:
+        p.error("--learning-rate must be positive")
     names = TrainConfig.__dataclass_fields__
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    config.command = " ".join([p.prog, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
-    config = config_from(p, p.parse_args(argv))
+    config = config_from(p, parse_args(p, argv), argv)
 
     try:
         result = train(config)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from classifier.spec import DEFAULT_SPEC, InputSpec
-from training.model import build_model, compile_model
+from training.model import build_model, compile_model, learning_rate_schedule
 
 EXPECTED_SHAPES = [
     ("rescale", (None, 150, 150, 3)),
@@ -35,7 +35,7 @@ def test_augmentation_and_dropout_add_no_parameters():
     model = build_model(DEFAULT_SPEC, augmentation=True, dropout=0.5, seed=1)
     assert model.count_params() == 3_453_121
     names = [layer.name for layer in model.layers]
-    assert "dropout" in names and "aug_flip" in names
+    assert "dropout" in names and "aug_affine" in names
 
 
 def test_model_takes_raw_pixels_and_is_deterministic_at_inference():
@@ -57,3 +57,72 @@ def test_rescaling_maps_255_to_one():
 def test_bad_dropout_is_refused():
     with pytest.raises(ValueError):
         build_model(DEFAULT_SPEC, dropout=1.0)
+
+
+def test_mixed_bfloat16_computes_in_bfloat16_with_a_float32_output():
+    model = build_model(InputSpec(64, 64), augmentation=True, precision="mixed_bfloat16")
+    assert model.get_layer("conv1").compute_dtype == "bfloat16"
+    assert model.get_layer("conv1").variable_dtype == "float32"
+    assert model.get_layer("aug_affine").compute_dtype == "float32"
+    assert model.get_layer("output").compute_dtype == "float32"
+    with pytest.raises(ValueError):
+        build_model(DEFAULT_SPEC, precision="float16")
+
+
+def test_serving_model_is_float32_without_training_layers_and_same_weights():
+    from training.train import serving_model
+
+    trained = build_model(
+        InputSpec(64, 64), augmentation=True, dropout=0.5, seed=2, precision="mixed_bfloat16"
+    )
+    serving = serving_model(trained)
+    assert [layer.name for layer in serving.layers] == [
+        layer.name for layer in build_model(InputSpec(64, 64)).layers
+    ]
+    assert {layer.compute_dtype for layer in serving.layers[1:]} == {"float32"}
+    for a, b in zip(
+        serving.get_layer("dense").get_weights(), trained.get_layer("dense").get_weights()
+    ):
+        assert np.array_equal(a, b)
+    images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3)).astype("uint8")
+    full = np.asarray(serving(images.astype("float32"))).reshape(-1)
+    half = np.asarray(trained(images, training=False), dtype="float32").reshape(-1)
+    np.testing.assert_allclose(full, half, atol=0.02)  # bfloat16 has ~3 significant digits
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    rate = learning_rate_schedule(1e-3, "cosine", total_steps=100, warmup_steps=10)
+    assert float(rate(0)) == pytest.approx(0.0)
+    assert float(rate(5)) == pytest.approx(5e-4)
+    assert float(rate(10)) == pytest.approx(1e-3)
+    assert float(rate(55)) == pytest.approx(5e-4, rel=1e-3)
+    assert float(rate(100)) == pytest.approx(0.0, abs=1e-9)
+    assert learning_rate_schedule(1e-3) == 1e-3
+    with pytest.raises(ValueError):
+        learning_rate_schedule(1e-3, "step", 10)
+
+
+def test_adamw_does_not_decay_biases():
+    model = compile_model(build_model(InputSpec(64, 64)), 1e-3, "adamw", 0.1)
+    assert model.optimizer.weight_decay == pytest.approx(0.1)
+    bias = model.get_layer("dense").bias
+    kernel = model.get_layer("dense").kernel
+    assert not model.optimizer._use_weight_decay(bias)
+    assert model.optimizer._use_weight_decay(kernel)
+    with pytest.raises(ValueError):
+        compile_model(build_model(InputSpec(64, 64)), 1e-3, "sgd")
+
+
+def test_auto_precision_uses_bfloat16_only_where_the_hardware_has_it():
+    from training.model import resolve_precision
+
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("auto", cpu_flags={"avx2", "amx_bf16"}, gpus=[]) == "mixed_bfloat16"
+    assert resolve_precision("auto", cpu_flags={"avx512_bf16"}, gpus=[]) == "mixed_bfloat16"
+    assert resolve_precision("auto", cpu_flags={"avx2", "fma"}, gpus=[]) == "float32"
+    ampere, volta = {"compute_capability": (8, 0)}, {"compute_capability": (7, 0)}
+    assert resolve_precision("auto", cpu_flags=set(), gpus=[ampere]) == "mixed_bfloat16"
+    assert resolve_precision("auto", cpu_flags={"amx_bf16"}, gpus=[volta]) == "float32"
+    assert resolve_precision("auto") in ("float32", "mixed_bfloat16")  # this machine
+    with pytest.raises(ValueError):
+        resolve_precision("float16")

@@ -111,17 +111,48 @@ def test_cli_trains_and_publishes(dataset, tmp_path, capsys):
             "--data-dir", str(dataset),
             "--models-dir", str(tmp_path),
             "--model-name", "cli",
-            "--epochs", "1",
             "--image-size", "64",
             "--augmentation",
+            "--contrast", "0.1",
             "--dropout", "0.5",
+            "--optimizer", "adamw",
+            "--weight-decay", "0.01",
+            "--schedule", "cosine",
+            "--epochs", "2",
+            "--warmup-epochs", "1",
+            "--precision", "mixed_bfloat16",
         ]
     )  # fmt: skip
     assert code == 0
     assert "published cli v1" in capsys.readouterr().out
     meta = ModelStore(tmp_path).check("cli", 1)
-    assert meta.raw["training"]["augmentation"] is True
-    assert meta.raw["training"]["dropout"] == 0.5
+    recorded = meta.raw["training"]
+    assert recorded["augmentation"] is True and recorded["dropout"] == 0.5
+    assert recorded["augmentation_ranges"]["contrast"] == 0.1
+    assert (recorded["optimizer"], recorded["schedule"], recorded["precision"]) == (
+        "adamw", "cosine", "mixed_bfloat16"
+    )  # fmt: skip
+    assert recorded["command"].startswith("python -m training.train --data-dir ")
+    assert "--precision mixed_bfloat16" in recorded["command"]
+    served = ModelStore(tmp_path).load("cli", options=RuntimeOptions(runtime="keras"))
+    assert {layer.compute_dtype for layer in served.runtime.model.layers[1:]} == {"float32"}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--weight-decay", "0.1"],  # RMSprop has no decoupled weight decay
+        ["--epochs", "3", "--warmup-epochs", "3"],
+        ["--zoom", "1.5"],
+        ["--learning-rate", "0"],
+        ["--precision", "float16"],
+    ],
+)
+def test_cli_refuses_inconsistent_options(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        train_module.main(["--data-dir", str(tmp_path), *bad])
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
 
 
 def test_augmented_model_exports_without_training_only_layers(dataset, tmp_path):
@@ -146,3 +177,25 @@ def test_augmented_model_exports_without_training_only_layers(dataset, tmp_path)
     assert np.abs(onnx_predictor.predict_proba(split.images) - expected).max() <= 1e-5
     recorded = result.metrics["validation"]["accuracy"]
     assert float(((expected >= 0.5) == split.labels.astype(bool)).mean()) == pytest.approx(recorded)
+
+
+def test_a_recipe_sets_the_defaults_and_explicit_options_override_it(tmp_path):
+    p = train_module.parser()
+    argv = ["--data-dir", str(tmp_path), "--recipe", "shipped", "--epochs", "5"]
+    config = train_module.config_from(p, train_module.parse_args(p, argv), argv)
+    shipped = train_module.RECIPES["shipped"]
+    assert config.epochs == 5
+    assert (config.optimizer, config.schedule, config.dropout) == (
+        shipped["optimizer"], shipped["schedule"], shipped["dropout"]
+    )  # fmt: skip
+    assert config.augmentation is True and config.keep_best is True
+    assert config.command.endswith("--recipe shipped --epochs 5")
+    p = train_module.parser()
+    plain = train_module.parse_args(p, ["--data-dir", str(tmp_path)])
+    assert (plain.epochs, plain.optimizer, plain.augmentation) == (30, "rmsprop", False)
+
+
+def test_every_recipe_names_real_options():
+    fields = train_module.TrainConfig.__dataclass_fields__
+    for recipe in train_module.RECIPES.values():
+        assert set(recipe) <= set(fields)

@@ -1,0 +1,109 @@
+"""Time training epochs of the same model fed by different input pipelines, in one run.
+
+python -m benchmarks.training_pipeline --data-dir ../shared/data/cats_vs_dogs/train
+
+- keras: `keras.utils.image_dataset_from_directory` (reads and decodes every file every
+  epoch), the plain Keras pipeline;
+- cached: the product's pipeline (`training.data`): every file decoded once through
+  `decode_image`, kept in memory, reshuffled each epoch; augmentation in the model (one
+  RandomAffine warp);
+- cached + keras layers: the same cached data with Keras's RandomFlip, RandomRotation and
+  RandomZoom layers instead of RandomAffine (what the augmentation layer replaced).
+
+Each variant builds a fresh model of the shipped recipe (augmentation, dropout 0.5, the given
+precision), runs one untimed warm-up epoch (tracing) and then the timed epochs; the variants
+take turns epoch by epoch, so drift on a shared machine hits each alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import keras
+from keras import layers
+
+from benchmarks.harness import REPO, benchmark_parser
+from classifier.spec import DEFAULT_SPEC
+from training.data import load_split, training_dataset
+from training.model import PRECISIONS, Augmentation, build_model, compile_model
+
+BATCH = 32
+
+
+def keras_layers_model(precision: str, seed: int) -> keras.Model:
+    """The recipe's model with the three stock Keras augmentation layers in front."""
+    inner = build_model(DEFAULT_SPEC, dropout=0.5, seed=seed, precision=precision)
+    inputs = keras.Input(shape=DEFAULT_SPEC.shape, name="image")
+    x = layers.RandomFlip("horizontal", seed=seed, dtype="float32")(inputs)
+    x = layers.RandomRotation(0.1, seed=seed, dtype="float32")(x)
+    x = layers.RandomZoom(0.2, seed=seed, dtype="float32")(x)
+    return keras.Model(inputs, inner(x))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = benchmark_parser("python -m benchmarks.training_pipeline", __doc__)
+    p.set_defaults(data_dir=REPO.parent / "shared/data/cats_vs_dogs/train")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per variant")
+    p.add_argument("--precision", choices=PRECISIONS, default="mixed_bfloat16", help="precision")
+    p.add_argument("--seed", type=int, default=1337, help="random seed")
+    args = p.parse_args(argv)
+    if not args.data_dir.is_dir():
+        sys.exit(f"no such folder: {args.data_dir}")
+    keras.utils.set_random_seed(args.seed)
+    augmentation = Augmentation(rotation=0.1, zoom=0.2, translation=0.1, contrast=0.2)
+
+    started = time.perf_counter()
+    split = load_split(args.data_dir, DEFAULT_SPEC, progress=False)
+    decode_seconds = time.perf_counter() - started
+    cached = training_dataset(split, BATCH, args.seed)
+    from_files = keras.utils.image_dataset_from_directory(
+        args.data_dir,
+        label_mode="binary",
+        image_size=DEFAULT_SPEC.shape[:2],
+        batch_size=BATCH,
+        shuffle=True,
+        seed=args.seed,
+        verbose=False,
+    ).prefetch(-1)
+
+    def recipe_model() -> keras.Model:
+        return build_model(
+            DEFAULT_SPEC,
+            augmentation=augmentation,
+            dropout=0.5,
+            seed=args.seed,
+            precision=args.precision,
+        )
+
+    variants = {
+        "keras image_dataset_from_directory": (recipe_model(), from_files),
+        "cached (product)": (recipe_model(), cached),
+        "cached + keras augmentation layers": (keras_layers_model(args.precision, args.seed), cached),
+    }
+    for model, data in variants.values():
+        compile_model(model, 1e-3, "adamw", 0.02)
+        model.fit(data, epochs=1, verbose=0)  # warm-up: tracing, thread pools, page cache
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for epoch in range(args.epochs):
+        for name, (model, data) in variants.items():
+            t = time.perf_counter()
+            model.fit(data, epochs=1, verbose=0)
+            times[name].append(time.perf_counter() - t)
+            print(f"epoch {epoch + 1} {name}: {times[name][-1]:.2f} s", file=sys.stderr)
+
+    base = statistics.median(times["keras image_dataset_from_directory"])
+    print(f"{len(split.labels)} training images, batch {BATCH}, precision {args.precision}")
+    print(f"one-time decode of the cached pipeline: {decode_seconds:.2f} s")
+    print("| pipeline | median epoch s | epochs | vs keras pipeline |")
+    print("|---|---:|---|---:|")
+    for name, values in times.items():
+        median = statistics.median(values)
+        shown = ", ".join(f"{v:.1f}" for v in values)
+        print(f"| {name} | {median:.2f} | {shown} | {base / median:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+import json
+
+import numpy as np
+import pytest
+
+from classifier.store import ModelStore
+from tests.helpers import make_dataset, publish_model
+from training import model_card
+from training.data import load_split
+from training.report import score
+
+
+def test_calibration_bins_group_by_predicted_probability():
+    probs = np.array([0.05, 0.05, 0.15, 0.95, 0.95, 0.95, 0.95])
+    labels = np.array([0, 1, 0, 1, 1, 1, 0], dtype=float)
+    bins = model_card.calibration_bins(probs, labels, n_bins=10)
+    assert [(b.low, b.count) for b in bins] == [(0.0, 2), (0.1, 1), (0.9, 4)]
+    assert bins[0].observed == pytest.approx(0.5) and bins[2].observed == pytest.approx(0.75)
+    assert bins[2].mean_predicted == pytest.approx(0.95)
+    assert model_card.expected_calibration_error(bins) == pytest.approx(
+        (2 * 0.45 + 1 * 0.15 + 4 * 0.2) / 7
+    )
+
+
+def test_probability_one_falls_in_the_last_bin():
+    bins = model_card.calibration_bins(np.array([1.0, 0.0]), np.array([1.0, 0.0]), n_bins=4)
+    assert [(b.low, b.high) for b in bins] == [(0.0, 0.25), (0.75, 1.0)]
+    assert model_card.expected_calibration_error(bins) == pytest.approx(0.0)
+
+
+def test_confidence_bands_count_confident_answers_and_their_accuracy():
+    probs = np.array([0.02, 0.4, 0.6, 0.99])
+    labels = np.array([0, 1, 1, 0], dtype=float)
+    rows = model_card.confidence_bands(probs, labels, bands=(0.5, 0.9))
+    assert rows[0] == {"min_confidence": 0.5, "share": 1.0, "count": 4, "accuracy": 0.5}
+    assert rows[1] == {"min_confidence": 0.9, "share": 0.5, "count": 2, "accuracy": 0.5}
+
+
+def test_card_scores_a_stored_version_and_writes_its_figures(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", per_class=1, val_per_class=6)
+    publish_model(tmp_path / "models")
+    out = tmp_path / "card"
+    code = model_card.main(
+        ["--data-dir", str(data / "validation"), "--models-dir", str(tmp_path / "models"),
+         "--model-name", "pets", "--output", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert (card["model"], card["version"], card["data"]) == ("pets", 1, "data/validation")
+    assert card["scores"]["count"] == 12
+    assert sum(b["count"] for b in card["calibration_bins"]) == 12
+    assert len(card["other_pictures"]) == len(model_card.other_pictures()) == 8
+    assert {o["label"] for o in card["other_pictures"]} <= {"cats", "dogs"}
+    for name in ("reliability.png", "other_pictures.png"):
+        assert (out / name).read_bytes().startswith(b"\x89PNG")
+    text = capsys.readouterr().out
+    assert "| truth \\ answer | cats | dogs |" in text and "| plain white |" in text
+    predictor = ModelStore(tmp_path / "models").load("pets")
+    split = load_split(data / "validation", predictor.spec, progress=False)
+    probs = model_card.predict_all(predictor, split.images)
+    expected = score(probs, split.labels, 0.5)
+    assert card["scores"]["confusion_matrix"] == expected["confusion_matrix"]
+
+
+def test_card_reports_a_missing_model(tmp_path, capsys):
+    code = model_card.main(["--data-dir", str(tmp_path), "--models-dir", str(tmp_path)])
+    assert code == 2
+    assert "no valid version" in capsys.readouterr().err

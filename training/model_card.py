@@ -1,0 +1,287 @@
+"""Figures and numbers for a model card: calibration, confidence bands, answers off-domain.
+
+python -m training.model_card --data-dir ../shared/data/cats_vs_dogs/validation --version 3
+
+Scores a stored version exactly as the service runs it (the store's runtime, `decode_image`),
+writes `reliability.png`, `other_pictures.png` and `model_card.json` into `--output`, and
+prints the tables as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import brier_score_loss
+
+from classifier.errors import ClassifierError
+from classifier.predictor import Predictor
+from classifier.preprocess import decode_image
+from classifier.store import ModelStore
+from training.data import load_split
+from training.report import data_label, score
+
+BANDS = (0.5, 0.7, 0.9, 0.97)
+
+
+@dataclass(frozen=True)
+class Bin:
+    low: float
+    high: float
+    count: int
+    mean_predicted: float  # mean P(positive class) in the bin
+    observed: float  # fraction of the bin that is the positive class
+
+
+def calibration_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> list[Bin]:
+    """Equal-width bins of P(positive); empty bins are left out."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(probs, edges[1:-1], right=False), 0, n_bins - 1)
+    bins = []
+    for i in range(n_bins):
+        mask = which == i
+        if mask.any():
+            bins.append(
+                Bin(
+                    float(edges[i]),
+                    float(edges[i + 1]),
+                    int(mask.sum()),
+                    float(probs[mask].mean()),
+                    float(labels[mask].mean()),
+                )
+            )
+    return bins
+
+
+def expected_calibration_error(bins: list[Bin]) -> float:
+    """Count-weighted mean gap between predicted and observed frequency."""
+    total = sum(b.count for b in bins)
+    return float(sum(b.count * abs(b.mean_predicted - b.observed) for b in bins) / total)
+
+
+def confidence_bands(
+    probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5, bands=BANDS
+) -> list[dict]:
+    """For answers whose top probability is at least each band: how many, how often right."""
+    confidence = np.maximum(probs, 1.0 - probs)
+    correct = (probs >= threshold) == labels.astype(bool)
+    rows = []
+    for band in bands:
+        mask = confidence >= band
+        rows.append(
+            {
+                "min_confidence": band,
+                "share": float(mask.mean()),
+                "count": int(mask.sum()),
+                "accuracy": float(correct[mask].mean()) if mask.any() else None,
+            }
+        )
+    return rows
+
+
+def other_pictures() -> list[tuple[str, bytes]]:
+    """Pictures that are neither cats nor dogs: photos bundled with installed libraries, and
+    synthetic ones. Nothing is downloaded."""
+    import io
+
+    import sklearn.datasets
+    from matplotlib import cbook
+    from PIL import Image
+
+    photos = [
+        (
+            "building (scikit-learn china.jpg)",
+            Path(sklearn.datasets.__file__).parent / "images/china.jpg",
+        ),
+        (
+            "flower (scikit-learn flower.jpg)",
+            Path(sklearn.datasets.__file__).parent / "images/flower.jpg",
+        ),
+        (
+            "person (matplotlib grace_hopper.jpg)",
+            Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)),
+        ),
+    ]
+    pictures = [(name, path.read_bytes()) for name, path in photos]
+
+    def png(image: Image.Image) -> bytes:
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        return out.getvalue()
+
+    rng = np.random.default_rng(0)
+    pictures += [
+        ("plain white", png(Image.new("RGB", (300, 300), "white"))),
+        ("plain black", png(Image.new("RGB", (300, 300), "black"))),
+        ("mid grey", png(Image.new("RGB", (300, 300), (128, 128, 128)))),
+        ("random noise", png(Image.fromarray(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)))),
+        (
+            "colour gradient",
+            png(
+                Image.fromarray(
+                    np.stack(
+                        [*np.meshgrid(np.arange(256), np.arange(256)), np.full((256, 256), 128)],
+                        axis=-1,
+                    ).astype(np.uint8)
+                )
+            ),
+        ),
+    ]
+    return pictures
+
+
+def predict_all(predictor: Predictor, images: np.ndarray, batch: int = 100) -> np.ndarray:
+    return np.concatenate(
+        [predictor.predict_proba(images[i : i + batch]) for i in range(0, len(images), batch)]
+    )
+
+
+def plot_reliability(bins: list[Bin], probs: np.ndarray, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True
+    )
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+    ax.plot([b.mean_predicted for b in bins], [b.observed for b in bins], "-o", label="this model")
+    ax.set_ylabel("observed fraction of dogs")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    hist.hist(probs, bins=20, range=(0, 1), color="tab:blue", alpha=0.7)
+    hist.set_xlabel("predicted P(dog)")
+    hist.set_ylabel("photos")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_others(
+    items: list[tuple[str, np.ndarray, float]], class_names: tuple[str, ...], path: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    cols = 4
+    rows = -(-len(items) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.9))
+    for ax in axes.flat[len(items) :]:
+        ax.axis("off")
+    for ax, (name, image, p) in zip(axes.flat, items):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.imshow(image)
+        ax.set_title(f"{name.split(' (')[0]}\nP({class_names[1]}) = {p:.2f}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+def build_card(predictor: Predictor, data_dir: Path, output: Path) -> dict:
+    """Score the version on `data_dir`, write the figures and model_card.json; return the card."""
+    output.mkdir(parents=True, exist_ok=True)
+    split = load_split(data_dir, predictor.spec, list(predictor.class_names), progress=False)
+    probs = predict_all(predictor, split.images)
+    threshold = predictor.metadata.threshold
+    bins = calibration_bins(probs, split.labels)
+    title = f"{predictor.name} v{predictor.version} on {data_label(data_dir)}"
+    plot_reliability(bins, probs, output / "reliability.png", title)
+
+    others = []
+    for name, body in other_pictures():
+        image = decode_image(body, predictor.spec)
+        others.append((name, image, float(predictor.predict_proba(image[None])[0])))
+    plot_others(others, predictor.class_names, output / "other_pictures.png")
+
+    card = {
+        "model": predictor.name,
+        "version": predictor.version,
+        "data": data_label(data_dir),
+        "scores": score(probs, split.labels, threshold),
+        "brier_score": float(brier_score_loss(split.labels, probs)),
+        "expected_calibration_error": expected_calibration_error(bins),
+        "calibration_bins": [b.__dict__ for b in bins],
+        "confidence_bands": confidence_bands(probs, split.labels, threshold),
+        "other_pictures": [
+            {
+                "picture": name,
+                f"p_{predictor.class_names[1]}": round(p, 4),
+                "label": predictor.class_names[int(p >= threshold)],
+                "confidence": round(max(p, 1 - p), 4),
+            }
+            for name, _, p in others
+        ],
+    }
+    (output / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def markdown(card: dict) -> str:
+    s = card["scores"]
+    (tn, fp), (fn, tp) = s["confusion_matrix"]
+    lines = [
+        f"accuracy {s['accuracy']:.4f}, precision {s['precision']:.4f}, recall {s['recall']:.4f}, "
+        f"ROC AUC {s['roc_auc']:.4f}, Brier {card['brier_score']:.4f}, "
+        f"ECE {card['expected_calibration_error']:.4f}",
+        "",
+        "| truth \\ answer | cats | dogs |",
+        "|---|---:|---:|",
+        f"| cats | {tn} | {fp} |",
+        f"| dogs | {fn} | {tp} |",
+        "",
+        "| P(dog) bin | photos | mean P(dog) | observed dogs |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {b['low']:.1f}-{b['high']:.1f} | {b['count']} | {b['mean_predicted']:.3f} | "
+        f"{b['observed']:.3f} |"
+        for b in card["calibration_bins"]
+    ]
+    lines += ["", "| top probability at least | share of photos | accuracy |", "|---|---:|---:|"]
+    lines += [
+        f"| {r['min_confidence']:.2f} | {r['share']:.1%} | "
+        + (f"{r['accuracy']:.1%}" if r["accuracy"] is not None else "-")
+        + " |"
+        for r in card["confidence_bands"]
+    ]
+    key = next(k for k in card["other_pictures"][0] if k.startswith("p_"))
+    lines += ["", f"| picture | {key.replace('p_', 'P(')}) | answer |", "|---|---:|---|"]
+    lines += [f"| {o['picture']} | {o[key]:.2f} | {o['label']} |" for o in card["other_pictures"]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m training.model_card",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data-dir", type=Path, required=True, help="labelled split to score")
+    p.add_argument("--models-dir", type=Path, default=Path("models"), help="model store root")
+    p.add_argument("--model-name", default="cats_vs_dogs", help="model name")
+    p.add_argument("--version", type=int, default=None, help="version (default: newest valid)")
+    p.add_argument(
+        "--output", type=Path, default=Path("docs/model-card"), help="folder for figures and JSON"
+    )
+    args = p.parse_args(argv)
+    try:
+        predictor = ModelStore(args.models_dir).load(args.model_name, args.version)
+        card = build_card(predictor, args.data_dir, args.output)
+    except ClassifierError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    print(markdown(card))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
