@@ -80,16 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     variants = {
         "keras image_dataset_from_directory": (recipe_model(), from_files),
         "cached (product)": (recipe_model(), cached),
-        "cached + keras augmentation layers": (keras_layers_model(args.precision, args.seed), cached),
+        "cached + keras augmentation layers": (
+            keras_layers_model(args.precision, args.seed),
+            cached,
+        ),
     }
     for model, data in variants.values():
         compile_model(model, 1e-3, "adamw", 0.02)
-        model.fit(data, epochs=1, verbose=0)  # warm-up: tracing, thread pools, page cache
+        model.fit(
+            data, epochs=1, verbose=0, shuffle=False
+        )  # warm-up: tracing, thread pools, page cache
     times: dict[str, list[float]] = {name: [] for name in variants}
     for epoch in range(args.epochs):
         for name, (model, data) in variants.items():
             t = time.perf_counter()
-            model.fit(data, epochs=1, verbose=0)
+            model.fit(data, epochs=1, verbose=0, shuffle=False)
             times[name].append(time.perf_counter() - t)
             print(f"epoch {epoch + 1} {name}: {times[name][-1]:.2f} s", file=sys.stderr)
 

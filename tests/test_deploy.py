@@ -103,6 +103,17 @@ def test_compose_api_and_trainer_share_the_models_volume():
     assert services["nginx"]["depends_on"]["api"]["condition"] == "service_healthy"
 
 
+def test_compose_trainer_command_is_a_valid_retrain_command():
+    from training import retrain, train
+
+    command = compose("docker-compose.yml")["services"]["trainer"]["command"]
+    argv = [re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", arg) for arg in command[3:]]
+    p = retrain.parser()
+    config = train.config_from(p, train.parse_args(p, argv), argv)
+    assert config.data_dir == Path("/data") and config.models_dir == Path("/models")
+    assert config.epochs == train.RECIPES["shipped"]["epochs"]  # retrains with the shipped recipe
+
+
 def test_gpu_reservation_is_an_override():
     base = compose("docker-compose.yml")["services"]["api"]
     assert "deploy" not in base  # the base file starts on a host without a GPU
