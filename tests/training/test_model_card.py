@@ -66,3 +66,12 @@ def test_card_reports_a_missing_model(tmp_path, capsys):
     code = model_card.main(["--data-dir", str(tmp_path), "--models-dir", str(tmp_path)])
     assert code == 2
     assert "no valid version" in capsys.readouterr().err
+
+
+def test_cli_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        model_card.main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--data-dir", "--models-dir", "--model-name", "--version", "--output"):
+        assert flag in text
