@@ -20,7 +20,7 @@ SCHEDULES = ("constant", "cosine")
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random warp ranges (see RandomAffine); all zero means no augmentation layer."""
+    """Random warp ranges (see RandomAffine); no flip and all ranges zero means no layer."""
 
     rotation: float = 0.1
     zoom: float = 0.2
