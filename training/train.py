@@ -107,7 +107,7 @@ class KeepBest(keras.callbacks.Callback):
 class Fitted:
     """A trained model with what it was trained and validated on."""
 
-    model: keras.Model
+    model: keras.Model  # as it will be served: float32, without the training-only layers
     spec: InputSpec
     history: dict[str, list[float]]
     train_split: Split
@@ -148,11 +148,13 @@ def fit(config: TrainConfig) -> Fitted:
         verbose=1 if sys.stdout.isatty() else 2,
     ).history
     history = {k: [float(v) for v in vals] for k, vals in history.items()}
-    # Scored as it will be served: float32, without the training-only layers.
-    metrics = evaluate(serving_model(model), val_split, config.batch_size, config.threshold)
+    # Scored, and later published and gated, as it will be served.
+    serving = serving_model(model)
+    metrics = evaluate(serving, val_split, config.batch_size, config.threshold)
     metrics["train_final"] = {"accuracy": history["accuracy"][-1], "loss": history["loss"][-1]}
     metrics["best_epoch"] = keep_best.best_epoch if keep_best is not None else config.epochs
-    return Fitted(model, spec, history, train_split, val_split, metrics, time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    return Fitted(serving, spec, history, train_split, val_split, metrics, elapsed)
 
 
 def publish(

@@ -199,3 +199,18 @@ def test_every_recipe_names_real_options():
     fields = train_module.TrainConfig.__dataclass_fields__
     for recipe in train_module.RECIPES.values():
         assert set(recipe) <= set(fields)
+
+
+def test_fit_hands_on_the_served_graph_for_publishing_and_gating(dataset, tmp_path):
+    """Retrain scores `fitted.model` against the champion: it must be the float32 graph
+    without training-only layers, the same the metadata's metrics were computed on."""
+    config = train_module.TrainConfig(
+        data_dir=dataset, models_dir=tmp_path, epochs=1, batch_size=8, image_size=64,
+        augmentation=True, dropout=0.5, precision="mixed_bfloat16",
+    )  # fmt: skip
+    fitted = train_module.fit(config)
+    names = [layer.name for layer in fitted.model.layers]
+    assert not any(n.startswith("aug_") or n == "dropout" for n in names)
+    assert {layer.compute_dtype for layer in fitted.model.layers[1:]} == {"float32"}
+    scores = train_module.evaluate(fitted.model, fitted.val_split, 8, config.threshold)
+    assert scores == {"validation": {**fitted.metrics["validation"]}}
