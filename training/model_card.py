@@ -24,6 +24,7 @@ from classifier.preprocess import decode_image
 from classifier.store import ModelStore
 from training.data import load_split
 from training.report import data_label, score
+from training.retrain import predict_in_batches
 
 BANDS = (0.5, 0.7, 0.9, 0.97)
 
@@ -134,12 +135,6 @@ def other_pictures() -> list[tuple[str, bytes]]:
     return pictures
 
 
-def predict_all(predictor: Predictor, images: np.ndarray, batch: int = 100) -> np.ndarray:
-    return np.concatenate(
-        [predictor.predict_proba(images[i : i + batch]) for i in range(0, len(images), batch)]
-    )
-
-
 def plot_reliability(bins: list[Bin], probs: np.ndarray, path: Path, title: str) -> None:
     import matplotlib
 
@@ -190,7 +185,7 @@ def build_card(predictor: Predictor, data_dir: Path, output: Path) -> dict:
     """Score the version on `data_dir`, write the figures and model_card.json; return the card."""
     output.mkdir(parents=True, exist_ok=True)
     split = load_split(data_dir, predictor.spec, list(predictor.class_names), progress=False)
-    probs = predict_all(predictor, split.images)
+    probs = predict_in_batches(predictor.predict_proba, split)
     threshold = predictor.metadata.threshold
     bins = calibration_bins(probs, split.labels)
     title = f"{predictor.name} v{predictor.version} on {data_label(data_dir)}"

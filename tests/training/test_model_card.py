@@ -8,6 +8,7 @@ from tests.helpers import make_dataset, publish_model
 from training import model_card
 from training.data import load_split
 from training.report import score
+from training.retrain import predict_in_batches
 
 
 def test_calibration_bins_group_by_predicted_probability():
@@ -57,7 +58,7 @@ def test_card_scores_a_stored_version_and_writes_its_figures(tmp_path, capsys):
     assert "| truth \\ answer | cats | dogs |" in text and "| plain white |" in text
     predictor = ModelStore(tmp_path / "models").load("pets")
     split = load_split(data / "validation", predictor.spec, progress=False)
-    probs = model_card.predict_all(predictor, split.images)
+    probs = predict_in_batches(predictor.predict_proba, split)
     expected = score(probs, split.labels, 0.5)
     assert card["scores"]["confusion_matrix"] == expected["confusion_matrix"]
 
