@@ -85,11 +85,10 @@ class ModelStore:
         """Names, sizes and modification times of a version's files: cheap change detection."""
         folder = self.model_dir(name) / str(version)
         try:
-            return tuple(
-                sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir())
-            )
+            stats = [(p.name, p.stat()) for p in folder.iterdir()]
         except OSError:
             return ()
+        return tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
 
     def check(self, name: str, version: int) -> ModelMetadata:
         """Validate metadata and every file's checksum; raises ModelStoreError if anything is off."""

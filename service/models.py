@@ -167,9 +167,10 @@ class ModelManager:
     def _refresh(self, name: str) -> None:
         state = self._states.setdefault(name, ModelState(name))
         state.scanned = self._scan(name)
-        for status in state.scanned:  # a changed folder earns a new try
+        # A changed folder earns a new try (_scan has just fingerprinted every version).
+        for status in state.scanned:
             failure = state.failures.get(status.version)
-            if failure and failure[0] != self.store.fingerprint(name, status.version):
+            if failure and failure[0] != self._checks[(name, status.version)][0]:
                 del state.failures[status.version]
         present = {s.version for s in state.scanned}
         while True:
