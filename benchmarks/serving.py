@@ -25,6 +25,7 @@ import numpy as np
 import requests
 
 from benchmarks.harness import REPO, Server, benchmark_parser, drive
+from classifier.predictor import load_predictor
 from classifier.preprocess import decode_image
 from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
@@ -70,7 +71,7 @@ def ceiling(store, name, bodies, batch_sizes, runtimes) -> list[dict]:
     """Images/s of decode + inference in this process: two decode threads feed the runtime."""
     rows = []
     for runtime_name in runtimes:
-        predictor = store.load(name, options=RuntimeOptions(runtime=runtime_name))
+        predictor = load_predictor(store, name, options=RuntimeOptions(runtime=runtime_name))
         spec = predictor.spec
         predictor.predict_proba(np.zeros((max(batch_sizes), *spec.shape), np.uint8))
         for size in batch_sizes:
@@ -94,7 +95,7 @@ def ceiling(store, name, bodies, batch_sizes, runtimes) -> list[dict]:
 
 def single_image_latency_ms(store, name, runtime_name, bodies, n=200) -> float:
     """Median of one image's decode + inference, in process: the c=1 latency reference."""
-    predictor = store.load(name, options=RuntimeOptions(runtime=runtime_name))
+    predictor = load_predictor(store, name, options=RuntimeOptions(runtime=runtime_name))
     times = []
     for body in bodies[:n]:
         started = time.perf_counter()

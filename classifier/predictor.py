@@ -7,18 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier.errors import ModelStoreError
 from classifier.metadata import ModelMetadata
 from classifier.runtimes import Runtime, RuntimeOptions, load_runtime
 from classifier.spec import InputSpec
+from classifier.store import ModelStore
 
 
 @dataclass(frozen=True)
 class Prediction:
     label: str
     probabilities: dict[str, float]
-
-    def to_dict(self) -> dict:
-        return {"label": self.label, "probabilities": self.probabilities}
 
 
 class Predictor:
@@ -70,5 +69,20 @@ class Predictor:
             results.append(Prediction(label, {negative: 1.0 - p, positive: p}))
         return results
 
-    def classify(self, images: np.ndarray) -> list[Prediction]:
-        return self.to_predictions(self.predict_proba(images))
+
+def load_predictor(
+    store: ModelStore,
+    name: str,
+    version: int | None = None,
+    options: RuntimeOptions | None = None,
+) -> Predictor:
+    """Check a stored version (the newest valid one by default) and load it as a Predictor."""
+    if version is None:
+        metadata = store.latest_valid(name)
+        if metadata is None:
+            raise ModelStoreError(
+                f"no valid version of model {name!r} in {store.root}", code="model_not_found"
+            )
+    else:
+        metadata = store.check(name, version)
+    return Predictor.load(store.model_dir(name) / str(metadata.version), metadata, options)

@@ -107,7 +107,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(str(exc), code="image_too_large", status=413) from None
+        raise ImageError(str(exc), code="image_too_large") from None
     except UnidentifiedImageError:
         size = declared_size(data)
         if size is not None and 0 in size:
@@ -178,7 +178,7 @@ def _load(image: Image.Image) -> None:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(str(exc), code="image_too_large", status=413) from None
+        raise ImageError(str(exc), code="image_too_large") from None
     except OSError as exc:
         if "truncated" in str(exc).lower():
             raise ImageError("the image file is truncated", code="truncated_image") from None
@@ -200,5 +200,4 @@ def _too_large(pixels: int, max_pixels: int) -> ImageError:
     return ImageError(
         f"the image has {pixels} pixels; the limit is {max_pixels}",
         code="image_too_large",
-        status=413,
     )

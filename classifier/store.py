@@ -19,7 +19,6 @@ from pathlib import Path
 
 from classifier.errors import ModelStoreError
 from classifier.metadata import METADATA_FILE, MODEL_FILE, SCHEMA_VERSION, ModelMetadata
-from classifier.runtimes import RuntimeOptions
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
@@ -45,7 +44,6 @@ def validate_name(name: str) -> str:
         raise ModelStoreError(
             f"invalid model name {name!r}: use letters, digits, '_', '.', '-' (max 64)",
             code="invalid_model_name",
-            status=400,
         )
     return name
 
@@ -186,22 +184,6 @@ class ModelStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-
-    def load(self, name: str, version: int | None = None, options: RuntimeOptions | None = None):
-        """Load a checked version (the newest valid one by default) as a Predictor."""
-        from classifier.predictor import Predictor
-
-        if version is None:
-            metadata = self.latest_valid(name)
-            if metadata is None:
-                raise ModelStoreError(
-                    f"no valid version of model {name!r} in {self.root}",
-                    code="model_not_found",
-                    status=404,
-                )
-        else:
-            metadata = self.check(name, version)
-        return Predictor.load(self.model_dir(name) / str(metadata.version), metadata, options)
 
 
 def _write_json(path: Path, data: dict) -> None:

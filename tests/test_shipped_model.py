@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from classifier.predictor import load_predictor
 from classifier.store import ModelStore
 from tests.helpers import REPO, SHIPPED_MODELS
 from training.data import load_split
@@ -12,7 +13,7 @@ from training.data import load_split
 
 @pytest.fixture(scope="module")
 def predictor():
-    return ModelStore(SHIPPED_MODELS).load("cats_vs_dogs")
+    return load_predictor(ModelStore(SHIPPED_MODELS), "cats_vs_dogs")
 
 
 def test_shipped_model_loads_and_answers(predictor):

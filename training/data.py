@@ -16,7 +16,6 @@ from classifier.spec import InputSpec
 
 
 class DatasetError(ClassifierError):
-    status = 400
     code = "invalid_dataset"
 
 

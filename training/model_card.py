@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.metrics import brier_score_loss
 
 from classifier.errors import ClassifierError
-from classifier.predictor import Predictor
+from classifier.predictor import Predictor, load_predictor
 from classifier.preprocess import decode_image
 from classifier.store import ModelStore
 from training.data import load_split
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     try:
-        predictor = ModelStore(args.models_dir).load(args.model_name, args.version)
+        predictor = load_predictor(ModelStore(args.models_dir), args.model_name, args.version)
         card = build_card(predictor, args.data_dir, args.output)
     except ClassifierError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -21,6 +21,7 @@ import numpy as np
 
 from classifier.errors import ClassifierError
 from classifier.metadata import ModelMetadata
+from classifier.predictor import load_predictor
 from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
 from training import train as training
@@ -72,7 +73,7 @@ def score_version(
 ) -> tuple[ModelMetadata, dict, Split]:
     """Scores of a stored version (the newest valid one by default) on `folder`, read at
     that version's own input size."""
-    predictor = store.load(name, version, RuntimeOptions(runtime="auto"))
+    predictor = load_predictor(store, name, version, RuntimeOptions(runtime="auto"))
     metadata = predictor.metadata
     split = load_split(folder, predictor.spec, list(metadata.class_names))
     probs = predict_in_batches(predictor.predict_proba, split)

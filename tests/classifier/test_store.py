@@ -7,6 +7,7 @@ import pytest
 
 from classifier.errors import ModelStoreError
 from classifier.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
+from classifier.predictor import load_predictor
 from classifier.spec import InputSpec
 from classifier.store import TEMP_PREFIX, ModelStore, validate_name
 from tests.helpers import publish_model
@@ -135,7 +136,7 @@ def test_non_version_folders_are_ignored(tmp_path):
 def test_model_names_cannot_be_paths(name):
     with pytest.raises(ModelStoreError) as info:
         validate_name(name)
-    assert info.value.status == 400
+    assert info.value.code == "invalid_model_name"
 
 
 @pytest.mark.parametrize(
@@ -162,13 +163,13 @@ def test_metadata_validation(change, message):
 
 def test_load_gives_a_predictor_that_knows_its_metadata(tmp_path):
     publish_model(tmp_path, "pets", image_size=64, class_names=("cat", "dog"))
-    predictor = ModelStore(tmp_path).load("pets")
+    predictor = load_predictor(ModelStore(tmp_path), "pets")
     assert (predictor.name, predictor.version) == ("pets", 1)
     assert predictor.spec.shape == (64, 64, 3)
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     probs = predictor.predict_proba(images)
     assert probs.shape == (3,) and ((probs >= 0) & (probs <= 1)).all()
-    predictions = predictor.classify(images)
+    predictions = predictor.to_predictions(predictor.predict_proba(images))
     for p, prediction in zip(probs, predictions, strict=True):
         assert prediction.probabilities["dog"] == pytest.approx(float(p))
         assert sum(prediction.probabilities.values()) == pytest.approx(1.0)
@@ -177,7 +178,7 @@ def test_load_gives_a_predictor_that_knows_its_metadata(tmp_path):
 
 def test_predictor_refuses_wrong_input(tmp_path):
     publish_model(tmp_path, "pets", image_size=64)
-    predictor = ModelStore(tmp_path).load("pets")
+    predictor = load_predictor(ModelStore(tmp_path), "pets")
     with pytest.raises(ValueError, match="uint8"):
         predictor.predict_proba(np.zeros((1, 64, 64, 3), dtype=np.float32))
     with pytest.raises(ValueError):
@@ -191,11 +192,11 @@ def test_load_refuses_a_model_whose_shape_disagrees_with_metadata(tmp_path):
     meta["input"]["height"] = meta["input"]["width"] = 80
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ModelStoreError) as info:
-        ModelStore(tmp_path).load("pets", 1)
+        load_predictor(ModelStore(tmp_path), "pets", 1)
     assert info.value.code == "model_shape_mismatch"
 
 
-def test_unknown_model_is_404(tmp_path):
+def test_unknown_model_is_model_not_found(tmp_path):
     with pytest.raises(ModelStoreError) as info:
-        ModelStore(tmp_path).load("nothing")
-    assert info.value.status == 404
+        load_predictor(ModelStore(tmp_path), "nothing")
+    assert info.value.code == "model_not_found"

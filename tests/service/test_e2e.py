@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from benchmarks.harness import Server
+from classifier.predictor import load_predictor
 from classifier.preprocess import decode_image
 from classifier.store import ModelStore
 from tests.helpers import SHARED_DATA, SHIPPED_MODELS, jpeg_bytes
@@ -38,7 +39,7 @@ def server():
 
 @pytest.fixture(scope="module")
 def shipped_predictor():
-    return ModelStore(SHIPPED_MODELS).load("cats_vs_dogs")
+    return load_predictor(ModelStore(SHIPPED_MODELS), "cats_vs_dogs")
 
 
 def test_predict_with_the_shipped_model(server, shipped_predictor):

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from classifier.predictor import load_predictor
 from classifier.store import ModelStore
 from tests.helpers import make_dataset, publish_model
 from training import model_card
@@ -56,7 +57,7 @@ def test_card_scores_a_stored_version_and_writes_its_figures(tmp_path, capsys):
         assert (out / name).read_bytes().startswith(b"\x89PNG")
     text = capsys.readouterr().out
     assert "| truth \\ answer | cats | dogs |" in text and "| plain white |" in text
-    predictor = ModelStore(tmp_path / "models").load("pets")
+    predictor = load_predictor(ModelStore(tmp_path / "models"), "pets")
     split = load_split(data / "validation", predictor.spec, progress=False)
     probs = predict_in_batches(predictor.predict_proba, split)
     expected = score(probs, split.labels, 0.5)

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from classifier.predictor import load_predictor
 from classifier.runtimes import RuntimeOptions
 from classifier.spec import InputSpec
 from classifier.store import ModelStore
@@ -62,7 +63,7 @@ def test_version_is_published_with_right_metadata(trained):
 
 def test_published_model_agrees_with_recorded_accuracy(trained, dataset):
     config, result = trained
-    predictor = ModelStore(config.models_dir).load("toy")
+    predictor = load_predictor(ModelStore(config.models_dir), "toy")
     split = load_split(dataset / "validation", predictor.spec, progress=False)
     predicted = predictor.predict_proba(split.images) >= 0.5
     accuracy = float((predicted == split.labels.astype(bool)).mean())
@@ -134,7 +135,7 @@ def test_cli_trains_and_publishes(dataset, tmp_path, capsys):
     )  # fmt: skip
     assert recorded["command"].startswith("python -m training.train --data-dir ")
     assert "--precision mixed_bfloat16" in recorded["command"]
-    served = ModelStore(tmp_path).load("cli", options=RuntimeOptions(runtime="keras"))
+    served = load_predictor(ModelStore(tmp_path), "cli", options=RuntimeOptions(runtime="keras"))
     assert {layer.compute_dtype for layer in served.runtime.model.layers[1:]} == {"float32"}
 
 
@@ -168,8 +169,8 @@ def test_augmented_model_exports_without_training_only_layers(dataset, tmp_path)
     )
     result = train_module.train(config)
     store = ModelStore(tmp_path)
-    keras_predictor = store.load("aug", options=RuntimeOptions(runtime="keras"))
-    onnx_predictor = store.load("aug", options=RuntimeOptions(runtime="onnx"))
+    keras_predictor = load_predictor(store, "aug", options=RuntimeOptions(runtime="keras"))
+    onnx_predictor = load_predictor(store, "aug", options=RuntimeOptions(runtime="onnx"))
     names = [layer.name for layer in keras_predictor.runtime.model.layers]
     assert not any(n.startswith("aug_") or n == "dropout" for n in names)
     split = load_split(dataset / "validation", keras_predictor.spec, progress=False)
