@@ -28,19 +28,19 @@ from keras import layers
 
 from benchmarks.harness import REPO, benchmark_parser
 from classifier.spec import DEFAULT_SPEC
+from training.config import RECIPES, TrainConfig
 from training.data import load_split, training_dataset
-from training.model import PRECISIONS, Augmentation, build_model, compile_model
-
-BATCH = 32
+from training.model import PRECISIONS, build_model, compile_model
 
 
-def keras_layers_model(precision: str, seed: int) -> keras.Model:
+def keras_layers_model(recipe: TrainConfig, precision: str) -> keras.Model:
     """The recipe's model with the three stock Keras augmentation layers in front."""
-    inner = build_model(DEFAULT_SPEC, dropout=0.5, seed=seed, precision=precision)
+    seed = recipe.seed
+    inner = build_model(DEFAULT_SPEC, dropout=recipe.dropout, seed=seed, precision=precision)
     inputs = keras.Input(shape=DEFAULT_SPEC.shape, name="image")
     x = layers.RandomFlip("horizontal", seed=seed, dtype="float32")(inputs)
-    x = layers.RandomRotation(0.1, seed=seed, dtype="float32")(x)
-    x = layers.RandomZoom(0.2, seed=seed, dtype="float32")(x)
+    x = layers.RandomRotation(recipe.rotation, seed=seed, dtype="float32")(x)
+    x = layers.RandomZoom(recipe.zoom, seed=seed, dtype="float32")(x)
     return keras.Model(inputs, inner(x))
 
 
@@ -53,42 +53,39 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.data_dir.is_dir():
         sys.exit(f"no such folder: {args.data_dir}")
-    keras.utils.set_random_seed(args.seed)
-    augmentation = Augmentation(rotation=0.1, zoom=0.2, translation=0.1, contrast=0.2)
+    recipe = TrainConfig(data_dir=args.data_dir, **RECIPES["shipped"] | {"seed": args.seed})
+    keras.utils.set_random_seed(recipe.seed)
 
     started = time.perf_counter()
     split = load_split(args.data_dir, DEFAULT_SPEC, progress=False)
     decode_seconds = time.perf_counter() - started
-    cached = training_dataset(split, BATCH, args.seed)
+    cached = training_dataset(split, recipe.batch_size, recipe.seed)
     from_files = keras.utils.image_dataset_from_directory(
         args.data_dir,
         label_mode="binary",
         image_size=DEFAULT_SPEC.shape[:2],
-        batch_size=BATCH,
+        batch_size=recipe.batch_size,
         shuffle=True,
-        seed=args.seed,
+        seed=recipe.seed,
         verbose=False,
     ).prefetch(-1)
 
     def recipe_model() -> keras.Model:
         return build_model(
             DEFAULT_SPEC,
-            augmentation=augmentation,
-            dropout=0.5,
-            seed=args.seed,
+            augmentation=recipe.augment(),
+            dropout=recipe.dropout,
+            seed=recipe.seed,
             precision=args.precision,
         )
 
     variants = {
         "keras image_dataset_from_directory": (recipe_model(), from_files),
         "cached (product)": (recipe_model(), cached),
-        "cached + keras augmentation layers": (
-            keras_layers_model(args.precision, args.seed),
-            cached,
-        ),
+        "cached + keras augmentation layers": (keras_layers_model(recipe, args.precision), cached),
     }
     for model, data in variants.values():
-        compile_model(model, 1e-3, "adamw", 0.02)
+        compile_model(model, recipe.learning_rate, recipe.optimizer, recipe.weight_decay)
         model.fit(
             data, epochs=1, verbose=0, shuffle=False
         )  # warm-up: tracing, thread pools, page cache
@@ -103,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     # The best epoch is the pipeline's own cost; the median also shows how often this shared
     # machine stalled it.
     base = min(times["keras image_dataset_from_directory"])
-    print(f"{len(split.labels)} training images, batch {BATCH}, precision {args.precision}")
+    print(
+        f"{len(split.labels)} training images, batch {recipe.batch_size}, "
+        f"precision {args.precision}"
+    )
     print(f"one-time decode of the cached pipeline: {decode_seconds:.2f} s")
     print("| pipeline | best epoch s | median epoch s | epochs | best vs keras pipeline |")
     print("|---|---:|---:|---|---:|")

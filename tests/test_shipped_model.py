@@ -66,7 +66,7 @@ def test_recorded_accuracy_reproduces_on_the_validation_photos(predictor, shared
 
 def test_the_shipped_recipe_is_what_trained_the_default_model(predictor):
     """`--recipe shipped` reproduces the settings recorded in the default model's metadata."""
-    from training.train import RECIPES
+    from training.config import RECIPES
 
     recorded = predictor.metadata.raw["training"]
     recipe = dict(RECIPES["shipped"])

@@ -20,7 +20,8 @@ class RandomAffine(keras.layers.Layer):
 
     `rotation` is a fraction of a full turn (as in RandomRotation), `zoom` and `translation`
     fractions of the image size, `contrast` the largest relative change around each image's
-    mean. Pixels from outside the image are filled by reflection.
+    mean, each in [0, 1) (checked with the other options, config.TrainConfig). Pixels from
+    outside the image are filled by reflection.
     """
 
     def __init__(
@@ -35,11 +36,6 @@ class RandomAffine(keras.layers.Layer):
     ) -> None:
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        for name, value in (("rotation", rotation), ("zoom", zoom), ("translation", translation)):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must lie in [0, 1), got {value}")
-        if not 0.0 <= contrast < 1.0:
-            raise ValueError(f"contrast must lie in [0, 1), got {contrast}")
         self.rotation, self.zoom, self.translation = rotation, zoom, translation
         self.flip, self.contrast, self.seed = flip, contrast, seed
         self.generator = keras.random.SeedGenerator(seed)

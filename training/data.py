@@ -44,12 +44,17 @@ def find_classes(split_dir: Path) -> list[str]:
     return names
 
 
+def held_out_dir(data_dir: Path) -> Path:
+    """The split a model is judged on: DIR/test when there is one, else DIR/validation."""
+    test = data_dir / "test"
+    return test if test.is_dir() else data_dir / "validation"
+
+
 def load_split(
     split_dir: Path,
     spec: InputSpec,
     class_names: list[str] | None = None,
     *,
-    workers: int | None = None,
     progress: bool = True,
 ) -> Split:
     """Decode every file under `split_dir/<class>/`; unreadable files are listed and skipped."""
@@ -74,7 +79,7 @@ def load_split(
 
     images, labels, skipped = [], [], []
     bar = _progress(len(files), f"decoding {split_dir.name}") if progress else None
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for i, ((path, label), result) in enumerate(zip(files, pool.map(decode, files)), 1):
             if isinstance(result, str):
                 skipped.append((str(path.relative_to(split_dir)), result))

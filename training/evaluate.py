@@ -5,70 +5,59 @@ python -m training.evaluate --data-dir my_data --version 2
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from classifier.errors import ClassifierError
 from classifier.store import ModelStore
+from training.cli import reports_errors
+from training.options import new_parser, option, options, parse
 from training.report import data_label, now_iso, reports_folder, write_report
-from training.retrain import held_out_dir, score_version
+from training.scoring import VersionOptions, load_version, score_on, split_folder
+
+
+@options
+class EvaluateOptions(VersionOptions):
+    output: Path | None = option(
+        None,
+        help="folder for report.json and report.html "
+        "(default: models/<name>/reports/<time>-evaluate-v<N>)",
+    )
 
 
 def evaluate_version(
     models_dir: Path, name: str, version: int | None, folder: Path, output: Path | None
 ) -> tuple[dict, Path]:
     store = ModelStore(models_dir)
-    meta, scores, split = score_version(store, name, version, folder)
+    predictor = load_version(store, name, version)
+    scored = score_on(predictor, folder)
     report = {
-        "title": f"Evaluation of {name} v{meta.version}",
+        "title": f"Evaluation of {name} v{predictor.version}",
         "data": data_label(folder),
-        "class_names": list(meta.class_names),
+        "class_names": list(predictor.class_names),
         "created_at": now_iso(),
-        "models": {f"v{meta.version}": {"scores": scores}},
-        "skipped": len(split.skipped),
+        "models": {f"v{predictor.version}": {"scores": scored.scores}},
+        "skipped": len(scored.split.skipped),
     }
-    output = output or reports_folder(store, name, f"evaluate-v{meta.version}")
+    output = output or reports_folder(store, name, f"evaluate-v{predictor.version}")
     write_report(output, report)
     return report, output
 
 
+@reports_errors
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m training.evaluate",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = new_parser("python -m training.evaluate", __doc__, EvaluateOptions)
+    options = parse(p, EvaluateOptions, argv)
+    report, where = evaluate_version(
+        options.models_dir,
+        options.model_name,
+        options.version,
+        split_folder(options.data_dir),
+        options.output,
     )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        required=True,
-        help="folder with test/ or validation/ (or a split folder of class folders)",
-    )
-    p.add_argument("--version", type=int, help="version to evaluate (default: newest valid)")
-    p.add_argument("--model-name", default="cats_vs_dogs", help="model to evaluate")
-    p.add_argument("--models-dir", type=Path, default=Path("models"), help="model store root")
-    p.add_argument(
-        "--output",
-        type=Path,
-        help="folder for report.json and report.html "
-        "(default: models/<name>/reports/<time>-evaluate-v<N>)",
-    )
-    args = p.parse_args(argv)
-    folder = args.data_dir
-    if (folder / "test").is_dir() or (folder / "validation").is_dir():
-        folder = held_out_dir(folder)
-    try:
-        report, where = evaluate_version(
-            args.models_dir, args.model_name, args.version, folder, args.output
-        )
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
     [(label, model)] = report["models"].items()
     s = model["scores"]
     print(
-        f"{args.model_name} {label} on {report['data']}: accuracy {s['accuracy']:.4f}, "
+        f"{options.model_name} {label} on {report['data']}: accuracy {s['accuracy']:.4f}, "
         f"precision {s['precision']:.4f}, recall {s['recall']:.4f}, ROC AUC {s['roc_auc']}; "
         f"report in {where}"
     )

@@ -16,6 +16,8 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 OPTIMIZERS = ("rmsprop", "adamw")
 SCHEDULES = ("constant", "cosine")
+# The smallest input the four blocks of a 3x3 convolution and a 2x2 pooling can take.
+SMALLEST_INPUT = 46
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class Augmentation:
 def build_model(
     spec: InputSpec,
     *,
-    augmentation: bool | Augmentation = False,
+    augmentation: Augmentation | None = None,
     dropout: float = 0.0,
     seed: int | None = None,
     precision: str = "float32",
@@ -47,16 +49,11 @@ def build_model(
     pixels. The augmentation layer (before it, on raw pixels) and dropout only act while
     training; `train.serving_model` drops them. With `precision="mixed_bfloat16"` the layers
     compute in bfloat16 (fast on CPUs with AMX and on GPUs) and keep float32 weights; the
-    sigmoid output stays float32.
+    sigmoid output stays float32. The options are checked where they are declared
+    (config.TrainConfig).
     """
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if augmentation is True:
-        augmentation = Augmentation()
     stack: list[layers.Layer] = []
-    if isinstance(augmentation, Augmentation) and augmentation.active:
+    if augmentation is not None and augmentation.active:
         stack.append(
             RandomAffine(
                 rotation=augmentation.rotation,
@@ -96,8 +93,6 @@ def resolve_precision(precision: str, cpu_flags: set[str] | None = None, gpus=No
     emulated and slower than float32.
     """
     if precision != "auto":
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {precision!r}")
         return precision
     if gpus is None:
         import tensorflow as tf

@@ -2,14 +2,13 @@
 
 python -m training.model_card --data-dir ../shared/data/cats_vs_dogs/validation --version 3
 
-Scores a stored version exactly as the service runs it (the store's runtime, `decode_image`),
+Scores a stored version exactly as the service runs it (its default runtime, `decode_image`),
 writes `reliability.png`, `other_pictures.png` and `model_card.json` into `--output`, and
 prints the tables as Markdown.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -18,15 +17,21 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import brier_score_loss
 
-from classifier.errors import ClassifierError
-from classifier.predictor import Predictor, load_predictor
+from classifier.predictor import Predictor
 from classifier.preprocess import decode_image
 from classifier.store import ModelStore
-from training.data import load_split
-from training.report import data_label, score
-from training.retrain import predict_in_batches
+from training.cli import reports_errors
+from training.options import new_parser, option, options, parse
+from training.plots import pyplot
+from training.report import data_label
+from training.scoring import VersionOptions, load_version, score_on, split_folder
 
 BANDS = (0.5, 0.7, 0.9, 0.97)
+
+
+@options
+class CardOptions(VersionOptions):
+    output: Path = option(Path("docs/model-card"), help="folder for figures and JSON")
 
 
 @dataclass(frozen=True)
@@ -136,11 +141,7 @@ def other_pictures() -> list[tuple[str, bytes]]:
 
 
 def plot_reliability(bins: list[Bin], probs: np.ndarray, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     fig, (ax, hist) = plt.subplots(
         2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True
     )
@@ -161,11 +162,7 @@ def plot_reliability(bins: list[Bin], probs: np.ndarray, path: Path, title: str)
 def plot_others(
     items: list[tuple[str, np.ndarray, float]], class_names: tuple[str, ...], path: Path
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     cols = 4
     rows = -(-len(items) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.9))
@@ -184,8 +181,8 @@ def plot_others(
 def build_card(predictor: Predictor, data_dir: Path, output: Path) -> dict:
     """Score the version on `data_dir`, write the figures and model_card.json; return the card."""
     output.mkdir(parents=True, exist_ok=True)
-    split = load_split(data_dir, predictor.spec, list(predictor.class_names), progress=False)
-    probs = predict_in_batches(predictor.predict_proba, split)
+    scored = score_on(predictor, data_dir, progress=False)
+    split, probs = scored.split, scored.probs
     threshold = predictor.metadata.threshold
     bins = calibration_bins(probs, split.labels)
     title = f"{predictor.name} v{predictor.version} on {data_label(data_dir)}"
@@ -201,7 +198,7 @@ def build_card(predictor: Predictor, data_dir: Path, output: Path) -> dict:
         "model": predictor.name,
         "version": predictor.version,
         "data": data_label(data_dir),
-        "scores": score(probs, split.labels, threshold),
+        "scores": scored.scores,
         "brier_score": float(brier_score_loss(split.labels, probs)),
         "expected_calibration_error": expected_calibration_error(bins),
         "calibration_bins": [b.__dict__ for b in bins],
@@ -254,26 +251,12 @@ def markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
+@reports_errors
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m training.model_card",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--data-dir", type=Path, required=True, help="labelled split to score")
-    p.add_argument("--models-dir", type=Path, default=Path("models"), help="model store root")
-    p.add_argument("--model-name", default="cats_vs_dogs", help="model name")
-    p.add_argument("--version", type=int, default=None, help="version (default: newest valid)")
-    p.add_argument(
-        "--output", type=Path, default=Path("docs/model-card"), help="folder for figures and JSON"
-    )
-    args = p.parse_args(argv)
-    try:
-        predictor = load_predictor(ModelStore(args.models_dir), args.model_name, args.version)
-        card = build_card(predictor, args.data_dir, args.output)
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+    p = new_parser("python -m training.model_card", __doc__, CardOptions)
+    options = parse(p, CardOptions, argv)
+    predictor = load_version(ModelStore(options.models_dir), options.model_name, options.version)
+    card = build_card(predictor, split_folder(options.data_dir), options.output)
     print(markdown(card))
     return 0
 

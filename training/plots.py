@@ -1,17 +1,23 @@
-"""Training curves as a PNG a person can read at a glance."""
+"""Figures written as files: the one place pyplot is set up, and the training curves."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 
-def plot_history(history: dict[str, list[float]], path: Path, title: str = "training") -> None:
-    """Loss and accuracy per epoch, training against validation."""
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: figures go to files, never to a window."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    return plt
+
+
+def plot_history(history: dict[str, list[float]], path: Path, title: str = "training") -> None:
+    """Loss and accuracy per epoch, training against validation."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for key, style in ((metric, "-o"), (f"val_{metric}", "-s")):

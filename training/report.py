@@ -1,4 +1,4 @@
-"""Evaluation scores and the report a person reads: JSON, and an HTML page with its pictures."""
+"""The report a person reads about scored models: JSON, and an HTML page with its pictures."""
 
 from __future__ import annotations
 
@@ -10,27 +10,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn import metrics as skm
 
 from classifier.store import ModelStore
+from training.plots import pyplot
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
-
-
-def score(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
-    """Accuracy, precision, recall, ROC AUC and the confusion matrix (rows: truth)."""
-    truth = labels.astype(int)
-    predicted = (probs >= threshold).astype(int)
-    both_classes = len(np.unique(truth)) == 2
-    return {
-        "count": len(truth),
-        "accuracy": float(skm.accuracy_score(truth, predicted)),
-        "precision": float(skm.precision_score(truth, predicted, zero_division=0)),
-        "recall": float(skm.recall_score(truth, predicted, zero_division=0)),
-        "roc_auc": float(skm.roc_auc_score(truth, probs)) if both_classes else None,
-        "confusion_matrix": skm.confusion_matrix(truth, predicted, labels=[0, 1]).tolist(),
-    }
 
 
 def now_iso() -> str:
@@ -96,11 +81,7 @@ def _fmt(value) -> str:
 
 
 def _png_base64(report: dict) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     models = report["models"]
     histories = {k: m["history"] for k, m in models.items() if m.get("history")}
     columns = len(models) + (1 if histories else 0)

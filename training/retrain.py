@@ -4,7 +4,8 @@
 
 The challenger is trained with the training code (DIR/train, validated on DIR/validation).
 Both it and the champion (the newest valid version) are then scored on the same held-out
-split: DIR/test when present, else DIR/validation. The challenger is published when its
+split, DIR/test when present, else DIR/validation, and on the same runtime: the challenger
+as exported for publishing, and those very files are what is published. The challenger is published when its
 accuracy is at most --tolerance below the champion's, or with --force. Either way a report
 (report.json and report.html) is written: inside the new version, or under
 models/<name>/reports/ when nothing was published. Exit status: 0 published, 3 not.
@@ -14,21 +15,33 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from classifier.errors import ClassifierError
 from classifier.metadata import ModelMetadata
-from classifier.predictor import load_predictor
-from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
 from training import train as training
-from training.data import Split, load_split
-from training.report import data_label, now_iso, reports_folder, score, write_report
+from training.cli import reports_errors
+from training.data import held_out_dir
+from training.options import add_options, build, check_fields, option, options
+from training.report import data_label, now_iso, reports_folder, write_report
+from training.scoring import Scored, load_export, load_version, score_on
 
 NOT_PROMOTED = 3
+
+
+@options
+class GateOptions:
+    """When a challenger is published."""
+
+    tolerance: float = option(
+        0.01, help="how far below the champion's held-out accuracy the challenger may be"
+    )
+    force: bool = option(False, help="publish the challenger even if it is worse")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass
@@ -38,11 +51,6 @@ class Decision:
 
     def to_dict(self) -> dict:
         return {"published": self.published, "reason": self.reason}
-
-
-def held_out_dir(data_dir: Path) -> Path:
-    test = data_dir / "test"
-    return test if test.is_dir() else data_dir / "validation"
 
 
 def decide(challenger: float, champion: float | None, tolerance: float, force: bool) -> Decision:
@@ -68,66 +76,69 @@ def decide(challenger: float, champion: float | None, tolerance: float, force: b
     )
 
 
-def score_version(
-    store: ModelStore, name: str, version: int | None, folder: Path
-) -> tuple[ModelMetadata, dict, Split]:
-    """Scores of a stored version (the newest valid one by default) on `folder`, read at
-    that version's own input size."""
-    predictor = load_predictor(store, name, version, RuntimeOptions(runtime="auto"))
-    metadata = predictor.metadata
-    split = load_split(folder, predictor.spec, list(metadata.class_names))
-    probs = predict_in_batches(predictor.predict_proba, split)
-    return metadata, score(probs, split.labels, metadata.threshold), split
-
-
-def champion_scores(
+def score_champion(
     store: ModelStore, name: str, folder: Path
-) -> tuple[ModelMetadata | None, dict | None]:
-    """The newest valid version and its scores on `folder`."""
+) -> tuple[ModelMetadata | None, Scored | None]:
+    """The newest valid version and its scores on `folder`; (None, None) if none serves."""
     if store.latest_valid(name) is None:
         return None, None
-    metadata, scores, _ = score_version(store, name, None, folder)
-    return metadata, scores
+    champion = load_version(store, name)
+    return champion.metadata, score_on(champion, folder)
 
 
-def predict_in_batches(run, split: Split, size: int = 64) -> np.ndarray:
-    return np.concatenate(
-        [run(split.images[i : i + size]) for i in range(0, len(split.images), size)]
-    )
+def score_challenger(
+    config: training.TrainConfig, fitted: training.Fitted, exported: Path, folder: Path
+) -> Scored:
+    """Export the challenger as publishing would and score those files as the champion is
+    scored: same loading code, same runtime."""
+    training.export_model(fitted.model, exported)
+    store = ModelStore(config.models_dir)
+    version = max(store.versions(config.model_name), default=0) + 1  # if it were published now
+    fields = training.build_metadata(config, fitted)
+    return score_on(load_export(exported, config.model_name, version, fields), folder)
 
 
 def retrain(
-    config: training.TrainConfig, tolerance: float = 0.01, force: bool = False
+    config: training.TrainConfig, gate: GateOptions | None = None
 ) -> tuple[Decision, ModelMetadata | None, dict]:
+    """Fit a challenger, score it and the champion on the held-out split, publish it if the
+    gate lets it through; the report is written either way."""
+    gate = gate or GateOptions()
     store = ModelStore(config.models_dir)
     folder = held_out_dir(config.data_dir)
-    champion, champion_score = champion_scores(store, config.model_name, folder)
+    champion, champion_scored = score_champion(store, config.model_name, folder)
     fitted = training.fit(config)
-    held_out = load_split(folder, fitted.spec, fitted.train_split.class_names)
-    probs = training.predict_probs(fitted.model, held_out.images)
-    challenger_score = score(probs, held_out.labels, config.threshold)
-    decision = decide(
-        challenger_score["accuracy"],
-        champion_score["accuracy"] if champion_score else None,
-        tolerance,
-        force,
-    )
-    models = {"challenger": {"scores": challenger_score, "history": fitted.history}}
-    if champion is not None:
-        models = {f"champion v{champion.version}": {"scores": champion_score}, **models}
-    report = {
-        "title": f"Retraining {config.model_name}",
-        "data": data_label(folder),
-        "class_names": fitted.train_split.class_names,
-        "created_at": now_iso(),
-        "tolerance": tolerance,
-        "champion_version": champion.version if champion else None,
-        "models": models,
-        "decision": decision.to_dict(),
-    }
-    if not decision.published:
-        write_report(reports_folder(store, config.model_name, "not-promoted"), report)
-        return decision, None, report
+    with tempfile.TemporaryDirectory(prefix="challenger-") as exported:
+        challenger = score_challenger(config, fitted, Path(exported), folder)
+        models = {"challenger": {"scores": challenger.scores, "history": fitted.history}}
+        if champion is not None:
+            models = {f"champion v{champion.version}": {"scores": champion_scored.scores}, **models}
+        decision = decide(
+            challenger.scores["accuracy"],
+            champion_scored.scores["accuracy"] if champion_scored else None,
+            gate.tolerance,
+            gate.force,
+        )
+        report = {
+            "title": f"Retraining {config.model_name}",
+            "data": data_label(folder),
+            "class_names": fitted.train_split.class_names,
+            "created_at": now_iso(),
+            "tolerance": gate.tolerance,
+            "champion_version": champion.version if champion else None,
+            "models": models,
+            "decision": decision.to_dict(),
+        }
+        if not decision.published:
+            write_report(reports_folder(store, config.model_name, "not-promoted"), report)
+            return decision, None, report
+        return decision, promote(config, fitted, Path(exported), report), report
+
+
+def promote(
+    config: training.TrainConfig, fitted: training.Fitted, exported: Path, report: dict
+) -> ModelMetadata:
+    """Publish the files the challenger was scored on, with the report and the gate's record."""
 
     def extra(version_folder: Path) -> dict:
         write_report(version_folder, report)
@@ -135,37 +146,27 @@ def retrain(
             "promotion": {
                 "held_out": report["data"],
                 "champion_version": report["champion_version"],
-                "decision": decision.to_dict(),
-                "scores": {k: v["scores"] for k, v in models.items()},
+                "decision": report["decision"],
+                "scores": {k: v["scores"] for k, v in report["models"].items()},
             }
         }
 
-    return decision, training.publish(config, fitted, extra), report
+    return training.publish(config, fitted, extra, exported=exported)
 
 
 def parser() -> argparse.ArgumentParser:
+    """The training options, then the gate's."""
     p = training.parser(prog="python -m training.retrain", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--tolerance",
-        type=float,
-        default=0.01,
-        help="how far below the champion's held-out accuracy the challenger may be",
-    )
-    p.add_argument(
-        "--force", action="store_true", help="publish the challenger even if it is worse"
-    )
+    add_options(p, GateOptions)
     return p
 
 
+@reports_errors
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = training.parse_args(p, argv)
     config = training.config_from(p, args, argv)
-    try:
-        decision, metadata, _ = retrain(config, args.tolerance, args.force)
-    except ClassifierError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+    decision, metadata, _ = retrain(config, build(p, GateOptions, vars(args)))
     if metadata is not None:
         print(f"published {metadata.name} v{metadata.version}: {decision.reason}")
         return 0

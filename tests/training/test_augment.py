@@ -50,15 +50,12 @@ def test_same_seed_same_warps(images):
     assert np.array_equal(a, b)
 
 
-def test_config_round_trips_and_bad_ranges_are_refused():
+def test_config_round_trips():
     layer = RandomAffine(rotation=0.05, zoom=0.1, translation=0.2, flip=False, contrast=0.1)
     clone = RandomAffine.from_config(layer.get_config())
     assert (clone.rotation, clone.zoom, clone.translation, clone.flip, clone.contrast) == (
         0.05, 0.1, 0.2, False, 0.1
     )  # fmt: skip
-    for bad in ({"zoom": 1.0}, {"rotation": -0.1}, {"contrast": 1.5}):
-        with pytest.raises(ValueError):
-            RandomAffine(**bad)
 
 
 def test_runs_in_float32_under_a_bfloat16_model():

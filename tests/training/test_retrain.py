@@ -1,12 +1,17 @@
 import json
+from pathlib import Path
 
 import pytest
 
+from classifier import predictor as predictor_module
 from classifier.store import ModelStore
 from service import create_app
-from tests.helpers import app_config, make_dataset, publish_model
+from tests.helpers import app_config, jpeg_bytes, make_dataset, publish_model
 from training import evaluate, retrain
 from training import train as training
+from training.config import TrainConfig
+from training.data import held_out_dir
+from training.scoring import RUNTIME, load_version, score_on, split_folder
 
 
 @pytest.fixture(scope="module")
@@ -14,9 +19,9 @@ def dataset(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("data"))
 
 
-def config(dataset, models_dir, **overrides) -> training.TrainConfig:
+def config(dataset, models_dir, **overrides) -> TrainConfig:
     settings = {"model_name": "pets", "epochs": 4, "batch_size": 8, "image_size": 64}
-    return training.TrainConfig(data_dir=dataset, models_dir=models_dir, **(settings | overrides))
+    return TrainConfig(data_dir=dataset, models_dir=models_dir, **(settings | overrides))
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +85,18 @@ def test_cli_reports_not_promoted_with_exit_3(good_store, dataset, capsys):
 def test_a_better_challenger_is_published_and_the_service_picks_it_up(dataset, tmp_path):
     publish_model(tmp_path, "pets", image_size=64)  # an untrained champion: about chance
     app = create_app(app_config(tmp_path))
-    manager = app.extensions["model_manager"]
-    assert manager.get("pets").version == 1
+    client = app.test_client()
+
+    def served_version() -> str:
+        response = client.post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.headers["X-Model-Version"]
+
+    assert served_version() == "1"
     decision, metadata, _ = retrain.retrain(config(dataset, tmp_path))
     assert decision.published and metadata.version == 2
-    manager.load_all()  # what the poller does every MODEL_POLL_SECONDS
-    assert manager.get("pets").version == 2
+    app.extensions["loader"].load_all()  # what the poller does every MODEL_POLL_SECONDS
+    assert served_version() == "2"
 
 
 def test_evaluate_any_version(good_store, dataset, tmp_path, capsys):
@@ -104,10 +115,39 @@ def test_evaluate_any_version(good_store, dataset, tmp_path, capsys):
 
 
 def test_held_out_prefers_a_test_folder(tmp_path):
+    assert split_folder(tmp_path) == tmp_path  # a split itself: its class folders
     (tmp_path / "validation").mkdir()
-    assert retrain.held_out_dir(tmp_path).name == "validation"
+    assert held_out_dir(tmp_path).name == "validation" == split_folder(tmp_path).name
     (tmp_path / "test").mkdir()
-    assert retrain.held_out_dir(tmp_path).name == "test"
+    assert held_out_dir(tmp_path).name == "test" == split_folder(tmp_path).name
+
+
+def test_challenger_and_champion_are_scored_on_one_runtime(dataset, tmp_path, monkeypatch):
+    """The challenger is exported as publishing exports it and loaded as the champion is,
+    with the same options: the gate compares two models, not two runtimes. The files it
+    scored are the files published."""
+    publish_model(tmp_path, "pets", image_size=64)
+    loaded = []
+    real = predictor_module.load_runtime
+
+    def spy(folder, metadata, options):
+        runtime = real(folder, metadata, options)
+        loaded.append((Path(folder), metadata, options, runtime.name))
+        return runtime
+
+    monkeypatch.setattr(predictor_module, "load_runtime", spy)
+    gate = retrain.GateOptions(force=True)
+    decision, metadata, report = retrain.retrain(config(dataset, tmp_path, epochs=1), gate)
+    champion, challenger = loaded
+    assert champion[0] == tmp_path / "pets" / "1"
+    assert not challenger[0].is_relative_to(tmp_path)  # a temporary export, not a version
+    assert champion[2] == challenger[2] == RUNTIME
+    assert champion[3] == challenger[3]
+    assert decision.published and metadata.version == 2
+    for name in ("model.keras", "model.onnx"):
+        assert challenger[1].files[name] == metadata.files[name]
+    rescored = score_on(load_version(ModelStore(tmp_path), "pets", 2), dataset / "validation")
+    assert rescored.scores == report["models"]["challenger"]["scores"]
 
 
 def test_cli_help_documents_every_option(capsys):

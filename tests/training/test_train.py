@@ -1,4 +1,5 @@
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +9,11 @@ from classifier.predictor import load_predictor
 from classifier.runtimes import RuntimeOptions
 from classifier.spec import InputSpec
 from classifier.store import ModelStore
-from tests.helpers import make_dataset
+from tests.helpers import SHIPPED_MODELS, make_dataset
 from training import train as train_module
-from training.data import DatasetError, find_classes, load_split
+from training.config import RECIPES, TrainConfig
+from training.data import DatasetError, Split, find_classes, load_split
+from training.options import option_fields
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +24,7 @@ def dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(dataset, tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
-    config = train_module.TrainConfig(
+    config = TrainConfig(
         data_dir=dataset,
         models_dir=models,
         model_name="toy",
@@ -140,24 +143,59 @@ def test_cli_trains_and_publishes(dataset, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "message"),
     [
-        ["--weight-decay", "0.1"],  # RMSprop has no decoupled weight decay
-        ["--epochs", "3", "--warmup-epochs", "3"],
-        ["--zoom", "1.5"],
-        ["--learning-rate", "0"],
-        ["--precision", "float16"],
+        (["--weight-decay", "0.1"], "--weight-decay: needs --optimizer adamw"),  # RMSprop has none
+        (["--epochs", "3", "--warmup-epochs", "3"], "--warmup-epochs: must be less than --epochs"),
+        (["--zoom", "1.5"], "--zoom: must lie in [0, 1), got 1.5"),
+        (["--dropout", "1"], "--dropout: must lie in [0, 1), got 1.0"),
+        (["--learning-rate", "0"], "--learning-rate: must be greater than 0"),
+        (["--epochs", "0"], "--epochs: must be at least 1"),
+        (["--batch-size", "eight"], "--batch-size: invalid int value: 'eight'"),
+        (["--threshold", "1.5"], "--threshold: must lie in [0, 1]"),
+        (["--image-size", "32"], "--image-size: must be at least 46"),
+        (["--precision", "float16"], "--precision: invalid choice: 'float16'"),
+        (["--recipe", "shipped", "--optimizer", "rmsprop"], "--weight-decay: needs --optimizer"),
     ],
 )
-def test_cli_refuses_inconsistent_options(bad, tmp_path, capsys):
+def test_cli_refuses_inconsistent_options(bad, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         train_module.main(["--data-dir", str(tmp_path), *bad])
     assert info.value.code == 2
-    assert "error:" in capsys.readouterr().err
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("python -m training.train: error: argument ")
+    assert message in last
+
+
+def test_metadata_records_the_options_as_the_shipped_model_does(tmp_path):
+    """The recorded options are derived from the config's fields: the shipped model's command
+    line, parsed again, must give back its "training" section key for key."""
+    shipped = json.loads((SHIPPED_MODELS / "cats_vs_dogs/3/metadata.json").read_text())
+    recorded = shipped["training"]
+    config = parse(shlex.split(recorded["command"])[3:])
+
+    def split(counts: dict[str, int]) -> Split:
+        labels = np.repeat([0.0, 1.0], list(counts.values()))
+        return Split(np.empty((len(labels), 0)), labels, list(counts))
+
+    fitted = train_module.Fitted(
+        model=None,
+        spec=config.spec(),
+        precision="mixed_bfloat16",
+        history={},
+        train_split=split(recorded["counts"]["train"]),
+        val_split=split(recorded["counts"]["validation"]),
+        metrics={},
+        wall_seconds=recorded["wall_seconds"],
+    )
+    metadata = train_module.build_metadata(config, fitted)
+    assert metadata["training"] == recorded
+    for key in ("class_names", "input", "threshold", "output", "preprocessing"):
+        assert metadata[key] == shipped[key], key
 
 
 def test_augmented_model_exports_without_training_only_layers(dataset, tmp_path):
-    config = train_module.TrainConfig(
+    config = TrainConfig(
         data_dir=dataset,
         models_dir=tmp_path,
         model_name="aug",
@@ -180,32 +218,37 @@ def test_augmented_model_exports_without_training_only_layers(dataset, tmp_path)
     assert float(((expected >= 0.5) == split.labels.astype(bool)).mean()) == pytest.approx(recorded)
 
 
-def test_a_recipe_sets_the_defaults_and_explicit_options_override_it(tmp_path):
+def parse(argv: list[str]) -> TrainConfig:
     p = train_module.parser()
-    argv = ["--data-dir", str(tmp_path), "--recipe", "shipped", "--epochs", "5"]
-    config = train_module.config_from(p, train_module.parse_args(p, argv), argv)
-    shipped = train_module.RECIPES["shipped"]
-    assert config.epochs == 5
+    return train_module.config_from(p, train_module.parse_args(p, argv), argv)
+
+
+def test_a_recipe_sets_the_defaults_and_explicit_options_override_it(tmp_path):
+    argv = ["--data-dir", str(tmp_path), "--recipe", "shipped", "--epochs", "5", "--no-keep-best"]
+    config = parse(argv)
+    shipped = RECIPES["shipped"]
+    assert config.epochs == 5 and config.keep_best is False
     assert (config.optimizer, config.schedule, config.dropout) == (
         shipped["optimizer"], shipped["schedule"], shipped["dropout"]
     )  # fmt: skip
-    assert config.augmentation is True and config.keep_best is True
-    assert config.command.endswith("--recipe shipped --epochs 5")
-    p = train_module.parser()
-    plain = train_module.parse_args(p, ["--data-dir", str(tmp_path)])
+    assert config.augmentation is True
+    assert config.command.endswith("--recipe shipped --epochs 5 --no-keep-best")
+    plain = parse(["--data-dir", str(tmp_path)])
+    assert plain == TrainConfig(data_dir=tmp_path)
     assert (plain.epochs, plain.optimizer, plain.augmentation) == (30, "rmsprop", False)
 
 
 def test_every_recipe_names_real_options():
-    fields = train_module.TrainConfig.__dataclass_fields__
-    for recipe in train_module.RECIPES.values():
-        assert set(recipe) <= set(fields)
+    names = {f.name for f in option_fields(TrainConfig)}
+    for recipe in RECIPES.values():
+        assert set(recipe) <= names
+        TrainConfig(data_dir=Path("data"), **recipe)  # and passes the checks
 
 
 def test_fit_hands_on_the_served_graph_for_publishing_and_gating(dataset, tmp_path):
     """Retrain scores `fitted.model` against the champion: it must be the float32 graph
     without training-only layers, the same the metadata's metrics were computed on."""
-    config = train_module.TrainConfig(
+    config = TrainConfig(
         data_dir=dataset, models_dir=tmp_path, epochs=1, batch_size=8, image_size=64,
         augmentation=True, dropout=0.5, precision="mixed_bfloat16",
     )  # fmt: skip
@@ -213,5 +256,5 @@ def test_fit_hands_on_the_served_graph_for_publishing_and_gating(dataset, tmp_pa
     names = [layer.name for layer in fitted.model.layers]
     assert not any(n.startswith("aug_") or n == "dropout" for n in names)
     assert {layer.compute_dtype for layer in fitted.model.layers[1:]} == {"float32"}
-    scores = train_module.evaluate(fitted.model, fitted.val_split, 8, config.threshold)
+    scores = train_module.validation_scores(fitted.model, fitted.val_split, 8, config.threshold)
     assert scores == {"validation": {**fitted.metrics["validation"]}}

@@ -1,0 +1,141 @@
+"""The training options, declared once: the command line, the recipes and the metadata follow."""
+
+from __future__ import annotations
+
+from dataclasses import field
+from pathlib import Path
+
+from classifier.spec import DEFAULT_SPEC, InputSpec
+from training.model import (
+    OPTIMIZERS,
+    PRECISION_CHOICES,
+    SCHEDULES,
+    SMALLEST_INPUT,
+    Augmentation,
+)
+from training.options import (
+    AT_LEAST_ONE,
+    FRACTION,
+    NOT_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    OptionError,
+    Range,
+    check_fields,
+    option,
+    options,
+)
+
+
+@options
+class TrainConfig:
+    """How to train and where to publish; `recorded=False` options are recorded elsewhere or
+    not at all (see train.build_metadata)."""
+
+    data_dir: Path = option(help="folder with train/ and validation/", recorded=False)
+    models_dir: Path = option(Path("models"), help="model store root", recorded=False)
+    model_name: str = option("cats_vs_dogs", help="name to publish under", recorded=False)
+    epochs: int = option(30, help="training epochs", within=AT_LEAST_ONE)
+    batch_size: int = option(32, help="images per step", within=AT_LEAST_ONE)
+    learning_rate: float = option(
+        1e-3, help="learning rate (the peak rate with --schedule cosine)", within=POSITIVE
+    )
+    optimizer: str = option("rmsprop", help="optimizer", choices=OPTIMIZERS)
+    schedule: str = option(
+        "constant",
+        help="learning rate schedule: constant, or warm-up then cosine decay to zero",
+        choices=SCHEDULES,
+    )
+    warmup_epochs: int = option(
+        0, help="epochs of linear warm-up before the cosine decay", within=NOT_NEGATIVE
+    )
+    weight_decay: float = option(
+        0.0,
+        help="decoupled weight decay (AdamW only; biases are not decayed)",
+        within=NOT_NEGATIVE,
+    )
+    augmentation: bool = option(
+        False,
+        help="random flip, rotation, zoom, translation (one warp per image, training only)",
+    )
+    rotation: float = option(
+        0.1,
+        help="largest random rotation, as a fraction of a full turn",
+        within=FRACTION,
+        recorded=False,
+    )
+    zoom: float = option(
+        0.2, help="largest random zoom, as a fraction", within=FRACTION, recorded=False
+    )
+    translation: float = option(
+        0.1,
+        help="largest random shift, as a fraction of the image size",
+        within=FRACTION,
+        recorded=False,
+    )
+    contrast: float = option(
+        0.0,
+        help="largest random contrast change, as a fraction (0 turns it off)",
+        within=FRACTION,
+        recorded=False,
+    )
+    dropout: float = option(0.0, help="dropout rate before Dense 512", within=FRACTION)
+    precision: str = option(
+        "float32",
+        help="compute precision while training; auto is mixed_bfloat16 where the GPU or CPU "
+        "computes bfloat16 natively, else float32 (the published model is float32 either way)",
+        choices=PRECISION_CHOICES,
+    )
+    keep_best: bool = option(
+        False, help="publish the weights of the epoch with the best validation accuracy"
+    )
+    seed: int = option(1337, help="random seed", within=NOT_NEGATIVE)
+    threshold: float = option(
+        0.5, help="decision threshold on P(second class)", within=PROBABILITY, recorded=False
+    )
+    image_size: int = option(
+        DEFAULT_SPEC.height,
+        help="square input size in pixels",
+        within=Range(SMALLEST_INPUT),
+        recorded=False,
+    )
+    command: str | None = field(default=None, compare=False)  # not an option: what ran it
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.warmup_epochs >= self.epochs:
+            raise OptionError("warmup_epochs", f"must be less than --epochs ({self.epochs})")
+        if self.weight_decay and self.optimizer != "adamw":
+            raise OptionError("weight_decay", "needs --optimizer adamw")
+
+    def spec(self) -> InputSpec:
+        return InputSpec(height=self.image_size, width=self.image_size)
+
+    def augment(self) -> Augmentation | None:
+        if not self.augmentation:
+            return None
+        return Augmentation(self.rotation, self.zoom, self.translation, self.contrast)
+
+
+# Named starting points: field values over the defaults; options given explicitly override them.
+RECIPES: dict[str, dict] = {
+    "plain": {},
+    # The shipped default model (docs/model-card.md).
+    "shipped": {
+        "epochs": 150,
+        "batch_size": 32,
+        "optimizer": "adamw",
+        "learning_rate": 1e-3,
+        "schedule": "cosine",
+        "warmup_epochs": 3,
+        "weight_decay": 0.02,
+        "augmentation": True,
+        "rotation": 0.1,
+        "zoom": 0.2,
+        "translation": 0.1,
+        "contrast": 0.2,
+        "dropout": 0.5,
+        "keep_best": True,
+        "precision": "auto",
+    },
+}
