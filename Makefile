@@ -18,7 +18,7 @@ $(VENV)/.test: $(VENV)/.base
 	touch $@
 
 serve: $(VENV)/.base
-	$(BIN)/gunicorn -c service/gunicorn.conf.py 'service:create_app()'
+	$(BIN)/classifier-serve
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .

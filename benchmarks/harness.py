@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from service.cli import GUNICORN_ARGV
-
 REPO = Path(__file__).resolve().parent.parent
+SERVE_COMMAND = "classifier-serve"
 
 
 def benchmark_parser(prog: str, doc: str) -> argparse.ArgumentParser:
@@ -64,9 +63,10 @@ class Server:
             "TF_CPP_MIN_LOG_LEVEL": "2",
             **env,
         }
-        argv = [arg.format(port=self.port) for arg in (argv or GUNICORN_ARGV)]
-        if argv[0] == "gunicorn":  # the one beside this interpreter (the project's venv)
-            argv[0] = str(Path(sys.executable).parent / "gunicorn")
+        # The product's command, the one beside this interpreter (the project's venv).
+        argv = [arg.format(port=self.port) for arg in (argv or [SERVE_COMMAND])]
+        if argv[0] in ("gunicorn", SERVE_COMMAND):
+            argv[0] = str(Path(sys.executable).parent / argv[0])
         # A file, not a pipe: nobody drains a pipe, and a full one blocks the server's logging.
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(

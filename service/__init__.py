@@ -3,66 +3,72 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 
 from flask import Flask
 
 from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
-from service import config as settings
-from service import observability
-from service.api import bp as api_blueprint
+from service import observability, settings, views
 from service.errors import register_error_handlers
-from service.models import BatchingOptions, ModelManager, VersionPolicy
-from service.observability import configure_logging
+from service.loader import BatchingOptions, Loader
+from service.registry import Registry
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def create_app(config: Mapping[str, object] | None = None) -> Flask:
+def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     """Defaults, then environment, then `config`; then load the models into this process.
 
-    Call it only after fork (gunicorn's default, preload_app=False): TensorFlow is not
-    fork-safe, so each worker builds its own models.
+    `config` is a Settings, or a mapping of setting names (and of Flask's own keys, such as
+    TESTING). Call it only after fork (gunicorn's default, preload_app=False): TensorFlow and
+    ONNX Runtime are not fork-safe, so each worker builds its own models.
     """
-    configure_logging(os.environ.get("LOG_LEVEL", "info"))
+    cfg, flask_config = _split(config)
+    observability.configure_logging(cfg.log_level)
     app = Flask(__name__, static_folder=None)  # the pages inline their assets
-    app.config.update(settings.DEFAULTS)
-    app.config.update(settings.from_environment())
-    if config:
-        app.config.update(config)
+    app.config.update(
+        MAX_CONTENT_LENGTH=cfg.max_upload_bytes,
+        MAX_FORM_MEMORY_SIZE=cfg.max_form_memory_size,
+        MAX_FORM_PARTS=cfg.max_form_parts,
+        **flask_config,
+    )
     app.json.sort_keys = False
-
     register_error_handlers(app)
     observability.install(app)
-    app.register_blueprint(api_blueprint)
+    views.register(app)
 
-    settings.check(app.config)
-    cfg = app.config
-    manager = ModelManager(
-        ModelStore(cfg["MODELS_DIR"]),
-        cfg["MODEL_NAME"],
+    registry = Registry(cfg.model_name)
+    loader = Loader(
+        ModelStore(cfg.models_dir),
+        registry,
         runtime=RuntimeOptions(
-            runtime=cfg["RUNTIME"],
-            device=cfg["DEVICE"],
-            mixed_precision=bool(cfg["MIXED_PRECISION"]),
-            threads=int(cfg["INFERENCE_THREADS"]),
+            runtime=cfg.runtime,
+            device=cfg.device,
+            mixed_precision=cfg.mixed_precision,
+            threads=cfg.inference_threads,
         ),
         batching=BatchingOptions(
-            max_batch_size=int(cfg["MAX_BATCH_SIZE"]),
-            timeout_s=float(cfg["BATCH_TIMEOUT_MS"]) / 1000,
-            capacity=int(cfg["QUEUE_CAPACITY"]),
+            max_batch_size=cfg.max_batch_size,
+            timeout_s=cfg.batch_timeout_ms / 1000,
+            capacity=cfg.queue_capacity,
         ),
-        policy=VersionPolicy.parse(str(cfg["MODEL_VERSION_POLICY"])),
-        retire_after_s=float(cfg["REQUEST_DEADLINE_MS"]) / 1000 + 1,
+        policy=cfg.policy,
+        retire_after_s=cfg.request_deadline_ms / 1000 + 1,
     )
-    app.extensions["model_manager"] = manager
-    log.info(
-        "starting worker",
-        extra={"fields": {"event": "start", "settings": {k: cfg[k] for k in settings.LOGGED}}},
-    )
-    manager.load_all()
-    if float(cfg["MODEL_POLL_SECONDS"]) > 0:
-        manager.start_polling(float(cfg["MODEL_POLL_SECONDS"]))
+    app.extensions.update(settings=cfg, registry=registry, loader=loader)
+    log.info("starting worker", extra={"fields": {"event": "start", "settings": cfg.environment()}})
+    loader.load_all()
+    if cfg.model_poll_seconds > 0:
+        loader.start_polling(cfg.model_poll_seconds)
     return app
+
+
+def _split(config: Settings | Mapping[str, object] | None) -> tuple[Settings, dict]:
+    """The service's settings, and the keys meant for Flask itself."""
+    if isinstance(config, Settings):
+        return config, {}
+    config = dict(config or {})
+    ours = {k: v for k, v in config.items() if k.lower() in Settings.model_fields}
+    return settings.load(ours), {k: v for k, v in config.items() if k not in ours}

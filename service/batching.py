@@ -19,19 +19,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import ApiError
+from classifier.errors import ClassifierError
 
 log = logging.getLogger(__name__)
 
 
-class QueueFull(ApiError):
-    status = 503
+class QueueFull(ClassifierError):
     code = "queue_full"
 
 
-class DeadlineExceeded(ApiError):
-    status = 504
+class DeadlineExceeded(ClassifierError):
     code = "deadline_exceeded"
+
+
+class InferenceFailed(ClassifierError):
+    code = "inference_failed"
 
 
 def padded_sizes(max_batch_size: int) -> list[int]:
@@ -212,7 +214,7 @@ class Batcher:
         except Exception as exc:
             self.stats.failed_batches += 1
             log.exception("batch of %d failed in model %s", n, self.name)
-            error = ApiError("inference failed", code="inference_failed", status=500)
+            error = InferenceFailed("inference failed")
             error.__cause__ = exc
             for item in items:
                 item.future.set_exception(error)

@@ -1,21 +1,34 @@
-"""gunicorn settings for the service; every value can be overridden by the environment.
+"""gunicorn settings for the service, taken from service.settings (the environment).
 
-Run: gunicorn -c service/gunicorn.conf.py 'service:create_app()'
+Run: classifier-serve (or: gunicorn -c service/gunicorn.conf.py 'service:create_app()')
+A bad setting stops the start here, in the master, with one line naming it.
 """
 
 import os
 import shutil
 import tempfile
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+# Prometheus multiprocess mode: every worker writes its metrics into this folder, and
+# GET /metrics sums them. It must be set before anything imports prometheus_client, so
+# before the service package (which the settings import) is imported here.
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR",
+    os.path.join(tempfile.gettempdir(), f"classifier-metrics-{os.getpid()}"),
+)
+
+from service.settings import load_or_exit
+
+settings = load_or_exit()
+
+bind = f"{settings.host}:{settings.port}"
+workers = settings.web_concurrency
 # Threads let one worker take concurrent requests while its model runs.
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "64"))
+threads = settings.gunicorn_threads
 # TensorFlow is not fork-safe: never build the app (and its model) in the master.
 preload_app = False
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
-graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
+timeout = settings.gunicorn_timeout
+graceful_timeout = settings.graceful_timeout
 keepalive = 5
 # gunicorn has no body limit: the app enforces MAX_UPLOAD_BYTES; these bound the headers.
 limit_request_line = 8190
@@ -24,14 +37,7 @@ limit_request_field_size = 8190
 # The app writes one JSON line per request (service.access); gunicorn's own access log is off.
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info")
-
-# Prometheus multiprocess mode: every worker writes its metrics into this folder, and
-# GET /metrics sums them. It must be set before a worker imports prometheus_client.
-os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR",
-    os.path.join(tempfile.gettempdir(), f"classifier-metrics-{os.getpid()}"),
-)
+loglevel = settings.log_level
 
 
 def on_starting(server):

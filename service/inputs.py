@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass
 
 from flask import Request
+from pydantic import ValidationError
 
-from service.errors import ApiError
+from service.errors import RequestError
+from service.schemas import InstancesRequest
 
 FIELD = "image"
+JSON_SHAPE = '{"instances": [{"b64": "<base64 image>"}, ...]}'
 
 
 @dataclass(frozen=True)
@@ -20,7 +24,7 @@ class Upload:
 
 
 def read_uploads(request: Request, max_images: int) -> list[Upload]:
-    """The images in the request, in order; raises ApiError (400, 413 or 415) otherwise."""
+    """The images in the request, in order; raises RequestError otherwise."""
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
         uploads = _from_multipart(request)
@@ -33,26 +37,24 @@ def read_uploads(request: Request, max_images: int) -> list[Upload]:
     elif not mimetype and not request.content_length and not request.get_data(cache=False):
         raise _missing("the request has no body")
     else:
-        raise ApiError(
+        raise RequestError(
             f"unsupported Content-Type {mimetype or '(none)'!r}; send multipart/form-data with "
             f"the file field {FIELD!r}, an image/* body, or application/json with "
             '{"instances": [{"b64": "..."}]}',
             code="unsupported_media_type",
-            status=415,
         )
     if not uploads:
         raise _missing("the request holds no image")
     if len(uploads) > max_images:
-        raise ApiError(
+        raise RequestError(
             f"{len(uploads)} images in one request; the limit is {max_images}",
             code="too_many_images",
-            status=413,
         )
     return uploads
 
 
-def _missing(why: str) -> ApiError:
-    return ApiError(
+def _missing(why: str) -> RequestError:
+    return RequestError(
         f"{why}: send the image in the multipart file field {FIELD!r}, as an image/* body, "
         'or as JSON {"instances": [{"b64": "..."}]}',
         code="missing_image",
@@ -68,24 +70,29 @@ def _from_multipart(request: Request) -> list[Upload]:
 
 
 def _from_json(request: Request) -> list[Upload]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
-        raise ApiError(
-            'the JSON body must be {"instances": [{"b64": "<base64 image>"}, ...]}',
-            code="invalid_json",
-        )
+    try:
+        body = InstancesRequest.model_validate(json.loads(request.get_data(cache=False)))
+    except ValidationError as exc:
+        raise _invalid_instances(exc) from None
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the stack
+        raise RequestError(f"the JSON body must be {JSON_SHAPE}", code="invalid_json") from None
     uploads = []
-    for i, instance in enumerate(body["instances"]):
-        encoded = instance.get("b64") if isinstance(instance, dict) else None
-        if not isinstance(encoded, str):
-            raise ApiError(
-                f'instances[{i}] must be an object {{"b64": "<base64 image>"}}',
-                code="invalid_json",
-            )
+    for i, instance in enumerate(body.instances):
         try:
-            uploads.append(Upload(base64.b64decode(encoded, validate=True)))
+            uploads.append(Upload(base64.b64decode(instance.b64, validate=True)))
         except (binascii.Error, ValueError):
-            raise ApiError(
+            raise RequestError(
                 f"instances[{i}].b64 is not valid base64", code="invalid_base64"
             ) from None
     return uploads
+
+
+def _invalid_instances(error: ValidationError) -> RequestError:
+    """Name the first instance that is not {"b64": "..."}, or the body's shape."""
+    loc = error.errors()[0]["loc"]
+    if len(loc) >= 2 and loc[0] == "instances" and isinstance(loc[1], int):
+        return RequestError(
+            f'instances[{loc[1]}] must be an object {{"b64": "<base64 image>"}}',
+            code="invalid_json",
+        )
+    return RequestError(f"the JSON body must be {JSON_SHAPE}", code="invalid_json")

@@ -45,9 +45,13 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
 
 
-def note_inference(model: str, version: int | None, images: int) -> None:
-    """What the predict handler served, for the access log line and the metrics."""
-    g.model, g.version, g.images = model, version, images
+def note_model(model: str, version: int) -> None:
+    """The model a predict request went to, for the access log line and the metrics."""
+    g.model, g.version = model, version
+
+
+def note_images(images: int) -> None:
+    g.images = images
 
 
 def install(app: Flask) -> None:

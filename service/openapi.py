@@ -1,38 +1,26 @@
-"""The OpenAPI 3 description of every endpoint, served at /openapi.json."""
+"""The OpenAPI 3.1 document, generated from the route table, the payload models and the
+error table: nothing in it is written twice."""
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
 from classifier.spec import ALLOWED_FORMATS
+from classifier.store import NAME_PATTERN
+from service import schemas
+from service.errors import ERRORS, http_status
 
+REF = "#/components/schemas/{model}"
 
-def _error(description: str) -> dict:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
-
-def _json(ref: str, description: str) -> dict:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
-    }
-
-
-NAME = {
-    "name": "name",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
-    "description": "model name",
+PARAMETERS = {
+    "name": {"type": "string", "pattern": NAME_PATTERN, "description": "model name"},
+    "version": {"type": "integer", "minimum": 1, "description": "a loaded version of the model"},
 }
-VERSION = {
-    "name": "version",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "integer", "minimum": 1},
-    "description": "a loaded version of the model",
-}
+
 PREDICT_BODY = {
     "required": True,
     "description": (
@@ -40,172 +28,18 @@ PREDICT_BODY = {
         "`image` (several files are one batch), a raw body with an image/* type, or JSON."
     ),
     "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["image"],
-                "properties": {
-                    "image": {"type": "array", "items": {"type": "string", "format": "binary"}}
-                },
-            }
-        },
+        "multipart/form-data": {"schema": {"$ref": REF.format(model="MultipartImages")}},
         "image/*": {"schema": {"type": "string", "format": "binary"}},
-        "application/json": {"schema": {"$ref": "#/components/schemas/Instances"}},
-    },
-}
-PREDICT_RESPONSES = {
-    "200": {
-        **_json("PredictResponse", "one prediction per image, in input order"),
-        "headers": {
-            "X-Model-Version": {
-                "description": "the version that answered",
-                "schema": {"type": "string"},
-            }
-        },
-    },
-    "400": _error("missing, undecodable or unsupported image, or a malformed JSON body"),
-    "404": _error("unknown model, or version not loaded"),
-    "413": _error("body, image pixels or image count over the limit"),
-    "415": _error("unsupported content type"),
-    "500": _error("internal error (no details are sent)"),
-    "503": _error("no model loaded yet, or the inference queue is full (see Retry-After)"),
-    "504": _error("no answer within the request deadline"),
-}
-
-
-def _predict(summary: str, parameters: list[dict]) -> dict:
-    return {
-        "post": {
-            "summary": summary,
-            "operationId": summary.lower().replace(" ", "_").replace(",", ""),
-            "parameters": parameters,
-            "requestBody": PREDICT_BODY,
-            "responses": PREDICT_RESPONSES,
-        }
-    }
-
-
-def _get(summary: str, responses: dict, parameters: list[dict] | None = None) -> dict:
-    operation = {
-        "summary": summary,
-        "operationId": summary.lower().replace(" ", "_").replace(",", ""),
-        "responses": responses,
-    }
-    if parameters:
-        operation["parameters"] = parameters
-    return {"get": operation}
-
-
-def _html(description: str) -> dict:
-    return {
-        "200": {
-            "description": description,
-            "content": {"text/html": {"schema": {"type": "string"}}},
-        }
-    }
-
-
-SCHEMAS = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string", "description": "machine-readable error code"},
-                    "message": {"type": "string"},
-                    "details": {"type": "object"},
-                },
-            }
-        },
-    },
-    "Instances": {
-        "type": "object",
-        "required": ["instances"],
-        "properties": {
-            "instances": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["b64"],
-                    "properties": {"b64": {"type": "string", "format": "byte"}},
-                },
-            }
-        },
-    },
-    "Prediction": {
-        "type": "object",
-        "required": ["label", "probabilities"],
-        "properties": {
-            "label": {"type": "string"},
-            "probabilities": {
-                "type": "object",
-                "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
-            },
-            "filename": {"type": "string"},
-        },
-    },
-    "PredictResponse": {
-        "type": "object",
-        "required": ["model", "predictions"],
-        "properties": {
-            "model": {
-                "type": "object",
-                "required": ["name", "version"],
-                "properties": {"name": {"type": "string"}, "version": {"type": "integer"}},
-            },
-            "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
-        },
-    },
-    "ModelStatus": {
-        "type": "object",
-        "required": ["name", "versions", "serving_version", "loaded_versions"],
-        "properties": {
-            "name": {"type": "string"},
-            "default": {"type": "boolean"},
-            "serving_version": {"type": ["integer", "null"]},
-            "loaded_versions": {"type": "array", "items": {"type": "integer"}},
-            "versions": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["version", "state"],
-                    "properties": {
-                        "version": {"type": "integer"},
-                        "state": {
-                            "type": "string",
-                            "enum": ["AVAILABLE", "LOADING", "NOT_LOADED", "FAILED", "INVALID"],
-                        },
-                        "error": {"type": "string"},
-                        "note": {"type": "string"},
-                    },
-                },
-            },
-            "error": {"type": ["string", "null"]},
-            "runtime": {"type": ["object", "null"]},
-            "batching": {"type": ["object", "null"]},
-            "metadata": {"type": ["object", "null"]},
-        },
-    },
-    "ModelList": {
-        "type": "object",
-        "required": ["default", "models"],
-        "properties": {
-            "default": {"type": "string"},
-            "models": {"type": "array", "items": {"$ref": "#/components/schemas/ModelStatus"}},
-        },
-    },
-    "Status": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string"}, "models": {"type": "object"}},
+        "application/json": {"schema": {"$ref": REF.format(model="InstancesRequest")}},
     },
 }
 
 
-def spec() -> dict:
+def document(routes) -> dict:
+    """The whole document for `routes` (service.views.ROUTES)."""
+    paths: dict[str, dict] = defaultdict(dict)
+    for route in routes:
+        paths[route.path][route.method.lower()] = _operation(route)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -213,49 +47,76 @@ def spec() -> dict:
             "version": "1",
             "description": "Classify images with versioned Keras models.",
         },
-        "paths": {
-            "/predict": _predict("Predict with the default model", []),
-            "/v1/models/{name}:predict": _predict("Predict with a model", [NAME]),
-            "/v1/models/{name}/versions/{version}:predict": _predict(
-                "Predict with a model version", [NAME, VERSION]
-            ),
-            "/v1/models": _get("List models", {"200": _json("ModelList", "every served model")}),
-            "/v1/models/{name}": _get(
-                "Model status",
-                {
-                    "200": _json("ModelStatus", "versions, states and metadata"),
-                    "404": _error("unknown model"),
-                },
-                [NAME],
-            ),
-            "/healthz": _get("Liveness", {"200": _json("Status", "the process is alive")}),
-            "/readyz": _get(
-                "Readiness",
-                {
-                    "200": _json("Status", "the default model is loaded and warmed up"),
-                    "503": _json("Status", "not ready yet"),
-                },
-            ),
-            "/metrics": _get(
-                "Prometheus metrics",
-                {
-                    "200": {
-                        "description": "Prometheus text exposition format",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            ),
-            "/openapi.json": _get(
-                "API description",
-                {
-                    "200": {
-                        "description": "this document",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    }
-                },
-            ),
-            "/docs": _get("API documentation page", _html("the endpoints, for people")),
-            "/": _get("Demo page", _html("drop an image, see the prediction")),
-        },
-        "components": {"schemas": SCHEMAS},
+        "paths": dict(paths),
+        "components": {"schemas": _components(routes)},
     }
+
+
+def _operation(route) -> dict:
+    operation: dict = {
+        "summary": route.summary,
+        "operationId": route.summary.lower().replace(" ", "_").replace(",", ""),
+    }
+    names = re.findall(r"{(\w+)}", route.path)
+    if names:
+        operation["parameters"] = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {k: v for k, v in PARAMETERS[name].items() if k != "description"},
+                "description": PARAMETERS[name]["description"],
+            }
+            for name in names
+        ]
+    if route.predict_body:
+        operation["requestBody"] = PREDICT_BODY
+    responses = {"200": _body(route.answer, route.description or route.summary)}
+    if route.predict_body:
+        responses["200"]["headers"] = {
+            "X-Model-Version": {
+                "description": "the version that answered",
+                "schema": {"type": "string"},
+            }
+        }
+    for status, (model, description) in route.others.items():
+        responses[str(status)] = _body(model, description)
+    responses.update(_errors(route.errors))
+    operation["responses"] = dict(sorted(responses.items()))
+    return operation
+
+
+def _body(answer: type[BaseModel] | str, description: str) -> dict:
+    if isinstance(answer, str):  # a media type, not JSON of ours
+        schema = {"type": "object"} if answer == "application/json" else {"type": "string"}
+        return {"description": description, "content": {answer: {"schema": schema}}}
+    schema = {"$ref": REF.format(model=answer.__name__)}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(codes: tuple[str, ...]) -> dict[str, dict]:
+    """One response per status, naming the codes sent with it and when."""
+    by_status: dict[int, list[str]] = defaultdict(list)
+    for code in codes:
+        by_status[http_status(code)].append(code)
+    responses = {}
+    for status, listed in by_status.items():
+        whens = [k.when for k in ERRORS if set(k.codes) & set(listed)]
+        text = "; ".join(whens) + " (" + ", ".join(f"`{c}`" for c in listed) + ")"
+        responses[str(status)] = _body(schemas.ErrorResponse, text)
+    return responses
+
+
+def _components(routes: tuple) -> dict:
+    models: set[type[BaseModel]] = {
+        schemas.ErrorResponse,
+        schemas.InstancesRequest,
+        schemas.MultipartImages,
+    }
+    for route in routes:
+        if not isinstance(route.answer, str):
+            models.add(route.answer)
+        models.update(model for model, _ in route.others.values())
+    ordered = sorted(models, key=lambda m: m.__name__)
+    _, top = models_json_schema([(m, "serialization") for m in ordered], ref_template=REF)
+    return dict(sorted(top["$defs"].items()))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.cli import GUNICORN_ARGV
+from benchmarks.harness import SERVE_COMMAND
 from tests.helpers import REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
@@ -57,7 +57,7 @@ def instruction(name: str) -> list[str]:
 
 def test_cmd_is_the_command_the_end_to_end_tests_start():
     [cmd] = instruction("CMD")
-    assert json.loads(cmd) == GUNICORN_ARGV
+    assert json.loads(cmd) == [SERVE_COMMAND]
 
 
 def test_healthcheck_is_exec_form_against_healthz():

@@ -9,7 +9,6 @@ from flask import Flask
 from classifier.preprocess import decode_image
 from classifier.store import ModelStore
 from service import create_app
-from service.config import ConfigError, from_environment
 from tests.helpers import (
     PETS_FIELDS,
     app_config,
@@ -56,7 +55,7 @@ def test_several_files_are_one_batch_in_input_order(client, shared_app):
     assert response.status_code == 200
     predictions = response.get_json()["predictions"]
     assert [p["filename"] for p in predictions] == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
-    predictor = shared_app.extensions["model_manager"].get("pets").predictor
+    predictor = shared_app.extensions["registry"].get("pets").predictor
     expected = predictor.predict_proba(np.stack([decode_image(d, predictor.spec) for d in images]))
     got = [p["probabilities"]["dogs"] for p in predictions]
     assert np.allclose(got, expected, atol=1e-5)
@@ -80,7 +79,7 @@ def test_json_base64_instances(client):
 def test_service_probability_equals_predictor_on_shared_preprocessing(client, shared_app):
     data = encode(solid((90, 140, 200), (123, 77)), "PNG")
     response = client.post("/predict", data=data, content_type="image/png")
-    predictor = shared_app.extensions["model_manager"].get("pets").predictor
+    predictor = shared_app.extensions["registry"].get("pets").predictor
     expected = predictor.predict_proba(decode_image(data, predictor.spec)[None])[0]
     got = response.get_json()["predictions"][0]["probabilities"]["dogs"]
     assert abs(got - float(expected)) <= 1e-5
@@ -213,7 +212,7 @@ def test_unknown_route_is_json_404(client):
 
 
 def test_body_over_the_limit_is_413(models_dir):
-    app = create_app(app_config(models_dir, MAX_CONTENT_LENGTH=1000))
+    app = create_app(app_config(models_dir, MAX_UPLOAD_BYTES=1000))
     client = app.test_client()
     data = jpeg_bytes((200, 200))
     assert len(data) > 1000
@@ -236,7 +235,7 @@ def test_too_many_pixels_is_413(client):
 
 
 def test_too_many_images_is_413(client, shared_app):
-    limit = shared_app.config["MAX_IMAGES_PER_REQUEST"]
+    limit = shared_app.extensions["settings"].max_images_per_request
     instances = [{"b64": base64.b64encode(jpeg_bytes((8, 8))).decode()}] * (limit + 1)
     assert_error(client.post("/predict", json={"instances": instances}), 413, "too_many_images")
 
@@ -275,7 +274,7 @@ def test_keras_runtime_serves_the_same_answers(models_dir, shared_app):
 
 def test_batching_settings_are_reported(client, shared_app):
     batching = client.get("/v1/models/pets").get_json()["batching"]
-    assert batching["max_batch_size"] == shared_app.config["MAX_BATCH_SIZE"]
+    assert batching["max_batch_size"] == shared_app.extensions["settings"].max_batch_size
     assert batching["padded_sizes"][-1] == batching["max_batch_size"]
     client.post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
     after = client.get("/v1/models/pets").get_json()["batching"]
@@ -283,11 +282,12 @@ def test_batching_settings_are_reported(client, shared_app):
 
 
 def test_request_past_its_deadline_is_504(models_dir):
-    app = make_app(models_dir, REQUEST_DEADLINE_MS=0)
+    app = make_app(models_dir, REQUEST_DEADLINE_MS=0.001)
     response = app.test_client().post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
     assert_error(response, 504, "deadline_exceeded")
     # the worker goes on serving
-    app.config["REQUEST_DEADLINE_MS"] = 10_000
+    settings = app.extensions["settings"]
+    app.extensions["settings"] = settings.model_copy(update={"request_deadline_ms": 10_000})
     assert (
         app.test_client().post("/predict", data=jpeg_bytes(), content_type="image/jpeg").status_code
         == 200
@@ -312,30 +312,6 @@ def test_full_queue_is_503_with_retry_after(models_dir):
             assert retry_after and body["error"]["code"] == "queue_full"
 
 
-def test_settings_that_cannot_work_are_refused(models_dir):
-    with pytest.raises(ConfigError, match="QUEUE_CAPACITY"):
-        make_app(models_dir, QUEUE_CAPACITY=4, MAX_IMAGES_PER_REQUEST=8)
-
-
-def test_environment_settings_are_parsed_and_checked():
-    env = {
-        "MAX_BATCH_SIZE": "32",
-        "BATCH_TIMEOUT_MS": "2.5",
-        "MIXED_PRECISION": "yes",
-        "RUNTIME": "onnx",
-    }
-    parsed = from_environment(env)
-    assert parsed == {
-        "MAX_BATCH_SIZE": 32,
-        "BATCH_TIMEOUT_MS": 2.5,
-        "MIXED_PRECISION": True,
-        "RUNTIME": "onnx",
-    }
-    for bad in ({"MAX_BATCH_SIZE": "0"}, {"RUNTIME": "tensorrt"}, {"MIXED_PRECISION": "maybe"}):
-        with pytest.raises(ConfigError, match=next(iter(bad))):
-            from_environment(bad)
-
-
 def test_a_large_multipart_batch_within_the_limits_is_accepted(client):
     files = [(io.BytesIO(jpeg_bytes((200, 200), seed=i)), f"{i}.jpg") for i in range(32)]
     response = client.post("/predict", data={"image": files})
@@ -344,6 +320,6 @@ def test_a_large_multipart_batch_within_the_limits_is_accepted(client):
 
 
 def test_too_many_form_parts_is_413(client, shared_app):
-    parts = {f"field{i}": "x" for i in range(shared_app.config["MAX_FORM_PARTS"] + 1)}
+    parts = {f"field{i}": "x" for i in range(shared_app.extensions["settings"].max_form_parts + 1)}
     parts["image"] = (io.BytesIO(jpeg_bytes()), "a.jpg")
     assert_error(client.post("/predict", data=parts), 413, "payload_too_large")

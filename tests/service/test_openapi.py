@@ -1,6 +1,6 @@
 import re
 
-from service.openapi import spec
+from service.views import spec
 
 
 def flask_routes(app) -> set[tuple[str, str]]:

@@ -1,0 +1,218 @@
+"""The loader: brings the registry in line with the store, after fork and then by polling.
+
+A new valid version is loaded off the request path, checked on fixed probe inputs and warmed
+up at every batch size before the registry swaps it in; requests that already hold the old
+version finish on it, and its batcher stops after the request deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from classifier.errors import ClassifierError, ModelStoreError
+from classifier.predictor import Predictor, load_predictor
+from classifier.runtimes import RuntimeOptions
+from classifier.store import ModelStore, VersionStatus
+from service import metrics
+from service.batching import Batcher
+from service.registry import ModelState, Registry, ServedModel, VersionPolicy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    max_batch_size: int = 16
+    timeout_s: float = 0.0
+    capacity: int = 256
+
+
+class Loader:
+    """Loads the versions the policy asks for into the registry, and keeps them fresh."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        registry: Registry,
+        runtime: RuntimeOptions | None = None,
+        batching: BatchingOptions | None = None,
+        policy: VersionPolicy | None = None,
+        retire_after_s: float = 15.0,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.runtime = runtime or RuntimeOptions()
+        self.batching = batching or BatchingOptions()
+        self.policy = policy or VersionPolicy()
+        self.retire_after_s = retire_after_s
+        self._checks: dict[tuple[str, int], tuple[tuple, VersionStatus]] = {}
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def load_all(self) -> None:
+        """Bring every model in the store (and the default one) in line with the policy."""
+        with self._refresh_lock:
+            try:
+                names = set(self.store.model_names())
+            except OSError as exc:
+                log.error("cannot list the model store %s: %s", self.store.root, exc)
+                names = set()
+            for name in sorted(names | {self.registry.default_name} | set(self.registry.names())):
+                self._refresh(self.registry.state(name))
+
+    def start_polling(self, interval_s: float) -> None:
+        """Poll the store every `interval_s` in a daemon thread of this worker."""
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    self.load_all()
+                except Exception:  # the poller must outlive any surprise in the store
+                    log.exception("model poll failed")
+
+        threading.Thread(target=loop, name="model-poller", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for served in self.registry.served():
+            served.batcher.stop()
+
+    def _refresh(self, state: ModelState) -> None:
+        state.scanned = self._scan(state.name)
+        # A changed folder earns a new try (_scan has just fingerprinted every version).
+        for status in state.scanned:
+            failure = state.failures.get(status.version)
+            if failure and failure[0] != self._checks[(state.name, status.version)][0]:
+                del state.failures[status.version]
+        present = {s.version for s in state.scanned}
+        while True:
+            candidates = [
+                s.version for s in state.scanned if s.valid and s.version not in state.failures
+            ]
+            wanted = self.policy.select(candidates)
+            missing = sorted(wanted - set(state.loaded), reverse=True)
+            if not missing:
+                break
+            self._load_version(state, missing[0])
+        self._unload(state, wanted, present)
+        if state.loaded:
+            state.error = None
+        else:
+            reasons = [f"v{v}: {why}" for v, (_, why) in sorted(state.failures.items())]
+            state.error = f"no loadable version of model {state.name!r}" + (
+                f" ({'; '.join(reasons)})" if reasons else f" in {self.store.root}"
+            )
+
+    def _scan(self, name: str) -> list[VersionStatus]:
+        """store.scan, but a version is re-hashed only when its files changed."""
+        try:
+            versions = self.store.versions(name)
+        except OSError as exc:
+            log.error("cannot read the folder of model %s: %s", name, exc)
+            return []
+        statuses = []
+        for version in versions:
+            fingerprint = self.store.fingerprint(name, version)
+            cached = self._checks.get((name, version))
+            if cached is None or cached[0] != fingerprint:
+                try:
+                    status = VersionStatus(version, self.store.check(name, version), None)
+                except ModelStoreError as exc:
+                    status = VersionStatus(version, None, exc.message)
+                    log.warning("model %s v%d refused: %s", name, version, exc.message)
+                cached = (fingerprint, status)
+                self._checks[(name, version)] = cached
+            statuses.append(cached[1])
+        return statuses
+
+    def _load_version(self, state: ModelState, version: int) -> None:
+        state.loading = version
+        fingerprint = self.store.fingerprint(state.name, version)
+        try:
+            served = self._serve(load_predictor(self.store, state.name, version, self.runtime))
+        except ClassifierError as exc:
+            state.failures[version] = (fingerprint, exc.message)
+            metrics.MODEL_LOADS.labels(state.name, "failure").inc()
+            log.error("model %s v%d failed to load: %s", state.name, version, exc.message)
+            return
+        finally:
+            state.loading = None
+        self.registry.swap(state, {**state.loaded, version: served})
+        metrics.MODEL_LOADS.labels(state.name, "success").inc()
+        metrics.MODEL_VERSION.labels(state.name).set(max(state.loaded))
+        runtime = served.predictor.runtime
+        log.info(
+            "model %s v%d loaded, checked and warmed up (runtime %s on %s)",
+            state.name,
+            version,
+            runtime.name,
+            runtime.device,
+        )
+
+    def _unload(self, state: ModelState, wanted: set[int], present: set[int]) -> None:
+        """Drop versions the policy no longer wants, but never the last one loaded."""
+        keep = {v: s for v, s in state.loaded.items() if v in wanted}
+        if not keep and state.loaded:
+            newest = max(state.loaded)
+            keep = {newest: state.loaded[newest]}
+            if newest not in present:
+                log.warning(
+                    "model %s v%d was removed from the store; serving it from memory "
+                    "until another version is ready",
+                    state.name,
+                    newest,
+                )
+        for version in set(state.loaded) - set(keep):
+            retired = state.loaded[version]
+            log.info("model %s v%d unloaded", state.name, version)
+            # Requests that already hold it finish first; then its thread ends.
+            timer = threading.Timer(self.retire_after_s, retired.batcher.stop)
+            timer.daemon = True
+            timer.start()
+        if len(keep) != len(state.loaded):
+            self.registry.swap(state, keep)
+            metrics.MODEL_VERSION.labels(state.name).set(max(keep))
+
+    def _serve(self, predictor: Predictor) -> ServedModel:
+        """Check the predictor on probes, warm up every batch size, start its batcher."""
+        check_probes(predictor)
+        batcher = Batcher(
+            predictor.predict_proba,
+            max_batch_size=self.batching.max_batch_size,
+            timeout_s=self.batching.timeout_s,
+            capacity=self.batching.capacity,
+            name=f"{predictor.name}-v{predictor.version}",
+            on_batch=lambda n, _padded, wait, compute: metrics.observe_batch(
+                predictor.name, predictor.version, n, wait, compute
+            ),
+        )
+        batcher.warm_up(predictor.spec.shape)
+        return ServedModel(predictor, batcher.start())
+
+
+def check_probes(predictor: Predictor) -> None:
+    """A new version must give one finite probability in [0, 1] per fixed probe image."""
+    rng = np.random.default_rng(20261130)
+    shape = predictor.spec.shape
+    probes = np.stack(
+        [
+            np.zeros(shape, np.uint8),
+            np.full(shape, 255, np.uint8),
+            rng.integers(0, 256, shape, dtype=np.uint8),
+        ]
+    )
+    out = predictor.predict_proba(probes)
+    if (
+        out.shape != (len(probes),)
+        or not np.all(np.isfinite(out))
+        or not np.all((out >= 0.0) & (out <= 1.0))
+    ):
+        raise ModelStoreError(
+            f"{predictor.name} v{predictor.version}: probe check gave {out!r}, "
+            f"not {len(probes)} probabilities in [0, 1]",
+            code="model_check_failed",
+        )

@@ -1,0 +1,178 @@
+"""Every service setting, declared once: type, default, bounds and meaning.
+
+Read from the environment (no prefix: `PORT`, `MODELS_DIR`, ...) by gunicorn.conf.py in the
+master and by `create_app` in each worker. The README's settings table is generated from
+this class (`python -m service.doc_tables --write`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from classifier.errors import ClassifierError
+from classifier.runtimes import DEVICES, RUNTIMES
+from classifier.spec import DEFAULT_MAX_PIXELS
+from classifier.store import validate_name
+from service.registry import VersionPolicy
+
+Runtime = Literal[RUNTIMES]  # type: ignore[valid-type]
+Device = Literal[DEVICES]  # type: ignore[valid-type]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class Settings(BaseSettings):
+    """The service's settings; environment variables are the field names in capitals."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False, env_ignore_empty=True, extra="forbid", frozen=True
+    )
+
+    # -- gunicorn (read by service/gunicorn.conf.py) -------------------------------------
+    host: str = Field("0.0.0.0", description="address to bind")
+    port: int = Field(8000, ge=1, le=65535, description="port to listen on")
+    web_concurrency: int = Field(
+        1,
+        ge=1,
+        description="gunicorn worker processes (one per GPU; on a CPU host one worker uses "
+        "every core)",
+    )
+    gunicorn_threads: int = Field(
+        64, ge=1, description="request threads per worker: enough to keep the batcher fed"
+    )
+    gunicorn_timeout: int = Field(
+        120, ge=1, description="seconds a worker may stay silent before gunicorn restarts it"
+    )
+    graceful_timeout: int = Field(
+        30, ge=0, description="on SIGTERM, seconds the requests in flight get to finish"
+    )
+    log_level: LogLevel = Field("info", description="log level")
+
+    # -- models -------------------------------------------------------------------------
+    models_dir: str = Field("models", description="model store root")
+    model_name: str = Field("cats_vs_dogs", description="the default model, served on `/predict`")
+    model_poll_seconds: float = Field(
+        2.0, ge=0, description="how often each worker looks for new versions (0: never)"
+    )
+    model_version_policy: str = Field(
+        "latest",
+        description="`latest`, `latest:N` (the newest N valid versions) or `specific:1,3`",
+    )
+
+    # -- request limits -----------------------------------------------------------------
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="request body limit (10 MiB)")
+    max_form_memory_size: int = Field(
+        1024 * 1024,
+        gt=64 * 1024,
+        description="largest multipart field held in memory; above the parser's 64 KiB read size",
+    )
+    max_form_parts: int = Field(100, ge=1, description="most parts in one multipart body")
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=1, description="pixel limit per image, checked before decoding"
+    )
+    max_images_per_request: int = Field(64, ge=1, description="images in one request")
+
+    # -- inference ----------------------------------------------------------------------
+    runtime: Runtime = Field(
+        "auto",
+        description="`auto`: TensorFlow on a GPU when there is one, else ONNX Runtime when the "
+        "version has `model.onnx`, else TensorFlow on the CPU; or `keras`, `onnx`",
+    )
+    device: Device = Field(
+        "auto", description="TensorFlow's device (GPU memory growth is always on)"
+    )
+    mixed_precision: bool = Field(
+        False,
+        description="run the TensorFlow model in float16 with float32 weights and output (GPU)",
+    )
+    inference_threads: int = Field(
+        0, ge=0, description="CPU threads for one model call (0: all cores)"
+    )
+    max_batch_size: int = Field(16, ge=1, description="most images in one model call")
+    batch_timeout_ms: float = Field(
+        0.0, ge=0, description="how long a batch waits for more images after its first"
+    )
+    queue_capacity: int = Field(
+        256,
+        ge=1,
+        description="images waiting for the model; beyond it requests get 503 with `Retry-After`",
+    )
+    request_deadline_ms: float = Field(
+        10_000.0,
+        gt=0,
+        description="a request not answered by then gets 504 and leaves the queue",
+    )
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        try:
+            return validate_name(value)
+        except ClassifierError as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("model_version_policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        VersionPolicy.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> Settings:
+        if self.queue_capacity < self.max_images_per_request:
+            raise ValueError(
+                f"QUEUE_CAPACITY ({self.queue_capacity}) must hold at least one full request "
+                f"(MAX_IMAGES_PER_REQUEST={self.max_images_per_request})"
+            )
+        return self
+
+    def environment(self) -> dict[str, object]:
+        """The values by their variable names, as the start-up log line shows them."""
+        return {name.upper(): value for name, value in self.model_dump().items()}
+
+    @property
+    def policy(self) -> VersionPolicy:
+        return VersionPolicy.parse(self.model_version_policy)
+
+    @classmethod
+    def with_overrides(cls, overrides: Mapping[str, object] | None = None) -> Settings:
+        """Defaults, then the environment, then `overrides` (setting names, any case)."""
+        return cls(**{key.lower(): value for key, value in (overrides or {}).items()})
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot run with; the message is one line."""
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line that names each bad variable, its value and what is allowed."""
+    parts = []
+    for problem in error.errors():
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["loc"]:
+            name = str(problem["loc"][0]).upper()
+            parts.append(f"{name}={problem['input']!r}: {message}")
+        else:
+            parts.append(message)
+    return "invalid setting: " + "; ".join(parts)
+
+
+def load(overrides: Mapping[str, object] | None = None) -> Settings:
+    """The settings, or SettingsError with one line saying what is wrong."""
+    try:
+        return Settings.with_overrides(overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_error(exc)) from None
+
+
+def load_or_exit() -> Settings:
+    """For start-up: a bad setting ends the process with one line and status 2, no traceback."""
+    try:
+        return load()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

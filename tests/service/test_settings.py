@@ -1,0 +1,98 @@
+"""Settings: one typed declaration, read from the environment, bad values refused by name."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service import create_app
+from service.settings import Settings, SettingsError, load
+from tests.helpers import REPO, app_config
+
+SERVE = str(Path(sys.executable).parent / "classifier-serve")
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+
+
+def test_environment_is_parsed_into_typed_values(monkeypatch):
+    for name, value in {
+        "MAX_BATCH_SIZE": "32",
+        "BATCH_TIMEOUT_MS": "2.5",
+        "MIXED_PRECISION": "yes",
+        "RUNTIME": "onnx",
+        "PORT": "9001",
+        "MODEL_VERSION_POLICY": "latest:2",
+        "LOG_LEVEL": "",  # empty is unset
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load()
+    assert (settings.max_batch_size, settings.batch_timeout_ms) == (32, 2.5)
+    assert (settings.mixed_precision, settings.runtime, settings.port) == (True, "onnx", 9001)
+    assert settings.policy.latest == 2
+    assert settings.log_level == "info"
+
+
+def test_overrides_beat_the_environment(monkeypatch):
+    monkeypatch.setenv("MAX_BATCH_SIZE", "32")
+    assert load({"MAX_BATCH_SIZE": 8}).max_batch_size == 8
+
+
+BAD = [
+    ("PORT", "abc"),
+    ("PORT", "70000"),
+    ("MAX_BATCH_SIZE", "0"),
+    ("RUNTIME", "tpu"),
+    ("DEVICE", "npu"),
+    ("MIXED_PRECISION", "maybe"),
+    ("INFERENCE_THREADS", "-1"),
+    ("BATCH_TIMEOUT_MS", "-5"),
+    ("REQUEST_DEADLINE_MS", "0"),
+    ("MODEL_POLL_SECONDS", "soon"),
+    ("MODEL_VERSION_POLICY", "newest"),
+    ("MODEL_NAME", "../etc"),
+    ("MAX_UPLOAD_BYTES", "0"),
+    ("MAX_FORM_MEMORY_SIZE", "1024"),
+    ("WEB_CONCURRENCY", "0"),
+    ("LOG_LEVEL", "loud"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD)
+def test_each_bad_setting_is_refused_with_its_name_and_value(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load()
+    message = str(info.value)
+    assert f"{name}={value!r}" in message and "\n" not in message
+
+
+def test_settings_that_cannot_work_together_are_refused(models_dir):
+    with pytest.raises(SettingsError, match="QUEUE_CAPACITY"):
+        create_app(app_config(models_dir, QUEUE_CAPACITY=4, MAX_IMAGES_PER_REQUEST=8))
+
+
+def test_unknown_override_is_not_a_setting():
+    with pytest.raises(SettingsError, match="QUEUE_SIZE"):
+        load({"QUEUE_SIZE": 3})
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[SERVE], [GUNICORN, "-c", "service/gunicorn.conf.py", "service:create_app()"]],
+    ids=["classifier-serve", "gunicorn"],
+)
+def test_a_bad_setting_stops_start_up_with_one_line(command):
+    env = {"PATH": "/usr/bin:/bin", "PORT": "abc", "RUNTIME": "tpu"}
+    result = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "PORT='abc'" in lines[0] and "RUNTIME='tpu'" in lines[0] and "'onnx'" in lines[0]
+
+
+def test_serve_help_lists_every_setting():
+    result = subprocess.run([SERVE, "--help"], capture_output=True, text=True, check=True)
+    for name in Settings.model_fields:
+        assert name.upper() in result.stdout
