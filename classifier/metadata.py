@@ -1,9 +1,24 @@
-"""The metadata.json of a model version, parsed and validated into a typed record."""
+"""The metadata.json of a model version, declared once as a typed model.
+
+Its JSON Schema is generated into docs/metadata.schema.json (`python -m service.doc_tables
+--write`); a test keeps that file current.
+"""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from classifier.errors import ModelStoreError
 from classifier.spec import InputSpec
@@ -13,16 +28,68 @@ MODEL_FILE = "model.keras"
 ONNX_FILE = "model.onnx"
 SCHEMA_VERSION = 1
 
+ClassName = Annotated[StrictStr, Field(min_length=1)]
+Sha256 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+Section = dict[str, Any] | None
 
-@dataclass(frozen=True)
-class ModelMetadata:
-    name: str
-    version: int
-    class_names: tuple[str, ...]
-    input_spec: InputSpec
-    threshold: float
-    files: dict[str, str]
-    raw: dict = field(repr=False, compare=False)
+
+class ModelMetadata(BaseModel):
+    """What a version folder says of itself; the store refuses a folder that does not fit."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    schema_version: int = Field(SCHEMA_VERSION, description="version of this layout")
+    name: StrictStr = Field(min_length=1, description="model name (the store's folder name)")
+    version: StrictInt = Field(ge=1, description="version number (the folder's name)")
+    class_names: tuple[ClassName, ClassName] = Field(
+        description="class names in output order; the sigmoid output is P(class_names[1])"
+    )
+    input_spec: InputSpec = Field(
+        alias="input", description="the input the model takes, and how images are resized"
+    )
+    threshold: float = Field(
+        ge=0, le=1, allow_inf_nan=False, description="label is class_names[1] from here up"
+    )
+    files: dict[str, Sha256] = Field(description="every file of the version with its SHA-256")
+    created_at: str | None = Field(None, description="publish time, ISO 8601 UTC")
+    output: Section = Field(None, description="the output layer's activation and classes")
+    preprocessing: Section = Field(None, description="decode steps, from classifier.preprocess")
+    training: Section = Field(None, description="data counts, options and the command line")
+    metrics: Section = Field(None, description="validation scores when it was published")
+    promotion: Section = Field(None, description="the retrain gate's decision, when retrained")
+    libraries: Section = Field(None, description="library versions that trained it")
+
+    _raw: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _full_decode_before_draft(cls, data: Any) -> Any:
+        """Versions published before JPEG draft decoding existed decoded at full size."""
+        if isinstance(data, dict) and isinstance(data.get("input"), dict):
+            data = {**data, "input": {"jpeg_draft_gap": 0, **data["input"]}}
+        return data
+
+    @field_validator("class_names")
+    @classmethod
+    def _distinct(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(names)) != len(names):
+            raise ValueError("class names must be distinct")
+        return names
+
+    @field_validator("files")
+    @classmethod
+    def _plain_files(cls, files: dict[str, str]) -> dict[str, str]:
+        if MODEL_FILE not in files:
+            raise ValueError(f"must list {MODEL_FILE} with its SHA-256")
+        for fname in files:
+            if "/" in fname or fname.startswith("."):
+                raise ValueError(f"names an invalid file {fname!r}")
+        return files
+
+    @property
+    def raw(self) -> dict:
+        """The JSON as read, served as is by the model status route."""
+        return self._raw
 
     @classmethod
     def from_dict(cls, data: object) -> ModelMetadata:
@@ -30,46 +97,20 @@ class ModelMetadata:
         if not isinstance(data, dict):
             raise _bad("metadata is not a JSON object")
         try:
-            name = data["name"]
-            version = data["version"]
-            class_names = data["class_names"]
-            input_spec = InputSpec.from_dict(data["input"])
-            threshold = float(data["threshold"])
-            files = data["files"]
-        except KeyError as exc:
-            raise _bad(f"metadata lacks the field {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
-            raise _bad(f"metadata has an invalid value: {exc}") from None
-        if not isinstance(name, str) or not name:
-            raise _bad("metadata 'name' must be a non-empty string")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise _bad("metadata 'version' must be a positive integer")
-        if (
-            not isinstance(class_names, list)
-            or len(class_names) != 2
-            or not all(isinstance(c, str) and c for c in class_names)
-            or class_names[0] == class_names[1]
-        ):
-            raise _bad("metadata 'class_names' must be two distinct non-empty strings")
-        if not (0.0 <= threshold <= 1.0) or math.isnan(threshold):
-            raise _bad("metadata 'threshold' must lie in [0, 1]")
-        if not isinstance(files, dict) or MODEL_FILE not in files:
-            raise _bad(f"metadata 'files' must list {MODEL_FILE} with its SHA-256")
-        for fname, digest in files.items():
-            if not isinstance(fname, str) or "/" in fname or fname.startswith("."):
-                raise _bad(f"metadata 'files' names an invalid file {fname!r}")
-            if not isinstance(digest, str) or len(digest) != 64:
-                raise _bad(f"metadata 'files' has no SHA-256 for {fname!r}")
-        return cls(
-            name=name,
-            version=version,
-            class_names=tuple(class_names),
-            input_spec=input_spec,
-            threshold=threshold,
-            files=dict(files),
-            raw=data,
-        )
+            metadata = cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "metadata"
+            message = first["msg"].removeprefix("Value error, ")
+            raise _bad(f"metadata field {where!r}: {message}") from None
+        metadata._raw = data
+        return metadata
 
 
 def _bad(message: str) -> ModelStoreError:
     return ModelStoreError(message, code="invalid_metadata")
+
+
+def json_schema() -> dict:
+    schema = ModelMetadata.model_json_schema(by_alias=True)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

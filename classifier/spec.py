@@ -60,15 +60,5 @@ class InputSpec:
     def to_dict(self) -> dict:
         return {**asdict(self), "dtype": "uint8", "color": "RGB", "value_range": [0, 255]}
 
-    @classmethod
-    def from_dict(cls, data: dict) -> InputSpec:
-        return cls(
-            height=int(data["height"]),
-            width=int(data["width"]),
-            channels=int(data.get("channels", 3)),
-            resample=str(data.get("resample", "bilinear")),
-            jpeg_draft_gap=int(data.get("jpeg_draft_gap", 0)),
-        )
-
 
 DEFAULT_SPEC = InputSpec()

@@ -145,7 +145,7 @@ def test_model_names_cannot_be_paths(name):
         ({"version": 0}, "version"),
         ({"threshold": 1.5}, "threshold"),
         ({"files": {}}, "files"),
-        ({"input": {"height": 0, "width": 3}}, "invalid value"),
+        ({"input": {"height": 0, "width": 3}}, "input"),
         ({"class_names": ["a", "a"]}, "class_names"),
     ],
 )

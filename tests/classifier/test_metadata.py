@@ -1,0 +1,44 @@
+"""metadata.json: one typed model; every shipped version still loads and fits its schema."""
+
+import json
+
+import jsonschema
+import pytest
+
+from classifier.errors import ModelStoreError
+from classifier.metadata import ModelMetadata, json_schema
+from classifier.store import ModelStore
+from tests.helpers import SHIPPED_MODELS
+
+
+@pytest.mark.parametrize("version", ModelStore(SHIPPED_MODELS).versions("cats_vs_dogs"))
+def test_every_shipped_version_loads_and_fits_the_schema(version):
+    path = SHIPPED_MODELS / "cats_vs_dogs" / str(version) / "metadata.json"
+    data = json.loads(path.read_text())
+    jsonschema.validate(data, json_schema())
+    metadata = ModelStore(SHIPPED_MODELS).check("cats_vs_dogs", version)
+    assert metadata.raw == data and metadata.class_names == ("cats", "dogs")
+
+
+def test_versions_before_draft_decoding_decode_at_full_size():
+    data = json.loads((SHIPPED_MODELS / "cats_vs_dogs" / "3" / "metadata.json").read_text())
+    del data["input"]["jpeg_draft_gap"]
+    assert ModelMetadata.from_dict(data).input_spec.jpeg_draft_gap == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"files": {"model.keras": "xyz"}}, "files.model.keras"),
+        ({"files": {"model.keras": "0" * 64, "../x": "0" * 64}}, "files"),
+        ({"threshold": float("nan")}, "threshold"),
+        ({"class_names": ["cats"]}, "class_names"),
+        ({"class_names": ["cats", ""]}, "class_names.1"),
+        ({"name": 3}, "name"),
+    ],
+)
+def test_a_bad_field_is_named(change, field):
+    data = json.loads((SHIPPED_MODELS / "cats_vs_dogs" / "3" / "metadata.json").read_text())
+    with pytest.raises(ModelStoreError, match=f"metadata field '{field}") as info:
+        ModelMetadata.from_dict({**data, **change})
+    assert info.value.code == "invalid_metadata"
