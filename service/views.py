@@ -14,6 +14,7 @@ from classifier.errors import ClassifierError, ImageError
 from classifier.preprocess import decode_image
 from classifier.spec import InputSpec
 from service import metrics, openapi, schemas
+from service.errors import STATUS
 from service.inputs import Upload, read_uploads
 from service.observability import note_images, note_model
 from service.registry import ModelState, Registry
@@ -195,27 +196,8 @@ def demo():
 
 # -- the route table -------------------------------------------------------------------------
 
-PREDICT_ERRORS = (
-    "missing_image",
-    "empty_file",
-    "not_an_image",
-    "unsupported_format",
-    "empty_image",
-    "truncated_image",
-    "corrupt_image",
-    "invalid_json",
-    "invalid_base64",
-    "model_not_found",
-    "version_not_found",
-    "payload_too_large",
-    "image_too_large",
-    "too_many_images",
-    "unsupported_media_type",
-    "internal_error",
-    "model_not_ready",
-    "queue_full",
-    "deadline_exceeded",
-)
+# A predict request can meet every error but those of routing.
+PREDICT_ERRORS = tuple(code for code in STATUS if code not in ("not_found", "method_not_allowed"))
 
 
 @dataclass(frozen=True)

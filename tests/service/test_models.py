@@ -83,7 +83,7 @@ def test_corrupt_model_file_fails_once_and_is_retried_when_its_folder_changes(mo
         return dict(PETS_FIELDS)
 
     ModelStore(models_dir).publish("pets", garbage)
-    with caplog.at_level(logging.ERROR, logger="service.models"):
+    with caplog.at_level(logging.ERROR, logger="service.loader"):
         loader.load_all()
         loader.load_all()
     failures = [r for r in caplog.records if "v2 failed to load" in r.getMessage()]
