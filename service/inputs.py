@@ -71,15 +71,28 @@ def _from_multipart(request: Request) -> list[Upload]:
 
 def _from_json(request: Request) -> list[Upload]:
     try:
-        body = InstancesRequest.model_validate(json.loads(request.get_data(cache=False)))
-    except ValidationError as exc:
-        raise _invalid_instances(exc) from None
+        data = json.loads(request.get_data(cache=False))
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the stack
-        raise RequestError(f"the JSON body must be {JSON_SHAPE}", code="invalid_json") from None
+        raise _bad_shape() from None
+    try:
+        body = InstancesRequest.model_validate(data)
+    except ValidationError as exc:
+        index = _first_bad_instance(exc)
+        if index is None:
+            raise _bad_shape() from None
+        _decode([item["b64"] for item in data["instances"][:index]])  # met first, told first
+        raise RequestError(
+            f'instances[{index}] must be an object {{"b64": "<base64 image>"}}',
+            code="invalid_json",
+        ) from None
+    return _decode([instance.b64 for instance in body.instances])
+
+
+def _decode(encoded: list[str]) -> list[Upload]:
     uploads = []
-    for i, instance in enumerate(body.instances):
+    for i, text in enumerate(encoded):
         try:
-            uploads.append(Upload(base64.b64decode(instance.b64, validate=True)))
+            uploads.append(Upload(base64.b64decode(text, validate=True)))
         except (binascii.Error, ValueError):
             raise RequestError(
                 f"instances[{i}].b64 is not valid base64", code="invalid_base64"
@@ -87,12 +100,15 @@ def _from_json(request: Request) -> list[Upload]:
     return uploads
 
 
-def _invalid_instances(error: ValidationError) -> RequestError:
-    """Name the first instance that is not {"b64": "..."}, or the body's shape."""
-    loc = error.errors()[0]["loc"]
-    if len(loc) >= 2 and loc[0] == "instances" and isinstance(loc[1], int):
-        return RequestError(
-            f'instances[{loc[1]}] must be an object {{"b64": "<base64 image>"}}',
-            code="invalid_json",
-        )
+def _bad_shape() -> RequestError:
     return RequestError(f"the JSON body must be {JSON_SHAPE}", code="invalid_json")
+
+
+def _first_bad_instance(error: ValidationError) -> int | None:
+    """The index of the first instance that is not {"b64": "..."}; None if the body is off."""
+    indexes = [
+        e["loc"][1]
+        for e in error.errors()
+        if len(e["loc"]) >= 2 and e["loc"][0] == "instances" and isinstance(e["loc"][1], int)
+    ]
+    return min(indexes) if indexes else None

@@ -323,3 +323,20 @@ def test_too_many_form_parts_is_413(client, shared_app):
     parts = {f"field{i}": "x" for i in range(shared_app.extensions["settings"].max_form_parts + 1)}
     parts["image"] = (io.BytesIO(jpeg_bytes()), "a.jpg")
     assert_error(client.post("/predict", data=parts), 413, "payload_too_large")
+
+
+def test_a_deeply_nested_json_body_is_400_not_500(client):
+    for body in ("[" * 100_000, '{"a":' * 100_000):
+        response = client.post("/predict", data=body, content_type="application/json")
+        assert_error(response, 400, "invalid_json")
+
+
+def test_the_first_bad_instance_is_the_one_reported(client):
+    body = '{"instances": [{"b64": "!!!"}, {"x": 1}]}'
+    response = client.post("/predict", data=body, content_type="application/json")
+    assert_error(response, 400, "invalid_base64")
+    body = '{"instances": [{"b64": "aGVsbG8="}, {"x": 1}]}'
+    error = assert_error(
+        client.post("/predict", data=body, content_type="application/json"), 400, "invalid_json"
+    )
+    assert error["message"].startswith("instances[1]")
