@@ -1,4 +1,4 @@
-"""A typed facade over a loaded model version: raw uint8 images in, class probabilities out."""
+"""A typed facade over a loaded model version: raw 0-255 pixels in, class probabilities out."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from classifier.metadata import ModelMetadata
 from classifier.runtimes import Runtime, RuntimeOptions, load_runtime
 from classifier.spec import InputSpec
 from classifier.store import ModelStore
+
+PIXEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -51,10 +53,15 @@ class Predictor:
         return self.metadata.class_names
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """P(class_names[1]) for a batch of shape (n, height, width, 3), dtype uint8."""
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != self.spec.shape:
+        """P(class_names[1]) for a batch of shape (n, height, width, 3): uint8, or float32
+        pixels in the same 0-255 range (a client's own tensors)."""
+        if (
+            images.dtype not in PIXEL_DTYPES
+            or images.ndim != 4
+            or images.shape[1:] != self.spec.shape
+        ):
             raise ValueError(
-                f"expected uint8 images of shape (n, {self.spec.shape}), "
+                f"expected uint8 or float32 images of shape (n, {self.spec.shape}), "
                 f"got {images.dtype} {images.shape}"
             )
         if len(images) == 0:

@@ -1,6 +1,7 @@
 """Inference runtimes for a model version: Keras/TensorFlow (GPU or CPU) and ONNX Runtime (CPU).
 
-Each runtime takes a uint8 batch (n, h, w, 3) and returns P(class 1) as float32 of shape (n,).
+Each runtime takes a batch (n, h, w, 3) of 0-255 pixels (uint8 or float32) and returns
+P(class 1) as float32 of shape (n,).
 Create runtimes in the process that uses them (after fork): neither is fork-safe.
 """
 
@@ -95,15 +96,15 @@ class KerasRuntime:
         self.device = device
         self._tf = tf
 
-        @tf.function(input_signature=[tf.TensorSpec((None, *spec_shape), tf.uint8)])
+        @tf.function(input_signature=[tf.TensorSpec((None, *spec_shape), tf.float32)])
         def infer(images):
-            return tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
+            return tf.cast(model(images, training=False), tf.float32)
 
         self._infer = infer
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with self._tf.device(self.device):
-            out = self._infer(self._tf.convert_to_tensor(images))
+            out = self._infer(self._tf.convert_to_tensor(images.astype(np.float32, copy=False)))
         return out.numpy().reshape(-1)
 
 

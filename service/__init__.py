@@ -9,7 +9,7 @@ from flask import Flask
 
 from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
-from service import observability, settings, views
+from service import observability, routes, settings
 from service.errors import register_error_handlers
 from service.loader import BatchingOptions, Loader
 from service.registry import Registry
@@ -36,8 +36,8 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     )
     app.json.sort_keys = False
     register_error_handlers(app)
-    observability.install(app)
-    views.register(app)
+    observability.install(app, routes.INFERENCE_RULES)
+    routes.register(app)
 
     registry = Registry(cfg.model_name)
     loader = Loader(

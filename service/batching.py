@@ -206,7 +206,8 @@ class Batcher:
     def _run_batch(self, items: list[_Item], started: float) -> None:
         n = len(items)
         size = pad_to(self.sizes, n)
-        batch = np.zeros((size, *items[0].image.shape), dtype=np.uint8)
+        dtype = np.result_type(*(item.image.dtype for item in items))  # uint8, or float32 pixels
+        batch = np.zeros((size, *items[0].image.shape), dtype=dtype)
         for i, item in enumerate(items):
             batch[i] = item.image
         try:

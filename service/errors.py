@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from flask import Flask, Response, g, has_app_context, jsonify
+from flask import Flask, Response, g, has_app_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from classifier.errors import ClassifierError
-from service.schemas import ErrorBody, ErrorResponse, dump
+from service.schemas import ErrorBody, ErrorResponse, SimpleError, dump
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,12 @@ ERRORS: tuple[ErrorKind, ...] = (
         'a JSON body not shaped `{"instances": [{"b64": ...}]}`',
     ),
     ErrorKind(
+        400,
+        ("invalid_request",),
+        "a V2 or TensorFlow Serving request that does not fit the protocol or the model "
+        "(input or output name, datatype, shape, binary sizes, signature, top k)",
+    ),
+    ErrorKind(
         400, ("bad_request",), "a request the HTTP layer cannot parse (a malformed form, say)"
     ),
     ErrorKind(
@@ -70,7 +76,7 @@ ERRORS: tuple[ErrorKind, ...] = (
     ErrorKind(
         415,
         ("unsupported_media_type",),
-        "a content type other than multipart, `image/*` or JSON",
+        "a content type other than multipart, `image/*`, `application/octet-stream` or JSON",
     ),
     ErrorKind(503, ("model_not_ready",), "no loadable model version (with `Retry-After`)"),
     ErrorKind(
@@ -112,18 +118,29 @@ def error_response(
 ) -> tuple[Response, int]:
     """The JSON error body; `status` only for Werkzeug's errors, which bring their own."""
     status = status or http_status(code)
+    simple = False
     if has_app_context():
         g.error_code = code  # for the access log line and the failure metric
-    body = ErrorBody(code=code, message=message)
-    if details:
-        body.details = details
-    response = jsonify(dump(ErrorResponse(error=body)))
+        simple = g.get("error_style") == "simple"
+    if simple:  # V2 and TensorFlow Serving: {"error": "message"}
+        response = jsonify(dump(SimpleError(error=message)))
+    else:
+        body = ErrorBody(code=code, message=message)
+        if details:
+            body.details = details
+        response = jsonify(dump(ErrorResponse(error=body)))
     if status == 503:
         response.headers["Retry-After"] = "1"
     return response, status
 
 
 def register_error_handlers(app: Flask) -> None:
+    @app.before_request
+    def _error_style() -> None:
+        """Every /v2 path answers errors as the protocol does; other protocol views say so."""
+        if request.path == "/v2" or request.path.startswith("/v2/"):
+            g.error_style = "simple"
+
     @app.errorhandler(ClassifierError)
     def _classifier_error(exc: ClassifierError):
         if exc.code not in STATUS:

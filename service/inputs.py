@@ -7,9 +7,13 @@ import binascii
 import json
 from dataclasses import dataclass
 
+import numpy as np
 from flask import Request
 from pydantic import ValidationError
 
+from classifier.errors import ImageError
+from classifier.preprocess import decode_image
+from classifier.spec import InputSpec
 from service.errors import RequestError
 from service.schemas import InstancesRequest
 
@@ -28,7 +32,7 @@ def read_uploads(request: Request, max_images: int) -> list[Upload]:
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
         uploads = _from_multipart(request)
-    elif mimetype.startswith("image/"):
+    elif mimetype.startswith("image/") or mimetype == "application/octet-stream":
         uploads = [Upload(request.get_data(cache=False))]
     elif mimetype == "application/json":
         uploads = _from_json(request)
@@ -39,7 +43,8 @@ def read_uploads(request: Request, max_images: int) -> list[Upload]:
     else:
         raise RequestError(
             f"unsupported Content-Type {mimetype or '(none)'!r}; send multipart/form-data with "
-            f"the file field {FIELD!r}, an image/* body, or application/json with "
+            f"the file field {FIELD!r}, an image/* or application/octet-stream body, or "
+            "application/json with "
             '{"instances": [{"b64": "..."}]}',
             code="unsupported_media_type",
         )
@@ -89,15 +94,17 @@ def _from_json(request: Request) -> list[Upload]:
 
 
 def _decode(encoded: list[str]) -> list[Upload]:
-    uploads = []
-    for i, text in enumerate(encoded):
-        try:
-            uploads.append(Upload(base64.b64decode(text, validate=True)))
-        except (binascii.Error, ValueError):
-            raise RequestError(
-                f"instances[{i}].b64 is not valid base64", code="invalid_base64"
-            ) from None
-    return uploads
+    return [Upload(decode_base64(text, f"instances[{i}].b64")) for i, text in enumerate(encoded)]
+
+
+def decode_base64(text: object, where: str) -> bytes:
+    """Strict base64 (no stray characters); `where` names the field in the error."""
+    try:
+        if not isinstance(text, str):
+            raise ValueError
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(f"{where} is not valid base64", code="invalid_base64") from None
 
 
 def _bad_shape() -> RequestError:
@@ -112,3 +119,16 @@ def _first_bad_instance(error: ValidationError) -> int | None:
         if len(e["loc"]) >= 2 and e["loc"][0] == "instances" and isinstance(e["loc"][1], int)
     ]
     return min(indexes) if indexes else None
+
+
+def decode_uploads(uploads: list[Upload], spec: InputSpec, max_pixels: int) -> np.ndarray:
+    """Decode in the request thread, in parallel with the model; the error names the file."""
+    images = np.empty((len(uploads), *spec.shape), dtype=np.uint8)
+    for index, upload in enumerate(uploads):
+        try:
+            images[index] = decode_image(upload.data, spec, max_pixels=max_pixels)
+        except ImageError as exc:
+            exc.message = f"{upload.filename or f'image {index}'}: {exc.message}"
+            exc.details = {"index": index, "filename": upload.filename}
+            raise
+    return images

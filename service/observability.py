@@ -54,7 +54,9 @@ def note_images(images: int) -> None:
     g.images = images
 
 
-def install(app: Flask) -> None:
+def install(app: Flask, inference_rules: frozenset[str]) -> None:
+    """Request ids, metrics and the access log; `inference_rules` count as predictions."""
+
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
@@ -70,7 +72,7 @@ def install(app: Flask) -> None:
         metrics.HTTP_REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
         metrics.HTTP_LATENCY.labels(endpoint).observe(elapsed)
         model = g.get("model")
-        if endpoint == "/predict" or endpoint.endswith(":predict"):
+        if endpoint in inference_rules:
             if response.status_code == 200:
                 metrics.INFERENCE_SUCCESS.labels(model, str(g.get("version"))).inc()
             else:  # "-" when no served model was named: client input never becomes a label

@@ -123,6 +123,9 @@ class ModelStatus(Payload):
     runtime: RuntimeInfo | None
     batching: BatchingInfo | None
     metadata: dict[str, Any] | None = Field(description="the serving version's metadata.json")
+    model_version_status: list[TfVersionStatus] = Field(
+        description="the versions as TensorFlow Serving reports them"
+    )
 
 
 class ModelList(Payload):
@@ -140,3 +143,133 @@ class Health(Payload):
 class Readiness(Payload):
     status: Literal["ready", "not_ready"]
     models: dict[str, ModelSummary]
+
+
+# -- Open Inference Protocol (V2) ------------------------------------------------------------
+
+
+class SimpleError(Payload):
+    """The error body of the V2 and TensorFlow Serving protocols."""
+
+    error: str
+
+
+class V2ServerMetadata(Payload):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2Live(Payload):
+    live: bool
+
+
+class V2Ready(Payload):
+    ready: bool
+
+
+class V2ModelReady(Payload):
+    name: str
+    ready: bool
+
+
+class V2Tensor(Payload):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 where any size is accepted")
+
+
+class V2ModelMetadata(Payload):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2Tensor] = Field(description="send exactly one of them")
+    outputs: list[V2Tensor]
+    parameters: dict[str, Any] | None = None
+
+
+class V2RequestInput(Payload):
+    name: StrictStr
+    shape: list[Annotated[int, Field(ge=0)]]
+    datatype: StrictStr
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = Field(
+        None, description="row-major, flat or nested; BYTES elements base64-encoded"
+    )
+
+
+class V2RequestOutput(Payload):
+    name: StrictStr
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data` (bool), `classification` (top k)"
+    )
+
+
+class V2InferRequest(Payload):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2RequestInput] = Field(min_length=1)
+    outputs: list[V2RequestOutput] | None = None
+
+
+class V2ResponseOutput(Payload):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class V2InferResponse(Payload):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[V2ResponseOutput]
+
+
+# -- TensorFlow Serving REST -----------------------------------------------------------------
+
+
+class TfPredictRequest(Payload):
+    """Row (`instances`) or columnar (`inputs`) form; images as {"b64": ...}, named or not."""
+
+    signature_name: str | None = None
+    instances: list[Any] | None = None
+    inputs: Any = None
+
+
+class TfClassifyRequest(Payload):
+    signature_name: str | None = None
+    context: dict[str, Any] | None = None
+    examples: list[Any]
+
+
+class TfPredictResponse(Payload):
+    predictions: list[dict[str, Any]] | None = Field(
+        None, description="row form: per image, its `probabilities` and `label`"
+    )
+    outputs: dict[str, list[Any]] | None = Field(
+        None, description="columnar form: `probabilities` and `label`, one entry per image"
+    )
+
+
+class TfClassifyResponse(Payload):
+    result: list[list[tuple[str, float]]] = Field(description="per image, [label, score] pairs")
+
+
+class TfVersionStatus(Payload):
+    version: str
+    state: str
+    status: dict[str, str] = Field(description="error_code and error_message")
+
+
+class TfModelStatus(Payload):
+    model_version_status: list[TfVersionStatus]
+
+
+class TfModelMetadata(Payload):
+    model_spec: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+ModelStatus.model_rebuild()

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         description="`latest`, `latest:N` (the newest N valid versions) or `specific:1,3`",
     )
 
+    version_labels: str = Field(
+        "",
+        description="TensorFlow Serving version labels for `/v1/models/<name>/labels/<label>`, "
+        "e.g. `stable=3,canary=4`",
+    )
+
     # -- request limits -----------------------------------------------------------------
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="request body limit (10 MiB)")
     max_form_memory_size: int = Field(
@@ -121,6 +127,12 @@ class Settings(BaseSettings):
         VersionPolicy.parse(value)
         return value
 
+    @field_validator("version_labels")
+    @classmethod
+    def _labels(cls, value: str) -> str:
+        parse_labels(value)
+        return value
+
     @model_validator(mode="after")
     def _queue_holds_a_request(self) -> Settings:
         if self.queue_capacity < self.max_images_per_request:
@@ -135,6 +147,10 @@ class Settings(BaseSettings):
         return {name.upper(): value for name, value in self.model_dump().items()}
 
     @property
+    def labels(self) -> dict[str, int]:
+        return parse_labels(self.version_labels)
+
+    @property
     def policy(self) -> VersionPolicy:
         return VersionPolicy.parse(self.model_version_policy)
 
@@ -142,6 +158,17 @@ class Settings(BaseSettings):
     def with_overrides(cls, overrides: Mapping[str, object] | None = None) -> Settings:
         """Defaults, then the environment, then `overrides` (setting names, any case)."""
         return cls(**{key.lower(): value for key, value in (overrides or {}).items()})
+
+
+def parse_labels(text: str) -> dict[str, int]:
+    """`stable=3,canary=4` -> {"stable": 3, "canary": 4}."""
+    labels = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        label, _, version = part.partition("=")
+        if not label.strip() or not version.strip().isdigit() or int(version) < 1:
+            raise ValueError(f"labels must read label=version,...; got {part!r}")
+        labels[label.strip()] = int(version)
+    return labels
 
 
 class SettingsError(ValueError):

@@ -1,6 +1,6 @@
 import re
 
-from service.views import spec
+from service.routes import spec
 
 
 def flask_routes(app) -> set[tuple[str, str]]:

@@ -1,0 +1,120 @@
+"""The route table: every operation of every protocol, its view, and what /openapi.json says
+of it. Flask's rules, the inference metrics and the OpenAPI document are all derived here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+from flask import Blueprint, Flask, jsonify, render_template
+from pydantic import BaseModel
+
+from service import openapi, schemas, tfserving, v2, views
+from service.errors import STATUS
+
+# A predict request can meet every error but those of routing.
+PREDICT_ERRORS = tuple(code for code in STATUS if code not in ("not_found", "method_not_allowed"))
+OWN_PREDICT_ERRORS = tuple(code for code in PREDICT_ERRORS if code != "invalid_request")
+LOOKUP_ERRORS = ("model_not_found", "version_not_found", "model_not_ready")
+
+Answer = type[BaseModel] | tuple[type[BaseModel], ...] | str
+
+
+@dataclass(frozen=True)
+class Route:
+    """One operation: its view, and what the OpenAPI document says of it."""
+
+    method: str
+    path: str  # OpenAPI form: /v1/models/{name}
+    view: Callable
+    summary: str
+    answer: Answer  # the 200 body: payload model(s), or a media type
+    description: str = ""
+    body: str | None = None  # a request body kind of service.openapi.BODIES
+    errors: tuple[str, ...] = ()  # error codes it can answer with (service/errors.py)
+    error_shapes: tuple[type[BaseModel], ...] = (schemas.ErrorResponse,)
+    not_ready: type[BaseModel] | None = None  # a 503 body other than an error
+    inference: bool = False  # counted in the inference metrics
+    tags: tuple[str, ...] = ()
+
+    @property
+    def rule(self) -> str:
+        """The Flask rule: {version} is an integer, other parameters strings."""
+        return self.path.replace("{version}", "<int:version>").replace("{", "<").replace("}", ">")
+
+    @property
+    def endpoint(self) -> str:
+        """A unique name for Flask (which refuses dots in it)."""
+        return f"{self.method} {self.path}".replace(".", "_")
+
+
+OWN, V2, TF = ("this service",), ("Open Inference Protocol (V2)",), ("TensorFlow Serving",)
+SIMPLE = (schemas.SimpleError,)
+EITHER = (schemas.ErrorResponse, schemas.SimpleError)
+
+
+def _predict(path: str, summary: str, view: Callable, answer: Answer, shapes) -> Route:
+    own = shapes == (schemas.ErrorResponse,)
+    return Route(
+        "POST", path, view, summary, answer, body="predict",
+        errors=OWN_PREDICT_ERRORS if own else PREDICT_ERRORS, error_shapes=shapes,
+        inference=True, tags=OWN if own else OWN + TF,
+    )  # fmt: skip
+
+
+def _tf(method: str, path: str, view: Callable, summary: str, answer: Answer, **kw) -> Route:
+    return Route(method, path, view, summary, answer, error_shapes=SIMPLE, tags=TF, **kw)
+
+
+def _v2(method: str, path: str, view: Callable, summary: str, answer: Answer, **kw) -> Route:
+    return Route(method, path, view, summary, answer, error_shapes=SIMPLE, tags=V2, **kw)
+
+
+BOTH = (schemas.PredictResponse, schemas.TfPredictResponse)
+
+ROUTES: tuple[Route, ...] = (
+    _predict("/predict", "Predict with the default model", views.predict_default, schemas.PredictResponse, (schemas.ErrorResponse,)),
+    _predict("/v1/models/{name}:predict", "Predict with a model", tfserving.predict, BOTH, EITHER),
+    _predict("/v1/models/{name}/versions/{version}:predict", "Predict with a model version", tfserving.predict, BOTH, EITHER),
+    _predict("/v1/models/{name}/labels/{label}:predict", "Predict with a labelled version", tfserving.predict, BOTH, EITHER),
+    _tf("POST", "/v1/models/{name}:classify", tfserving.classify, "Classify (TensorFlow Serving)", schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
+    _tf("POST", "/v1/models/{name}/versions/{version}:classify", tfserving.classify, "Classify with a version (TensorFlow Serving)", schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
+    _tf("POST", "/v1/models/{name}/labels/{label}:classify", tfserving.classify, "Classify with a labelled version (TensorFlow Serving)", schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
+    Route("GET", "/v1/models", views.list_models, "List models", schemas.ModelList, tags=OWN),
+    Route("GET", "/v1/models/{name}", views.model_status, "Model status", schemas.ModelStatus, "versions, states, metadata, and TensorFlow Serving's model_version_status", errors=("model_not_found",), tags=OWN + TF),
+    _tf("GET", "/v1/models/{name}/versions/{version}", tfserving.version_status, "Version status (TensorFlow Serving)", schemas.TfModelStatus, errors=("model_not_found", "version_not_found")),
+    _tf("GET", "/v1/models/{name}/labels/{label}", tfserving.version_status, "Labelled version status (TensorFlow Serving)", schemas.TfModelStatus, errors=("model_not_found", "version_not_found")),
+    _tf("GET", "/v1/models/{name}/metadata", tfserving.metadata, "Model metadata (TensorFlow Serving)", schemas.TfModelMetadata, errors=LOOKUP_ERRORS),
+    _tf("GET", "/v1/models/{name}/versions/{version}/metadata", tfserving.metadata, "Version metadata (TensorFlow Serving)", schemas.TfModelMetadata, errors=LOOKUP_ERRORS),
+    _v2("GET", "/v2", v2.server_metadata, "Server metadata (V2)", schemas.V2ServerMetadata),
+    _v2("GET", "/v2/health/live", v2.live, "Server live (V2)", schemas.V2Live),
+    _v2("GET", "/v2/health/ready", v2.ready, "Server ready (V2)", schemas.V2Ready, errors=("model_not_ready",)),
+    _v2("GET", "/v2/models/{name}", v2.model_metadata, "Model metadata (V2)", schemas.V2ModelMetadata, errors=LOOKUP_ERRORS),
+    _v2("GET", "/v2/models/{name}/versions/{version}", v2.model_metadata, "Version metadata (V2)", schemas.V2ModelMetadata, errors=LOOKUP_ERRORS),
+    _v2("GET", "/v2/models/{name}/ready", v2.model_ready, "Model ready (V2)", schemas.V2ModelReady, errors=LOOKUP_ERRORS),
+    _v2("GET", "/v2/models/{name}/versions/{version}/ready", v2.model_ready, "Version ready (V2)", schemas.V2ModelReady, errors=LOOKUP_ERRORS),
+    _v2("POST", "/v2/models/{name}/infer", v2.infer, "Infer (V2)", schemas.V2InferResponse, body="v2_infer", errors=PREDICT_ERRORS, inference=True),
+    _v2("POST", "/v2/models/{name}/versions/{version}/infer", v2.infer, "Infer with a version (V2)", schemas.V2InferResponse, body="v2_infer", errors=PREDICT_ERRORS, inference=True),
+    Route("GET", "/healthz", views.healthz, "Liveness", schemas.Health, "the process is alive", tags=OWN),
+    Route("GET", "/readyz", views.readyz, "Readiness", schemas.Readiness, "the default model is loaded and warmed up", not_ready=schemas.Readiness, tags=OWN),
+    Route("GET", "/metrics", views.prometheus_metrics, "Prometheus metrics", "text/plain", "Prometheus text exposition format", tags=OWN),
+    Route("GET", "/openapi.json", lambda: jsonify(spec()), "API description", "application/json", tags=OWN),
+    Route("GET", "/docs", lambda: render_template("docs.html", spec=spec()), "API documentation page", "text/html", "the endpoints, for people", tags=OWN),
+    Route("GET", "/", views.demo, "Demo page", "text/html", "drop an image, see the prediction", tags=OWN),
+)  # fmt: skip
+
+INFERENCE_RULES = frozenset(route.rule for route in ROUTES if route.inference)
+
+
+@cache
+def spec() -> dict:
+    """The OpenAPI document, built once per worker from the route table."""
+    return openapi.document(ROUTES)
+
+
+def register(app: Flask) -> None:
+    bp = Blueprint("api", __name__)
+    for route in ROUTES:
+        bp.add_url_rule(route.rule, route.endpoint, route.view, methods=[route.method])
+    app.register_blueprint(bp)

@@ -1,0 +1,79 @@
+"""What the status routes say of a model, built from the registry's state."""
+
+from __future__ import annotations
+
+from service import schemas
+from service.batching import Batcher
+from service.registry import ModelState
+
+# TensorFlow Serving's names for this service's version states.
+TF_STATES = {"AVAILABLE": "AVAILABLE", "LOADING": "LOADING", "NOT_LOADED": "START"}
+
+
+def summary(state: ModelState) -> schemas.ModelSummary:
+    """What readiness reports: cheap, no scan, no metadata."""
+    loaded = state.loaded
+    return schemas.ModelSummary(
+        serving_version=max(loaded) if loaded else None,
+        loaded_versions=sorted(loaded),
+        error=state.error,
+    )
+
+
+def versions(state: ModelState) -> list[schemas.VersionInfo]:
+    loaded = dict(state.loaded)
+    scanned = {s.version for s in state.scanned}
+    entries = []
+    for version in sorted(scanned | set(loaded)):
+        kind, error = ("AVAILABLE", None) if version in loaded else state.version_state(version)
+        entry = schemas.VersionInfo(version=version, state=kind)
+        if error is not None:
+            entry.error = error
+        if version in loaded and version not in scanned:
+            entry.note = "removed from the store; served from memory"
+        entries.append(entry)
+    return entries
+
+
+def tf_version_status(entry: schemas.VersionInfo) -> schemas.TfVersionStatus:
+    """One version as TensorFlow Serving's GetModelStatus reports it."""
+    failed = entry.state in ("FAILED", "INVALID")
+    return schemas.TfVersionStatus(
+        version=str(entry.version),
+        state="END" if failed else TF_STATES[entry.state],
+        status={
+            "error_code": "UNKNOWN" if failed else "OK",
+            "error_message": entry.error or "",
+        },
+    )
+
+
+def describe(state: ModelState, default_name: str) -> schemas.ModelStatus:
+    """Versions with their state, and the serving version's runtime, batching and metadata."""
+    loaded = dict(state.loaded)  # one snapshot for the whole answer
+    served = loaded[max(loaded)] if loaded else None
+    entries = versions(state)
+    runtime = served.predictor.runtime if served else None
+    return schemas.ModelStatus(
+        name=state.name,
+        default=state.name == default_name,
+        serving_version=max(loaded) if loaded else None,
+        loaded_versions=sorted(loaded),
+        error=state.error,
+        versions=entries,
+        runtime=schemas.RuntimeInfo(name=runtime.name, device=runtime.device) if runtime else None,
+        batching=_batching(served.batcher) if served else None,
+        metadata=served.predictor.metadata.raw if served else None,
+        model_version_status=[tf_version_status(entry) for entry in reversed(entries)],
+    )
+
+
+def _batching(batcher: Batcher) -> schemas.BatchingInfo:
+    return schemas.BatchingInfo(
+        max_batch_size=batcher.max_batch_size,
+        padded_sizes=batcher.sizes,
+        timeout_ms=batcher.timeout_s * 1000,
+        queue_capacity=batcher.capacity,
+        queued=batcher.queued(),
+        **batcher.stats.to_dict(),
+    )

@@ -1,0 +1,166 @@
+"""TensorFlow Serving's REST API: predict (row and columnar), classify, status and metadata.
+
+A JSON body on /v1/models/<name>:predict is TensorFlow Serving's request and gets its answer
+shape; multipart and raw image bodies there keep this service's own answer (service/views.py).
+Errors are {"error": "message"}.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from flask import g, jsonify, request
+from pydantic import BaseModel, ValidationError
+
+from service import inference, schemas, status, tensors, views
+from service.current import registry, settings
+from service.errors import RequestError
+from service.inputs import Upload, decode_base64
+from service.observability import note_model
+from service.registry import ServedModel, VersionNotFound
+from service.tensors import ProtocolError
+
+SIGNATURE = "serving_default"
+
+
+def predict(name: str, version: int | None = None, label: str | None = None):
+    """TensorFlow Serving's predict for JSON bodies; this service's own for the others."""
+    if request.mimetype != "application/json":
+        return views.predict(name, _version(name, version, label))
+    g.error_style = "simple"
+    model = _model(name, version, label)
+    body = _parse(schemas.TfPredictRequest)
+    _check_signature(body.signature_name)
+    if (body.instances is None) == (body.inputs is None):
+        raise ProtocolError('send either "instances" (row form) or "inputs" (columnar form)')
+    if body.instances is not None:
+        uploads = [_b64(item, f"instances[{i}]") for i, item in enumerate(body.instances)]
+    else:
+        uploads = _columnar(body.inputs)
+    probabilities, labels = _run(model, uploads)
+    if body.instances is not None:
+        rows = [
+            {tensors.PROBABILITIES: p, tensors.LABEL: label}
+            for p, label in zip(probabilities.tolist(), labels, strict=True)
+        ]
+        answer = schemas.TfPredictResponse(predictions=rows)
+    else:
+        answer = schemas.TfPredictResponse(
+            outputs={tensors.PROBABILITIES: probabilities.tolist(), tensors.LABEL: labels}
+        )
+    return _respond(answer, model)
+
+
+def classify(name: str, version: int | None = None, label: str | None = None):
+    g.error_style = "simple"
+    model = _model(name, version, label)
+    body = _parse(schemas.TfClassifyRequest)
+    _check_signature(body.signature_name)
+    uploads = [_b64(item, f"examples[{i}]") for i, item in enumerate(body.examples)]
+    probabilities, _ = _run(model, uploads)
+    names = model.predictor.class_names
+    result = [list(zip(names, row, strict=True)) for row in probabilities.tolist()]
+    return _respond(schemas.TfClassifyResponse(result=result), model)
+
+
+def version_status(name: str, version: int | None = None, label: str | None = None):
+    """GetModelStatus for one version (the whole model is on GET /v1/models/<name>)."""
+    g.error_style = "simple"
+    wanted = _version(name, version, label)
+    entries = [e for e in status.versions(registry().find(name)) if e.version == wanted]
+    if not entries:
+        raise VersionNotFound(f"version {wanted} of model {name!r} is not in the store")
+    answer = schemas.TfModelStatus(model_version_status=[status.tf_version_status(entries[0])])
+    return jsonify(schemas.dump(answer))
+
+
+def metadata(name: str, version: int | None = None, label: str | None = None):
+    """GetModelMetadata: the signature of the serving_default predict signature."""
+    g.error_style = "simple"
+    model = _model(name, version, label)
+    classes = len(model.predictor.class_names)
+
+    def tensor(name: str, dtype: str, dims: list[int]) -> dict:
+        shape = {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False}
+        return {"dtype": dtype, "tensor_shape": shape, "name": name}
+
+    signature = {
+        "inputs": {tensors.IMAGE_INPUT: tensor(tensors.IMAGE_INPUT, "DT_STRING", [-1])},
+        "outputs": {
+            tensors.PROBABILITIES: tensor(tensors.PROBABILITIES, "DT_FLOAT", [-1, classes]),
+            tensors.LABEL: tensor(tensors.LABEL, "DT_STRING", [-1]),
+        },
+        "method_name": "tensorflow/serving/predict",
+    }
+    answer = schemas.TfModelMetadata(
+        model_spec={"name": model.name, "signature_name": "", "version": str(model.version)},
+        metadata={"signature_def": {"signature_def": {SIGNATURE: signature}}},
+    )
+    return jsonify(schemas.dump(answer))
+
+
+def _version(name: str, version: int | None, label: str | None) -> int | None:
+    """The version a label names (VERSION_LABELS), else the version given."""
+    if label is None:
+        return version
+    labels = settings().labels
+    if label not in labels:
+        raise VersionNotFound(
+            f"model {name!r} has no version labelled {label!r}; labels: {sorted(labels)}"
+        )
+    return labels[label]
+
+
+def _model(name: str, version: int | None, label: str | None) -> ServedModel:
+    model = registry().get(name, _version(name, version, label))
+    note_model(model.name, model.version)
+    return model
+
+
+def _parse(payload: type[BaseModel]):
+    try:
+        return payload.model_validate(json.loads(request.get_data(cache=False)))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ProtocolError(f"{where}: {first['msg']}") from None
+    except (ValueError, RecursionError):
+        raise RequestError("the body is not valid JSON", code="invalid_json") from None
+
+
+def _check_signature(signature: str | None) -> None:
+    if signature not in (None, "", SIGNATURE):
+        raise ProtocolError(f"unknown signature_name {signature!r}; the model has {SIGNATURE!r}")
+
+
+def _b64(item: object, where: str) -> Upload:
+    """{"b64": ...}, or {"image": {"b64": ...}} with the input named."""
+    if isinstance(item, dict) and set(item) == {tensors.IMAGE_INPUT}:
+        item = item[tensors.IMAGE_INPUT]
+    if not (isinstance(item, dict) and set(item) == {"b64"} and isinstance(item["b64"], str)):
+        raise ProtocolError(
+            f'{where} must be {{"b64": "<base64 image>"}} or '
+            f'{{"{tensors.IMAGE_INPUT}": {{"b64": "<base64 image>"}}}}'
+        )
+    return Upload(decode_base64(item["b64"], f"{where}.b64"))
+
+
+def _columnar(inputs: object) -> list[Upload]:
+    """{"image": [...]} or [...] or one {"b64": ...}."""
+    if isinstance(inputs, dict) and set(inputs) == {tensors.IMAGE_INPUT}:
+        inputs = inputs[tensors.IMAGE_INPUT]
+    items = inputs if isinstance(inputs, list) else [inputs]
+    return [_b64(item, f"inputs[{i}]") for i, item in enumerate(items)]
+
+
+def _run(model: ServedModel, uploads: list[Upload]) -> tuple[np.ndarray, list[str]]:
+    if not uploads:
+        raise ProtocolError("the request holds no image")
+    return inference.as_arrays(inference.run(model, uploads), model.predictor.class_names)
+
+
+def _respond(answer: BaseModel, model: ServedModel):
+    response = jsonify(schemas.dump(answer))
+    response.headers["X-Model-Version"] = str(model.version)
+    return response
