@@ -1,0 +1,185 @@
+"""TensorFlow Serving's REST API, as its documentation describes it, through `requests`; and
+the same photo through every protocol giving the same probabilities."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+import requests
+import tritonclient.http as triton
+
+from benchmarks.harness import Server
+from classifier.preprocess import decode_image
+from classifier.spec import InputSpec
+from tests.helpers import jpeg_bytes, publish_model
+
+pytestmark = pytest.mark.e2e
+
+PHOTOS = [jpeg_bytes(seed=21), jpeg_bytes((80, 60), seed=22)]
+B64 = [base64.b64encode(p).decode() for p in PHOTOS]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    models = tmp_path_factory.mktemp("tf-models")
+    publish_model(models, "pets")
+    publish_model(models, "pets", seed=3)
+    env = {"MODEL_NAME": "pets", "MODEL_POLL_SECONDS": "0", "MODEL_VERSION_POLICY": "latest:2"}
+    with Server(models, VERSION_LABELS="stable=1,canary=2", **env) as running:
+        yield running.wait_ready()
+
+
+def post(server, path: str, body) -> requests.Response:
+    return requests.post(f"{server.url}{path}", json=body, timeout=30)
+
+
+def probabilities_of(server, path: str = "/v1/models/pets:predict") -> np.ndarray:
+    body = post(server, path, {"instances": [{"b64": b} for b in B64]}).json()
+    return np.array([p["probabilities"] for p in body["predictions"]])
+
+
+def test_row_form_unnamed_and_named_inputs(server):
+    unnamed = post(server, "/v1/models/pets:predict", {"instances": [{"b64": b} for b in B64]})
+    named = post(
+        server,
+        "/v1/models/pets:predict",
+        {"signature_name": "serving_default", "instances": [{"image": {"b64": b}} for b in B64]},
+    )
+    assert unnamed.status_code == named.status_code == 200, unnamed.text
+    assert unnamed.json() == named.json()
+    predictions = unnamed.json()["predictions"]
+    assert len(predictions) == 2 and set(predictions[0]) == {"probabilities", "label"}
+    assert predictions[0]["probabilities"][0] + predictions[0]["probabilities"][1] == pytest.approx(
+        1
+    )
+    assert unnamed.headers["X-Model-Version"] == "2"
+
+
+def test_columnar_form(server):
+    for inputs in ({"image": [{"b64": b} for b in B64]}, [{"b64": b} for b in B64]):
+        response = post(server, "/v1/models/pets:predict", {"inputs": inputs})
+        assert response.status_code == 200, response.text
+        outputs = response.json()["outputs"]
+        assert np.allclose(outputs["probabilities"], probabilities_of(server), atol=1e-7)
+        assert len(outputs["label"]) == 2
+
+
+def test_classify(server):
+    response = post(server, "/v1/models/pets:classify", {"examples": [{"image": {"b64": B64[0]}}]})
+    assert response.status_code == 200, response.text
+    [[cats, dogs]] = response.json()["result"]
+    assert cats[0] == "cats" and dogs[0] == "dogs"
+    assert cats[1] == pytest.approx(probabilities_of(server)[0][0], abs=1e-7)
+
+
+def test_versions_and_labels(server):
+    v1 = probabilities_of(server, "/v1/models/pets/versions/1:predict")
+    stable = probabilities_of(server, "/v1/models/pets/labels/stable:predict")
+    canary = probabilities_of(server, "/v1/models/pets/labels/canary:predict")
+    assert np.array_equal(v1, stable) and not np.allclose(stable, canary)
+    response = post(server, "/v1/models/pets/labels/beta:predict", {"instances": [{"b64": B64[0]}]})
+    assert response.status_code == 404 and isinstance(response.json()["error"], str)
+
+
+def test_model_status_and_metadata(server):
+    status = requests.get(f"{server.url}/v1/models/pets", timeout=10).json()
+    assert [s["version"] for s in status["model_version_status"]] == ["2", "1"]
+    assert status["model_version_status"][0] == {
+        "version": "2",
+        "state": "AVAILABLE",
+        "status": {"error_code": "OK", "error_message": ""},
+    }
+    one = requests.get(f"{server.url}/v1/models/pets/versions/1", timeout=10).json()
+    assert one["model_version_status"][0]["version"] == "1"
+    labelled = requests.get(f"{server.url}/v1/models/pets/labels/canary", timeout=10).json()
+    assert labelled["model_version_status"][0]["version"] == "2"
+    meta = requests.get(f"{server.url}/v1/models/pets/metadata", timeout=10).json()
+    assert meta["model_spec"] == {"name": "pets", "signature_name": "", "version": "2"}
+    signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert signature["inputs"]["image"]["dtype"] == "DT_STRING"
+    assert set(signature["outputs"]) == {"probabilities", "label"}
+    versioned = requests.get(f"{server.url}/v1/models/pets/versions/1/metadata", timeout=10)
+    assert versioned.json()["model_spec"]["version"] == "1"
+
+
+BAD = {
+    "both forms": {"instances": [{"b64": B64[0]}], "inputs": [{"b64": B64[0]}]},
+    "neither form": {"signature_name": "serving_default"},
+    "unknown signature": {"signature_name": "other", "instances": [{"b64": B64[0]}]},
+    "not b64": {"instances": [[1, 2, 3]]},
+    "invalid base64": {"instances": [{"b64": "%%%"}]},
+    "not an image": {"instances": [{"b64": base64.b64encode(b"hello").decode()}]},
+    "no image": {"instances": []},
+    "wrong input name": {"instances": [{"pixels": {"b64": B64[0]}}]},
+}
+
+
+@pytest.mark.parametrize("body", BAD.values(), ids=BAD.keys())
+def test_bad_requests_get_400_in_tf_serving_shape(server, body):
+    response = post(server, "/v1/models/pets:predict", body)
+    assert response.status_code == 400, response.text
+    assert isinstance(response.json()["error"], str)
+
+
+def test_too_many_images_and_bad_json(server):
+    response = post(server, "/v1/models/pets:predict", {"instances": [{"b64": B64[0]}] * 65})
+    assert response.status_code == 413 and isinstance(response.json()["error"], str)
+    response = requests.post(
+        f"{server.url}/v1/models/pets:predict",
+        data="[" * 100_000,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 400 and isinstance(response.json()["error"], str)
+
+
+def test_own_forms_keep_their_answers_on_the_same_routes(server):
+    multipart = requests.post(
+        f"{server.url}/v1/models/pets:predict", files={"image": ("a.jpg", PHOTOS[0])}, timeout=30
+    ).json()
+    assert multipart["model"] == {"name": "pets", "version": 2}
+    own_json = post(server, "/predict", {"instances": [{"b64": B64[0]}]}).json()
+    assert (
+        own_json["predictions"][0]["probabilities"] == multipart["predictions"][0]["probabilities"]
+    )
+
+
+def test_octet_stream_body(server):
+    response = requests.post(
+        f"{server.url}/predict",
+        data=PHOTOS[0],
+        headers={"Content-Type": "application/octet-stream"},
+        timeout=30,
+    )
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 1
+
+
+def test_the_same_photo_gets_the_same_probabilities_through_every_protocol(server):
+    photo = PHOTOS[1]
+    own = requests.post(
+        f"{server.url}/predict", files={"image": ("p.jpg", photo)}, timeout=30
+    ).json()["predictions"][0]["probabilities"]
+    answers = {"own": [own["cats"], own["dogs"]]}
+    answers["tf serving"] = post(
+        server,
+        "/v1/models/pets:predict",
+        {"instances": [{"b64": base64.b64encode(photo).decode()}]},
+    ).json()["predictions"][0]["probabilities"]
+    client = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+    for binary in (True, False):
+        tensor = triton.InferInput("image", [1], "BYTES")
+        data = [photo] if binary else [base64.b64encode(photo)]
+        tensor.set_data_from_numpy(np.array(data, dtype=np.object_), binary_data=binary)
+        out = triton.InferRequestedOutput("probabilities", binary_data=binary)
+        result = client.infer("pets", [tensor], outputs=[out])
+        answers[f"v2 binary={binary}"] = result.as_numpy("probabilities")[0].tolist()
+    pixels = decode_image(photo, InputSpec(height=64, width=64))[None].astype(np.float32)
+    tensor = triton.InferInput("input", list(pixels.shape), "FP32")
+    tensor.set_data_from_numpy(pixels, binary_data=True)
+    answers["v2 fp32 pixels"] = client.infer("pets", [tensor]).as_numpy("probabilities")[0].tolist()
+    client.close()
+    reference = np.array(answers["own"])
+    for name, values in answers.items():
+        assert np.allclose(values, reference, atol=1e-6), name
