@@ -144,8 +144,10 @@ def drive(
     concurrency: int,
     count: int,
     max_seconds: float = 300,
+    headers: list[dict[str, str]] | None = None,
 ) -> LoadResult:
-    """POST `count` raw image/jpeg bodies from `concurrency` keep-alive connections to 127.0.0.1.
+    """POST `count` bodies (raw image/jpeg unless `headers` gives each body's own) from
+    `concurrency` keep-alive connections to 127.0.0.1.
 
     Bounded in count and in time: each client stops at its share or at `max_seconds`.
     """
@@ -162,10 +164,12 @@ def drive(
         for j in range(share):
             if time.monotonic() > stop_at:
                 break
-            body = bodies[(index * 7919 + j) % len(bodies)]
+            pick = (index * 7919 + j) % len(bodies)
+            body = bodies[pick]
+            header = headers[pick] if headers else {"Content-Type": "image/jpeg"}
             started = time.perf_counter()
             try:
-                conn.request("POST", path, body, {"Content-Type": "image/jpeg"})
+                conn.request("POST", path, body, header)
                 response = conn.getresponse()
                 response.read()
                 status = response.status

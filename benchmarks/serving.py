@@ -3,7 +3,9 @@
 1. the ceiling: in-process decode + preprocessing + each runtime at each batch size;
 2. the service with dynamic batching;
 3. the service with batching off (MAX_BATCH_SIZE=1);
-4. a naive Flask app calling Keras `model.predict` per request (benchmarks/naive_app.py).
+4. a naive Flask app calling Keras `model.predict` per request (benchmarks/naive_app.py);
+5. on the same server as 2, the Open Inference Protocol (V2) forms beside /predict: binary
+   tensor data (as tritonclient sends it) and JSON with base64, at --protocol-concurrency.
 
 It also prints the model's FLOPs per image, the machine's measured FMA peak (float32 GEMM)
 and the fraction of it each figure reaches. All traffic goes to 127.0.0.1 and every phase
@@ -14,6 +16,7 @@ is bounded in count and time.
 
 from __future__ import annotations
 
+import base64
 import json
 import statistics
 import sys
@@ -29,6 +32,7 @@ from classifier.predictor import load_predictor
 from classifier.preprocess import decode_image
 from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
+from service.tensors import pack_bytes
 
 
 def load_bodies(data_dir: Path, limit: int) -> list[bytes]:
@@ -109,20 +113,67 @@ def batch_counters(url: str, name: str) -> tuple[int, int]:
     return batching["batches"], batching["images"]
 
 
-def run_service(label, models_dir, name, bodies, levels, count, env) -> list[dict]:
+def v2_binary(photo: bytes) -> tuple[bytes, dict[str, str]]:
+    """A V2 infer request with the binary tensor data extension, as tritonclient sends it."""
+    data = pack_bytes([photo])
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "image", "shape": [1], "datatype": "BYTES",
+                 "parameters": {"binary_data_size": len(data)}}
+            ],
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+        }
+    ).encode()  # fmt: skip
+    headers = {"Inference-Header-Content-Length": str(len(header))}
+    return header + data, {**headers, "Content-Type": "application/octet-stream"}
+
+
+def v2_json(photo: bytes) -> tuple[bytes, dict[str, str]]:
+    """A V2 infer request in JSON, the image base64-encoded."""
+    tensor = {"name": "image", "shape": [1], "datatype": "BYTES"}
+    body = {"inputs": [{**tensor, "data": [base64.b64encode(photo).decode()]}]}
+    return json.dumps(body).encode(), {"Content-Type": "application/json"}
+
+
+# Request forms measured side by side on one server: (label, path, body builder).
+FORMS = {
+    "own": ("/predict", None),
+    "v2 binary": ("/v2/models/{name}/infer", v2_binary),
+    "v2 json": ("/v2/models/{name}/infer", v2_json),
+}
+
+
+def run_form(server, name: str, form: str, bodies: list[bytes], concurrency: int, count: int):
+    path, build = FORMS[form]
+    built = [build(body) for body in bodies] if build else None
+    payloads = [b for b, _ in built] if built else bodies
+    headers = [h for _, h in built] if built else None
+    before = batch_counters(server.url, name)
+    result = drive(
+        server.port, path.format(name=name), payloads, concurrency, count, headers=headers
+    )
+    after = batch_counters(server.url, name)
+    row = result.summary()
+    batches = after[0] - before[0]
+    row["mean_batch_size"] = round((after[1] - before[1]) / batches, 2) if batches else None
+    return row
+
+
+def run_service(label, models_dir, name, bodies, levels, count, env, forms=()) -> list[dict]:
+    """/predict at every level; the other request `forms` at the levels in `forms`."""
     rows = []
     with Server(models_dir, **env) as server:
         server.wait_ready()
         drive(server.port, "/predict", bodies, 4, 64)  # warm the connections and threads
         for concurrency in levels:
-            before = batch_counters(server.url, name)
-            result = drive(server.port, "/predict", bodies, concurrency, count)
-            after = batch_counters(server.url, name)
-            row = {"setup": label, **result.summary()}
-            batches = after[0] - before[0]
-            row["mean_batch_size"] = round((after[1] - before[1]) / batches, 2) if batches else None
-            rows.append(row)
-            print(f"  {label}: {row}", flush=True)
+            for form in ("own", *(f for f, at in forms if concurrency in at)):
+                row = {
+                    "setup": label if form == "own" else f"{label}, {form}",
+                    **run_form(server, name, form, bodies, concurrency, count),
+                }
+                rows.append(row)
+                print(f"  {row['setup']}: {row}", flush=True)
     return rows
 
 
@@ -173,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch-size", type=int, default=16, help="service MAX_BATCH_SIZE")
     p.add_argument("--batch-timeout-ms", type=float, default=0.0, help="service BATCH_TIMEOUT_MS")
     p.add_argument("--skip-naive", action="store_true", help="leave the naive baseline out")
+    p.add_argument(
+        "--protocol-concurrency",
+        default="32",
+        help="levels at which the V2 binary and V2 JSON forms also run (empty: none)",
+    )
     p.add_argument("--output", type=Path, help="write all figures to this JSON file")
     args = p.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -196,14 +252,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best ceiling: {best}; one image decode + inference: {single_ms:.2f} ms")
 
     env = {
+        "MODEL_NAME": args.model_name,
         "GUNICORN_THREADS": str(args.threads),
         "MAX_BATCH_SIZE": str(args.max_batch_size),
         "BATCH_TIMEOUT_MS": str(args.batch_timeout_ms),
         "QUEUE_CAPACITY": str(max(256, 4 * max(levels))),
     }
     print("service:")
+    at = {int(c) for c in args.protocol_concurrency.split(",") if c}
+    forms = [("v2 binary", at), ("v2 json", at)]
     service_rows = run_service(
-        "service, batching", args.models_dir, args.model_name, bodies, levels, args.requests, env
+        "service, batching",
+        args.models_dir,
+        args.model_name,
+        bodies,
+        levels,
+        args.requests,
+        env,
+        forms,
     )
     unbatched = {**env, "MAX_BATCH_SIZE": "1", "BATCH_TIMEOUT_MS": "0"}
     service_rows += run_service(

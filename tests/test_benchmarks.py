@@ -11,3 +11,27 @@ def test_training_pipeline_benchmark_times_every_variant(tmp_path, capsys):
     assert "16 training images" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "x |" in line]
     assert len(rows) == 3 and "1.00x" in rows[0]
+
+
+def test_serving_benchmark_runs_every_request_form(tmp_path, capsys):
+    """Every setup answers without errors on a tiny run (speed is not tested)."""
+    import json
+
+    from benchmarks import serving
+    from tests.helpers import jpeg_bytes, publish_model
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        (photos / f"{i}.jpg").write_bytes(jpeg_bytes(seed=i))
+    models = tmp_path / "models"
+    publish_model(models, "pets")
+    output = tmp_path / "run.json"
+    argv = ["--data-dir", str(photos), "--models-dir", str(models), "--model-name", "pets"]
+    argv += ["--files", "4", "--concurrency", "2", "--requests", "8", "--batch-sizes", "2"]
+    argv += ["--protocol-concurrency", "2", "--skip-naive", "--output", str(output)]
+    assert serving.main(argv) == 0
+    rows = json.loads(output.read_text())["service"]
+    setups = {row["setup"] for row in rows}
+    assert {"service, batching, v2 binary", "service, batching, v2 json"} <= setups
+    assert all(row["errors"] == 0 and row["requests"] == 8 for row in rows)
