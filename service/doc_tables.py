@@ -1,4 +1,4 @@
-"""Docs generated from their one declaration: the README's settings and error tables, and
+"""Docs generated from their one declaration: the README's route, settings and error tables, and
 docs/metadata.schema.json. Tests fail when a generated part is stale.
 
     python -m service.doc_tables --write
@@ -62,7 +62,17 @@ def errors_table() -> str:
     return "\n".join(rows)
 
 
-TABLES = {"settings": settings_table, "errors": errors_table}
+def routes_table() -> str:
+    from service.routes import ROUTES
+
+    rows = ["| method and path | what it does | protocol |", "|---|---|---|"]
+    for route in ROUTES:
+        what = route.summary + (f": {route.description}" if route.description else "")
+        rows.append(f"| `{route.method} {route.path}` | {what} | {', '.join(route.tags)} |")
+    return "\n".join(rows)
+
+
+TABLES = {"routes": routes_table, "settings": settings_table, "errors": errors_table}
 
 
 def render_readme(text: str) -> str:

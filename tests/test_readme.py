@@ -1,0 +1,67 @@
+"""Every sh and python snippet of the README's request sections runs as written against the
+shipped model served by the product's own command (only the port is changed)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.harness import Server
+from tests.helpers import REPO, SHIPPED_MODELS, encode, jpeg_bytes, noise_image
+
+pytestmark = pytest.mark.e2e
+
+SECTIONS = ("## Sending images", "## Protocols")
+
+
+def snippets(language: str) -> list[str]:
+    readme = (REPO / "README.md").read_text()
+    found = []
+    for title in SECTIONS:
+        start = readme.index(title)
+        end = readme.index("\n## ", start + 1)
+        found += re.findall(rf"```{language}\n(.*?)```", readme[start:end], flags=re.DOTALL)
+    return found
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("readme")
+    (folder / "cat.jpg").write_bytes(jpeg_bytes((320, 240), seed=1))
+    (folder / "photo.jpg").write_bytes(jpeg_bytes((300, 200), seed=2))
+    (folder / "dog.png").write_bytes(encode(noise_image((200, 160), seed=3), "PNG"))
+    with Server(SHIPPED_MODELS, MODEL_POLL_SECONDS="0") as server:
+        yield server.wait_ready(), folder
+
+
+def run(command: list[str], served) -> str:
+    _, folder = served
+    result = subprocess.run(
+        command, cwd=folder, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"error"' not in result.stdout and "'error'" not in result.stdout, result.stdout
+    return result.stdout
+
+
+def port_of(text: str, served) -> str:
+    return text.replace("localhost:8000", f"127.0.0.1:{served[0].port}")
+
+
+def test_there_are_snippets_to_run():
+    assert len(snippets("sh")) >= 2 and len(snippets("python")) >= 2
+
+
+@pytest.mark.parametrize("index", range(len(snippets("sh"))))
+def test_sh_snippet(served, index):
+    out = run(["bash", "-euo", "pipefail", "-c", port_of(snippets("sh")[index], served)], served)
+    assert '"label"' in out or "probabilities" in out
+
+
+@pytest.mark.parametrize("index", range(len(snippets("python"))))
+def test_python_snippet(served, index):
+    out = run([sys.executable, "-c", port_of(snippets("python")[index], served)], served)
+    assert "dogs" in out or "cats" in out
