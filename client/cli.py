@@ -1,0 +1,223 @@
+"""`classify-images`: classify files and folders through the service, or with the model here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from classifier.errors import ClassifierError
+from client.base import BaseClient
+from client.files import find_images
+from client.remote import Client, RetryPolicy, check_url
+from client.results import FORMATS, OutputError, Result, Sink, choose_format, file_key, open_output
+
+EPILOG = """\
+Each image gives one record: file, label, every class's probability, model and version
+(CSV: columns file, label, p_<class>..., model, version, error, message); an image that
+cannot be read or decoded gives one error record (file, code, message) and the run goes on.
+Rerunning with the same --output skips the files it already holds and appends the rest
+(files that failed because the server was busy or unreachable are tried again).
+
+exit status: 0 every image has a prediction, 1 some have errors, 2 bad usage."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every option, with its help (`classify-images --help`)."""
+    p = argparse.ArgumentParser(
+        prog="classify-images",
+        description="Classify image files (folders are searched recursively) with the service\n"
+        "or with the model in this process.",
+        epilog=EPILOG,
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100),
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--url",
+        action="append",
+        metavar="URL",
+        help="a host of the service, e.g. http://127.0.0.1:8000; repeat for several "
+        "(requests take turns, a retry goes to the next)",
+    )
+    source.add_argument(
+        "--local", action="store_true", help="load the model in this process, no server"
+    )
+    p.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path("models"),
+        help="--local: the model store (default: %(default)s)",
+    )
+    p.add_argument(
+        "--model-name",
+        help="the model (default: the server's default model; with --local, the service's "
+        "default MODEL_NAME)",
+    )
+    p.add_argument("--version", type=positive_int, help="a model version (default: the newest)")
+    p.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=4,
+        help="threads sending requests (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=1,
+        help="images per request (default: %(default)s)",
+    )
+    p.add_argument("--output", type=Path, help="results file, appended to (default: stdout)")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="output format (default: from the suffix of --output, .jsonl/.ndjson or .csv; jsonl on stdout)",
+    )
+    p.add_argument(
+        "--tries",
+        type=positive_int,
+        default=5,
+        help="most tries of one request (default: %(default)s)",
+    )
+    p.add_argument(
+        "--retry-time",
+        type=positive_float,
+        default=60.0,
+        help="most seconds one request is tried, waits included (default: %(default)s)",
+    )
+    p.add_argument(
+        "--backoff",
+        type=positive_float,
+        default=0.5,
+        help="first wait between tries, then doubled; a 503/504's Retry-After "
+        "is used instead (default: %(default)s)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds one try may take (default: %(default)s)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="show a progress bar on stderr (default: when stderr is a terminal)",
+    )
+    return p
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The options, checked together; exits with status 2 (argparse's) when they do not fit."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.format = choose_format(args.output, args.format)
+        args.url = [check_url(url) for url in args.url or []]
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.url and args.version is not None and args.model_name is None:
+        parser.error("--version needs --model-name")
+    if args.output is not None and args.output.is_dir():
+        parser.error(f"--output {args.output} is a folder")
+    return args
+
+
+def make_client(args: argparse.Namespace) -> BaseClient:
+    """The HTTP client, or the in-process one (which loads the model now)."""
+    common = {"concurrency": args.concurrency, "batch_size": args.batch_size}
+    if args.local:
+        from client.local import LocalClient
+        from service.settings import Settings
+
+        name = args.model_name or Settings.model_fields["model_name"].default
+        return LocalClient(args.models_dir, name, args.version, timeout_s=args.timeout, **common)
+    policy = RetryPolicy(tries=args.tries, total_s=args.retry_time, backoff_s=args.backoff)
+    return Client(
+        args.url, args.model_name, args.version, retry=policy, timeout_s=args.timeout, **common
+    )
+
+
+def run(client: BaseClient, paths: list[Path], sink: Sink, progress: bool) -> list[Result]:
+    """Send every file, writing each result as it comes back; returns them all."""
+    results: list[Result] = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[errors]} failed"),
+        TimeRemainingColumn(),
+    )
+    errors = 0
+    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+        task = bar.add_task("classifying", total=len(paths), errors=0)
+        for result in client.iter_predict(paths):
+            sink.write(result)
+            results.append(result)
+            errors += not result.ok
+            bar.update(task, advance=1, errors=errors)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script; returns the exit status (0 all predicted, 1 some errors, 2 usage)."""
+    try:
+        args = parse(argv)
+    except SystemExit as exc:  # --help (0) or bad usage (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        sink, done = open_output(args.output, args.format)
+    except OutputError as exc:
+        print(f"classify-images: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _classify(args, sink, done)
+    except KeyboardInterrupt:
+        print("interrupted; rerun with the same --output to go on", file=sys.stderr)
+        return 130
+    finally:
+        sink.close()
+
+
+def _classify(args: argparse.Namespace, sink: Sink, done: dict[str, Result]) -> int:
+    """Send the files not done yet; the status counts earlier errors too."""
+    paths = find_images(args.paths)
+    earlier = [done[file_key(str(p))] for p in paths if file_key(str(p)) in done]
+    todo = [p for p in paths if file_key(str(p)) not in done]
+    results: list[Result] = []
+    if todo:
+        try:
+            client = make_client(args)
+        except (ClassifierError, ValueError) as exc:  # e.g. no such model in --models-dir
+            print(f"classify-images: error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+            return 2
+        progress = sys.stderr.isatty() if args.progress is None else args.progress
+        with client:
+            results = run(client, todo, sink, progress)
+    errors = sum(not r.ok for r in results)
+    failed = errors + sum(not r.ok for r in earlier)
+    print(
+        f"{len(results) - errors} predicted, {errors} failed, {len(earlier)} already in the "
+        f"output ({failed} failed in all)",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0

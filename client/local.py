@@ -1,0 +1,92 @@
+"""The model in this process, no server: the service's decode function and its batcher."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from classifier.errors import ClassifierError, ImageError
+from classifier.predictor import load_predictor
+from classifier.preprocess import decode_image
+from classifier.runtimes import RuntimeOptions
+from classifier.spec import DEFAULT_MAX_PIXELS
+from classifier.store import ModelStore
+from client.base import BaseClient
+from client.files import read_file
+from client.results import Failure, Prediction, Result
+from service.batching import Batcher
+
+
+class LocalClient(BaseClient):
+    """Same `predict` as Client, answered by a model loaded from a store.
+
+    Files are decoded in the worker threads with `classifier.preprocess.decode_image` and
+    their pixels go through the service's Batcher, so answers match the server's.
+    """
+
+    def __init__(
+        self,
+        models_dir: str | Path,
+        name: str,
+        version: int | None = None,
+        *,
+        concurrency: int = 1,
+        batch_size: int = 1,
+        max_batch_size: int = 16,
+        timeout_s: float = 300.0,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        runtime: RuntimeOptions | None = None,
+    ) -> None:
+        super().__init__(concurrency=concurrency, batch_size=batch_size)
+        self.predictor = load_predictor(ModelStore(Path(models_dir)), name, version, runtime)
+        self.timeout_s = timeout_s
+        self.max_pixels = max_pixels
+        self.batcher = Batcher(
+            self.predictor.predict_proba,
+            max_batch_size=max_batch_size,
+            timeout_s=0.0,
+            capacity=max(256, concurrency * batch_size),  # every thread's chunk fits at once
+            name=name,
+        ).start()
+
+    def predict_chunk(self, paths: Sequence[Path]) -> list[Result]:
+        results: list[Result | None] = [None] * len(paths)
+        good: list[tuple[int, np.ndarray]] = []
+        for index, path in enumerate(paths):
+            decoded = self._decode(path)
+            if isinstance(decoded, Failure):
+                results[index] = decoded
+            else:
+                good.append((index, decoded))
+        for index, result in zip((i for i, _ in good), self._infer(paths, good), strict=True):
+            results[index] = result
+        return results  # type: ignore[return-value] - every slot is filled
+
+    def close(self) -> None:
+        super().close()
+        self.batcher.stop()
+
+    def _decode(self, path: Path) -> np.ndarray | Failure:
+        data = read_file(path)
+        if isinstance(data, Failure):
+            return data
+        try:
+            return decode_image(data, self.predictor.spec, max_pixels=self.max_pixels)
+        except ImageError as exc:
+            return Failure(str(path), exc.code, f"{path.name}: {exc.message}")
+
+    def _infer(self, paths: Sequence[Path], good: list[tuple[int, np.ndarray]]) -> list[Result]:
+        if not good:
+            return []
+        files = [str(paths[i]) for i, _ in good]
+        try:
+            probs = self.batcher.predict(np.stack([image for _, image in good]), self.timeout_s)
+        except ClassifierError as exc:
+            return [Failure(file, exc.code, exc.message) for file in files]
+        p = self.predictor
+        return [
+            Prediction(file, answer.label, answer.probabilities, p.name, p.version)
+            for file, answer in zip(files, p.to_predictions(probs), strict=True)
+        ]

@@ -1,0 +1,262 @@
+"""The HTTP client: multipart batches to the service's predict route, with bounded retries."""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+import mimetypes
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from client.base import BaseClient
+from client.files import read_file
+from client.results import Failure, Prediction, Result
+
+# Statuses worth another try: a proxy without a backend, a full queue, a missed deadline.
+RETRY_STATUSES = frozenset({502, 503, 504})
+# Statuses about the request as a whole (too big, too many images): its files go one by one.
+SPLIT_STATUSES = frozenset({413})
+
+Pending = tuple[int, Path, bytes]  # index in the chunk, file, its bytes
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one request is tried: at most `tries` times within `total_s` seconds."""
+
+    tries: int = 5
+    total_s: float = 60.0
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.tries < 1 or self.total_s <= 0 or self.backoff_s < 0 or self.max_backoff_s < 0:
+            raise ValueError("tries must be >= 1, total_s > 0, and backoffs >= 0")
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """The server's Retry-After when it sends one; else exponential backoff with jitter,
+        so that threads refused together do not all come back together."""
+        if retry_after is not None:
+            return retry_after
+        return min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A try that may succeed later: a busy or unreachable server."""
+
+    code: str
+    message: str
+    retry_after: float | None = None
+
+
+class GaveUp(Exception):
+    """Every try allowed was refused."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def predict_path(model: str | None, version: int | None) -> str:
+    """The service's own predict route: the default model, a model, or one of its versions."""
+    if model is None:
+        if version is not None:
+            raise ValueError("a version needs a model name")
+        return "/predict"
+    name = quote(model, safe="")
+    if version is None:
+        return f"/v1/models/{name}:predict"
+    return f"/v1/models/{name}/versions/{int(version)}:predict"
+
+
+def check_url(url: str) -> str:
+    """The base URL without a trailing slash; raises ValueError when it is not http(s)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    return url.rstrip("/")
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """Retry-After in seconds (a number or an HTTP date), None when absent or unreadable."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_of(response: requests.Response) -> tuple[str, str, int | None]:
+    """The error code, message and bad image's index of an error answer (any error shape)."""
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return f"http_{response.status_code}", response.text[:200].strip() or response.reason, None
+    if not isinstance(error, dict):  # the V2 / TensorFlow Serving shape: {"error": "..."}
+        return f"http_{response.status_code}", str(error), None
+    index = (error.get("details") or {}).get("index")
+    code = str(error.get("code") or f"http_{response.status_code}")
+    return code, str(error.get("message", "")), index if isinstance(index, int) else None
+
+
+class Client(BaseClient):
+    """Predicts through one or more of the service's hosts (a retry goes to the next one).
+
+    `Client(url).predict(paths)` gives one Prediction or Failure per path, in order.
+    """
+
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        model: str | None = None,
+        version: int | None = None,
+        *,
+        concurrency: int = 1,
+        batch_size: int = 1,
+        retry: RetryPolicy | None = None,
+        timeout_s: float = 30.0,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        super().__init__(concurrency=concurrency, batch_size=batch_size)
+        self.urls = [check_url(u) for u in ([url] if isinstance(url, str) else url)]
+        if not self.urls:
+            raise ValueError("at least one URL is needed")
+        self.path = predict_path(model, version)
+        self.retry = retry or RetryPolicy()
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self._turn = itertools.count()
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def predict_chunk(self, paths: Sequence[Path]) -> list[Result]:
+        results: list[Result | None] = [None] * len(paths)
+        pending: list[Pending] = []
+        for index, path in enumerate(paths):
+            data = read_file(path)
+            if isinstance(data, Failure):
+                results[index] = data
+            else:
+                pending.append((index, path, data))
+        while pending:
+            pending = self._send(pending, results)
+        return results  # type: ignore[return-value] - every slot is filled
+
+    def close(self) -> None:
+        super().close()
+        with self._lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+
+    def _send(self, pending: list[Pending], results: list[Result | None]) -> list[Pending]:
+        """Send these files in one request; fill in what is settled, return what to resend."""
+        try:
+            response = self._post([(path.name, data) for _, path, data in pending])
+        except GaveUp as exc:
+            for index, path, _ in pending:
+                results[index] = Failure(str(path), exc.code, exc.message)
+            return []
+        if response.status_code == 200:
+            for (index, _, _), result in zip(pending, self._parse(response, pending), strict=True):
+                results[index] = result
+            return []
+        code, message, bad = error_of(response)
+        if bad is not None and 0 <= bad < len(pending):  # one bad image: the others go again
+            index, path, _ = pending[bad]
+            results[index] = Failure(str(path), code, message)
+            return pending[:bad] + pending[bad + 1 :]
+        if response.status_code in SPLIT_STATUSES and len(pending) > 1:
+            return [item for single in pending for item in self._send([single], results)]
+        for index, path, _ in pending:
+            results[index] = Failure(str(path), code, message)
+        return []
+
+    def _parse(self, response: requests.Response, pending: list[Pending]) -> list[Result]:
+        """A Prediction per file from a 200 answer, or a Failure each if it is not one."""
+        try:
+            body = response.json()
+            name, version = str(body["model"]["name"]), int(body["model"]["version"])
+            answers = body["predictions"]
+            if len(answers) != len(pending):
+                raise ValueError(f"{len(answers)} predictions for {len(pending)} images")
+            return [
+                Prediction(
+                    str(path),
+                    str(answer["label"]),
+                    {str(k): float(v) for k, v in answer["probabilities"].items()},
+                    name,
+                    version,
+                )
+                for (_, path, _), answer in zip(pending, answers, strict=True)
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            message = f"not a predict answer from {response.url}: {exc}"
+            return [Failure(str(path), "bad_response", message) for _, path, _ in pending]
+
+    def _post(self, files: list[tuple[str, bytes]]) -> requests.Response:
+        """POST with retries, each try on the next host; raises GaveUp after the last one."""
+        policy, started, first = self.retry, time.monotonic(), next(self._turn)
+        for attempt in range(policy.tries):
+            url = self.urls[(first + attempt) % len(self.urls)] + self.path
+            left = policy.total_s - (time.monotonic() - started)
+            outcome = self._try(url, files, left)
+            if isinstance(outcome, requests.Response):
+                return outcome
+            wait = policy.delay(attempt, outcome.retry_after)
+            elapsed = time.monotonic() - started
+            if attempt + 1 >= policy.tries or elapsed + wait >= policy.total_s:
+                raise GaveUp(
+                    outcome.code,
+                    f"gave up after {attempt + 1} tries in {elapsed:.1f} s: {outcome.message}",
+                )
+            time.sleep(wait)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _try(
+        self, url: str, files: list[tuple[str, bytes]], left: float
+    ) -> requests.Response | Refusal:
+        """One POST: the response, or a Refusal when it is worth trying again."""
+        parts = [("image", (name, data, _mimetype(name))) for name, data in files]
+        timeout = (max(0.1, min(self.connect_timeout_s, left)), max(0.1, min(self.timeout_s, left)))
+        try:
+            response = self._session().post(url, files=parts, timeout=timeout)
+        except requests.Timeout as exc:
+            return Refusal("timeout", f"no answer from {url} in time: {exc}")
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            return Refusal("connection_error", f"cannot reach {url}: {exc}")
+        if response.status_code not in RETRY_STATUSES:
+            return response
+        code, message, _ = error_of(response)
+        wait = retry_after(response) if response.status_code in (503, 504) else None
+        return Refusal(code, f"{response.status_code} {message}", wait)
+
+    def _session(self) -> requests.Session:
+        """This thread's own session (requests' sessions are not shared across threads)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+
+def _mimetype(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"

@@ -1,0 +1,107 @@
+"""A throwaway loopback HTTP server for retry tests: refuses first, then forwards (or never)."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+
+from tests.helpers import encode, jpeg_bytes, noise_image
+
+
+class FlakyServer:
+    """Answers `status` (with Retry-After when given) to the first `fail_first` POSTs, then
+    forwards each POST to `upstream`; with no upstream it keeps refusing. Counts requests."""
+
+    def __init__(
+        self,
+        upstream: str | None = None,
+        fail_first: float = math.inf,
+        retry_after: str | None = "1",
+        status: int = 503,
+    ) -> None:
+        self.upstream = upstream
+        self.fail_first = fail_first
+        self.retry_after = retry_after
+        self.status = status
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FlakyServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)
+
+    def _refuse(self) -> bool:
+        with self._lock:
+            self.requests += 1
+            return self.requests <= self.fail_first or self.upstream is None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if fake._refuse():
+                    error = {"error": {"code": "queue_full", "message": "busy, retry shortly"}}
+                    headers = {"Retry-After": fake.retry_after} if fake.retry_after else {}
+                    self._answer(fake.status, json.dumps(error).encode(), headers)
+                    return
+                answer = requests.post(
+                    f"{fake.upstream}{self.path}",
+                    data=body,
+                    headers={"Content-Type": self.headers["Content-Type"]},
+                    timeout=30,
+                )
+                self._answer(answer.status_code, answer.content, {})
+
+            def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+        return Handler
+
+
+GOOD = ("a.jpg", "b.jpeg", "sub/c.png", "sub/deeper/d.PNG")
+
+
+def make_folder(root: Path) -> Path:
+    """Four good images (JPEG and PNG, nested), one corrupt file, and a file that is skipped."""
+    files = {
+        "a.jpg": jpeg_bytes((64, 48), seed=1),
+        "b.jpeg": jpeg_bytes((90, 70), seed=2),
+        "sub/c.png": encode(noise_image((50, 70), seed=3), "PNG"),
+        "sub/deeper/d.PNG": encode(noise_image((64, 64), seed=4), "PNG"),
+        "broken.jpg": b"this is not an image at all",
+        "notes.txt": b"not searched for",
+    }
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -1,0 +1,167 @@
+"""classify-images against a real gunicorn, and with the model in process: same answers."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+import requests
+
+from client import Client, Failure, LocalClient, Prediction
+from client.cli import main
+from tests.client.fakes import GOOD, FlakyServer, make_folder, read_jsonl
+from tests.helpers import jpeg_bytes
+
+pytestmark = pytest.mark.e2e
+
+QUIET = ["--no-progress"]
+
+
+def by_name(records: list[dict]) -> dict[str, dict]:
+    return {Path(r["file"]).name: r for r in records}
+
+
+def direct(server, path: Path) -> dict:
+    """What the service answers for this file when it is POSTed directly."""
+    answer = requests.post(
+        f"{server.url}/predict", files={"image": (path.name, path.read_bytes())}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_a_folder_matches_direct_posts_and_local_mode(server, models_template, tmp_path):
+    folder = make_folder(tmp_path / "images")
+    out = tmp_path / "out.jsonl"
+    argv = ["--url", server.url, "--output", str(out), "--concurrency", "2", *QUIET, str(folder)]
+    assert main(argv) == 1  # the corrupt file
+    records = read_jsonl(out)
+    assert len(records) == 5
+    found = by_name(records)
+    assert found["broken.jpg"]["error"]["code"] == "not_an_image"
+    assert "notes.txt" not in found
+    for name in GOOD:
+        record, answer = found[Path(name).name], direct(server, folder / name)
+        assert record["file"] == str(folder / name)
+        assert record["probabilities"] == answer["predictions"][0]["probabilities"]
+        assert record["label"] == answer["predictions"][0]["label"]
+        assert (record["model"], record["version"]) == ("pets", 1)
+
+    local = tmp_path / "local.jsonl"
+    argv = ["--local", "--models-dir", str(models_template), "--model-name", "pets"]
+    assert main([*argv, "--output", str(local), *QUIET, str(folder)]) == 1
+    here = by_name(read_jsonl(local))
+    assert here["broken.jpg"]["error"]["code"] == "not_an_image"
+    for name in GOOD:
+        remote, mine = found[Path(name).name], here[Path(name).name]
+        assert mine["label"] == remote["label"]
+        assert mine["probabilities"] == pytest.approx(remote["probabilities"], abs=1e-5)
+
+
+def test_a_rerun_skips_what_is_done_and_sends_only_new_files(server, tmp_path):
+    folder = make_folder(tmp_path / "images")
+    out = tmp_path / "out.jsonl"
+    assert main(["--url", server.url, "--output", str(out), *QUIET, str(folder)]) == 1
+    before = out.read_text()
+    with FlakyServer(server.url, fail_first=0) as counting:
+        argv = ["--url", counting.url, "--output", str(out), *QUIET, str(folder)]
+        assert main(argv) == 1  # the corrupt file's record is still there
+        assert counting.requests == 0 and out.read_text() == before
+        (folder / "sub" / "new.jpg").write_bytes(jpeg_bytes(seed=9))
+        assert main(argv) == 1
+        assert counting.requests == 1
+    records = read_jsonl(out)
+    assert out.read_text().startswith(before) and len(records) == 6
+    assert len({r["file"] for r in records}) == 6
+    assert by_name(records)["new.jpg"]["model"] == "pets"
+
+
+def test_batches_of_several_images_give_the_same_answers(server, tmp_path):
+    folder = make_folder(tmp_path / "images")
+    single, batched = tmp_path / "single.jsonl", tmp_path / "batched.jsonl"
+    assert main(["--url", server.url, "--output", str(single), *QUIET, str(folder)]) == 1
+    argv = ["--url", server.url, "--batch-size", "3", "--concurrency", "2", "--output"]
+    assert main([*argv, str(batched), *QUIET, str(folder)]) == 1
+    one, many = by_name(read_jsonl(single)), by_name(read_jsonl(batched))
+    assert one.keys() == many.keys() and many["broken.jpg"]["error"]["code"] == "not_an_image"
+    for name in GOOD:
+        key = Path(name).name
+        assert many[key]["probabilities"] == pytest.approx(one[key]["probabilities"], abs=1e-5)
+
+
+def test_csv_has_a_column_per_class_and_resumes(server, tmp_path):
+    folder = make_folder(tmp_path / "images")
+    out = tmp_path / "out.csv"
+    # Only the corrupt file first: no class is known yet, so the header has no class column.
+    assert (
+        main(["--url", server.url, "--output", str(out), *QUIET, str(folder / "broken.jpg")]) == 1
+    )
+    assert "p_cats" not in out.read_text().splitlines()[0]
+    assert main(["--url", server.url, "--output", str(out), *QUIET, str(folder)]) == 1
+    text = out.read_text()
+    reader = csv.DictReader(io.StringIO(text))
+    rows = {Path(row["file"]).name: row for row in reader}
+    assert reader.fieldnames == [
+        *("file", "label", "p_cats", "p_dogs"),
+        *("model", "version", "error", "message"),
+    ]
+    assert len(rows) == 5 and rows["broken.jpg"]["error"] == "not_an_image"
+    for name in GOOD:
+        row, answer = rows[Path(name).name], direct(server, folder / name)
+        probabilities = answer["predictions"][0]["probabilities"]
+        assert float(row["p_cats"]) == probabilities["cats"]
+        assert float(row["p_dogs"]) == probabilities["dogs"]
+        assert (row["model"], row["version"], row["error"]) == ("pets", "1", "")
+    assert main(["--url", server.url, "--output", str(out), *QUIET, str(folder)]) == 1
+    assert out.read_text() == text
+
+
+def test_csv_and_jsonl_on_stdout(server, tmp_path, capsys):
+    folder = make_folder(tmp_path / "images")
+    assert main(["--url", server.url, "--format", "csv", *QUIET, str(folder)]) == 1
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 5 and sum(bool(row["error"]) for row in rows) == 1
+    assert all(row["p_cats"] for row in rows if not row["error"])
+    assert main(["--url", server.url, *QUIET, str(folder / "a.jpg")]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert '"label"' in line and '"probabilities"' in line
+
+
+def test_a_file_that_failed_on_an_unreachable_server_is_sent_again(server, tmp_path):
+    image = tmp_path / "one.jpg"
+    image.write_bytes(jpeg_bytes(seed=5))
+    out = tmp_path / "out.jsonl"
+    with FlakyServer(None, retry_after="0") as down:
+        argv = ["--url", down.url, "--tries", "2", "--output", str(out), *QUIET, str(image)]
+        assert main(argv) == 1
+    [record] = read_jsonl(out)
+    assert record["error"]["code"] == "queue_full"
+    assert main(["--url", server.url, "--output", str(out), *QUIET, str(image)]) == 0
+    [record] = read_jsonl(out)  # the transient error was replaced, not duplicated
+    assert record["model"] == "pets"
+
+
+def test_python_api(server, models_template, tmp_path):
+    folder = make_folder(tmp_path / "images")
+    paths = [folder / "a.jpg", folder / "broken.jpg", folder / "sub/c.png", folder / "gone.jpg"]
+    with Client(server.url, concurrency=2) as client:
+        results = client.predict(paths)
+    assert [r.file for r in results] == [str(p) for p in paths]
+    first, broken, third, gone = results
+    assert isinstance(first, Prediction) and isinstance(third, Prediction)
+    assert first.label in first.probabilities and (first.model, first.version) == ("pets", 1)
+    assert isinstance(broken, Failure) and broken.code == "not_an_image"
+    assert isinstance(gone, Failure) and gone.code == "file_not_found"
+
+    [again] = Client(server.url, "pets", 1).predict([paths[0]])
+    assert again == first  # the named model and version route answer the same
+    [missing] = Client(server.url, "nope").predict([paths[0]])
+    assert isinstance(missing, Failure) and missing.code == "model_not_found"
+
+    with LocalClient(models_template, "pets", concurrency=2) as local:
+        here = local.predict(paths)
+    assert [type(r) for r in here] == [type(r) for r in results]
+    assert here[0].probabilities == pytest.approx(first.probabilities, abs=1e-5)
+    assert (here[1].code, here[3].code) == ("not_an_image", "file_not_found")
