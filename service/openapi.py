@@ -5,22 +5,43 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from importlib import metadata
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from classifier.spec import ALLOWED_FORMATS
 from classifier.store import NAME_PATTERN
-from service import schemas
+from service import docs_page, schemas, tensors, tfserving, v2
 from service.errors import ERRORS, http_status
+from service.settings import Settings
 
 REF = "#/components/schemas/{model}"
 BINARY = {"type": "string", "format": "binary"}
 
 PARAMETERS = {
-    "name": ({"type": "string", "pattern": NAME_PATTERN}, "model name"),
-    "version": ({"type": "integer", "minimum": 1}, "a loaded version of the model"),
-    "label": ({"type": "string"}, "a version label (VERSION_LABELS)"),
+    "name": (
+        {"type": "string", "pattern": NAME_PATTERN, "examples": [schemas.EXAMPLE_MODEL]},
+        "model name",
+    ),
+    "version": (
+        {"type": "integer", "minimum": 1, "examples": [3]},
+        "a loaded version of the model",
+    ),
+    "label": ({"type": "string", "examples": ["stable"]}, "a version label (VERSION_LABELS)"),
+    "filename": (
+        {"type": "string", "examples": list(docs_page.PAGE_ASSETS)},
+        "a file of Swagger UI's release (`.js` or `.css`)",
+    ),
+}
+OPENAPI = "3.1.0"
+INFO = {
+    "title": "Image classifier service",
+    "version": "1",
+    "description": (
+        "Classify images with versioned Keras models: this service's own API, the "
+        "Open Inference Protocol (V2) and TensorFlow Serving's REST API."
+    ),
 }
 
 
@@ -79,15 +100,8 @@ def document(routes) -> dict:
     for route in routes:
         paths[route.path][route.method.lower()] = _operation(route)
     return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Image classifier service",
-            "version": "1",
-            "description": (
-                "Classify images with versioned Keras models: this service's own API, the "
-                "Open Inference Protocol (V2) and TensorFlow Serving's REST API."
-            ),
-        },
+        "openapi": OPENAPI,
+        "info": INFO,
         "paths": dict(paths),
         "components": {"schemas": _components(routes)},
     }
@@ -112,8 +126,11 @@ def _operation(route) -> dict:
             for name in names
         ]
     if route.body:
-        operation["requestBody"] = BODIES[route.body]
-    responses = {"200": _body(route.answer, route.description or route.summary)}
+        operation["requestBody"] = _with_examples(
+            BODIES[route.body], _named(_request_models(route))
+        )
+    answer = _body(route.answer, route.description or route.summary)
+    responses = {"200": _with_examples(answer, _answer_examples(route.answer))}
     if route.body == "v2_infer":  # binary outputs come as the header and the tensors' bytes
         responses["200"]["content"]["application/octet-stream"] = {"schema": BINARY}
     if route.inference:
@@ -163,4 +180,119 @@ def _components(routes) -> dict:
     ordered = sorted(models, key=lambda m: m.__name__)
     modes = [(m, "validation" if m in BODY_MODELS else "serialization") for m in ordered]
     _, top = models_json_schema(modes, ref_template=REF)
+    for model, values in DERIVED_EXAMPLES.items():
+        top["$defs"][model.__name__]["examples"] = values
     return dict(sorted(top["$defs"].items()))
+
+
+# -- examples: an example per JSON request body and JSON 200 answer, from the models' own ---
+
+
+def _models(answer) -> tuple[type[BaseModel], ...]:
+    if isinstance(answer, str):
+        return ()
+    return answer if isinstance(answer, tuple) else (answer,)
+
+
+def _request_models(route) -> tuple[type[BaseModel], ...]:
+    """The models whose examples fit the route's JSON body."""
+    if route.body != "predict":
+        ref = BODIES[route.body]["content"]["application/json"]["schema"]["$ref"]
+        return (getattr(schemas, ref.rsplit("/", 1)[1]),)
+    # JSON on /v1/models/...:predict is TensorFlow Serving's request; on /predict, our own.
+    if schemas.TfPredictResponse in _models(route.answer):
+        return (schemas.TfPredictRequest,)
+    return (schemas.InstancesRequest,)
+
+
+def examples_of(model: type[BaseModel]) -> list:
+    """A model's example bodies: declared on it (service/schemas.py), or derived here."""
+    if model in DERIVED_EXAMPLES:
+        return DERIVED_EXAMPLES[model]
+    return (model.model_config.get("json_schema_extra") or {}).get("examples", [])
+
+
+def _with_examples(body: dict, examples: dict[str, dict]) -> dict:
+    """`body` (a request body or a response) with `examples` on its JSON media type."""
+    content = body["content"]
+    if "application/json" not in content:
+        return body
+    json = {**content["application/json"], "examples": examples}
+    return {**body, "content": {**content, "application/json": json}}
+
+
+def _named(models: tuple[type[BaseModel], ...]) -> dict[str, dict]:
+    """The models' examples, named after their model (and numbered where it has several)."""
+    named = {}
+    for model in models:
+        values = examples_of(model)
+        for i, value in enumerate(values, 1):
+            name = model.__name__ if len(values) == 1 else f"{model.__name__} {i}"
+            named[name] = {"value": value}
+    return named
+
+
+def _answer_examples(answer) -> dict[str, dict]:
+    if answer == "application/json":  # only /openapi.json answers a bare JSON object
+        outline = {"openapi": OPENAPI, "info": INFO, "paths": {}, "components": {"schemas": {}}}
+        return {"this document": {"summary": "its outline", "value": outline}}
+    return _named(_models(answer))
+
+
+def _server_version() -> str:
+    try:
+        return metadata.version(v2.SERVER_NAME)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _v2_model_metadata() -> dict:
+    classes = list(schemas.EXAMPLE_PROBABILITIES)
+    pixels = {"name": tensors.PIXELS_INPUT, "datatype": "FP32", "shape": [-1, 150, 150, 3]}
+    return {
+        "name": schemas.EXAMPLE_MODEL,
+        "versions": ["3"],
+        "platform": v2.PLATFORMS["onnx"],
+        "inputs": [{"name": tensors.IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]}, pixels],
+        "outputs": [
+            {"name": tensors.PROBABILITIES, "datatype": "FP32", "shape": [-1, len(classes)]},
+            {"name": tensors.LABEL, "datatype": "BYTES", "shape": [-1]},
+        ],
+        "parameters": {
+            "classes": classes,
+            "pixel_datatypes": sorted(tensors.PIXEL_DATATYPES),
+            "max_images_per_request": Settings.model_fields["max_images_per_request"].default,
+        },
+    }
+
+
+def _tf_tensor(name: str, dtype: str, dims: list[int]) -> dict:
+    shape = {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False}
+    return {"dtype": dtype, "tensor_shape": shape, "name": name}
+
+
+def _tf_model_metadata() -> dict:
+    classes = len(schemas.EXAMPLE_PROBABILITIES)
+    signature = {
+        "inputs": {tensors.IMAGE_INPUT: _tf_tensor(tensors.IMAGE_INPUT, "DT_STRING", [-1])},
+        "outputs": {
+            tensors.PROBABILITIES: _tf_tensor(tensors.PROBABILITIES, "DT_FLOAT", [-1, classes]),
+            tensors.LABEL: _tf_tensor(tensors.LABEL, "DT_STRING", [-1]),
+        },
+        "method_name": "tensorflow/serving/predict",
+    }
+    return {
+        "model_spec": {"name": schemas.EXAMPLE_MODEL, "signature_name": "", "version": "3"},
+        "metadata": {"signature_def": {"signature_def": {tfserving.SIGNATURE: signature}}},
+    }
+
+
+# Examples naming constants of modules that import service.schemas, so that they cannot be
+# declared there: the V2 server's name and extensions, the platforms, the TF signature.
+DERIVED_EXAMPLES: dict[type[BaseModel], list] = {
+    schemas.V2ServerMetadata: [
+        {"name": v2.SERVER_NAME, "version": _server_version(), "extensions": v2.EXTENSIONS}
+    ],
+    schemas.V2ModelMetadata: [_v2_model_metadata()],
+    schemas.TfModelMetadata: [_tf_model_metadata()],
+}

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-from flask import Blueprint, Flask, jsonify, render_template
+from flask import Blueprint, Flask, jsonify
 from pydantic import BaseModel
 
-from service import openapi, schemas, tfserving, v2, views
+from service import docs_page, openapi, schemas, tfserving, v2, views
 from service.errors import STATUS
 
 # A predict request can meet every error but those of routing.
@@ -100,7 +100,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/readyz", views.readyz, "Readiness", schemas.Readiness, "the default model is loaded and warmed up", not_ready=schemas.Readiness, tags=OWN),
     Route("GET", "/metrics", views.prometheus_metrics, "Prometheus metrics", "text/plain", "Prometheus text exposition format", tags=OWN),
     Route("GET", "/openapi.json", lambda: jsonify(spec()), "API description", "application/json", tags=OWN),
-    Route("GET", "/docs", lambda: render_template("docs.html", spec=spec()), "API documentation page", "text/html", "the endpoints, for people", tags=OWN),
+    Route("GET", "/docs", lambda: docs_page.page(spec()), "API documentation page", "text/html", "Swagger UI over /openapi.json, for people", tags=OWN),
+    Route("GET", "/docs/assets/{filename}", docs_page.asset, "API documentation page asset", "text/*", "Swagger UI's JavaScript (`text/javascript`) or CSS (`text/css`), shipped by the flask-swagger-ui package", errors=("not_found",), tags=OWN),
     Route("GET", "/", views.demo, "Demo page", "text/html", "drop an image, see the prediction", tags=OWN),
 )  # fmt: skip
 

@@ -11,8 +11,27 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from service.registry import VERSION_STATES
+from service.settings import Settings
+from service.tensors import IMAGE_INPUT, LABEL, PROBABILITIES
 
 Probability = Annotated[float, Field(ge=0, le=1)]
+
+# -- examples: shown in /openapi.json and on /docs; tests check them against the models --------
+
+EXAMPLE_MODEL = Settings.model_fields["model_name"].default  # the shipped model, cats_vs_dogs
+EXAMPLE_PNG = (  # a 1x1 PNG, base64-encoded: a real image for every b64 field
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR42mM4MS0FAAPsAcM0yMLuAAAAAElFTkSuQmCC"
+)
+EXAMPLE_PROBABILITIES = {"cats": 0.958854, "dogs": 0.041146}
+EXAMPLE_B64 = {"b64": EXAMPLE_PNG}
+_V2_IMAGE = {"name": IMAGE_INPUT, "shape": [1], "datatype": "BYTES", "data": [EXAMPLE_PNG]}
+_TF_OK = {"error_code": "OK", "error_message": ""}
+
+
+def example_bodies(*bodies: Any) -> ConfigDict:
+    """A model's example bodies (JSON Schema `examples`, which service/openapi.py also
+    copies onto the operations that send or answer the model)."""
+    return ConfigDict(json_schema_extra={"examples": list(bodies)})
 
 
 class Payload(BaseModel):
@@ -43,12 +62,16 @@ class ErrorResponse(Payload):
 
 class B64Instance(Payload):
     b64: StrictStr = Field(
-        description="a base64-encoded image file", json_schema_extra={"format": "byte"}
+        description="a base64-encoded image file",
+        examples=[EXAMPLE_PNG],
+        json_schema_extra={"format": "byte"},
     )
 
 
 class InstancesRequest(Payload):
     """JSON input, as TensorFlow Serving takes images."""
+
+    model_config = example_bodies({"instances": [EXAMPLE_B64]})
 
     instances: list[B64Instance]
 
@@ -71,6 +94,15 @@ class ModelRef(Payload):
 
 
 class PredictResponse(Payload):
+    model_config = example_bodies(
+        {
+            "model": {"name": EXAMPLE_MODEL, "version": 3},
+            "predictions": [
+                {"label": "cats", "probabilities": EXAMPLE_PROBABILITIES, "filename": "cat.png"}
+            ],
+        }
+    )
+
     model: ModelRef
     predictions: list[Prediction] = Field(description="one per image, in input order")
 
@@ -114,6 +146,44 @@ class ModelSummary(Payload):
 class ModelStatus(Payload):
     """What GET /v1/models/<name> reports (the summary's fields in the same order)."""
 
+    model_config = example_bodies(
+        {
+            "name": EXAMPLE_MODEL,
+            "default": True,
+            "serving_version": 3,
+            "loaded_versions": [3],
+            "error": None,
+            "versions": [
+                {"version": 2, "state": "NOT_LOADED"},
+                {"version": 3, "state": "AVAILABLE"},
+            ],
+            "runtime": {"name": "onnx", "device": "cpu"},
+            "batching": {
+                "max_batch_size": 16,
+                "padded_sizes": [1, 2, 4, 8, 16],
+                "timeout_ms": 0.0,
+                "queue_capacity": 256,
+                "queued": 0,
+                "batches": 4,
+                "images": 7,
+                "mean_batch_size": 1.75,
+                "batch_sizes": {"1": 2, "2": 1, "3": 1},
+                "rejected_queue_full": 0,
+                "expired_deadline": 0,
+                "failed_batches": 0,
+            },
+            "metadata": {
+                "class_names": ["cats", "dogs"],
+                "input": {"height": 150, "width": 150, "channels": 3, "color": "RGB"},
+                "threshold": 0.5,
+            },
+            "model_version_status": [
+                {"version": "3", "state": "AVAILABLE", "status": _TF_OK},
+                {"version": "2", "state": "START", "status": _TF_OK},
+            ],
+        }
+    )
+
     name: str
     default: bool = Field(description="served on /predict")
     serving_version: int | None
@@ -129,6 +199,13 @@ class ModelStatus(Payload):
 
 
 class ModelList(Payload):
+    model_config = example_bodies(
+        {
+            "default": EXAMPLE_MODEL,
+            "models": ModelStatus.model_config["json_schema_extra"]["examples"],
+        }
+    )
+
     default: str
     models: list[ModelStatus]
 
@@ -137,10 +214,21 @@ class ModelList(Payload):
 
 
 class Health(Payload):
+    model_config = example_bodies({"status": "ok"})
+
     status: Literal["ok"]
 
 
 class Readiness(Payload):
+    model_config = example_bodies(
+        {
+            "status": "ready",
+            "models": {
+                EXAMPLE_MODEL: {"serving_version": 3, "loaded_versions": [3], "error": None}
+            },
+        }
+    )
+
     status: Literal["ready", "not_ready"]
     models: dict[str, ModelSummary]
 
@@ -161,14 +249,20 @@ class V2ServerMetadata(Payload):
 
 
 class V2Live(Payload):
+    model_config = example_bodies({"live": True})
+
     live: bool
 
 
 class V2Ready(Payload):
+    model_config = example_bodies({"ready": True})
+
     ready: bool
 
 
 class V2ModelReady(Payload):
+    model_config = example_bodies({"name": EXAMPLE_MODEL, "ready": True})
+
     name: str
     ready: bool
 
@@ -206,6 +300,15 @@ class V2RequestOutput(Payload):
 
 
 class V2InferRequest(Payload):
+    model_config = example_bodies(
+        {"inputs": [_V2_IMAGE]},
+        {
+            "id": "request-1",
+            "inputs": [_V2_IMAGE],
+            "outputs": [{"name": PROBABILITIES, "parameters": {"classification": 2}}],
+        },
+    )
+
     id: str | None = None
     parameters: dict[str, Any] | None = None
     inputs: list[V2RequestInput] = Field(min_length=1)
@@ -221,6 +324,37 @@ class V2ResponseOutput(Payload):
 
 
 class V2InferResponse(Payload):
+    model_config = example_bodies(
+        {
+            "model_name": EXAMPLE_MODEL,
+            "model_version": "3",
+            "outputs": [
+                {
+                    "name": PROBABILITIES,
+                    "datatype": "FP32",
+                    "shape": [1, 2],
+                    "data": list(EXAMPLE_PROBABILITIES.values()),
+                },
+                {"name": LABEL, "datatype": "BYTES", "shape": [1], "data": ["cats"]},
+            ],
+        },
+        {
+            "model_name": EXAMPLE_MODEL,
+            "model_version": "3",
+            "id": "request-1",
+            "outputs": [
+                {
+                    "name": PROBABILITIES,
+                    "datatype": "BYTES",
+                    "shape": [1, 2],
+                    "data": [
+                        f"{p:f}:{i}:{c}" for i, (c, p) in enumerate(EXAMPLE_PROBABILITIES.items())
+                    ],
+                }
+            ],
+        },
+    )
+
     model_name: str
     model_version: str
     id: str | None = None
@@ -233,18 +367,30 @@ class V2InferResponse(Payload):
 class TfPredictRequest(Payload):
     """Row (`instances`) or columnar (`inputs`) form; images as {"b64": ...}, named or not."""
 
+    model_config = example_bodies(
+        {"instances": [EXAMPLE_B64]},
+        {"inputs": {IMAGE_INPUT: [EXAMPLE_B64]}},
+    )
+
     signature_name: str | None = None
     instances: list[Any] | None = None
     inputs: Any = None
 
 
 class TfClassifyRequest(Payload):
+    model_config = example_bodies({"examples": [{IMAGE_INPUT: EXAMPLE_B64}]})
+
     signature_name: str | None = None
     context: dict[str, Any] | None = None
     examples: list[Any]
 
 
 class TfPredictResponse(Payload):
+    model_config = example_bodies(
+        {"predictions": [{PROBABILITIES: list(EXAMPLE_PROBABILITIES.values()), LABEL: "cats"}]},
+        {"outputs": {PROBABILITIES: [list(EXAMPLE_PROBABILITIES.values())], LABEL: ["cats"]}},
+    )
+
     predictions: list[dict[str, Any]] | None = Field(
         None, description="row form: per image, its `probabilities` and `label`"
     )
@@ -254,7 +400,15 @@ class TfPredictResponse(Payload):
 
 
 class TfClassifyResponse(Payload):
-    result: list[list[tuple[str, float]]] = Field(description="per image, [label, score] pairs")
+    model_config = example_bodies(
+        {"result": [[list(item) for item in EXAMPLE_PROBABILITIES.items()]]}
+    )
+
+    # Pairs as two-item lists rather than tuples: OpenAPI tools handle `items` better than
+    # `prefixItems`.
+    result: list[list[Annotated[list[str | float], Field(min_length=2, max_length=2)]]] = Field(
+        description="per image, [label, score] pairs in class order"
+    )
 
 
 class TfVersionStatus(Payload):
@@ -264,6 +418,10 @@ class TfVersionStatus(Payload):
 
 
 class TfModelStatus(Payload):
+    model_config = example_bodies(
+        {"model_version_status": [{"version": "3", "state": "AVAILABLE", "status": _TF_OK}]}
+    )
+
     model_version_status: list[TfVersionStatus]
 
 
