@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +21,9 @@ from classifier.errors import ModelStoreError
 from classifier.metadata import MODEL_FILE, ONNX_FILE, ModelMetadata
 
 log = logging.getLogger(__name__)
+# TensorFlow's C++ start-up lines bypass Python logging (and its JSON formatter); keep its
+# warnings and errors only, unless the environment says otherwise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RUNTIMES = ("auto", "keras", "onnx")
 DEVICES = ("auto", "cpu", "gpu")
@@ -49,12 +54,33 @@ class RuntimeOptions:
             raise ValueError("threads must be >= 0")
 
 
+def import_tensorflow():
+    """TensorFlow, with the C++ lines it prints while importing (before its own logging is
+    set up, whatever TF_CPP_MIN_LOG_LEVEL says) sent to this logger instead of stderr."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        lines = captured.read().decode(errors="replace").splitlines()
+    for line in filter(str.strip, lines):
+        log.debug("tensorflow: %s", line)
+    return tensorflow
+
+
 def configure_tensorflow(device: str = "auto") -> str:
     """Enable GPU memory growth (workers share a GPU) and pick the TensorFlow device name.
 
     With device "gpu" on a host without one, soft placement runs the same code on the CPU.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
@@ -90,7 +116,7 @@ class KerasRuntime:
     name = "keras"
 
     def __init__(self, model, spec_shape: tuple[int, int, int], device: str = "/CPU:0") -> None:
-        import tensorflow as tf
+        tf = import_tensorflow()
 
         self.model = model
         self.device = device
@@ -190,7 +216,7 @@ def load_runtime(folder: Path, metadata: ModelMetadata, options: RuntimeOptions)
 
 
 def _limit_tensorflow_threads(threads: int) -> None:
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)

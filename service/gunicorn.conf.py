@@ -16,6 +16,9 @@ os.environ.setdefault(
     os.path.join(tempfile.gettempdir(), f"classifier-metrics-{os.getpid()}"),
 )
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ lines are not JSON
+
+from service.observability import json_logging
 from service.settings import load_or_exit
 
 settings = load_or_exit()
@@ -38,6 +41,9 @@ limit_request_field_size = 8190
 accesslog = None
 errorlog = "-"
 loglevel = settings.log_level
+# Every line on stderr is one JSON object: gunicorn's own lines, the app's, and Python warnings
+# go through the same formatter (the workers inherit this configuration).
+logconfig_dict = json_logging(settings.log_level)
 
 
 def on_starting(server):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import re
 import time
 import uuid
@@ -34,15 +35,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def json_logging(level: str) -> dict:
+    """A logging.config dictionary: every logger, gunicorn's too, writes JSON lines to stderr."""
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "json",
+        "stream": "ext://sys.stderr",
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"error_console": handler, "console": handler},
+        "root": {"level": level.upper(), "handlers": ["error_console"]},
+        "loggers": {
+            "gunicorn.error": {"level": level.upper(), "propagate": True},
+            "gunicorn.access": {"level": level.upper(), "propagate": True},
+        },
+    }
+
+
 def configure_logging(level: str) -> None:
-    """Under gunicorn the root logger has no handler; give the app's loggers a JSON one."""
-    root = logging.getLogger()
-    if root.handlers:
+    """JSON lines from every logger, Python's warnings included (once per process)."""
+    logging.captureWarnings(True)
+    if logging.getLogger().handlers:  # gunicorn.conf.py has configured it already
         return
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    root.addHandler(handler)
-    root.setLevel(level.upper())
+    logging.config.dictConfig(json_logging(level))
 
 
 def note_model(model: str, version: int) -> None:

@@ -33,7 +33,11 @@ class Settings(BaseSettings):
     )
 
     # -- gunicorn (read by service/gunicorn.conf.py) -------------------------------------
-    host: str = Field("0.0.0.0", description="address to bind")
+    host: str = Field(
+        "127.0.0.1",
+        description="address to bind; the Docker image, compose and the Kubernetes manifests "
+        "set `0.0.0.0`",
+    )
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
     web_concurrency: int = Field(
         1,

@@ -109,3 +109,25 @@ def test_metrics_add_up_across_workers(models_dir):
         assert len(starts) == 2 and starts[0]["settings"]["MODEL_NAME"] == "pets"
         pids = {line["pid"] for line in requests_logged if line["endpoint"] == "/predict"}
         assert len(pids) >= 1
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("runtime", ["auto", "keras"])
+def test_every_line_the_server_prints_is_json(models_dir, runtime):
+    """gunicorn's own lines, TensorFlow's start-up lines and the app's: one JSON object each."""
+    with Server(models_dir, MODEL_NAME="pets", MODEL_POLL_SECONDS="0", RUNTIME=runtime) as server:
+        server.wait_ready()
+        requests.post(
+            f"{server.url}/predict",
+            data=jpeg_bytes(),
+            headers={"Content-Type": "image/jpeg"},
+            timeout=30,
+        )
+        requests.post(f"{server.url}/predict", data=b"junk", timeout=30)
+        requests.get(f"{server.url}/nope", timeout=10)
+        server.stop()
+        lines = [line for line in server.output().splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in lines]  # fails on the first line that is not JSON
+    loggers = {entry["logger"] for entry in parsed}
+    assert {"gunicorn.error", "service.access", "service.loader"} <= loggers
+    assert any(entry.get("message", "").startswith("Shutting down") for entry in parsed)

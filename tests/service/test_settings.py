@@ -96,3 +96,13 @@ def test_serve_help_lists_every_setting():
     result = subprocess.run([SERVE, "--help"], capture_output=True, text=True, check=True)
     for name in Settings.model_fields:
         assert name.upper() in result.stdout
+
+
+def test_serving_binds_loopback_unless_told_and_containers_say_so(monkeypatch):
+    import yaml
+
+    monkeypatch.delenv("HOST", raising=False)
+    assert load().host == "127.0.0.1"
+    assert "HOST=0.0.0.0" in (REPO / "Dockerfile").read_text()
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    assert compose["services"]["api"]["environment"]["HOST"] == "0.0.0.0"
