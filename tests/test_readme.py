@@ -3,9 +3,11 @@ shipped model served by the product's own command (only the port is changed)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,7 @@ from tests.helpers import REPO, SHIPPED_MODELS, encode, jpeg_bytes, noise_image
 
 pytestmark = pytest.mark.e2e
 
-SECTIONS = ("## Sending images", "## Protocols")
+SECTIONS = ("## Sending images", "## Protocols", "## Classifying a folder")
 
 
 def snippets(language: str) -> list[str]:
@@ -57,8 +59,10 @@ def test_there_are_snippets_to_run():
 
 @pytest.mark.parametrize("index", range(len(snippets("sh"))))
 def test_sh_snippet(served, index):
-    out = run(["bash", "-euo", "pipefail", "-c", port_of(snippets("sh")[index], served)], served)
-    assert '"label"' in out or "probabilities" in out
+    script = port_of(snippets("sh")[index], served)
+    env_path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # the venv's commands
+    out = run(["env", f"PATH={env_path}", "bash", "-euo", "pipefail", "-c", script], served)
+    assert '"label"' in out or "probabilities" in out or "p_dogs" in out
 
 
 @pytest.mark.parametrize("index", range(len(snippets("python"))))
