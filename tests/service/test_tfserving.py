@@ -183,3 +183,22 @@ def test_the_same_photo_gets_the_same_probabilities_through_every_protocol(serve
     reference = np.array(answers["own"])
     for name, values in answers.items():
         assert np.allclose(values, reference, atol=1e-6), name
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"examples": [{"image": {"b64": "%%%"}}]}, {"examples": []}, {"instances": []}, []],
+    ids=["invalid base64", "no example", "no examples field", "not an object"],
+)
+def test_bad_classify_requests_get_400(server, body):
+    response = post(server, "/v1/models/pets:classify", body)
+    assert response.status_code == 400, response.text
+    assert isinstance(response.json()["error"], str)
+
+
+def test_unknown_model_and_version_in_tf_serving_shape(server):
+    for path in ("/v1/models/nope/metadata", "/v1/models/pets/versions/9/metadata"):
+        response = requests.get(f"{server.url}{path}", timeout=10)
+        assert response.status_code == 404 and isinstance(response.json()["error"], str)
+    response = post(server, "/v1/models/nope:classify", {"examples": [{"b64": B64[0]}]})
+    assert response.status_code == 404 and isinstance(response.json()["error"], str)
