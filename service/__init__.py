@@ -9,7 +9,7 @@ from flask import Flask
 
 from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
-from service import observability, routes, settings
+from service import auth, cors, limits, observability, routes, settings
 from service.errors import register_error_handlers
 from service.loader import BatchingOptions, Loader
 from service.registry import Registry
@@ -36,8 +36,11 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     )
     app.json.sort_keys = False
     register_error_handlers(app)
+    routes.register(app)  # first: its hook decides the error shape for the hooks below
     observability.install(app, routes.INFERENCE_RULES)
-    routes.register(app)
+    auth.install(app, cfg.api_keys_file, cfg.exempt_paths)
+    limits.install(app)
+    cors.install(app, cfg.origins)
 
     registry = Registry(cfg.model_name)
     loader = Loader(

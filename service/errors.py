@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from flask import Flask, Response, g, has_app_context, jsonify, request
+from flask import Flask, Response, g, has_app_context, jsonify
 from werkzeug.exceptions import HTTPException
 
 from classifier.errors import ClassifierError
@@ -47,7 +47,8 @@ ERRORS: tuple[ErrorKind, ...] = (
     ErrorKind(
         400,
         ("invalid_json", "invalid_base64"),
-        'a JSON body not shaped `{"instances": [{"b64": ...}]}`',
+        "a JSON body that is not JSON, nests deeper than `MAX_JSON_DEPTH`, or is not shaped "
+        '`{"instances": [{"b64": ...}]}`',
     ),
     ErrorKind(
         400,
@@ -59,6 +60,11 @@ ERRORS: tuple[ErrorKind, ...] = (
         400, ("bad_request",), "a request the HTTP layer cannot parse (a malformed form, say)"
     ),
     ErrorKind(
+        401,
+        ("unauthorized",),
+        "API keys are on and the request has none, or an unknown one (with `WWW-Authenticate`)",
+    ),
+    ErrorKind(
         404,
         ("model_not_found", "version_not_found", "not_found"),
         "unknown model, version not loaded, or unknown path",
@@ -66,7 +72,12 @@ ERRORS: tuple[ErrorKind, ...] = (
     ErrorKind(
         405, ("method_not_allowed",), "wrong method (the `Allow` header lists the right ones)"
     ),
-    ErrorKind(413, ("payload_too_large",), "body over `MAX_UPLOAD_BYTES`, or too many form parts"),
+    ErrorKind(
+        413,
+        ("payload_too_large",),
+        "body over `MAX_UPLOAD_BYTES` (or a JSON body over `MAX_JSON_BYTES`), or too many "
+        "form parts",
+    ),
     ErrorKind(
         413, ("image_too_large",), "more pixels than `MAX_IMAGE_PIXELS` (decompression bombs)"
     ),
@@ -131,16 +142,12 @@ def error_response(
         response = jsonify(dump(ErrorResponse(error=body)))
     if status == 503:
         response.headers["Retry-After"] = "1"
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="image-classifier"'
     return response, status
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.before_request
-    def _error_style() -> None:
-        """Every /v2 path answers errors as the protocol does; other protocol views say so."""
-        if request.path == "/v2" or request.path.startswith("/v2/"):
-            g.error_style = "simple"
-
     @app.errorhandler(ClassifierError)
     def _classifier_error(exc: ClassifierError):
         if exc.code not in STATUS:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +14,7 @@ from classifier.errors import ImageError
 from classifier.preprocess import decode_image
 from classifier.spec import InputSpec
 from service.errors import RequestError
+from service.limits import read_json
 from service.schemas import InstancesRequest
 
 FIELD = "image"
@@ -76,9 +76,11 @@ def _from_multipart(request: Request) -> list[Upload]:
 
 def _from_json(request: Request) -> list[Upload]:
     try:
-        data = json.loads(request.get_data(cache=False))
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the stack
-        raise _bad_shape() from None
+        data = read_json(request.get_data(cache=False), "the JSON body")
+    except RequestError as exc:
+        if exc.code == "invalid_json":  # this route's message says the shape it wants
+            raise _bad_shape() from None
+        raise
     try:
         body = InstancesRequest.model_validate(data)
     except ValidationError as exc:

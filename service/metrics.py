@@ -34,6 +34,11 @@ HTTP_LATENCY = Histogram(
     ["endpoint"],
     buckets=LATENCY_BUCKETS,
 )
+API_KEY_REQUESTS = Counter(
+    "http_requests_by_api_key_total",
+    "HTTP requests by API key name (never the key itself) and status",
+    ["key", "status"],
+)
 INFERENCE_SUCCESS = Counter(
     "inference_request_success_total", "Predict requests answered", ["model", "version"]
 )

@@ -109,6 +109,9 @@ def install(app: Flask, inference_rules: frozenset[str]) -> None:
         }
         if g.get("error_code"):
             fields["error"] = g.error_code
+        if g.get("api_key"):  # the key's name, never the key
+            fields["api_key"] = g.api_key
+            metrics.API_KEY_REQUESTS.labels(g.api_key, str(response.status_code)).inc()
         access_log.info(
             "%s %s %s", request.method, endpoint, response.status_code, extra={"fields": fields}
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from importlib import metadata
 
 from pydantic import BaseModel
@@ -94,17 +95,29 @@ BODY_MODELS = (
 )
 
 
-def document(routes) -> dict:
-    """The whole document for `routes` (service.routes.ROUTES)."""
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "an API key"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def document(routes, keyed: Callable[[str], bool] | None = None) -> dict:
+    """The whole document for `routes` (service.routes.ROUTES); `keyed(path)` says which
+    paths need an API key (none when API keys are off)."""
     paths: dict[str, dict] = defaultdict(dict)
     for route in routes:
-        paths[route.path][route.method.lower()] = _operation(route)
-    return {
-        "openapi": OPENAPI,
-        "info": INFO,
-        "paths": dict(paths),
-        "components": {"schemas": _components(routes)},
-    }
+        operation = _operation(route)
+        if keyed is not None and keyed(route.path):
+            operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            operation["responses"]["401"] = _body(
+                route.error_shapes, "no API key, or an unknown one (`unauthorized`)"
+            )
+            operation["responses"] = dict(sorted(operation["responses"].items()))
+        paths[route.path][route.method.lower()] = operation
+    components: dict = {"schemas": _components(routes)}
+    if keyed is not None:
+        components["securitySchemes"] = SECURITY_SCHEMES
+    return {"openapi": OPENAPI, "info": INFO, "paths": dict(paths), "components": components}
 
 
 def _operation(route) -> dict:

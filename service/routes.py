@@ -7,11 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-from flask import Blueprint, Flask, jsonify
+from flask import Blueprint, Flask, g, jsonify, request
 from pydantic import BaseModel
 
-from service import docs_page, openapi, schemas, tfserving, v2, views
+from service import auth, docs_page, openapi, schemas, tfserving, v2, views
+from service.current import settings
 from service.errors import STATUS
+from service.settings import Settings
 
 # A predict request can meet every error but those of routing.
 PREDICT_ERRORS = tuple(code for code in STATUS if code not in ("not_found", "method_not_allowed"))
@@ -99,8 +101,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", views.healthz, "Liveness", schemas.Health, "the process is alive", tags=OWN),
     Route("GET", "/readyz", views.readyz, "Readiness", schemas.Readiness, "the default model is loaded and warmed up", not_ready=schemas.Readiness, tags=OWN),
     Route("GET", "/metrics", views.prometheus_metrics, "Prometheus metrics", "text/plain", "Prometheus text exposition format", tags=OWN),
-    Route("GET", "/openapi.json", lambda: jsonify(spec()), "API description", "application/json", tags=OWN),
-    Route("GET", "/docs", lambda: docs_page.page(spec()), "API documentation page", "text/html", "Swagger UI over /openapi.json, for people", tags=OWN),
+    Route("GET", "/openapi.json", lambda: jsonify(spec(settings())), "API description", "application/json", tags=OWN),
+    Route("GET", "/docs", lambda: docs_page.page(spec(settings())), "API documentation page", "text/html", "Swagger UI over /openapi.json, for people", tags=OWN),
     Route("GET", "/docs/assets/{filename}", docs_page.asset, "API documentation page asset", "text/*", "Swagger UI's JavaScript (`text/javascript`) or CSS (`text/css`), shipped by the flask-swagger-ui package", errors=("not_found",), tags=OWN),
     Route("GET", "/", views.demo, "Demo page", "text/html", "drop an image, see the prediction", tags=OWN),
 )  # fmt: skip
@@ -108,10 +110,34 @@ ROUTES: tuple[Route, ...] = (
 INFERENCE_RULES = frozenset(route.rule for route in ROUTES if route.inference)
 
 
+def spec(settings: Settings | None = None) -> dict:
+    """The OpenAPI document for these settings (default: the defaults, API keys off)."""
+    settings = settings or Settings.with_overrides({"api_keys_file": ""})
+    return _spec(bool(settings.api_keys_file), settings.exempt_paths)
+
+
 @cache
-def spec() -> dict:
-    """The OpenAPI document, built once per worker from the route table."""
-    return openapi.document(ROUTES)
+def _spec(keys_on: bool, exempt_paths: tuple[str, ...]) -> dict:
+    """Built once per worker from the route table."""
+    keyed = (lambda path: not auth.exempt(path, exempt_paths)) if keys_on else None
+    return openapi.document(ROUTES, keyed)
+
+
+BY_RULE = {route.rule: route for route in ROUTES}
+
+
+def error_style() -> str:
+    """How this request's errors are shaped: "simple" ({"error": "message"}) where its
+    protocol wants it, from before the view runs (API keys and limits refuse earlier)."""
+    rule = request.url_rule.rule if request.url_rule else None
+    route = BY_RULE.get(rule)
+    if route is None:  # unmatched: by the protocol the path belongs to
+        return "simple" if request.path == "/v2" or request.path.startswith("/v2/") else "own"
+    if route.error_shapes == SIMPLE:
+        return "simple"
+    if route.error_shapes == EITHER and request.mimetype == "application/json":
+        return "simple"  # TensorFlow Serving's JSON request on a shared route
+    return "own"
 
 
 def register(app: Flask) -> None:
@@ -119,3 +145,7 @@ def register(app: Flask) -> None:
     for route in ROUTES:
         bp.add_url_rule(route.rule, route.endpoint, route.view, methods=[route.method])
     app.register_blueprint(bp)
+
+    @app.before_request
+    def _error_style() -> None:
+        g.error_style = error_style()

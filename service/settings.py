@@ -85,6 +85,32 @@ class Settings(BaseSettings):
         DEFAULT_MAX_PIXELS, ge=1, description="pixel limit per image, checked before decoding"
     )
     max_images_per_request: int = Field(64, ge=1, description="images in one request")
+    max_json_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=2,
+        description="largest JSON body (or V2 JSON header); the lower of it and "
+        "`MAX_UPLOAD_BYTES` applies",
+    )
+    max_json_depth: int = Field(
+        32, ge=2, le=500, description="deepest nesting of arrays and objects in a JSON body"
+    )
+
+    # -- access -------------------------------------------------------------------------
+    api_keys_file: str = Field(
+        "",
+        description="file of API key hashes, one `name:sha256` per line (`classifier-api-key "
+        "NAME` makes one); empty: no keys needed. Re-read when it changes",
+    )
+    api_key_exempt_paths: str = Field(
+        "/healthz,/readyz,/",
+        description="paths served without a key when keys are on, comma-separated; a "
+        "trailing `*` matches a prefix",
+    )
+    cors_origins: str = Field(
+        "",
+        description="origins allowed to call the API from a browser, comma-separated "
+        "(`*` for any, never with credentials); empty: no CORS headers",
+    )
 
     # -- inference ----------------------------------------------------------------------
     runtime: Runtime = Field(
@@ -137,6 +163,15 @@ class Settings(BaseSettings):
         parse_labels(value)
         return value
 
+    @field_validator("api_keys_file")
+    @classmethod
+    def _keys_readable(cls, value: str) -> str:
+        if value:
+            from service.auth import read_keys  # the file must parse before serving starts
+
+            read_keys(value)
+        return value
+
     @model_validator(mode="after")
     def _queue_holds_a_request(self) -> Settings:
         if self.queue_capacity < self.max_images_per_request:
@@ -149,6 +184,18 @@ class Settings(BaseSettings):
     def environment(self) -> dict[str, object]:
         """The values by their variable names, as the start-up log line shows them."""
         return {name.upper(): value for name, value in self.model_dump().items()}
+
+    @property
+    def json_limit(self) -> int:
+        return min(self.max_json_bytes, self.max_upload_bytes)
+
+    @property
+    def exempt_paths(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.api_key_exempt_paths.split(",") if p.strip())
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
 
     @property
     def labels(self) -> dict[str, int]:

@@ -7,16 +7,14 @@ Errors are {"error": "message"}.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-from flask import g, jsonify, request
+from flask import jsonify, request
 from pydantic import BaseModel, ValidationError
 
 from service import inference, schemas, status, tensors, views
 from service.current import registry, settings
-from service.errors import RequestError
 from service.inputs import Upload, decode_base64
+from service.limits import read_json
 from service.observability import note_model
 from service.registry import ServedModel, VersionNotFound
 from service.tensors import ProtocolError
@@ -28,7 +26,6 @@ def predict(name: str, version: int | None = None, label: str | None = None):
     """TensorFlow Serving's predict for JSON bodies; this service's own for the others."""
     if request.mimetype != "application/json":
         return views.predict(name, _version(name, version, label))
-    g.error_style = "simple"
     model = _model(name, version, label)
     body = _parse(schemas.TfPredictRequest)
     _check_signature(body.signature_name)
@@ -53,7 +50,6 @@ def predict(name: str, version: int | None = None, label: str | None = None):
 
 
 def classify(name: str, version: int | None = None, label: str | None = None):
-    g.error_style = "simple"
     model = _model(name, version, label)
     body = _parse(schemas.TfClassifyRequest)
     _check_signature(body.signature_name)
@@ -66,7 +62,6 @@ def classify(name: str, version: int | None = None, label: str | None = None):
 
 def version_status(name: str, version: int | None = None, label: str | None = None):
     """GetModelStatus for one version (the whole model is on GET /v1/models/<name>)."""
-    g.error_style = "simple"
     wanted = _version(name, version, label)
     entries = [e for e in status.versions(registry().find(name)) if e.version == wanted]
     if not entries:
@@ -77,7 +72,6 @@ def version_status(name: str, version: int | None = None, label: str | None = No
 
 def metadata(name: str, version: int | None = None, label: str | None = None):
     """GetModelMetadata: the signature of the serving_default predict signature."""
-    g.error_style = "simple"
     model = _model(name, version, label)
     classes = len(model.predictor.class_names)
 
@@ -120,13 +114,11 @@ def _model(name: str, version: int | None, label: str | None) -> ServedModel:
 
 def _parse(payload: type[BaseModel]):
     try:
-        return payload.model_validate(json.loads(request.get_data(cache=False)))
+        return payload.model_validate(read_json(request.get_data(cache=False), "the body"))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise ProtocolError(f"{where}: {first['msg']}") from None
-    except (ValueError, RecursionError):
-        raise RequestError("the body is not valid JSON", code="invalid_json") from None
 
 
 def _check_signature(signature: str | None) -> None:

@@ -17,6 +17,7 @@ from service import inference, schemas, tensors
 from service.current import registry, settings
 from service.errors import RequestError
 from service.inputs import Upload, decode_base64
+from service.limits import read_json
 from service.observability import note_model
 from service.registry import ModelNotReady, ServedModel
 from service.tensors import ProtocolError
@@ -105,15 +106,13 @@ def infer(name: str, version: int | None = None):
 
 def _parse(header: bytes) -> schemas.V2InferRequest:
     try:
-        return schemas.V2InferRequest.model_validate(json.loads(header))
-    except (ValueError, RecursionError) as exc:  # ValidationError is a ValueError
-        if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "request"
-            raise ProtocolError(f"{where}: {first['msg']}") from None
-        raise RequestError(
-            "the inference request header is not valid JSON", code="invalid_json"
-        ) from None
+        return schemas.V2InferRequest.model_validate(
+            read_json(header, "the inference request header")
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "request"
+        raise ProtocolError(f"{where}: {first['msg']}") from None
 
 
 def _binary_size(tensor: schemas.V2RequestInput) -> int | None:

@@ -179,8 +179,10 @@ def test_load_gives_a_predictor_that_knows_its_metadata(tmp_path):
 def test_predictor_refuses_wrong_input(tmp_path):
     publish_model(tmp_path, "pets", image_size=64)
     predictor = load_predictor(ModelStore(tmp_path), "pets")
-    with pytest.raises(ValueError, match="uint8"):
-        predictor.predict_proba(np.zeros((1, 64, 64, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="uint8 or float32"):
+        predictor.predict_proba(np.zeros((1, 64, 64, 3), dtype=np.float64))
+    floats = predictor.predict_proba(np.full((1, 64, 64, 3), 7, dtype=np.float32))
+    assert floats == pytest.approx(predictor.predict_proba(np.full((1, 64, 64, 3), 7, np.uint8)))
     with pytest.raises(ValueError):
         predictor.predict_proba(np.zeros((1, 32, 32, 3), dtype=np.uint8))
 

@@ -1,0 +1,185 @@
+"""Optional API keys: who may call the API, when API_KEYS_FILE names a key file.
+
+The file holds one `name:sha256-of-the-key` line per key (comments with #); the keys
+themselves are never stored or logged. A key comes as `Authorization: Bearer <key>` or
+`X-API-Key: <key>` and is compared with every stored hash in constant time. The file is
+re-read when it changes, so keys are added or revoked without a restart.
+
+    classifier-api-key NAME      prints a new key, and the line to add to the file
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from flask import Flask, g, request
+
+from classifier.errors import ClassifierError
+
+log = logging.getLogger(__name__)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+LINE = re.compile(r"^(?P<name>[^:\s]+):(?P<digest>[0-9a-f]{64})$")
+RECHECK_SECONDS = 1.0
+
+
+class Unauthorized(ClassifierError):
+    code = "unauthorized"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    digest: bytes
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def read_keys(path: str | os.PathLike) -> tuple[ApiKey, ...]:
+    """Parse a key file; ValueError names the first bad line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read the API keys file {path}: {exc.strerror}") from None
+    keys = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = LINE.match(line)
+        if match is None or not NAME.match(match["name"]):
+            raise ValueError(f"{path} line {number} is not name:sha256-hex")
+        keys.append(ApiKey(match["name"], bytes.fromhex(match["digest"])))
+    return tuple(keys)
+
+
+class KeyFile:
+    """The keys of one file, re-read when its size, time or inode change (checked each second)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._keys = read_keys(path)
+        self._stamp = self._stat()
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _stat(self) -> tuple:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return ()
+        return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def keys(self) -> tuple[ApiKey, ...]:
+        now = time.monotonic()
+        if now - self._checked >= RECHECK_SECONDS and self._lock.acquire(blocking=False):
+            try:
+                self._checked = now
+                stamp = self._stat()
+                if stamp != self._stamp:
+                    self._reload(stamp)
+            finally:
+                self._lock.release()
+        return self._keys
+
+    def _reload(self, stamp: tuple) -> None:
+        try:
+            self._keys = read_keys(self.path)
+        except ValueError as exc:  # keep serving with the keys last read
+            log.error("API keys file not reloaded: %s", exc)
+            return
+        self._stamp = stamp
+        log.info("API keys reloaded: %d keys", len(self._keys))
+
+    def identify(self, key: str) -> str | None:
+        """The name of the key, comparing with every stored hash (no early exit)."""
+        presented = digest(key)
+        found = None
+        for candidate in self.keys():
+            if hmac.compare_digest(presented, candidate.digest):
+                found = candidate.name
+        return found
+
+
+def presented_keys() -> list[str]:
+    """The keys a request carries: `Authorization: Bearer`, `X-API-Key`, or both."""
+    keys = []
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        keys.append(value.strip())
+    if request.headers.get("X-API-Key"):
+        keys.append(request.headers["X-API-Key"])
+    return keys
+
+
+def exempt(path: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatchcase(path, p) if p.endswith("*") else path == p for p in patterns)
+
+
+def install(app: Flask, keys_file: str, exempt_paths: tuple[str, ...]) -> None:
+    """Require a known key on every path but the exempt ones (and CORS preflights)."""
+    if not keys_file:
+        return
+    keys = KeyFile(keys_file)
+
+    @app.before_request
+    def _require_key() -> None:
+        if exempt(request.path, exempt_paths) or _preflight():
+            return
+        presented = presented_keys()
+        if not presented:
+            raise Unauthorized(
+                "this API needs a key: send Authorization: Bearer <key> or X-API-Key: <key>"
+            )
+        names = [name for name in map(keys.identify, presented) if name is not None]
+        if not names:
+            raise Unauthorized("the API key is not valid")
+        g.api_key = names[0]
+
+
+def _preflight() -> bool:
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
+
+def new_key(name: str) -> tuple[str, str]:
+    """A new random key and the line that lets it in."""
+    if not NAME.match(name):
+        raise ValueError("a key name is letters, digits, '_', '.', '@', '-' (max 64)")
+    key = secrets.token_urlsafe(32)
+    return key, f"{name}:{digest(key).hex()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="classifier-api-key",
+        description="Make a new API key. The key is printed once and stored nowhere; add the "
+        "second line to the API_KEYS_FILE (the service re-reads it within a second).",
+    )
+    p.add_argument("name", help="who the key is for; it names the key in logs and metrics")
+    p.add_argument("--append", type=Path, help="append the line to this keys file")
+    args = p.parse_args(argv)
+    try:
+        key, line = new_key(args.name)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.append:
+        with open(args.append, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+    print(f"key:  {key}\nline: {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""Bounded bodies: JSON within its own size and depth, chunked bodies within the upload limit."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+
+import pytest
+
+from benchmarks.harness import Server
+from service import create_app
+from service.limits import depth
+from tests.helpers import app_config, jpeg_bytes, publish_model
+
+JSON_ROUTES = (
+    "/predict",
+    "/v1/models/pets:predict",
+    "/v1/models/pets:classify",
+    "/v2/models/pets/infer",
+)
+
+
+@pytest.mark.parametrize("path", JSON_ROUTES)
+def test_deep_json_is_400_on_every_json_route(client, path):
+    too_deep = "[" * 40 + "1" + "]" * 40  # parses, but deeper than MAX_JSON_DEPTH (32)
+    for body in ("[" * 100_000, '{"a":' * 100_000, too_deep):
+        response = client.post(path, data=body, content_type="application/json")
+        assert response.status_code == 400, (path, response.get_data(True))
+        assert "invalid_json" in response.get_data(True) or path != "/predict"
+
+
+@pytest.mark.parametrize("path", JSON_ROUTES)
+def test_json_over_its_own_limit_is_413(models_dir, path):
+    client = create_app(app_config(models_dir, MAX_JSON_BYTES=1000)).test_client()
+    body = json.dumps({"instances": [{"b64": base64.b64encode(jpeg_bytes()).decode()}]})
+    response = client.post(path, data=body, content_type="application/json")
+    assert response.status_code == 413, response.get_data(True)
+
+
+def test_a_small_json_limit_still_takes_small_bodies(models_dir):
+    client = create_app(app_config(models_dir, MAX_JSON_BYTES=100_000)).test_client()
+    body = {"instances": [{"b64": base64.b64encode(jpeg_bytes()).decode()}]}
+    assert client.post("/predict", json=body).status_code == 200
+
+
+def test_depth():
+    assert depth([], 10) == 1 and depth({"a": [1, {"b": []}]}, 10) == 4 and depth(5, 10) == 0
+    assert depth([[[[[]]]]], 2) == 3  # stops looking once past the limit
+
+
+@pytest.mark.e2e
+def test_a_chunked_body_over_the_limit_is_413_not_truncated(tmp_path):
+    publish_model(tmp_path, "pets")
+    photo = jpeg_bytes((120, 90))
+    with Server(
+        tmp_path, MODEL_NAME="pets", MODEL_POLL_SECONDS="0", MAX_UPLOAD_BYTES="50000"
+    ) as server:
+        server.wait_ready()
+
+        def chunked(body: bytes) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            conn.putrequest("POST", "/predict")
+            conn.putheader("Content-Type", "image/jpeg")
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            for start in range(0, len(body), 8192):
+                piece = body[start : start + 8192]
+                conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            conn.send(b"0\r\n\r\n")
+            status = conn.getresponse().status
+            conn.close()
+            return status
+
+        assert chunked(photo) == 200
+        assert chunked(photo + b"\0" * 60_000) == 413  # a JPEG padded past the limit
