@@ -75,9 +75,22 @@ def prometheus_metrics():
 
 
 def demo():
+    """The demo page, told what the default model is: its classes and version, or why it is
+    not loaded yet (the page then says so, and stays usable)."""
     reg = registry()
+    name = reg.default_name
     try:
-        version = reg.get(reg.default_name).version
-    except ClassifierError:
-        version = None
-    return render_template("index.html", model=reg.default_name, version=version)
+        model = reg.get(name)
+    except ClassifierError as exc:
+        model, not_ready = None, exc.message
+    else:
+        not_ready = None
+    return render_template(
+        "index.html",
+        model=name,
+        version=model.version if model else None,
+        class_names=list(model.predictor.class_names) if model else [],
+        not_ready=not_ready,
+        max_images=settings().max_images_per_request,
+        max_upload_bytes=settings().max_upload_bytes,
+    )
