@@ -89,6 +89,11 @@ ERRORS: tuple[ErrorKind, ...] = (
         ("unsupported_media_type",),
         "a content type other than multipart, `image/*`, `application/octet-stream` or JSON",
     ),
+    ErrorKind(
+        429,
+        ("rate_limited",),
+        "over the per-client limit of the nginx in front (`deploy/nginx.conf`), with `Retry-After`",
+    ),
     ErrorKind(503, ("model_not_ready",), "no loadable model version (with `Retry-After`)"),
     ErrorKind(
         503, ("queue_full",), "the inference queue is full: back off and retry (`Retry-After`)"

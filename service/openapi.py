@@ -6,14 +6,13 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable
-from importlib import metadata
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from classifier.spec import ALLOWED_FORMATS
+from classifier.spec import ALLOWED_FORMATS, DEFAULT_SPEC
 from classifier.store import NAME_PATTERN
-from service import docs_page, schemas, tensors, tfserving, v2
+from service import docs_page, schemas, tfserving, v2
 from service.errors import ERRORS, http_status
 from service.settings import Settings
 
@@ -252,60 +251,24 @@ def _answer_examples(answer) -> dict[str, dict]:
     return _named(_models(answer))
 
 
-def _server_version() -> str:
-    try:
-        return metadata.version(v2.SERVER_NAME)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def _v2_model_metadata() -> dict:
-    classes = list(schemas.EXAMPLE_PROBABILITIES)
-    pixels = {"name": tensors.PIXELS_INPUT, "datatype": "FP32", "shape": [-1, 150, 150, 3]}
-    return {
-        "name": schemas.EXAMPLE_MODEL,
-        "versions": ["3"],
-        "platform": v2.PLATFORMS["onnx"],
-        "inputs": [{"name": tensors.IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]}, pixels],
-        "outputs": [
-            {"name": tensors.PROBABILITIES, "datatype": "FP32", "shape": [-1, len(classes)]},
-            {"name": tensors.LABEL, "datatype": "BYTES", "shape": [-1]},
-        ],
-        "parameters": {
-            "classes": classes,
-            "pixel_datatypes": sorted(tensors.PIXEL_DATATYPES),
-            "max_images_per_request": Settings.model_fields["max_images_per_request"].default,
-        },
-    }
-
-
-def _tf_tensor(name: str, dtype: str, dims: list[int]) -> dict:
-    shape = {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False}
-    return {"dtype": dtype, "tensor_shape": shape, "name": name}
+    classes = tuple(schemas.EXAMPLE_PROBABILITIES)
+    max_images = Settings.model_fields["max_images_per_request"].default
+    model = v2.describe_model(
+        schemas.EXAMPLE_MODEL, [3], "onnx", DEFAULT_SPEC.shape, classes, max_images
+    )
+    return schemas.dump(model)
 
 
 def _tf_model_metadata() -> dict:
     classes = len(schemas.EXAMPLE_PROBABILITIES)
-    signature = {
-        "inputs": {tensors.IMAGE_INPUT: _tf_tensor(tensors.IMAGE_INPUT, "DT_STRING", [-1])},
-        "outputs": {
-            tensors.PROBABILITIES: _tf_tensor(tensors.PROBABILITIES, "DT_FLOAT", [-1, classes]),
-            tensors.LABEL: _tf_tensor(tensors.LABEL, "DT_STRING", [-1]),
-        },
-        "method_name": "tensorflow/serving/predict",
-    }
-    return {
-        "model_spec": {"name": schemas.EXAMPLE_MODEL, "signature_name": "", "version": "3"},
-        "metadata": {"signature_def": {"signature_def": {tfserving.SIGNATURE: signature}}},
-    }
+    return schemas.dump(tfserving.describe_signature(schemas.EXAMPLE_MODEL, 3, classes))
 
 
 # Examples naming constants of modules that import service.schemas, so that they cannot be
 # declared there: the V2 server's name and extensions, the platforms, the TF signature.
 DERIVED_EXAMPLES: dict[type[BaseModel], list] = {
-    schemas.V2ServerMetadata: [
-        {"name": v2.SERVER_NAME, "version": _server_version(), "extensions": v2.EXTENSIONS}
-    ],
+    schemas.V2ServerMetadata: [schemas.dump(v2.server_description())],
     schemas.V2ModelMetadata: [_v2_model_metadata()],
     schemas.TfModelMetadata: [_tf_model_metadata()],
 }

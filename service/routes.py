@@ -15,8 +15,10 @@ from service.current import settings
 from service.errors import STATUS
 from service.settings import Settings
 
-# A predict request can meet every error but those of routing.
-PREDICT_ERRORS = tuple(code for code in STATUS if code not in ("not_found", "method_not_allowed"))
+# A predict request can meet every error but those of routing (and of keys: documented only
+# where keys are on, see service/openapi.py).
+NOT_PREDICT = ("not_found", "method_not_allowed", "unauthorized")
+PREDICT_ERRORS = tuple(code for code in STATUS if code not in NOT_PREDICT)
 OWN_PREDICT_ERRORS = tuple(code for code in PREDICT_ERRORS if code != "invalid_request")
 LOOKUP_ERRORS = ("model_not_found", "version_not_found", "model_not_ready")
 

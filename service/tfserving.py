@@ -73,11 +73,14 @@ def version_status(name: str, version: int | None = None, label: str | None = No
 def metadata(name: str, version: int | None = None, label: str | None = None):
     """GetModelMetadata: the signature of the serving_default predict signature."""
     model = _model(name, version, label)
-    classes = len(model.predictor.class_names)
+    answer = describe_signature(model.name, model.version, len(model.predictor.class_names))
+    return jsonify(schemas.dump(answer))
 
-    def tensor(name: str, dtype: str, dims: list[int]) -> dict:
+
+def describe_signature(name: str, version: int, classes: int) -> schemas.TfModelMetadata:
+    def tensor(tensor_name: str, dtype: str, dims: list[int]) -> dict:
         shape = {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False}
-        return {"dtype": dtype, "tensor_shape": shape, "name": name}
+        return {"dtype": dtype, "tensor_shape": shape, "name": tensor_name}
 
     signature = {
         "inputs": {tensors.IMAGE_INPUT: tensor(tensors.IMAGE_INPUT, "DT_STRING", [-1])},
@@ -87,11 +90,10 @@ def metadata(name: str, version: int | None = None, label: str | None = None):
         },
         "method_name": "tensorflow/serving/predict",
     }
-    answer = schemas.TfModelMetadata(
-        model_spec={"name": model.name, "signature_name": "", "version": str(model.version)},
+    return schemas.TfModelMetadata(
+        model_spec={"name": name, "signature_name": "", "version": str(version)},
         metadata={"signature_def": {"signature_def": {SIGNATURE: signature}}},
     )
-    return jsonify(schemas.dump(answer))
 
 
 def _version(name: str, version: int | None, label: str | None) -> int | None:

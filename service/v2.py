@@ -28,13 +28,16 @@ PLATFORMS = {"onnx": "onnxruntime_onnx", "keras": "tensorflow_keras"}
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-def server_metadata():
+def server_description() -> schemas.V2ServerMetadata:
     try:
         version = package_metadata.version(SERVER_NAME)
     except package_metadata.PackageNotFoundError:
         version = "unknown"
-    answer = schemas.V2ServerMetadata(name=SERVER_NAME, version=version, extensions=EXTENSIONS)
-    return jsonify(schemas.dump(answer))
+    return schemas.V2ServerMetadata(name=SERVER_NAME, version=version, extensions=EXTENSIONS)
+
+
+def server_metadata():
+    return jsonify(schemas.dump(server_description()))
 
 
 def live():
@@ -54,27 +57,44 @@ def model_ready(name: str, version: int | None = None):
 
 def model_metadata(name: str, version: int | None = None):
     model = registry().get(name, version)
-    spec, runtime = model.spec, model.predictor.runtime
-    classes = list(model.predictor.class_names)
-    answer = schemas.V2ModelMetadata(
-        name=model.name,
-        versions=[str(v) for v in sorted(registry().find(name).loaded)],
-        platform=PLATFORMS.get(runtime.name, runtime.name),
+    answer = describe_model(
+        model.name,
+        sorted(registry().find(name).loaded),
+        model.predictor.runtime.name,
+        model.spec.shape,
+        model.predictor.class_names,
+        settings().max_images_per_request,
+    )
+    return jsonify(schemas.dump(answer))
+
+
+def describe_model(
+    name: str,
+    versions: list[int],
+    runtime: str,
+    shape: tuple[int, ...],
+    classes: tuple[str, ...],
+    max_images: int,
+) -> schemas.V2ModelMetadata:
+    """A model's V2 metadata: its two inputs (send one) and two outputs."""
+    return schemas.V2ModelMetadata(
+        name=name,
+        versions=[str(v) for v in versions],
+        platform=PLATFORMS.get(runtime, runtime),
         inputs=[
             schemas.V2Tensor(name=tensors.IMAGE_INPUT, datatype="BYTES", shape=[-1]),
-            schemas.V2Tensor(name=tensors.PIXELS_INPUT, datatype="FP32", shape=[-1, *spec.shape]),
+            schemas.V2Tensor(name=tensors.PIXELS_INPUT, datatype="FP32", shape=[-1, *shape]),
         ],
         outputs=[
             schemas.V2Tensor(name=tensors.PROBABILITIES, datatype="FP32", shape=[-1, len(classes)]),
             schemas.V2Tensor(name=tensors.LABEL, datatype="BYTES", shape=[-1]),
         ],
         parameters={
-            "classes": classes,
+            "classes": list(classes),
             "pixel_datatypes": sorted(tensors.PIXEL_DATATYPES),
-            "max_images_per_request": settings().max_images_per_request,
+            "max_images_per_request": max_images,
         },
     )
-    return jsonify(schemas.dump(answer))
 
 
 def infer(name: str, version: int | None = None):

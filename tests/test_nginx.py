@@ -1,76 +1,55 @@
-"""deploy/nginx.conf in front of a real gunicorn: slow clients do not hold the service's threads.
+"""deploy/nginx.conf in a real nginx, in front of real gunicorns on loopback addresses.
 
-Uses Debian's nginx (make test installs it as root); traffic stays on 127.0.0.1 and every
-client stops by itself.
+Slow clients do not hold the service's threads; request ids pass through; a full replica's
+503s are retried on another; replicas added to DNS get traffic without a reload; per-client
+limits answer 429 in the service's JSON format. Uses Debian's nginx (make test installs it
+as root) and a DNS server on 127.0.0.1 in place of Docker's; traffic stays on 127.0.0.0/8
+and every client stops by itself.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
-from pathlib import Path
+from contextlib import contextmanager
 
 import pytest
 import requests
 
 from benchmarks.harness import Server, free_port
-from tests.helpers import REPO, jpeg_bytes, publish_model
+from tests.helpers import jpeg_bytes, publish_model
+from tests.nginx_helpers import (
+    NGINX,
+    LoopbackDNS,
+    Nginx,
+    Replica,
+    check_config,
+    dribble,
+    nginx_config,
+)
 
 pytestmark = pytest.mark.e2e
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 DRIBBLE_SECONDS = 6.0
+JPEG = {"Content-Type": "image/jpeg"}
 
 
-def nginx_config(tmp: Path, listen: int, upstream: int) -> Path:
-    """The deployment config, pointed at loopback ports and a private prefix."""
-    text = (REPO / "deploy" / "nginx.conf").read_text()
-    assert "server api:8000" in text and "listen 8080;" in text
-    text = text.replace("server api:8000", f"server 127.0.0.1:{upstream}")
-    text = text.replace("listen 8080;", f"listen 127.0.0.1:{listen};")
-    private = "\n".join(
-        f"    {name}_temp_path {tmp / name};"
-        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    text = text.replace("http {", f"http {{\n    access_log off;\n{private}", 1)
-    head = f"pid {tmp / 'nginx.pid'};\nerror_log {tmp / 'error.log'};\n"
-    if os.geteuid() == 0:
-        head += "user root;\n"
-    path = tmp / "nginx.conf"
-    path.write_text(head + text)
-    return path
-
-
-def dribble(port: int, stop: threading.Event, body: bytes) -> None:
-    """A slow client: headers at once, then the body a few bytes at a time."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(
-                b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            )
-            deadline = time.monotonic() + DRIBBLE_SECONDS
-            sent = 0
-            while not stop.is_set() and time.monotonic() < deadline and sent < len(body) - 1:
-                sock.sendall(body[sent : sent + 4])
-                sent += 4
-                time.sleep(0.1)
-    except OSError:
-        pass
+def post(url: str, request_id: str | None = None, key: str | None = None) -> requests.Response:
+    """POST /predict with one small JPEG, and an X-Request-ID and an X-API-Key when given."""
+    headers = dict(JPEG)
+    if request_id is not None:
+        headers["X-Request-ID"] = request_id
+    if key is not None:
+        headers["X-API-Key"] = key
+    return requests.post(f"{url}/predict", data=jpeg_bytes(), headers=headers, timeout=30)
 
 
 def timed_request(port: int, body: bytes) -> float | None:
     started = time.monotonic()
     try:
         response = requests.post(
-            f"http://127.0.0.1:{port}/predict",
-            data=body,
-            headers={"Content-Type": "image/jpeg"},
-            timeout=2.5,
+            f"http://127.0.0.1:{port}/predict", data=body, headers=JPEG, timeout=2.5
         )
     except requests.Timeout:
         return None
@@ -78,22 +57,73 @@ def timed_request(port: int, body: bytes) -> float | None:
     return time.monotonic() - started
 
 
-def with_slow_clients(port: int, body: bytes, count: int = 6) -> float | None:
+@contextmanager
+def slow_clients(port: int, body: bytes, count: int, headers: str = ""):
+    """`count` clients dribbling their uploads (for DRIBBLE_SECONDS at most) while inside."""
     stop = threading.Event()
-    threads = [threading.Thread(target=dribble, args=(port, stop, body)) for _ in range(count)]
+    threads = [
+        threading.Thread(target=dribble, args=(port, stop, body, DRIBBLE_SECONDS, headers))
+        for _ in range(count)
+    ]
     for thread in threads:
         thread.start()
     time.sleep(0.5)  # every slow client is connected and sending
     try:
-        return timed_request(port, body)
+        yield
     finally:
         stop.set()
         for thread in threads:
             thread.join(DRIBBLE_SECONDS + 5)
 
 
+def with_slow_clients(port: int, body: bytes, count: int = 6) -> float | None:
+    with slow_clients(port, body, count):
+        return timed_request(port, body)
+
+
+@contextmanager
+def kept_full(replica: Server, clients: int = 4, max_seconds: float = 60):
+    """Clients posting straight to `replica` back to back, so its small queue stays full."""
+    stop = threading.Event()
+    body = jpeg_bytes((320, 240))
+
+    def client(index: int) -> None:
+        deadline = time.monotonic() + max_seconds
+        with requests.Session() as session:
+            for j in range(20_000):
+                if stop.is_set() or time.monotonic() > deadline:
+                    break
+                session.post(
+                    f"{replica.url}/predict",
+                    data=body,
+                    headers={**JPEG, "X-Request-ID": f"filler-{index}-{j}"},
+                    timeout=30,
+                )
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)  # the queue is full most of the time from now on
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(max_seconds + 30)
+
+
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def dns():
+    if NGINX is None:
+        pytest.skip("Debian's nginx is not installed (make test installs it as root)")
+    pytest.importorskip("dnslib")
+    server = LoopbackDNS()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def service(dns, tmp_path_factory):
     models = tmp_path_factory.mktemp("nginx-models")
     publish_model(models, "pets")
     # Two threads: without a buffer in front, two slow clients take the whole worker.
@@ -101,46 +131,45 @@ def service(tmp_path_factory):
         yield srv.wait_ready()
 
 
+@pytest.fixture
+def nginx(dns, service, tmp_path):
+    """A fresh nginx (empty limit zones) in front of `service`, found as "api" in DNS."""
+    dns.set("api", ["127.0.0.1"])
+    proxy = Nginx(tmp_path, f"api:{service.port}", dns.port)
+    yield proxy
+    proxy.stop()
+
+
 @pytest.fixture(scope="module")
-def nginx(service, tmp_path_factory):
-    if NGINX is None:
-        pytest.skip("Debian's nginx is not installed (make test installs it as root)")
-    tmp = tmp_path_factory.mktemp("nginx")
+def replicas(dns, tmp_path_factory):
+    """Two replicas on 127.0.0.2 and 127.0.0.3, one port: the first has room for one image
+    in its queue (a few clients keep it full), the second has the default 256."""
+    models = tmp_path_factory.mktemp("replica-models")
+    publish_model(models, "pets", image_size=128)  # a slower model: the queue fills sooner
     port = free_port()
-    config = nginx_config(tmp, port, service.port)
-    check = subprocess.run(
-        [NGINX, "-t", "-c", str(config), "-p", str(tmp)], capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stderr
-    process = subprocess.Popen(
-        [NGINX, "-c", str(config), "-p", str(tmp), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    common = {"MODEL_NAME": "pets", "MODEL_POLL_SECONDS": "0"}
+    small = {"QUEUE_CAPACITY": "1", "MAX_IMAGES_PER_REQUEST": "1", "MAX_BATCH_SIZE": "1"}
+    full = Replica(models, "127.0.0.2", port, GUNICORN_THREADS="8", **common, **small)
+    other = Replica(models, "127.0.0.3", port, **common)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
-        yield port
+        yield full.wait_ready(), other.wait_ready()
     finally:
-        process.terminate()
-        process.wait(10)
+        full.stop()
+        other.stop()
+
+
+def test_config_passes_nginx_t(dns, tmp_path):
+    config = nginx_config(tmp_path, free_port(), "api:8000", dns.port)
+    check = check_config(config)
+    assert check.returncode == 0, check.stderr
+    assert "test is successful" in check.stderr
 
 
 def test_nginx_passes_requests_and_limits_bodies(nginx):
-    response = requests.post(
-        f"http://127.0.0.1:{nginx}/predict",
-        data=jpeg_bytes(),
-        headers={"Content-Type": "image/jpeg", "X-Request-ID": "through-nginx"},
-        timeout=10,
-    )
+    response = post(nginx.url, "through-nginx")
     assert response.status_code == 200
     # Refused by nginx from the headers alone, before any body reaches a worker.
-    with socket.create_connection(("127.0.0.1", nginx), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", nginx.port), timeout=10) as sock:
         sock.sendall(
             b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
             b"Content-Length: 11534336\r\n\r\n"
@@ -153,6 +182,125 @@ def test_nginx_passes_requests_and_limits_bodies(nginx):
 def test_slow_clients_hold_gunicorn_directly_but_not_through_nginx(service, nginx):
     body = jpeg_bytes((200, 150))
     direct = with_slow_clients(service.port, body)
-    proxied = with_slow_clients(nginx, body)
+    proxied = with_slow_clients(nginx.port, body)
     assert direct is None  # both threads were held by slow uploads: the request timed out
     assert proxied is not None and proxied < 2.5
+
+
+def test_request_ids_are_kept_or_made(service, nginx):
+    kept = post(nginx.url, "client-id-42.a:b")
+    made = [post(nginx.url), post(nginx.url)]
+    malformed = post(nginx.url, "not a valid id!")
+    assert kept.status_code == 200 and kept.headers["X-Request-ID"] == "client-id-42.a:b"
+    ids = [response.headers["X-Request-ID"] for response in [*made, malformed]]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)  # nginx's $request_id
+    assert len(set(ids)) == 3
+    # The service logged the ids nginx sent, and nginx logged the same ones.
+    logged = service.output(tail=1 << 30)
+    assert all(f'"request_id": "{i}"' in logged for i in ["client-id-42.a:b", *ids])
+    wanted = {"client-id-42.a:b", *ids}
+    assert nginx.logged(wanted).keys() == wanted
+
+
+def test_a_full_replica_s_503s_are_retried_on_the_other(dns, replicas, tmp_path):
+    full, other = replicas
+    dns.set("replicas", [full.host, other.host])
+    proxy = Nginx(tmp_path, f"replicas:{full.port}", dns.port)
+    ids = [f"retry-{i}" for i in range(30)]
+    try:
+        with kept_full(full):
+            statuses = []
+            for request_id in ids:  # 20 a second at most: under the per-client limit
+                statuses.append(post(proxy.url, request_id).status_code)
+                time.sleep(0.05)
+    finally:
+        proxy.stop()
+    assert statuses == [200] * len(ids)
+    logged = full.requests_logged() + other.requests_logged()
+    refused = [e for e in logged if e["request_id"] in ids and e.get("error") == "queue_full"]
+    assert refused and all(e["status"] == 503 for e in refused)
+    assert {e["request_id"] for e in refused} <= {e["request_id"] for e in full.requests_logged()}
+    served = [e["request_id"] for e in logged if e["request_id"] in ids and e["status"] == 200]
+    assert sorted(served) == sorted(ids)  # each answered once, by one replica
+    # nginx's log shows each refusal followed by the other replica's answer.
+    retried = [e for e in proxy.logged(set(ids)).values() if e["upstream_status"] == "503, 200"]
+    assert {e["request_id"] for e in retried} == {e["request_id"] for e in refused}
+    assert all(e["upstream_addr"].startswith(f"{full.host}:") for e in retried)
+    print(f"{len(refused)} of {len(ids)} requests refused by the full replica, all retried")
+
+
+def test_a_replica_added_to_dns_gets_traffic_without_a_reload(dns, replicas, tmp_path):
+    first, second = replicas
+    dns.set("scaled", [first.host])
+    proxy = Nginx(tmp_path, f"scaled:{first.port}", dns.port)
+    before = [f"before-{i}" for i in range(10)]
+    reached, request_id = None, None
+    try:
+        for request_id in before:
+            assert post(proxy.url, request_id).status_code == 200
+            time.sleep(0.05)
+        dns.set("scaled", [first.host, second.host])  # docker compose up --scale api=2
+        changed = time.monotonic()
+        for i in range(150):  # 15 s at most, 10 requests a second
+            request_id = f"after-{i}"
+            assert post(proxy.url, request_id).status_code == 200
+            [entry] = proxy.logged({request_id}).values()
+            if entry["upstream_addr"].startswith(f"{second.host}:"):
+                reached = time.monotonic() - changed
+                break
+            time.sleep(0.1)
+        assert proxy.process.poll() is None  # the same nginx all along: never reloaded
+    finally:
+        proxy.stop()
+    assert reached is not None, "the added replica got no request within 15 s"
+    assert set(before) <= {e["request_id"] for e in first.requests_logged()}
+    second_ids = {e["request_id"] for e in second.requests_logged()}
+    assert not second_ids & set(before) and request_id in second_ids
+    print(
+        f"the added replica got traffic {reached:.2f} s after the DNS change, questions: "
+        f"{dns.questions.get('scaled')}"
+    )
+
+
+def test_a_burst_from_one_client_is_limited_and_other_clients_are_not(nginx):
+    statuses, refused = [], None
+    deadline = time.monotonic() + 20
+    with requests.Session() as session:  # sequential: bounded by count and time
+        while len(statuses) < 300 and statuses.count(429) < 10 and time.monotonic() < deadline:
+            response = session.get(f"{nginx.url}/healthz", headers={"X-API-Key": "client-a"})
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                refused = response
+        # The same key as a bearer token is the same client: still limited.
+        as_bearer = [
+            session.get(
+                f"{nginx.url}/healthz", headers={"Authorization": "Bearer client-a"}
+            ).status_code
+            for _ in range(10)
+        ]
+        # Another key, and no key (the client's address), each have their own full burst.
+        other_key = [
+            session.get(f"{nginx.url}/healthz", headers={"X-API-Key": "client-b"}).status_code
+            for _ in range(40)
+        ]
+        no_key = [session.get(f"{nginx.url}/healthz").status_code for _ in range(40)]
+    assert statuses[:41] == [200] * 41  # the burst of 40 above the first, at once
+    assert refused is not None and set(statuses) == {200, 429}
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.headers["Content-Type"] == "application/json"
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert refused.json()["error"]["message"]
+    assert len(refused.headers["X-Request-ID"]) == 32
+    assert as_bearer.count(429) >= 8
+    assert other_key == [200] * 40 and no_key == [200] * 40
+    print(f"client-a: {statuses.count(200)} answered, then 429 (of {len(statuses)})")
+
+
+def test_requests_in_flight_are_limited_per_client(nginx):
+    body = jpeg_bytes((200, 150))
+    with slow_clients(nginx.port, body, 16, headers="X-API-Key: uploader\r\n"):
+        same = post(nginx.url, key="uploader")
+        other = post(nginx.url, key="someone-else")
+    assert same.status_code == 429 and same.headers["Retry-After"] == "1"
+    assert same.json()["error"]["code"] == "rate_limited"
+    assert other.status_code == 200
