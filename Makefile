@@ -7,10 +7,11 @@ export PORT
 
 .PHONY: serve test lint browser format clean
 
+# Serving needs no TensorFlow (ONNX Runtime or OpenVINO); training and the tests add it.
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[cpu]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base

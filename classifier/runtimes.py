@@ -1,47 +1,51 @@
-"""Inference runtimes for a model version: Keras/TensorFlow (GPU or CPU) and ONNX Runtime (CPU).
+"""Which runtime serves a model version on this host, and loading it.
 
 Each runtime takes a batch (n, h, w, 3) of 0-255 pixels (uint8 or float32) and returns
-P(class 1) as float32 of shape (n,).
-Create runtimes in the process that uses them (after fork): neither is fork-safe.
+P(class 1) as float32 of shape (n,). `auto` picks the fastest exact-enough path for the
+hardware: TensorFlow on a GPU; OpenVINO in bfloat16 on a CPU that computes it natively
+(AMX or AVX-512 BF16), once it has passed a parity check against float32; else ONNX Runtime
+in float32. Create runtimes in the process that uses them (after fork): none is fork-safe.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-import os
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from classifier import hardware
 from classifier.errors import ModelStoreError
 from classifier.metadata import MODEL_FILE, ONNX_FILE, ModelMetadata
 
 log = logging.getLogger(__name__)
-# TensorFlow's C++ start-up lines bypass Python logging (and its JSON formatter); keep its
-# warnings and errors only, unless the environment says otherwise.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-RUNTIMES = ("auto", "keras", "onnx")
+RUNTIMES = ("auto", "keras", "onnx", "openvino")
 DEVICES = ("auto", "cpu", "gpu")
+PRECISIONS = ("auto", "fp32", "bf16")
+# Largest difference of a probe image's probability, bf16 against fp32, a model may show
+# before its bf16 path serves (the shipped model: 2e-5 on random images; docs/benchmarks.md).
+BF16_TOLERANCE = 2e-3
 
 
 class Runtime(Protocol):
     name: str
     device: str
+    precision: str
 
     def __call__(self, images: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How to run a model: which runtime and device, mixed precision, CPU threads (0 = all)."""
+    """How to run a model: runtime, device, precision, Keras mixed precision, CPU threads."""
 
     runtime: str = "auto"
     device: str = "auto"
+    precision: str = "auto"
     mixed_precision: bool = False
     threads: int = 0
 
@@ -50,176 +54,146 @@ class RuntimeOptions:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.threads < 0:
             raise ValueError("threads must be >= 0")
 
 
-def import_tensorflow():
-    """TensorFlow, with the C++ lines it prints while importing (before its own logging is
-    set up, whatever TF_CPP_MIN_LOG_LEVEL says) sent to this logger instead of stderr."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    with tempfile.TemporaryFile() as captured:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        captured.seek(0)
-        lines = captured.read().decode(errors="replace").splitlines()
-    for line in filter(str.strip, lines):
-        log.debug("tensorflow: %s", line)
-    return tensorflow
+def has_tensorflow() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
 
 
-def configure_tensorflow(device: str = "auto") -> str:
-    """Enable GPU memory growth (workers share a GPU) and pick the TensorFlow device name.
-
-    With device "gpu" on a host without one, soft placement runs the same code on the CPU.
-    """
-    tf = import_tensorflow()
-
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised: growth must be set before first use
-            log.debug("memory growth already fixed for %s", gpu.name)
-    tf.config.set_soft_device_placement(True)
-    if device == "cpu":
-        return "/CPU:0"
-    if device == "gpu" and not gpus:
-        log.warning("DEVICE=gpu but TensorFlow sees no GPU; running on the CPU")
-    return "/GPU:0" if gpus or device == "gpu" else "/CPU:0"
+def runtime_refusal(runtime: str) -> str | None:
+    """Why RUNTIME cannot run in this install (None when it can): checked at start-up."""
+    if runtime == "keras" and not has_tensorflow():
+        return "RUNTIME=keras needs TensorFlow: install the package with its cpu or gpu extra"
+    if runtime == "openvino" and importlib.util.find_spec("openvino") is None:
+        return "RUNTIME=openvino needs OpenVINO, which is not installed"
+    return None
 
 
-def to_mixed_precision(model):
-    """A copy of `model` computing in float16 with float32 weights; the output stays float32."""
-    import keras
-
-    config = model.get_config()
-    last = config["layers"][-1]["name"]
-    for layer in config["layers"]:
-        if layer["class_name"] != "InputLayer":
-            layer["config"]["dtype"] = "float32" if layer["name"] == last else "mixed_float16"
-    clone = keras.Model.from_config(config)
-    clone.set_weights(model.get_weights())
-    return clone
-
-
-class KerasRuntime:
-    """A Keras model behind one tf.function with a fixed signature: it never retraces."""
-
-    name = "keras"
-
-    def __init__(self, model, spec_shape: tuple[int, int, int], device: str = "/CPU:0") -> None:
-        tf = import_tensorflow()
-
-        self.model = model
-        self.device = device
-        self._tf = tf
-
-        @tf.function(input_signature=[tf.TensorSpec((None, *spec_shape), tf.float32)])
-        def infer(images):
-            return tf.cast(model(images, training=False), tf.float32)
-
-        self._infer = infer
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        with self._tf.device(self.device):
-            out = self._infer(self._tf.convert_to_tensor(images.astype(np.float32, copy=False)))
-        return out.numpy().reshape(-1)
+def bf16_refusal(runtime: str, precision: str) -> str | None:
+    """Why PRECISION=bf16 cannot run here (None when it can): checked at start-up."""
+    if precision != "bf16":
+        return None
+    if runtime not in ("auto", "openvino"):
+        return f"bf16 runs on RUNTIME=openvino or auto, not {runtime}"
+    if not hardware.native_bf16():
+        return "this CPU computes bf16 natively neither with AMX nor with AVX-512 BF16"
+    if importlib.util.find_spec("openvino") is None:
+        return "bf16 needs OpenVINO, which is not installed"
+    return None
 
 
-class OnnxRuntime:
-    """ONNX Runtime on the CPU: no idle spinning (HTTP threads share the cores)."""
-
-    name = "onnx"
-    device = "cpu"
-
-    def __init__(self, path: Path, threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._input = self.session.get_inputs()[0].name
-
-    @property
-    def input_shape(self) -> tuple:
-        return tuple(d if isinstance(d, int) else None for d in self.session.get_inputs()[0].shape)
-
-    @property
-    def output_shape(self) -> tuple:
-        return tuple(d if isinstance(d, int) else None for d in self.session.get_outputs()[0].shape)
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        out = self.session.run(None, {self._input: images.astype(np.float32)})[0]
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+def choose(options: RuntimeOptions, has_onnx: bool) -> tuple[str, str]:
+    """(runtime, precision) for `options` on this host, before any check of the model."""
+    if options.runtime != "auto":
+        wants_bf16 = options.runtime == "openvino" and options.precision != "fp32"
+        return options.runtime, "bf16" if wants_bf16 and hardware.native_bf16() else "fp32"
+    on_gpu = options.device == "gpu" or (options.device == "auto" and hardware.gpu_count() > 0)
+    if on_gpu and has_onnx and not has_tensorflow():
+        log.warning("a GPU is here but TensorFlow is not installed; serving on the CPU")
+    elif on_gpu or not has_onnx:
+        return "keras", "fp32"
+    if options.precision != "fp32" and bf16_refusal("auto", "bf16") is None:
+        return "openvino", "bf16"
+    return "onnx", "fp32"
 
 
 def load_runtime(folder: Path, metadata: ModelMetadata, options: RuntimeOptions) -> Runtime:
-    """Load the runtime `options` asks for; "auto" takes the GPU through TensorFlow where there
-    is one, else ONNX Runtime where the version has an ONNX file, else TensorFlow on the CPU."""
+    """Load the runtime `options` and the host call for; a bf16 path that fails its parity
+    check against float32 is replaced by ONNX Runtime in float32 (the log says why)."""
     label = f"{metadata.name} v{metadata.version}"
-    choice = options.runtime
-    device = None
-    if choice in ("auto", "keras"):
-        device = configure_tensorflow(options.device)
-        if choice == "auto":
-            on_gpu = device.startswith("/GPU") and options.device != "cpu"
-            has_onnx = ONNX_FILE in metadata.files and (folder / ONNX_FILE).is_file()
-            choice = "onnx" if has_onnx and not on_gpu else "keras"
-    try:
-        if choice == "onnx":
-            if ONNX_FILE not in metadata.files:
-                raise ModelStoreError(f"{label}: has no {ONNX_FILE}", code="model_load_failed")
-            runtime: Runtime = OnnxRuntime(folder / ONNX_FILE, options.threads)
-            shapes = (runtime.input_shape, runtime.output_shape)
-        else:
-            import keras
+    has_onnx = ONNX_FILE in metadata.files and (folder / ONNX_FILE).is_file()
+    name, precision = choose(options, has_onnx)
+    runtime = _checked_shapes(_load(name, precision, folder, metadata, options), metadata)
+    if runtime.precision == "bf16":
+        runtime = _parity_checked(runtime, folder, metadata, options)
+    log.info("%s: runtime %s on %s in %s", label, runtime.name, runtime.device, runtime.precision)
+    return runtime
 
-            if options.threads:
-                _limit_tensorflow_threads(options.threads)
-            model = keras.saving.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
-            shapes = (tuple(model.input_shape), tuple(model.output_shape))
-            if options.mixed_precision:
-                model = to_mixed_precision(model)
-            runtime = KerasRuntime(model, metadata.input_spec.shape, device or "/CPU:0")
+
+def _load(name: str, precision: str, folder: Path, metadata: ModelMetadata, options):
+    label = f"{metadata.name} v{metadata.version}"
+    if name in ("onnx", "openvino") and ONNX_FILE not in metadata.files:
+        raise ModelStoreError(f"{label}: has no {ONNX_FILE}", code="model_load_failed")
+    try:
+        if name == "onnx":
+            from classifier.cpu_runtimes import OnnxRuntime
+
+            return OnnxRuntime(folder / ONNX_FILE, options.threads)
+        if name == "openvino":
+            from classifier.cpu_runtimes import OpenVinoRuntime
+
+            return OpenVinoRuntime(folder / ONNX_FILE, options.threads, precision)
+        return _load_keras(folder, metadata, options)
     except ModelStoreError:
         raise
     except Exception as exc:
         raise ModelStoreError(f"{label}: cannot load: {exc}", code="model_load_failed") from None
+
+
+def _load_keras(folder: Path, metadata: ModelMetadata, options: RuntimeOptions):
+    from classifier import keras_runtime
+
+    device = keras_runtime.configure_tensorflow(options.device)
+    import keras
+
+    if options.threads:
+        keras_runtime.limit_threads(options.threads)
+    model = keras.saving.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
+    precision = "fp32"
+    if options.mixed_precision:
+        model, precision = keras_runtime.to_mixed_precision(model), "mixed_float16"
+    return keras_runtime.KerasRuntime(model, metadata.input_spec.shape, device, precision)
+
+
+def _checked_shapes(runtime, metadata: ModelMetadata):
+    model = getattr(runtime, "model", None)
+    if model is not None:
+        shapes = (tuple(model.input_shape), tuple(model.output_shape))
+    else:
+        shapes = (runtime.input_shape, runtime.output_shape)
     expected = ((None, *metadata.input_spec.shape), (None, 1))
     if shapes != expected:
         raise ModelStoreError(
-            f"{label}: model takes {shapes[0]} and gives {shapes[1]}; metadata needs "
-            f"{expected[0]} -> {expected[1]}",
+            f"{metadata.name} v{metadata.version}: model takes {shapes[0]} and gives "
+            f"{shapes[1]}; metadata needs {expected[0]} -> {expected[1]}",
             code="model_shape_mismatch",
         )
-    log.info(
-        "%s: runtime %s on %s%s",
-        label,
-        runtime.name,
-        runtime.device,
-        " (mixed precision)" if options.mixed_precision and runtime.name == "keras" else "",
-    )
     return runtime
 
 
-def _limit_tensorflow_threads(threads: int) -> None:
-    tf = import_tensorflow()
+def probe_images(shape: tuple[int, int, int]) -> np.ndarray:
+    """Fixed images every new version is checked on: black, white, noise and a gradient."""
+    rng = np.random.default_rng(20261130)
+    ramp = np.linspace(0, 255, shape[0] * shape[1] * shape[2]).reshape(shape)
+    return np.stack(
+        [
+            np.zeros(shape, np.uint8),
+            np.full(shape, 255, np.uint8),
+            rng.integers(0, 256, shape, dtype=np.uint8),
+            ramp.astype(np.uint8),
+        ]
+    )
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow already started its pools in this process
-        log.debug("TensorFlow thread pools already fixed (pid %d)", os.getpid())
+
+def _parity_checked(runtime, folder: Path, metadata: ModelMetadata, options: RuntimeOptions):
+    """The bf16 runtime if its probe answers stay within BF16_TOLERANCE of float32."""
+    reference = _load("onnx", "fp32", folder, metadata, options)
+    probes = probe_images(metadata.input_spec.shape)
+    diff = float(np.max(np.abs(runtime(probes) - reference(probes))))
+    if np.isfinite(diff) and diff <= BF16_TOLERANCE:
+        runtime.parity = diff
+        return runtime
+    log.warning(
+        "%s v%d: bf16 differs from fp32 by %.2g on the probe images (tolerance %g); "
+        "serving fp32 with ONNX Runtime instead",
+        metadata.name,
+        metadata.version,
+        diff,
+        BF16_TOLERANCE,
+    )
+    reference.note = f"bf16 failed its parity check ({diff:.2g} > {BF16_TOLERANCE}); fp32"
+    return reference

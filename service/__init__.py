@@ -49,6 +49,7 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
         runtime=RuntimeOptions(
             runtime=cfg.runtime,
             device=cfg.device,
+            precision=cfg.precision,
             mixed_precision=cfg.mixed_precision,
             threads=cfg.inference_threads,
         ),

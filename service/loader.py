@@ -15,7 +15,7 @@ import numpy as np
 
 from classifier.errors import ClassifierError, ModelStoreError
 from classifier.predictor import Predictor, load_predictor
-from classifier.runtimes import RuntimeOptions
+from classifier.runtimes import RuntimeOptions, probe_images
 from classifier.store import ModelStore, VersionStatus
 from service import metrics
 from service.batching import Batcher
@@ -145,12 +145,16 @@ class Loader:
         metrics.MODEL_LOADS.labels(state.name, "success").inc()
         metrics.MODEL_VERSION.labels(state.name).set(max(state.loaded))
         runtime = served.predictor.runtime
+        metrics.MODEL_RUNTIME.labels(
+            state.name, str(version), runtime.name, runtime.precision, runtime.device
+        ).set(1)
         log.info(
-            "model %s v%d loaded, checked and warmed up (runtime %s on %s)",
+            "model %s v%d loaded, checked and warmed up (runtime %s on %s in %s)",
             state.name,
             version,
             runtime.name,
             runtime.device,
+            runtime.precision,
         )
 
     def _unload(self, state: ModelState, wanted: set[int], present: set[int]) -> None:
@@ -196,15 +200,7 @@ class Loader:
 
 def check_probes(predictor: Predictor) -> None:
     """A new version must give one finite probability in [0, 1] per fixed probe image."""
-    rng = np.random.default_rng(20261130)
-    shape = predictor.spec.shape
-    probes = np.stack(
-        [
-            np.zeros(shape, np.uint8),
-            np.full(shape, 255, np.uint8),
-            rng.integers(0, 256, shape, dtype=np.uint8),
-        ]
-    )
+    probes = probe_images(predictor.spec.shape)
     out = predictor.predict_proba(probes)
     if (
         out.shape != (len(probes),)

@@ -69,6 +69,12 @@ BATCH_SIZE = Histogram(
     ["model"],
     buckets=BATCH_BUCKETS,
 )
+MODEL_RUNTIME = Gauge(
+    "model_runtime_info",
+    "1 for each loaded version: the runtime, precision and device it runs on",
+    ["model", "version", "runtime", "precision", "device"],
+    multiprocess_mode="livemax",
+)
 MODEL_LOADS = Counter("model_load_total", "Model version loads by result", ["model", "result"])
 MODEL_VERSION = Gauge(
     "model_loaded_version",

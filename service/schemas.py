@@ -118,8 +118,10 @@ class VersionInfo(Payload):
 
 
 class RuntimeInfo(Payload):
-    name: str
+    name: str = Field(description="keras, onnx or openvino")
     device: str
+    precision: str = Field(description="fp32, bf16 or mixed_float16")
+    note: str | None = Field(None, description="why it is not the path `auto` would prefer")
 
 
 class BatchingInfo(Payload):
@@ -157,7 +159,7 @@ class ModelStatus(Payload):
                 {"version": 2, "state": "NOT_LOADED"},
                 {"version": 3, "state": "AVAILABLE"},
             ],
-            "runtime": {"name": "onnx", "device": "cpu"},
+            "runtime": {"name": "openvino", "device": "cpu", "precision": "bf16"},
             "batching": {
                 "max_batch_size": 16,
                 "padded_sizes": [1, 2, 4, 8, 16],

@@ -15,13 +15,14 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from classifier.errors import ClassifierError
-from classifier.runtimes import DEVICES, RUNTIMES
+from classifier.runtimes import DEVICES, PRECISIONS, RUNTIMES, bf16_refusal, runtime_refusal
 from classifier.spec import DEFAULT_MAX_PIXELS
 from classifier.store import validate_name
 from service.registry import VersionPolicy
 
 Runtime = Literal[RUNTIMES]  # type: ignore[valid-type]
 Device = Literal[DEVICES]  # type: ignore[valid-type]
+Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
@@ -115,8 +116,14 @@ class Settings(BaseSettings):
     # -- inference ----------------------------------------------------------------------
     runtime: Runtime = Field(
         "auto",
-        description="`auto`: TensorFlow on a GPU when there is one, else ONNX Runtime when the "
-        "version has `model.onnx`, else TensorFlow on the CPU; or `keras`, `onnx`",
+        description="`auto`: TensorFlow on a GPU; on a CPU with native bf16 (AMX or AVX-512 "
+        "BF16) OpenVINO in bf16 once it passes a parity check; else ONNX Runtime in fp32 "
+        "(TensorFlow where a version has no `model.onnx`); or one of them by name",
+    )
+    precision: Precision = Field(
+        "auto",
+        description="`auto`: bf16 where the CPU computes it natively (else fp32, with a log "
+        "line); `bf16` refuses to start where it cannot run; `fp32` everywhere",
     )
     device: Device = Field(
         "auto", description="TensorFlow's device (GPU memory growth is always on)"
@@ -171,6 +178,16 @@ class Settings(BaseSettings):
 
             read_keys(value)
         return value
+
+    @model_validator(mode="after")
+    def _runtime_runs_here(self) -> Settings:
+        refusal = runtime_refusal(self.runtime)
+        if refusal:
+            raise ValueError(refusal)
+        refusal = bf16_refusal(self.runtime, self.precision)
+        if refusal:
+            raise ValueError(f"PRECISION=bf16: {refusal}")
+        return self
 
     @model_validator(mode="after")
     def _queue_holds_a_request(self) -> Settings:

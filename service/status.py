@@ -61,11 +61,20 @@ def describe(state: ModelState, default_name: str) -> schemas.ModelStatus:
         loaded_versions=sorted(loaded),
         error=state.error,
         versions=entries,
-        runtime=schemas.RuntimeInfo(name=runtime.name, device=runtime.device) if runtime else None,
+        runtime=_runtime(runtime) if runtime else None,
         batching=_batching(served.batcher) if served else None,
         metadata=served.predictor.metadata.raw if served else None,
         model_version_status=[tf_version_status(entry) for entry in reversed(entries)],
     )
+
+
+def _runtime(runtime) -> schemas.RuntimeInfo:
+    info = schemas.RuntimeInfo(
+        name=runtime.name, device=runtime.device, precision=runtime.precision
+    )
+    if getattr(runtime, "note", None):
+        info.note = runtime.note
+    return info
 
 
 def _batching(batcher: Batcher) -> schemas.BatchingInfo:

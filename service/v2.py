@@ -24,7 +24,7 @@ from service.tensors import ProtocolError
 
 SERVER_NAME = "image-classifier-service"
 EXTENSIONS = ["binary_tensor_data", "classification"]
-PLATFORMS = {"onnx": "onnxruntime_onnx", "keras": "tensorflow_keras"}
+PLATFORMS = {"onnx": "onnxruntime_onnx", "openvino": "openvino_onnx", "keras": "tensorflow_keras"}
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 

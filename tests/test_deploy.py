@@ -73,11 +73,23 @@ def test_runs_as_a_numeric_non_root_user():
 
 def test_image_dependencies_are_the_projects_own():
     installs = [run for run in instruction("RUN") if "pip install" in run]
-    assert installs == ['pip install ".[${TF_VARIANT}]"']
-    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"
-    ]
-    assert {"cpu", "gpu"} <= set(extras)
+    assert installs == ["pip install .", 'pip install ".[${TF_VARIANT}]"']
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert {"cpu", "gpu", "train"} <= set(project["optional-dependencies"])
+    serving = " ".join(project["dependencies"])
+    assert "tensorflow" not in serving and "keras" not in serving
+
+
+def test_the_default_target_serves_without_tensorflow_and_compose_builds_both():
+    stages = [line.split()[-1] for line in DOCKERFILE.splitlines() if line.startswith("FROM ")]
+    assert stages[-1] == "serve" and "train" in stages
+    serve_stage = DOCKERFILE.split("AS serve\n")[1]
+    assert "--from=build-serve" in serve_stage and "build-train" not in serve_stage
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    assert compose["api"]["build"]["target"] == "${API_TARGET:-serve}"
+    assert compose["trainer"]["build"]["target"] == "train"
+    gpu = yaml.safe_load((REPO / "docker-compose.gpu.yml").read_text())["services"]
+    assert gpu["api"]["build"]["target"] == "train"
     assert any(line.startswith("ARG TF_VARIANT=cpu") for line in DOCKERFILE.splitlines())
     assert not list(REPO.glob("requirements*.txt"))
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 from keras import layers
 
+from classifier.hardware import native_bf16
 from classifier.spec import InputSpec
 from training.augment import RandomAffine
 
@@ -104,19 +104,7 @@ def resolve_precision(precision: str, cpu_flags: set[str] | None = None, gpus=No
     if gpus:
         native = all(tuple(g.get("compute_capability") or (0, 0)) >= (8, 0) for g in gpus)
         return "mixed_bfloat16" if native else "float32"
-    flags = cpu_flags if cpu_flags is not None else _cpu_flags()
-    return "mixed_bfloat16" if flags & {"amx_bf16", "avx512_bf16"} else "float32"
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+    return "mixed_bfloat16" if native_bf16(cpu_flags) else "float32"
 
 
 def learning_rate_schedule(

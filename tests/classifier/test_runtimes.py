@@ -1,15 +1,12 @@
 import numpy as np
 import pytest
 
+from classifier import hardware, runtimes
+from classifier.cpu_runtimes import OnnxRuntime
 from classifier.errors import ModelStoreError
+from classifier.keras_runtime import KerasRuntime, configure_tensorflow
 from classifier.metadata import ONNX_FILE
-from classifier.runtimes import (
-    KerasRuntime,
-    OnnxRuntime,
-    RuntimeOptions,
-    configure_tensorflow,
-    load_runtime,
-)
+from classifier.runtimes import BF16_TOLERANCE, RuntimeOptions, load_runtime
 from classifier.store import ModelStore
 from tests.helpers import publish_model
 
@@ -32,20 +29,67 @@ def runtime(store: ModelStore, name: str = "pets", **options):
     return load_runtime(store.model_dir(name) / "1", metadata, RuntimeOptions(**options))
 
 
-def test_every_runtime_agrees_with_keras_within_1e_5(store, batch):
+def test_every_fp32_runtime_agrees_with_keras_within_1e_5(store, batch):
     keras_rt = runtime(store, runtime="keras")
     onnx_rt = runtime(store, runtime="onnx")
+    openvino_rt = runtime(store, runtime="openvino", precision="fp32")
     assert isinstance(keras_rt, KerasRuntime) and isinstance(onnx_rt, OnnxRuntime)
+    assert openvino_rt.precision == "fp32"
     reference = np.asarray(keras_rt.model.predict_on_batch(batch.astype("float32"))).reshape(-1)
-    for rt in (keras_rt, onnx_rt):
+    for rt in (keras_rt, onnx_rt, openvino_rt):
         out = rt(batch)
         assert out.shape == (8,) and out.dtype == np.float32
         assert np.abs(out - reference).max() <= 1e-5, rt.name
 
 
-def test_auto_picks_onnx_on_cpu_when_exported_else_keras(store):
-    assert runtime(store, runtime="auto").name == "onnx"
+@pytest.mark.skipif(not hardware.native_bf16(), reason="this CPU has no native bf16")
+def test_bf16_openvino_stays_within_its_tolerance_of_fp32(store, batch):
+    bf16 = runtime(store, runtime="openvino", precision="bf16")
+    assert bf16.precision == "bf16"
+    reference = runtime(store, runtime="onnx")(batch)
+    assert np.abs(bf16(batch) - reference).max() <= BF16_TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("bf16", "gpus", "has_onnx", "precision", "expected"),
+    [
+        (True, 0, True, "auto", ("openvino", "bf16")),
+        (False, 0, True, "auto", ("onnx", "fp32")),
+        (True, 0, True, "fp32", ("onnx", "fp32")),
+        (True, 1, True, "auto", ("keras", "fp32")),
+        (True, 0, False, "auto", ("keras", "fp32")),
+    ],
+)
+def test_auto_picks_the_fastest_path_for_the_hardware(
+    monkeypatch, bf16, gpus, has_onnx, precision, expected
+):
+    monkeypatch.setattr(hardware, "native_bf16", lambda flags=None: bf16)
+    monkeypatch.setattr(hardware, "gpu_count", lambda: gpus)
+    monkeypatch.setattr(runtimes.importlib.util, "find_spec", lambda name: object())
+    assert runtimes.choose(RuntimeOptions(precision=precision), has_onnx) == expected
+
+
+def test_auto_on_this_host_serves_what_choose_says(store):
+    name, precision = runtimes.choose(RuntimeOptions(), has_onnx=True)
+    rt = runtime(store, runtime="auto")
+    assert (rt.name, rt.precision) == (name, precision)
     assert runtime(store, "plain", runtime="auto").name == "keras"
+
+
+def test_a_bf16_path_that_fails_parity_falls_back_to_fp32(store, monkeypatch):
+    monkeypatch.setattr(runtimes, "BF16_TOLERANCE", 0.0)  # no bf16 answer is that close
+    monkeypatch.setattr(hardware, "native_bf16", lambda flags=None: True)
+    rt = runtime(store, runtime="openvino", precision="bf16")
+    if rt.name == "openvino":  # exactly equal answers: nothing to fall back from
+        pytest.skip("bf16 gave exactly the fp32 answers")
+    assert (rt.name, rt.precision) == ("onnx", "fp32") and "parity" in rt.note
+
+
+def test_bf16_where_it_cannot_run_is_refused(monkeypatch):
+    monkeypatch.setattr(hardware, "native_bf16", lambda flags=None: False)
+    assert "natively" in runtimes.bf16_refusal("auto", "bf16")
+    assert "openvino" in runtimes.bf16_refusal("onnx", "bf16")
+    assert runtimes.bf16_refusal("auto", "auto") is None
 
 
 def test_onnx_without_an_export_is_refused(store):

@@ -257,19 +257,28 @@ def make_app(models_dir, **config) -> Flask:
     return create_app(app_config(models_dir, **config))
 
 
-def test_keras_runtime_serves_the_same_answers(models_dir, shared_app):
+def test_keras_runtime_serves_the_same_answers(models_dir):
     keras_app = make_app(models_dir, RUNTIME="keras")
-    status = keras_app.test_client().get("/v1/models/pets").get_json()
-    assert status["runtime"]["name"] == "keras"
-    assert shared_app.test_client().get("/v1/models/pets").get_json()["runtime"]["name"] == "onnx"
+    onnx_app = make_app(models_dir, RUNTIME="onnx")
+    for app, name in ((keras_app, "keras"), (onnx_app, "onnx")):
+        runtime = app.test_client().get("/v1/models/pets").get_json()["runtime"]
+        assert (runtime["name"], runtime["precision"]) == (name, "fp32")
     data = jpeg_bytes(seed=11)
     answers = [
         app.test_client()
         .post("/predict", data=data, content_type="image/jpeg")
         .get_json()["predictions"][0]["probabilities"]["dogs"]
-        for app in (keras_app, shared_app)
+        for app in (keras_app, onnx_app)
     ]
     assert answers[0] == pytest.approx(answers[1], abs=1e-5)
+
+
+def test_the_runtime_and_precision_are_reported_in_status_and_metrics(client):
+    runtime = client.get("/v1/models/pets").get_json()["runtime"]
+    assert runtime["precision"] in ("fp32", "bf16")
+    metrics = client.get("/metrics").get_data(as_text=True)
+    line = f'model="pets",precision="{runtime["precision"]}",runtime="{runtime["name"]}"'
+    assert "model_runtime_info{" in metrics and line in metrics
 
 
 def test_batching_settings_are_reported(client, shared_app):

@@ -54,6 +54,8 @@ BAD = [
     ("MAX_FORM_MEMORY_SIZE", "1024"),
     ("WEB_CONCURRENCY", "0"),
     ("LOG_LEVEL", "loud"),
+    ("PRECISION", "fp64"),
+    ("RUNTIME", "tensorrt"),
 ]
 
 
@@ -106,3 +108,23 @@ def test_serving_binds_loopback_unless_told_and_containers_say_so(monkeypatch):
     assert "HOST=0.0.0.0" in (REPO / "Dockerfile").read_text()
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     assert compose["services"]["api"]["environment"]["HOST"] == "0.0.0.0"
+
+
+def test_bf16_where_the_cpu_lacks_it_is_refused_in_one_line(monkeypatch):
+    from classifier import hardware
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda flags=None: False)
+    monkeypatch.setenv("PRECISION", "bf16")
+    with pytest.raises(SettingsError, match="PRECISION=bf16: this CPU computes bf16 natively"):
+        load()
+    monkeypatch.setenv("PRECISION", "auto")
+    assert load().precision == "auto"  # auto falls back to fp32 with a log line instead
+
+
+def test_keras_without_tensorflow_installed_is_refused(monkeypatch):
+    from classifier import runtimes
+
+    monkeypatch.setattr(runtimes, "has_tensorflow", lambda: False)
+    monkeypatch.setenv("RUNTIME", "keras")
+    with pytest.raises(SettingsError, match="needs TensorFlow"):
+        load()

@@ -56,7 +56,7 @@ def test_model_metadata_and_readiness(tc):
     assert not tc.is_model_ready("pets", "7") and not tc.is_model_ready("nope")
     meta = tc.get_model_metadata("pets")
     assert meta["name"] == "pets" and meta["versions"] == ["1"]
-    assert meta["platform"] == "onnxruntime_onnx"
+    assert meta["platform"] in ("onnxruntime_onnx", "openvino_onnx")
     inputs = {t["name"]: t for t in meta["inputs"]}
     assert inputs["image"]["datatype"] == "BYTES"
     assert inputs["input"]["shape"] == [-1, 64, 64, 3]

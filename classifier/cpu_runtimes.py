@@ -1,0 +1,88 @@
+"""The CPU runtimes over the exported model.onnx: ONNX Runtime (float32) and OpenVINO
+(float32, or bfloat16 where the processor computes it natively: AMX or AVX-512 BF16).
+
+Both are created in the process that uses them (after fork) and never spin idle threads,
+as the HTTP threads share the cores.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+
+class OnnxRuntime:
+    """ONNX Runtime on the CPU: no idle spinning (HTTP threads share the cores)."""
+
+    name = "onnx"
+    device = "cpu"
+    precision = "fp32"
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(d if isinstance(d, int) else None for d in self.session.get_inputs()[0].shape)
+
+    @property
+    def output_shape(self) -> tuple:
+        return tuple(d if isinstance(d, int) else None for d in self.session.get_outputs()[0].shape)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self._input: images.astype(np.float32)})[0]
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+class OpenVinoRuntime:
+    """OpenVINO on the CPU, reading model.onnx directly; `precision` "bf16" or "fp32"."""
+
+    name = "openvino"
+    device = "cpu"
+
+    def __init__(self, path: Path, threads: int = 0, precision: str = "bf16") -> None:
+        import openvino as ov
+
+        self.precision = precision
+        core = ov.Core()
+        model = core.read_model(str(path))
+        config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY",  # one stream: the batcher calls from one thread
+            "NUM_STREAMS": 1,
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(model, "CPU", config)
+        self._request = self.compiled.create_infer_request()
+        self._output = self.compiled.output(0)
+        self._lock = threading.Lock()  # one infer request; warm-up and probes share it
+
+    @property
+    def input_shape(self) -> tuple:
+        return _dims(self.compiled.input(0).get_partial_shape())
+
+    @property
+    def output_shape(self) -> tuple:
+        return _dims(self._output.get_partial_shape())
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        with self._lock:
+            out = self._request.infer({0: images.astype(np.float32, copy=False)})[self._output]
+        return np.array(out, dtype=np.float32).reshape(-1)
+
+
+def _dims(shape) -> tuple:
+    return tuple(d.get_length() if d.is_static else None for d in shape)
