@@ -18,6 +18,13 @@ $(VENV)/.test: $(VENV)/.base
 	$(BIN)/python -m pip install --quiet -e '.[cpu,test]'
 	touch $@
 
+# checkov (tests/test_k8s.py's policy linter) pins packaging<24 and ~100 packages: its own venv.
+CHECKOV_VENV ?= .venv-checkov
+$(CHECKOV_VENV)/.done:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov>=3.2,<4'
+	touch $@
+
 serve: $(VENV)/.base
 	$(BIN)/classifier-serve
 
@@ -40,12 +47,12 @@ browser:
 	  fi; \
 	fi
 
-test: lint browser
-	$(BIN)/python -m pytest
+test: lint browser $(CHECKOV_VENV)/.done
+	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest
 
 format: $(VENV)/.test
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache *.egg-info
