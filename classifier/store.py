@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from classifier.errors import ModelStoreError
+from classifier.filesystems import rename_refusal
 from classifier.metadata import METADATA_FILE, MODEL_FILE, SCHEMA_VERSION, ModelMetadata
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -147,6 +148,9 @@ class ModelStore:
         """
         folder = self.model_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
+        refusal = rename_refusal(folder)
+        if refusal:
+            raise ModelStoreError(refusal, code="unsafe_store")
         staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=folder))
         try:
             staging.chmod(0o755)  # mkdtemp makes it private; other readers (the API) need it

@@ -63,6 +63,7 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     )
     app.extensions.update(settings=cfg, registry=registry, loader=loader)
     log.info("starting worker", extra={"fields": {"event": "start", "settings": cfg.environment()}})
+    loader.warn_about_the_filesystem()
     loader.load_all()
     if cfg.model_poll_seconds > 0:
         loader.start_polling(cfg.model_poll_seconds)

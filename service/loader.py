@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from classifier.errors import ClassifierError, ModelStoreError
+from classifier.filesystems import rename_refusal
 from classifier.predictor import Predictor, load_predictor
 from classifier.runtimes import RuntimeOptions, probe_images
 from classifier.store import ModelStore, VersionStatus
@@ -52,6 +53,12 @@ class Loader:
         self._checks: dict[tuple[str, int], tuple[tuple, VersionStatus]] = {}
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
+
+    def warn_about_the_filesystem(self) -> None:
+        """Readers are safe anywhere, but say so where publishers would not be."""
+        refusal = rename_refusal(self.store.root)
+        if refusal:
+            log.warning("%s (serving works; publishing there is refused)", refusal)
 
     def load_all(self) -> None:
         """Bring every model in the store (and the default one) in line with the policy."""

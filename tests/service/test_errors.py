@@ -21,6 +21,7 @@ OFFLINE = {
     "invalid_dataset",
     "invalid_model_name",
     "invalid_image",
+    "unsafe_store",
 }
 
 
