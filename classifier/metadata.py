@@ -17,7 +17,6 @@ from pydantic import (
     StrictStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from classifier.errors import ModelStoreError
@@ -61,13 +60,15 @@ class ModelMetadata(BaseModel):
 
     _raw: dict = PrivateAttr(default_factory=dict)
 
-    @model_validator(mode="before")
+    @field_validator("input_spec", mode="before")
     @classmethod
-    def _full_decode_before_draft(cls, data: Any) -> Any:
-        """Versions published before JPEG draft decoding existed decoded at full size."""
-        if isinstance(data, dict) and isinstance(data.get("input"), dict):
-            data = {**data, "input": {"jpeg_draft_gap": 0, **data["input"]}}
-        return data
+    def _input(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        try:
+            return InputSpec.from_dict(value)
+        except TypeError as exc:  # a field of the wrong type
+            raise ValueError(str(exc)) from None
 
     @field_validator("class_names")
     @classmethod

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from classifier import hardware
+from classifier.cpu_runtimes import OnnxRuntime, OpenVinoRuntime  # tools import them from here
 from classifier.errors import ModelStoreError
 from classifier.metadata import MODEL_FILE, ONNX_FILE, ModelMetadata
 
@@ -120,12 +121,8 @@ def _load(name: str, precision: str, folder: Path, metadata: ModelMetadata, opti
         raise ModelStoreError(f"{label}: has no {ONNX_FILE}", code="model_load_failed")
     try:
         if name == "onnx":
-            from classifier.cpu_runtimes import OnnxRuntime
-
             return OnnxRuntime(folder / ONNX_FILE, options.threads)
         if name == "openvino":
-            from classifier.cpu_runtimes import OpenVinoRuntime
-
             return OpenVinoRuntime(folder / ONNX_FILE, options.threads, precision)
         return _load_keras(folder, metadata, options)
     except ModelStoreError:

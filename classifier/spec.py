@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from PIL import Image
 
@@ -59,6 +59,13 @@ class InputSpec:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "dtype": "uint8", "color": "RGB", "value_range": [0, 255]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InputSpec:
+        """From metadata's `input` object; versions published before JPEG draft decoding
+        existed (no `jpeg_draft_gap`) decoded at full size."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{"jpeg_draft_gap": 0, **{k: v for k, v in data.items() if k in known}})
 
 
 DEFAULT_SPEC = InputSpec()
