@@ -7,8 +7,12 @@
 5. on the same server as 2, the Open Inference Protocol (V2) forms beside /predict: binary
    tensor data (as tritonclient sends it) and JSON with base64, at --protocol-concurrency.
 
-It also prints the model's FLOPs per image, the machine's measured FMA peak (float32 GEMM)
-and the fraction of it each figure reaches. All traffic goes to 127.0.0.1 and every phase
+It also prints the host (processor and what it computes natively), the model's FLOPs per
+image, the measured multiply-add peak of each precision (float32 GEMM through numpy; bfloat16
+MatMul through OpenVINO where the CPU has it), every runtime/precision path this host can
+run with its in-process ceiling and its accuracy on the labelled photos (a reduced-precision
+path more than 0.2 points from fp32 is not one `auto` should use), and the fraction of the
+served path's ceiling and peak each figure reaches. All traffic goes to 127.0.0.1 and every phase
 is bounded in count and time.
 
     python -m benchmarks.serving --data-dir ../shared/data/cats_vs_dogs/validation
@@ -28,6 +32,7 @@ import numpy as np
 import requests
 
 from benchmarks.harness import REPO, Server, benchmark_parser, drive
+from classifier import hardware, runtimes
 from classifier.predictor import load_predictor
 from classifier.preprocess import decode_image
 from classifier.runtimes import RuntimeOptions
@@ -71,11 +76,28 @@ def model_flops(model_path: Path) -> int:
     return total
 
 
-def ceiling(store, name, bodies, batch_sizes, runtimes) -> list[dict]:
+def paths() -> list[tuple[str, str]]:
+    """Every (runtime, precision) this host and install can run the model with."""
+    found = [("onnx", "fp32")]
+    if runtimes.runtime_refusal("openvino") is None:
+        found.append(("openvino", "fp32"))
+        if runtimes.bf16_refusal("openvino", "bf16") is None:
+            found.append(("openvino", "bf16"))
+    if runtimes.has_tensorflow():
+        found.append(("keras", "fp32"))
+    return found
+
+
+def load(store, name, path: tuple[str, str]):
+    runtime, precision = path
+    return load_predictor(store, name, options=RuntimeOptions(runtime=runtime, precision=precision))
+
+
+def ceiling(store, name, bodies, batch_sizes, chosen_paths) -> list[dict]:
     """Images/s of decode + inference in this process: two decode threads feed the runtime."""
     rows = []
-    for runtime_name in runtimes:
-        predictor = load_predictor(store, name, options=RuntimeOptions(runtime=runtime_name))
+    for path in chosen_paths:
+        predictor = load(store, name, path)
         spec = predictor.spec
         predictor.predict_proba(np.zeros((max(batch_sizes), *spec.shape), np.uint8))
         for size in batch_sizes:
@@ -90,16 +112,73 @@ def ceiling(store, name, bodies, batch_sizes, runtimes) -> list[dict]:
                 for batch in pool.map(decode, chunks):
                     predictor.predict_proba(batch)
             rate = len(bodies) / (time.perf_counter() - started)
-            rows.append(
-                {"runtime": runtime_name, "batch_size": size, "images_per_s": round(rate, 1)}
-            )
-            print(f"  ceiling {runtime_name:5s} batch {size:3d}: {rate:7.1f} images/s", flush=True)
+            label = "/".join(path)
+            rows.append({"path": label, "batch_size": size, "images_per_s": round(rate, 1)})
+            print(f"  ceiling {label:13s} batch {size:3d}: {rate:7.1f} images/s", flush=True)
     return rows
 
 
-def single_image_latency_ms(store, name, runtime_name, bodies, n=200) -> float:
+def accuracy(store, name, data_dir: Path, chosen_paths) -> list[dict]:
+    """Each path's accuracy on the labelled photos (class folders), against ONNX Runtime fp32."""
+    first = load(store, name, chosen_paths[0])
+    classes = list(first.class_names)
+    files = [p for p in sorted(data_dir.rglob("*.jpg")) if p.parent.name in classes]
+    if not files:
+        return []
+    images = np.stack([decode_image(p.read_bytes(), first.spec) for p in files])
+    truth = np.array([classes.index(p.parent.name) for p in files])
+    rows = []
+    for path in chosen_paths:
+        predictor = load(store, name, path)
+        probs = np.concatenate(
+            [predictor.predict_proba(images[i : i + 64]) for i in range(0, len(images), 64)]
+        )
+        predicted = (probs >= predictor.metadata.threshold).astype(int)
+        rows.append(
+            {"path": "/".join(path), "accuracy": float((predicted == truth).mean()), "probs": probs}
+        )
+    reference = rows[0]
+    for row in rows:
+        row["points_vs_fp32"] = round(100 * (row["accuracy"] - reference["accuracy"]), 2)
+        row["max_abs_diff_vs_fp32"] = (
+            float(np.abs(row.pop("probs") - reference["probs"]).max())
+            if row is not reference
+            else 0.0
+        )
+        row["usable_by_auto"] = abs(row["points_vs_fp32"]) <= 0.2
+        print(
+            f"  accuracy {row['path']:13s} {row['accuracy']:.4f} ({row['points_vs_fp32']:+.2f} points, max |dp| {row['max_abs_diff_vs_fp32']:.2g})",
+            flush=True,
+        )
+    reference.pop("probs", None)
+    return rows
+
+
+def bf16_peak_gflops(size: int = 2048, repeats: int = 8) -> float | None:
+    """The bf16 multiply-add rate of a large MatMul through OpenVINO (native bf16 only)."""
+    if runtimes.bf16_refusal("openvino", "bf16") is not None:
+        return None
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    a = ops.parameter([size, size], np.float32)
+    weights = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    model = ov.Model([ops.matmul(a, ops.constant(weights), False, False)], [a])
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    request = compiled.create_infer_request()
+    x = weights.T.copy()
+    request.infer({0: x})
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        request.infer({0: x})
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def single_image_latency_ms(store, name, path, bodies, n=200) -> float:
     """Median of one image's decode + inference, in process: the c=1 latency reference."""
-    predictor = load_predictor(store, name, options=RuntimeOptions(runtime=runtime_name))
+    predictor = load(store, name, path)
     times = []
     for body in bodies[:n]:
         started = time.perf_counter()
@@ -229,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         default="32",
         help="levels at which the V2 binary and V2 JSON forms also run (empty: none)",
     )
+    p.add_argument("--runtime", default="auto", help="the service's RUNTIME")
+    p.add_argument("--precision", default="auto", help="the service's PRECISION")
     p.add_argument("--output", type=Path, help="write all figures to this JSON file")
     args = p.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -239,20 +320,35 @@ def main(argv: list[str] | None = None) -> int:
     meta = store.latest_valid(args.model_name)
     version_dir = store.model_dir(args.model_name) / str(meta.version)
     flops = model_flops(version_dir / "model.keras")
-    peak = fma_peak_gflops()
-    peak_images = peak * 1e9 / flops
+    host = hardware.describe()
+    print(f"host: {host}")
     print(f"model {args.model_name} v{meta.version}: {flops / 1e6:.1f} MFLOP per image")
-    print(f"FMA peak (float32 GEMM): {peak:.1f} GFLOP/s = {peak_images:.0f} images/s at best")
+    peaks = {"fp32": fma_peak_gflops(), "bf16": bf16_peak_gflops()}
+    for precision, gflops in peaks.items():
+        if gflops:
+            print(
+                f"{precision} peak (GEMM): {gflops:.1f} GFLOP/s = {gflops * 1e9 / flops:.0f} images/s"
+            )
 
-    runtimes = ["onnx", "keras"] if "model.onnx" in meta.files else ["keras"]
+    options = RuntimeOptions(runtime=args.runtime, precision=args.precision)
+    served = "/".join(runtimes.choose(options, "model.onnx" in meta.files))
+    chosen = paths()
+    print(f"paths here: {['/'.join(p) for p in chosen]}; the service serves {served}")
     print("ceiling (in process, decode + inference):")
-    ceiling_rows = ceiling(store, args.model_name, bodies, sizes, runtimes)
-    best = max(ceiling_rows, key=lambda r: r["images_per_s"])
-    single_ms = single_image_latency_ms(store, args.model_name, best["runtime"], bodies)
-    print(f"best ceiling: {best}; one image decode + inference: {single_ms:.2f} ms")
+    ceiling_rows = ceiling(store, args.model_name, bodies, sizes, chosen)
+    best = max((r for r in ceiling_rows if r["path"] == served), key=lambda r: r["images_per_s"])
+    served_path = tuple(served.split("/"))
+    single_ms = single_image_latency_ms(store, args.model_name, served_path, bodies)
+    print(f"ceiling of the served path: {best}; one image decode + inference: {single_ms:.2f} ms")
+    print("accuracy of each path on the labelled photos:")
+    accuracy_rows = accuracy(store, args.model_name, args.data_dir, chosen)
+    peak = peaks[served_path[1]] or peaks["fp32"]
+    peak_images = peak * 1e9 / flops
 
     env = {
         "MODEL_NAME": args.model_name,
+        "RUNTIME": args.runtime,
+        "PRECISION": args.precision,
         "GUNICORN_THREADS": str(args.threads),
         "MAX_BATCH_SIZE": str(args.max_batch_size),
         "BATCH_TIMEOUT_MS": str(args.batch_timeout_ms),
@@ -289,25 +385,29 @@ def main(argv: list[str] | None = None) -> int:
     print("\nsummary (ratios from this run):")
     for row in service_rows:
         row["of_ceiling"] = round(row["images_per_s"] / best["images_per_s"], 3)
-        row["of_fma_peak"] = round(row["images_per_s"] / peak_images, 3)
+        row["of_peak"] = round(row["images_per_s"] / peak_images, 3)
         print(
             f"  {row['setup']:28s} c={row['concurrency']:3d} {row['images_per_s']:7.1f} img/s "
             f"p50 {row['p50_ms']:7.2f} p95 {row['p95_ms']:7.2f} p99 {row['p99_ms']:7.2f} ms "
             f"errors {row['errors']} batch {row['mean_batch_size']} "
-            f"= {row['of_ceiling']:.2f} of ceiling, {row['of_fma_peak']:.2f} of peak"
+            f"= {row['of_ceiling']:.2f} of ceiling, {row['of_peak']:.2f} of peak"
         )
     print(
-        f"  ceiling {best['images_per_s']} img/s = {best['images_per_s'] / peak_images:.2f} of peak"
+        f"  ceiling {best['images_per_s']} img/s = {best['images_per_s'] / peak_images:.2f} "
+        f"of the {served_path[1]} peak"
     )
     if args.output:
         args.output.write_text(
             json.dumps(
                 {
+                    "host": host,
                     "model": {"name": args.model_name, "version": meta.version},
                     "mflops_per_image": flops / 1e6,
-                    "fma_peak_gflops": peak,
+                    "peak_gflops": peaks,
+                    "served_path": served,
                     "peak_images_per_s": peak_images,
                     "ceiling": ceiling_rows,
+                    "accuracy": accuracy_rows,
                     "single_image_ms": single_ms,
                     "service": service_rows,
                 },

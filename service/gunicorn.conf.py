@@ -18,7 +18,6 @@ os.environ.setdefault(
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ lines are not JSON
 
-from service.observability import json_logging
 from service.settings import load_or_exit
 
 settings = load_or_exit()
@@ -41,9 +40,9 @@ limit_request_field_size = 8190
 accesslog = None
 errorlog = "-"
 loglevel = settings.log_level
-# Every line on stderr is one JSON object: gunicorn's own lines, the app's, and Python warnings
-# go through the same formatter (the workers inherit this configuration).
-logconfig_dict = json_logging(settings.log_level)
+# Every line on stderr is one JSON object: gunicorn's own lines through this logger class,
+# the app's and Python's warnings through the same formatter (service.observability).
+logger_class = "service.observability.GunicornLogger"
 
 
 def on_starting(server):
@@ -57,3 +56,11 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_fork(server, worker):
+    """Each worker: JSON logging, its lines written by one thread of its own."""
+    from service.observability import configure_logging, write_from_one_thread
+
+    configure_logging(settings.log_level)
+    write_from_one_thread()

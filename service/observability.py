@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import logging.config
+import logging.handlers
+import queue
 import re
 import time
 import uuid
 
 from flask import Flask, Response, g, request
+from gunicorn import glogging
 
 from service import metrics
 
@@ -35,6 +39,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class GunicornLogger(glogging.Logger):
+    """gunicorn's own lines as JSON; its access log stays off (the app writes one JSON line
+    per request, service.access), so gunicorn never builds its access fields."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonFormatter())
+
+    def _compute_access_log_enabled(self) -> bool:
+        return False
+
+
 def json_logging(level: str) -> dict:
     """A logging.config dictionary: every logger, gunicorn's too, writes JSON lines to stderr."""
     handler = {
@@ -48,19 +65,39 @@ def json_logging(level: str) -> dict:
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"error_console": handler, "console": handler},
         "root": {"level": level.upper(), "handlers": ["error_console"]},
-        "loggers": {
-            "gunicorn.error": {"level": level.upper(), "propagate": True},
-            "gunicorn.access": {"level": level.upper(), "propagate": True},
-        },
     }
 
 
 def configure_logging(level: str) -> None:
     """JSON lines from every logger, Python's warnings included (once per process)."""
     logging.captureWarnings(True)
-    if logging.getLogger().handlers:  # gunicorn.conf.py has configured it already
+    if not logging.getLogger().handlers:  # else someone has configured it already
+        logging.config.dictConfig(json_logging(level))
+
+
+class _RecordQueue(logging.handlers.QueueHandler):
+    """Queue the record as it is: formatting (JSON) happens in the writing thread."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+def write_from_one_thread() -> None:
+    """Move this process's JSON handlers behind a queue, written by one thread: 64 request
+    threads writing their access lines through one locked stream handler spent more time
+    waiting for its lock than the line costs (py-spy, docs/benchmarks.md). Called in each
+    gunicorn worker after fork (threads do not survive a fork)."""
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]
+    if not ours:  # already queued, or someone else's handlers
         return
-    logging.config.dictConfig(json_logging(level))
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, *ours, respect_handler_level=True)
+    for handler in ours:
+        root.removeHandler(handler)
+    root.addHandler(_RecordQueue(records))
+    listener.start()
+    atexit.register(listener.stop)  # writes what is queued before the worker exits
 
 
 def note_model(model: str, version: int) -> None:
