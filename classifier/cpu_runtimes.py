@@ -43,7 +43,7 @@ class OnnxRuntime:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self._input: images.astype(np.float32)})[0]
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        return np.asarray(out, dtype=np.float32).reshape(len(images), -1)
 
 
 class OpenVinoRuntime:
@@ -81,7 +81,7 @@ class OpenVinoRuntime:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with self._lock:
             out = self._request.infer({0: images.astype(np.float32, copy=False)})[self._output]
-        return np.array(out, dtype=np.float32).reshape(-1)
+        return np.array(out, dtype=np.float32).reshape(len(images), -1)
 
 
 def _dims(shape) -> tuple:

@@ -102,7 +102,7 @@ class KerasRuntime:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with self._tf.device(self.device):
             out = self._infer(self._tf.convert_to_tensor(images.astype(np.float32, copy=False)))
-        return out.numpy().reshape(-1)
+        return out.numpy().reshape(len(images), -1)
 
 
 def limit_threads(threads: int) -> None:

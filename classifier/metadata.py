@@ -17,6 +17,7 @@ from pydantic import (
     StrictStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from classifier.errors import ModelStoreError
@@ -40,14 +41,19 @@ class ModelMetadata(BaseModel):
     schema_version: int = Field(SCHEMA_VERSION, description="version of this layout")
     name: StrictStr = Field(min_length=1, description="model name (the store's folder name)")
     version: StrictInt = Field(ge=1, description="version number (the folder's name)")
-    class_names: tuple[ClassName, ClassName] = Field(
-        description="class names in output order; the sigmoid output is P(class_names[1])"
+    class_names: tuple[ClassName, ...] = Field(
+        min_length=2,
+        description="class names in output order: a sigmoid output is P(class_names[1]), a "
+        "softmax output one probability per class",
     )
     input_spec: InputSpec = Field(
         alias="input", description="the input the model takes, and how images are resized"
     )
     threshold: float = Field(
-        ge=0, le=1, allow_inf_nan=False, description="label is class_names[1] from here up"
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="two classes: the label is class_names[1] from here up (softmax: argmax)",
     )
     files: dict[str, Sha256] = Field(description="every file of the version with its SHA-256")
     created_at: str | None = Field(None, description="publish time, ISO 8601 UTC")
@@ -86,6 +92,25 @@ class ModelMetadata(BaseModel):
             if "/" in fname or fname.startswith("."):
                 raise ValueError(f"names an invalid file {fname!r}")
         return files
+
+    @model_validator(mode="after")
+    def _head_fits_the_classes(self) -> ModelMetadata:
+        if self.activation == "sigmoid" and len(self.class_names) != 2:
+            raise ValueError(
+                f"a sigmoid head has two classes; {len(self.class_names)} need output.activation "
+                "softmax"
+            )
+        return self
+
+    @property
+    def activation(self) -> str:
+        """The output layer: "sigmoid" (one unit, two classes; every version before C-class
+        training) or "softmax" (one unit per class)."""
+        return (self.output or {}).get("activation", "sigmoid")
+
+    @property
+    def output_width(self) -> int:
+        return 1 if self.activation == "sigmoid" else len(self.class_names)
 
     @property
     def raw(self) -> dict:

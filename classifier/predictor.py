@@ -23,7 +23,7 @@ class Prediction:
 
 
 class Predictor:
-    """One model version on one runtime. The model's sigmoid output is P(class_names[1])."""
+    """One model version on one runtime: images in, class probabilities out."""
 
     def __init__(self, runtime: Runtime, metadata: ModelMetadata) -> None:
         self.runtime = runtime
@@ -52,9 +52,9 @@ class Predictor:
     def class_names(self) -> tuple[str, ...]:
         return self.metadata.class_names
 
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """P(class_names[1]) for a batch of shape (n, height, width, 3): uint8, or float32
-        pixels in the same 0-255 range (a client's own tensors)."""
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, C) in class order for a batch (n, height, width, 3) of
+        uint8, or float32 pixels in the same 0-255 range (a client's own tensors)."""
         if (
             images.dtype not in PIXEL_DTYPES
             or images.ndim != 4
@@ -65,16 +65,32 @@ class Predictor:
                 f"got {images.dtype} {images.shape}"
             )
         if len(images) == 0:
-            return np.zeros((0,), dtype=np.float32)
-        return self.runtime(images)
+            return np.zeros((0, len(self.class_names)), dtype=np.float64)
+        # float64, so that 1 - p of a sigmoid is exact, as it always was on the wire
+        out = np.asarray(self.runtime(images), dtype=np.float64).reshape(len(images), -1)
+        if self.metadata.activation == "sigmoid":
+            return np.concatenate([1.0 - out, out], axis=1)
+        return out
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """P(class_names[1]) of a two-class model (n,)."""
+        if len(self.class_names) != 2:
+            raise ValueError(f"{self.name} has {len(self.class_names)} classes: use predict()")
+        return self.predict(images)[:, 1]
+
+    def labels(self, probs: np.ndarray) -> list[str]:
+        """Two classes: the second from the threshold up; more: the most probable."""
+        if self.metadata.activation == "sigmoid":
+            return [self.class_names[int(p >= self.metadata.threshold)] for p in probs[:, 1]]
+        return [self.class_names[int(i)] for i in np.argmax(probs, axis=1)]
 
     def to_predictions(self, probs: np.ndarray) -> list[Prediction]:
-        negative, positive = self.class_names
-        results = []
-        for p in probs.tolist():
-            label = positive if p >= self.metadata.threshold else negative
-            results.append(Prediction(label, {negative: 1.0 - p, positive: p}))
-        return results
+        """One Prediction per row of class probabilities (n, C)."""
+        names = self.class_names
+        return [
+            Prediction(label, dict(zip(names, map(float, row), strict=True)))
+            for label, row in zip(self.labels(probs), probs, strict=True)
+        ]
 
 
 def load_predictor(

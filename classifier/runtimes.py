@@ -1,7 +1,7 @@
 """Which runtime serves a model version on this host, and loading it.
 
-Each runtime takes a batch (n, h, w, 3) of 0-255 pixels (uint8 or float32) and returns
-P(class 1) as float32 of shape (n,). `auto` picks the fastest exact-enough path for the
+Each runtime takes a batch (n, h, w, 3) of 0-255 pixels (uint8 or float32) and returns the
+model's output, float32 (n, 1) for a sigmoid head (P(class 1)) or (n, C) for a softmax. `auto` picks the fastest exact-enough path for the
 hardware: TensorFlow on a GPU; OpenVINO in bfloat16 on a CPU that computes it natively
 (AMX or AVX-512 BF16), once it has passed a parity check against float32; else ONNX Runtime
 in float32. Create runtimes in the process that uses them (after fork): none is fork-safe.
@@ -152,7 +152,7 @@ def _checked_shapes(runtime, metadata: ModelMetadata):
         shapes = (tuple(model.input_shape), tuple(model.output_shape))
     else:
         shapes = (runtime.input_shape, runtime.output_shape)
-    expected = ((None, *metadata.input_spec.shape), (None, 1))
+    expected = ((None, *metadata.input_spec.shape), (None, metadata.output_width))
     if shapes != expected:
         raise ModelStoreError(
             f"{metadata.name} v{metadata.version}: model takes {shapes[0]} and gives "

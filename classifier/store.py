@@ -139,6 +139,17 @@ class ModelStore:
                 return status.metadata
         return None
 
+    def refuse_other_classes(self, name: str, class_names: list[str] | tuple[str, ...]) -> None:
+        """A model's classes, in order, are part of its identity: a version with others would
+        change every answer under its users. Raises ModelStoreError (class_mismatch)."""
+        newest = self.latest_valid(name)
+        if newest is not None and tuple(class_names) != newest.class_names:
+            raise ModelStoreError(
+                f"model {name!r} has the classes {list(newest.class_names)} (v{newest.version}); "
+                f"this version has {list(class_names)}: publish it under a new model name",
+                code="class_mismatch",
+            )
+
     def publish(self, name: str, write: Callable[[Path], dict]) -> ModelMetadata:
         """Publish a new version atomically and return its metadata.
 
@@ -155,6 +166,8 @@ class ModelStore:
         try:
             staging.chmod(0o755)  # mkdtemp makes it private; other readers (the API) need it
             fields = write(staging)
+            if "class_names" in fields:
+                self.refuse_other_classes(name, fields["class_names"])
             if not (staging / MODEL_FILE).is_file():
                 raise ModelStoreError(f"publish wrote no {MODEL_FILE}", code="incomplete_version")
             files = {

@@ -44,7 +44,7 @@ class LocalClient(BaseClient):
         self.timeout_s = timeout_s
         self.max_pixels = max_pixels
         self.batcher = Batcher(
-            self.predictor.predict_proba,
+            self.predictor.predict,
             max_batch_size=max_batch_size,
             timeout_s=0.0,
             capacity=max(256, concurrency * batch_size),  # every thread's chunk fits at once

@@ -164,7 +164,7 @@ class Batcher:
             raise DeadlineExceeded(
                 f"no answer within the request deadline of {timeout_s * 1000:.0f} ms"
             ) from None
-        return np.asarray(results, dtype=np.float32)
+        return np.stack(results)
 
     def _take(self) -> list[_Item] | None:
         """Block for the first item, then gather more until the batch is full or time is up."""
@@ -211,7 +211,7 @@ class Batcher:
         for i, item in enumerate(items):
             batch[i] = item.image
         try:
-            probs = np.asarray(self._run(batch)).reshape(-1)[:n]
+            rows = np.asarray(self._run(batch)).reshape(size, -1)[:n]  # one row per image
         except Exception as exc:
             self.stats.failed_batches += 1
             log.exception("batch of %d failed in model %s", n, self.name)
@@ -227,5 +227,5 @@ class Batcher:
         if self._on_batch is not None:
             wait = started - min(item.enqueued for item in items)
             self._on_batch(n, size, wait, finished - started)
-        for item, p in zip(items, probs.tolist(), strict=True):
-            item.future.set_result(p)
+        for item, row in zip(items, rows, strict=True):
+            item.future.set_result(row)

@@ -57,6 +57,11 @@ ERRORS: tuple[ErrorKind, ...] = (
         "(input or output name, datatype, shape, binary sizes, signature, top k)",
     ),
     ErrorKind(
+        400,
+        ("invalid_parameter",),
+        "a query parameter out of its range (`top_k`: 1 to the model's class count)",
+    ),
+    ErrorKind(
         400, ("bad_request",), "a request the HTTP layer cannot parse (a malformed form, say)"
     ),
     ErrorKind(

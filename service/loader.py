@@ -89,7 +89,7 @@ class Loader:
             served.batcher.stop()
 
     def _refresh(self, state: ModelState) -> None:
-        state.scanned = self._scan(state.name)
+        state.scanned = self._same_classes(state, self._scan(state.name))
         # A changed folder earns a new try (_scan has just fingerprinted every version).
         for status in state.scanned:
             failure = state.failures.get(status.version)
@@ -113,6 +113,28 @@ class Loader:
             state.error = f"no loadable version of model {state.name!r}" + (
                 f" ({'; '.join(reasons)})" if reasons else f" in {self.store.root}"
             )
+
+    def _same_classes(self, state: ModelState, scanned: list[VersionStatus]) -> list[VersionStatus]:
+        """Versions whose classes differ from the ones this name answers with become INVALID:
+        swapping one in would change every answer under the model's users."""
+        valid = [s for s in scanned if s.metadata is not None]
+        if state.classes is None and valid:
+            state.classes = valid[-1].metadata.class_names  # the newest decides, once
+        checked = []
+        for status in scanned:
+            if status.metadata is None or status.metadata.class_names == state.classes:
+                checked.append(status)
+                continue
+            reason = (
+                f"classes {list(status.metadata.class_names)} differ from the model's "
+                f"{list(state.classes)}: publish them under a new model name"
+            )
+            if status.version not in state.mismatched:
+                state.mismatched.add(status.version)
+                metrics.MODEL_CLASS_MISMATCH.labels(state.name).inc()
+                log.error("model %s v%d refused: %s", state.name, status.version, reason)
+            checked.append(VersionStatus(status.version, None, reason))
+        return checked
 
     def _scan(self, name: str) -> list[VersionStatus]:
         """store.scan, but a version is re-hashed only when its files changed."""
@@ -192,7 +214,7 @@ class Loader:
         """Check the predictor on probes, warm up every batch size, start its batcher."""
         check_probes(predictor)
         batcher = Batcher(
-            predictor.predict_proba,
+            predictor.predict,
             max_batch_size=self.batching.max_batch_size,
             timeout_s=self.batching.timeout_s,
             capacity=self.batching.capacity,
@@ -206,16 +228,19 @@ class Loader:
 
 
 def check_probes(predictor: Predictor) -> None:
-    """A new version must give one finite probability in [0, 1] per fixed probe image."""
+    """A new version must give, per fixed probe image, one finite probability in [0, 1] per
+    class, summing to 1."""
     probes = probe_images(predictor.spec.shape)
-    out = predictor.predict_proba(probes)
+    out = predictor.predict(probes)
+    classes = len(predictor.class_names)
     if (
-        out.shape != (len(probes),)
+        out.shape != (len(probes), classes)
         or not np.all(np.isfinite(out))
         or not np.all((out >= 0.0) & (out <= 1.0))
+        or not np.allclose(out.sum(axis=1), 1.0, atol=1e-3)
     ):
         raise ModelStoreError(
-            f"{predictor.name} v{predictor.version}: probe check gave {out!r}, "
-            f"not {len(probes)} probabilities in [0, 1]",
+            f"{predictor.name} v{predictor.version}: probe check gave {out!r}, not "
+            f"{len(probes)} rows of {classes} probabilities in [0, 1] summing to 1",
             code="model_check_failed",
         )

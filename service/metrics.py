@@ -75,6 +75,11 @@ MODEL_RUNTIME = Gauge(
     ["model", "version", "runtime", "precision", "device"],
     multiprocess_mode="livemax",
 )
+MODEL_CLASS_MISMATCH = Counter(
+    "model_class_mismatch_total",
+    "Versions refused because their classes differ from the ones the model answers with",
+    ["model"],
+)
 MODEL_LOADS = Counter("model_load_total", "Model version loads by result", ["model", "result"])
 MODEL_VERSION = Gauge(
     "model_loaded_version",

@@ -20,6 +20,10 @@ REF = "#/components/schemas/{model}"
 BINARY = {"type": "string", "format": "binary"}
 
 PARAMETERS = {
+    "top_k": (
+        {"type": "integer", "minimum": 1, "examples": [2]},
+        "also list the k most probable classes, best first (1 to the model's class count)",
+    ),
     "name": (
         {"type": "string", "pattern": NAME_PATTERN, "examples": [schemas.EXAMPLE_MODEL]},
         "model name",
@@ -125,17 +129,18 @@ def _operation(route) -> dict:
         "operationId": re.sub(r"\W+", "_", route.summary.lower()).strip("_"),
         "tags": list(route.tags),
     }
-    names = re.findall(r"{(\w+)}", route.path)
+    names = [(name, "path") for name in re.findall(r"{(\w+)}", route.path)]
+    names += [(name, "query") for name in route.query]
     if names:
         operation["parameters"] = [
             {
                 "name": name,
-                "in": "path",
-                "required": True,
+                "in": where,
+                "required": where == "path",
                 "schema": PARAMETERS[name][0],
                 "description": PARAMETERS[name][1],
             }
-            for name in names
+            for name, where in names
         ]
     if route.body:
         operation["requestBody"] = _with_examples(

@@ -39,6 +39,7 @@ class Route:
     errors: tuple[str, ...] = ()  # error codes it can answer with (service/errors.py)
     error_shapes: tuple[type[BaseModel], ...] = (schemas.ErrorResponse,)
     not_ready: type[BaseModel] | None = None  # a 503 body other than an error
+    query: tuple[str, ...] = ()  # query parameters (service.openapi.PARAMETERS)
     inference: bool = False  # counted in the inference metrics
     tags: tuple[str, ...] = ()
 
@@ -63,7 +64,7 @@ def _predict(path: str, summary: str, view: Callable, answer: Answer, shapes) ->
     return Route(
         "POST", path, view, summary, answer, body="predict",
         errors=OWN_PREDICT_ERRORS if own else PREDICT_ERRORS, error_shapes=shapes,
-        inference=True, tags=OWN if own else OWN + TF,
+        inference=True, tags=OWN if own else OWN + TF, query=("top_k",),
     )  # fmt: skip
 
 

@@ -82,10 +82,18 @@ class MultipartImages(Payload):
     image: list[bytes]
 
 
+class ClassScore(Payload):
+    label: str
+    probability: Probability
+
+
 class Prediction(Payload):
     label: str = Field(description="the predicted class")
     probabilities: dict[str, Probability] = Field(description="every class's probability")
     filename: str | None = Field(None, description="the uploaded file's name, when it had one")
+    top: list[ClassScore] | None = Field(
+        None, description="with `?top_k=k`: the k most probable classes, best first"
+    )
 
 
 class ModelRef(Payload):

@@ -7,6 +7,7 @@ from flask import Response, jsonify, render_template, request
 from classifier.errors import ClassifierError
 from service import inference, metrics, schemas, status
 from service.current import registry, settings
+from service.errors import RequestError
 from service.inputs import read_uploads
 from service.observability import note_model
 
@@ -19,22 +20,43 @@ def predict(name: str, version: int | None = None):
     """Multipart, raw image or JSON instances in; this service's own answer out."""
     model = registry().get(name, version)
     note_model(model.name, model.version)  # refusals below are labelled with it too
+    top_k = _top_k(len(model.predictor.class_names))
     uploads = read_uploads(request, settings().max_images_per_request)
     predictions = inference.run(model, uploads)
     answer = schemas.PredictResponse(
         model=schemas.ModelRef(name=model.name, version=model.version),
         predictions=[
-            schemas.Prediction(label=p.label, probabilities=p.probabilities)
-            if upload.filename is None
-            else schemas.Prediction(
-                label=p.label, probabilities=p.probabilities, filename=upload.filename
-            )
+            _prediction(p, upload.filename, top_k)
             for upload, p in zip(uploads, predictions, strict=True)
         ],
     )
     response = jsonify(schemas.dump(answer))
     response.headers["X-Model-Version"] = str(model.version)
     return response
+
+
+def _top_k(classes: int) -> int | None:
+    """The `top_k` query parameter: a whole number from 1 to the model's class count."""
+    text = request.args.get("top_k")
+    if text is None:
+        return None
+    if not text.strip().isdigit() or not 1 <= int(text) <= classes:
+        raise RequestError(
+            f"top_k must be a whole number from 1 to {classes} (this model's classes); "
+            f"got {text!r}",
+            code="invalid_parameter",
+        )
+    return int(text)
+
+
+def _prediction(p, filename: str | None, top_k: int | None) -> schemas.Prediction:
+    prediction = schemas.Prediction(label=p.label, probabilities=p.probabilities)
+    if filename is not None:
+        prediction.filename = filename
+    if top_k is not None:
+        best = sorted(p.probabilities.items(), key=lambda item: -item[1])[:top_k]
+        prediction.top = [schemas.ClassScore(label=c, probability=v) for c, v in best]
+    return prediction
 
 
 def model_status(name: str):

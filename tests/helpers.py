@@ -114,3 +114,38 @@ def make_dataset(root: Path, per_class: int = 24, val_per_class: int = 8) -> Pat
                 pixels[..., channel] += 120
                 Image.fromarray(pixels).save(folder / f"{label}.{i}.jpg", quality=90)
     return root
+
+
+def publish_multiclass(
+    models_dir: Path,
+    name: str = "insects",
+    class_names: tuple[str, ...] = ("ant", "bee", "cicada"),
+    *,
+    image_size: int = 64,
+    seed: int = 0,
+) -> int:
+    """Publish a small real softmax model (one unit per class) with its ONNX export."""
+    import keras
+
+    from training.train import export_model
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = keras.layers.Rescaling(1.0 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(len(class_names), activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    spec = InputSpec(height=image_size, width=image_size)
+
+    def write(folder: Path) -> dict:
+        export_model(model, folder)
+        return {
+            "class_names": list(class_names),
+            "input": spec.to_dict(),
+            "threshold": 0.5,
+            "output": {"activation": "softmax", "classes": len(class_names)},
+            "metrics": {},
+        }
+
+    return ModelStore(models_dir).publish(name, write).version

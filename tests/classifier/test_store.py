@@ -169,7 +169,8 @@ def test_load_gives_a_predictor_that_knows_its_metadata(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     probs = predictor.predict_proba(images)
     assert probs.shape == (3,) and ((probs >= 0) & (probs <= 1)).all()
-    predictions = predictor.to_predictions(predictor.predict_proba(images))
+    assert predictor.predict(images)[:, 1] == pytest.approx(probs)
+    predictions = predictor.to_predictions(predictor.predict(images))
     for p, prediction in zip(probs, predictions, strict=True):
         assert prediction.probabilities["dog"] == pytest.approx(float(p))
         assert sum(prediction.probabilities.values()) == pytest.approx(1.0)

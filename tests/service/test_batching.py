@@ -30,7 +30,7 @@ class Recorder:
             time.sleep(self.delay)
         if (batch == 250).any():
             raise RuntimeError("poisoned batch")
-        return batch.reshape(len(batch), -1).mean(axis=1) / 255.0
+        return batch.reshape(len(batch), -1).mean(axis=1, keepdims=True) / 255.0  # (n, 1)
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_each_caller_gets_its_own_results_in_order(make_batcher):
 
     def call(value: int) -> list[float]:
         images = np.stack([image(value), image(value + 1)])
-        return batcher.predict(images, timeout_s=10).tolist()
+        return batcher.predict(images, timeout_s=10).reshape(-1).tolist()
 
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(call, range(0, 64, 2)))

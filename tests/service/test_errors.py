@@ -22,6 +22,7 @@ OFFLINE = {
     "invalid_model_name",
     "invalid_image",
     "unsafe_store",
+    "class_mismatch",
 }
 
 
