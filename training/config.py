@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+import unicodedata
 from dataclasses import field
 from pathlib import Path
 
+from classifier.errors import ModelStoreError
 from classifier.spec import DEFAULT_SPEC, InputSpec
+from classifier.store import NAME_PATTERN, validate_name
 from training.model import (
     OPTIMIZERS,
     PRECISION_CHOICES,
@@ -34,7 +39,13 @@ class TrainConfig:
 
     data_dir: Path = option(help="folder with train/ and validation/", recorded=False)
     models_dir: Path = option(Path("models"), help="model store root", recorded=False)
-    model_name: str = option("cats_vs_dogs", help="name to publish under", recorded=False)
+    model_name: str | None = option(
+        None,
+        help="name to publish under; a model's classes never change, so new classes need a "
+        "new name (default: the data folder's name made a valid model name, e.g. "
+        ".../cat_breeds publishes cat_breeds)",
+        recorded=False,
+    )
     epochs: int = option(30, help="training epochs", within=AT_LEAST_ONE)
     batch_size: int = option(32, help="images per step", within=AT_LEAST_ONE)
     learning_rate: float = option(
@@ -91,7 +102,11 @@ class TrainConfig:
     )
     seed: int = option(1337, help="random seed", within=NOT_NEGATIVE)
     threshold: float = option(
-        0.5, help="decision threshold on P(second class)", within=PROBABILITY, recorded=False
+        0.5,
+        help="decision threshold on P(second class), two classes only (more: the most "
+        "probable class)",
+        within=PROBABILITY,
+        recorded=False,
     )
     image_size: int = option(
         DEFAULT_SPEC.height,
@@ -103,6 +118,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        # Frozen: the one value filled in after the fact, before anyone reads it.
+        object.__setattr__(self, "model_name", checked_model_name(self.model_name, self.data_dir))
         if self.warmup_epochs >= self.epochs:
             raise OptionError("warmup_epochs", f"must be less than --epochs ({self.epochs})")
         if self.weight_decay and self.optimizer != "adamw":
@@ -115,6 +132,56 @@ class TrainConfig:
         if not self.augmentation:
             return None
         return Augmentation(self.rotation, self.zoom, self.translation, self.contrast)
+
+
+@options
+class GateOptions:
+    """When retrain publishes a challenger (see retrain.decide)."""
+
+    tolerance: float = option(
+        0.01, help="how far below the champion's held-out accuracy the challenger may be"
+    )
+    force: bool = option(False, help="publish the challenger even if it is worse")
+    class_recall_tolerance: float = option(
+        0.05,
+        help="how far below the champion's held-out recall on any one class the "
+        "challenger's may be",
+        within=PROBABILITY,
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+NAME_RULE = "letters, digits, '_', '.', '-', at most 64, starting with a letter or digit"
+
+
+def derived_model_name(data_dir: Path) -> str | None:
+    """The data folder's name as a model name: accents dropped, other characters outside the
+    store's rule made '_'; None when nothing valid is left (a name in another script)."""
+    folder = Path(os.path.abspath(data_dir)).name
+    plain = unicodedata.normalize("NFKD", folder).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", plain)
+    name = re.sub(r"^[^A-Za-z0-9]+", "", name)[:64].rstrip("_-")
+    return name if re.match(NAME_PATTERN, name) else None
+
+
+def checked_model_name(given: str | None, data_dir: Path) -> str:
+    """`given` if the store takes it, else the name derived from `data_dir`; never a default
+    of its own (a model's classes come from its data)."""
+    if given is not None:
+        try:
+            return validate_name(given)
+        except ModelStoreError:
+            raise OptionError("model_name", f"{given!r} is not a model name: {NAME_RULE}") from None
+    derived = derived_model_name(data_dir)
+    if derived is None:
+        raise OptionError(
+            "model_name",
+            f"is needed: the data folder's name {Path(os.path.abspath(data_dir)).name!r} "
+            f"gives no model name ({NAME_RULE})",
+        )
+    return derived
 
 
 # Named starting points: field values over the defaults; options given explicitly override them.

@@ -1,4 +1,8 @@
-"""Load a class-folder dataset through the shared preprocessing function, once, into memory."""
+"""Load a class-folder dataset through the shared preprocessing function, once, into memory.
+
+A split is a folder of class folders: the class names are the folder names as they are
+(spaces, accents and any script kept), sorted, and that order is the model's output order.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ class DatasetError(ClassifierError):
 
 @dataclass
 class Split:
-    """Decoded images (n, h, w, 3) uint8 with labels 0/1 in `class_names` order."""
+    """Decoded images (n, h, w, 3) uint8 with labels 0..C-1 (float32) in `class_names` order."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -33,15 +37,58 @@ class Split:
 
 
 def find_classes(split_dir: Path) -> list[str]:
-    """Class names are the sub-folder names, sorted; exactly two are required."""
+    """Class names are the sub-folder names, sorted; at least two are required."""
     if not split_dir.is_dir():
         raise DatasetError(f"no such folder: {split_dir}")
     names = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(names) != 2:
+    if len(names) < 2:
         raise DatasetError(
-            f"{split_dir} must hold exactly two class folders; found {len(names)}: {names}"
+            f"{split_dir} must hold at least two class folders (one per class); "
+            f"found {len(names)}: {names}"
         )
     return names
+
+
+def check_same_classes(split_dir: Path, found: list[str], expected: list[str], of: str) -> None:
+    """Refuse a split whose class folders are not `expected` (those of `of`), naming the
+    difference."""
+    if found == list(expected):
+        return
+    missing = [n for n in expected if n not in found]
+    extra = [n for n in found if n not in expected]
+    differences = "; ".join(
+        ([f"missing {missing}"] if missing else []) + ([f"not in {of}: {extra}"] if extra else [])
+    )
+    raise DatasetError(
+        f"{split_dir} has classes {found}, {of} has {list(expected)} ({differences})"
+    )
+
+
+def image_files(class_dir: Path) -> list[Path]:
+    """The files of one class folder, sorted (hidden files left out)."""
+    return sorted(p for p in class_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def check_split(
+    split_dir: Path,
+    class_names: list[str] | None = None,
+    of: str = "train",
+    *,
+    every_class: bool = True,
+) -> list[str]:
+    """The class names of `split_dir`, refusing a split a model cannot be trained or scored
+    on: a missing folder, fewer than two classes, classes other than `class_names` (those of
+    `of`), or an empty class folder (unless not `every_class`: scoring on photos of some of
+    the classes only). Reads names only; nothing is decoded."""
+    found = find_classes(split_dir)
+    if class_names is not None:
+        check_same_classes(split_dir, found, class_names, of)
+    empty = [name for name in found if not image_files(split_dir / name)]
+    if empty and every_class:
+        raise DatasetError(
+            f"{split_dir} has empty class folders: {empty}; every class needs images"
+        )
+    return found
 
 
 def held_out_dir(data_dir: Path) -> Path:
@@ -56,18 +103,16 @@ def load_split(
     class_names: list[str] | None = None,
     *,
     progress: bool = True,
+    of: str = "train",
+    every_class: bool = True,
 ) -> Split:
-    """Decode every file under `split_dir/<class>/`; unreadable files are listed and skipped."""
-    found = find_classes(split_dir)
-    if class_names is not None and found != list(class_names):
-        raise DatasetError(f"{split_dir} has classes {found}, expected {list(class_names)}")
-    files: list[tuple[Path, int]] = []
-    for label, name in enumerate(found):
-        for path in sorted((split_dir / name).iterdir()):
-            if path.is_file() and not path.name.startswith("."):
-                files.append((path, label))
-    if not files:
-        raise DatasetError(f"{split_dir} holds no image files")
+    """Decode every file under `split_dir/<class>/`; unreadable files are listed and skipped,
+    a class left with no readable image is refused (with `every_class`; else only a split
+    with none at all)."""
+    found = check_split(split_dir, class_names, of, every_class=every_class)
+    files: list[tuple[Path, int]] = [
+        (path, label) for label, name in enumerate(found) for path in image_files(split_dir / name)
+    ]
 
     def decode(item: tuple[Path, int]) -> np.ndarray | str:
         try:
@@ -90,8 +135,15 @@ def load_split(
                 bar.update(i)
     for path, reason in skipped:
         print(f"skipped {split_dir.name}/{path}: {reason}", file=sys.stderr)
+    present = set(labels)
+    unreadable = [name for label, name in enumerate(found) if label not in present]
     if not images:
-        raise DatasetError(f"no readable image in {split_dir}")
+        raise DatasetError(f"no readable image in {split_dir} ({len(skipped)} files skipped)")
+    if unreadable and every_class:
+        raise DatasetError(
+            f"no readable image in {', '.join(str(split_dir / n) for n in unreadable)} "
+            f"({len(skipped)} files skipped, listed above); every class needs images"
+        )
     return Split(
         images=np.stack(images),
         labels=np.asarray(labels, dtype=np.float32),

@@ -1,6 +1,9 @@
 """Evaluate any published version on any class-folder split, with the retraining report.
 
-python -m training.evaluate --data-dir my_data --version 2
+python -m training.evaluate --data-dir my_data --model-name my_model --version 2
+
+The report and the printout give accuracy, per-class precision, recall and F1 with their
+macro averages, top-k accuracy (more than two classes) and the confusion matrix.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from pathlib import Path
 from classifier.store import ModelStore
 from training.cli import reports_errors
 from training.options import new_parser, option, options, parse
-from training.report import data_label, now_iso, reports_folder, write_report
+from training.report import data_label, markdown_tables, now_iso, reports_folder, write_report
 from training.scoring import VersionOptions, load_version, score_on, split_folder
 
 
@@ -55,12 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         options.output,
     )
     [(label, model)] = report["models"].items()
-    s = model["scores"]
-    print(
-        f"{options.model_name} {label} on {report['data']}: accuracy {s['accuracy']:.4f}, "
-        f"precision {s['precision']:.4f}, recall {s['recall']:.4f}, ROC AUC {s['roc_auc']}; "
-        f"report in {where}"
-    )
+    print(f"{options.model_name} {label} on {report['data']}; report in {where}")
+    print(markdown_tables(model["scores"], report["class_names"]))
     return 0
 
 

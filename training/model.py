@@ -1,4 +1,9 @@
-"""The classic small-data CNN (Deep Learning with Python, chapter 8), taking raw 0-255 pixels."""
+"""The classic small-data CNN (Deep Learning with Python, chapter 8), taking raw 0-255 pixels.
+
+Two classes keep the book's head, one sigmoid unit (P(second class)) trained with binary
+cross-entropy; three or more get one softmax unit per class and sparse categorical
+cross-entropy. The convolutional base is the same either way.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,40 @@ OPTIMIZERS = ("rmsprop", "adamw")
 SCHEDULES = ("constant", "cosine")
 # The smallest input the four blocks of a 3x3 convolution and a 2x2 pooling can take.
 SMALLEST_INPUT = 46
+BINARY = 2  # classes a single sigmoid unit answers for
+
+
+@dataclass(frozen=True)
+class Head:
+    """The output layer for a number of classes, and the loss it is trained with."""
+
+    classes: int
+
+    def __post_init__(self) -> None:
+        if self.classes < BINARY:
+            raise ValueError(f"a classifier needs at least two classes, got {self.classes}")
+
+    @property
+    def binary(self) -> bool:
+        return self.classes == BINARY
+
+    @property
+    def units(self) -> int:
+        return 1 if self.binary else self.classes
+
+    @property
+    def activation(self) -> str:
+        return "sigmoid" if self.binary else "softmax"
+
+    @property
+    def loss(self) -> str:
+        return "binary_crossentropy" if self.binary else "sparse_categorical_crossentropy"
+
+    @classmethod
+    def of(cls, model: keras.Model) -> Head:
+        """The head of a model `build_model` made: one unit is two classes."""
+        units = model.output_shape[-1]
+        return cls(BINARY if units == 1 else units)
 
 
 @dataclass(frozen=True)
@@ -38,20 +77,23 @@ class Augmentation:
 def build_model(
     spec: InputSpec,
     *,
+    classes: int = BINARY,
     augmentation: Augmentation | None = None,
     dropout: float = 0.0,
     seed: int | None = None,
     precision: str = "float32",
 ) -> keras.Model:
-    """Conv2D 32-64-128-128 (3x3, relu) each with MaxPooling 2x2, Flatten, Dense 512, Dense 1.
+    """Conv2D 32-64-128-128 (3x3, relu) each with MaxPooling 2x2, Flatten, Dense 512, then
+    Dense 1 sigmoid for two classes or Dense `classes` softmax for more (see Head).
 
     Rescaling to [0, 1] is the first layer of the served model, so callers feed raw uint8
     pixels. The augmentation layer (before it, on raw pixels) and dropout only act while
     training; `train.serving_model` drops them. With `precision="mixed_bfloat16"` the layers
     compute in bfloat16 (fast on CPUs with AMX and on GPUs) and keep float32 weights; the
-    sigmoid output stays float32. The options are checked where they are declared
+    output layer stays float32. The options are checked where they are declared
     (config.TrainConfig).
     """
+    head = Head(classes)
     stack: list[layers.Layer] = []
     if augmentation is not None and augmentation.active:
         stack.append(
@@ -76,7 +118,7 @@ def build_model(
         stack.append(layers.Dropout(dropout, seed=seed, name="dropout", dtype=precision))
     stack += [
         layers.Dense(512, activation="relu", name="dense", dtype=precision),
-        layers.Dense(1, activation="sigmoid", name="output", dtype="float32"),
+        layers.Dense(head.units, activation=head.activation, name="output", dtype="float32"),
     ]
     inputs = keras.Input(shape=spec.shape, name="image")
     x = inputs
@@ -136,7 +178,8 @@ def compile_model(
     optimizer: str = "rmsprop",
     weight_decay: float = 0.0,
 ) -> keras.Model:
-    """RMSprop (the book's choice) or AdamW with decoupled weight decay."""
+    """RMSprop (the book's choice) or AdamW with decoupled weight decay; the loss and the
+    accuracy metric follow the model's head."""
     if optimizer == "rmsprop":
         opt = keras.optimizers.RMSprop(learning_rate=learning_rate)
     elif optimizer == "adamw":
@@ -145,7 +188,11 @@ def compile_model(
         opt.exclude_from_weight_decay(var_names=["bias"])
     else:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    model.compile(optimizer=opt, loss="binary_crossentropy", metrics=["accuracy"])
+    head = Head.of(model)
+    accuracy = (
+        "accuracy" if head.binary else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    )
+    model.compile(optimizer=opt, loss=head.loss, metrics=[accuracy])
     return model
 
 

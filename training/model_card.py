@@ -4,7 +4,8 @@ python -m training.model_card --data-dir ../shared/data/cats_vs_dogs/validation 
 
 Scores a stored version exactly as the service runs it (its default runtime, `decode_image`),
 writes `reliability.png`, `other_pictures.png` and `model_card.json` into `--output`, and
-prints the tables as Markdown.
+prints the tables as Markdown. Two classes: calibration of P(second class). More: calibration
+of the top answer's probability (how often an answer given with probability p is right).
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ from classifier.store import ModelStore
 from training.cli import reports_errors
 from training.options import new_parser, option, options, parse
 from training.plots import pyplot
-from training.report import data_label
-from training.scoring import VersionOptions, load_version, score_on, split_folder
+from training.report import confusion_markdown, data_label, per_class_markdown
+from training.scoring import (
+    VersionOptions,
+    as_class_probabilities,
+    class_probabilities,
+    load_version,
+    predicted_classes,
+    score_on,
+    split_folder,
+)
 
 BANDS = (0.5, 0.7, 0.9, 0.97)
 
@@ -39,12 +48,13 @@ class Bin:
     low: float
     high: float
     count: int
-    mean_predicted: float  # mean P(positive class) in the bin
-    observed: float  # fraction of the bin that is the positive class
+    mean_predicted: float  # mean predicted probability in the bin
+    observed: float  # how often the event happened: the positive class, or a right answer
 
 
 def calibration_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> list[Bin]:
-    """Equal-width bins of P(positive); empty bins are left out."""
+    """Equal-width bins of a predicted probability (P(positive), or the top answer's) against
+    0/1 outcomes (the positive class, or a right answer); empty bins are left out."""
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     which = np.clip(np.digitize(probs, edges[1:-1], right=False), 0, n_bins - 1)
     bins = []
@@ -69,12 +79,30 @@ def expected_calibration_error(bins: list[Bin]) -> float:
     return float(sum(b.count * abs(b.mean_predicted - b.observed) for b in bins) / total)
 
 
+def top_answers(
+    probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each answer's probability (the top class's; max(p, 1 - p) with two) and whether it
+    is right; `probs` is (n, C), or P(positive) (n,) for two classes."""
+    probs = as_class_probabilities(probs) if probs.ndim == 1 else probs
+    correct = predicted_classes(probs, threshold) == labels.astype(int)
+    return probs.max(axis=1), correct
+
+
+def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Two classes: mean (P(positive) - truth)^2, as scikit-learn; more: the mean over photos
+    of the squared distance from the class probabilities to the one-hot truth."""
+    if probs.shape[1] == 2:
+        return float(brier_score_loss(labels, probs[:, 1]))
+    truth = np.eye(probs.shape[1])[labels.astype(int)]
+    return float(np.mean(np.sum((probs - truth) ** 2, axis=1)))
+
+
 def confidence_bands(
     probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5, bands=BANDS
 ) -> list[dict]:
     """For answers whose top probability is at least each band: how many, how often right."""
-    confidence = np.maximum(probs, 1.0 - probs)
-    correct = (probs >= threshold) == labels.astype(bool)
+    confidence, correct = top_answers(probs, labels, threshold)
     rows = []
     for band in bands:
         mask = confidence >= band
@@ -140,39 +168,46 @@ def other_pictures() -> list[tuple[str, bytes]]:
     return pictures
 
 
-def plot_reliability(bins: list[Bin], probs: np.ndarray, path: Path, title: str) -> None:
+def plot_reliability(
+    bins: list[Bin],
+    probs: np.ndarray,
+    path: Path,
+    title: str,
+    predicted: str = "predicted P(dog)",
+    observed: str = "observed fraction of dogs",
+) -> None:
+    """Predicted against observed frequency per bin, over the histogram of predictions."""
     plt = pyplot()
     fig, (ax, hist) = plt.subplots(
         2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True
     )
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
     ax.plot([b.mean_predicted for b in bins], [b.observed for b in bins], "-o", label="this model")
-    ax.set_ylabel("observed fraction of dogs")
+    ax.set_ylabel(observed)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
     hist.hist(probs, bins=20, range=(0, 1), color="tab:blue", alpha=0.7)
-    hist.set_xlabel("predicted P(dog)")
+    hist.set_xlabel(predicted)
     hist.set_ylabel("photos")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def plot_others(
-    items: list[tuple[str, np.ndarray, float]], class_names: tuple[str, ...], path: Path
-) -> None:
+def plot_others(items: list[tuple[str, np.ndarray, str]], path: Path) -> None:
+    """Each picture with its caption (what the model answered)."""
     plt = pyplot()
     cols = 4
     rows = -(-len(items) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.9))
     for ax in axes.flat[len(items) :]:
         ax.axis("off")
-    for ax, (name, image, p) in zip(axes.flat, items):
+    for ax, (name, image, caption) in zip(axes.flat, items):
         ax.set_xticks([])
         ax.set_yticks([])
         ax.imshow(image)
-        ax.set_title(f"{name.split(' (')[0]}\nP({class_names[1]}) = {p:.2f}", fontsize=9)
+        ax.set_title(f"{name.split(' (')[0]}\n{caption}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=72)
     plt.close(fig)
@@ -183,34 +218,58 @@ def build_card(predictor: Predictor, data_dir: Path, output: Path) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     scored = score_on(predictor, data_dir, progress=False)
     split, probs = scored.split, scored.probs
+    names = list(predictor.class_names)
+    binary = len(names) == 2
     threshold = predictor.metadata.threshold
-    bins = calibration_bins(probs, split.labels)
     title = f"{predictor.name} v{predictor.version} on {data_label(data_dir)}"
-    plot_reliability(bins, probs, output / "reliability.png", title)
+    if binary:
+        positive = names[1]
+        bins = calibration_bins(probs[:, 1], split.labels)
+        plot_reliability(
+            bins, probs[:, 1], output / "reliability.png", title,
+            f"predicted P({positive})", f"observed fraction of {positive}",
+        )  # fmt: skip
+    else:
+        confidence, correct = top_answers(probs, split.labels)
+        bins = calibration_bins(confidence, correct.astype(float))
+        plot_reliability(
+            bins, confidence, output / "reliability.png", title,
+            "probability of the top answer", "observed accuracy",
+        )  # fmt: skip
 
     others = []
     for name, body in other_pictures():
         image = decode_image(body, predictor.spec)
-        others.append((name, image, float(predictor.predict_proba(image[None])[0])))
-    plot_others(others, predictor.class_names, output / "other_pictures.png")
+        others.append((name, image, class_probabilities(predictor, image[None])[0]))
+    answers = [predicted_classes(p[None], threshold)[0] for _, _, p in others]
+    captions = [
+        f"P({names[1]}) = {p[1]:.2f}" if binary else f"{names[a]} ({p[a]:.2f})"
+        for (_, _, p), a in zip(others, answers)
+    ]
+    plot_others(
+        [(name, image, c) for (name, image, _), c in zip(others, captions)],
+        output / "other_pictures.png",
+    )
 
     card = {
         "model": predictor.name,
         "version": predictor.version,
         "data": data_label(data_dir),
+        "class_names": names,
+        "calibration_of": f"P({names[1]})" if binary else "top answer",
         "scores": scored.scores,
-        "brier_score": float(brier_score_loss(split.labels, probs)),
+        "brier_score": brier_score(probs, split.labels),
         "expected_calibration_error": expected_calibration_error(bins),
         "calibration_bins": [b.__dict__ for b in bins],
         "confidence_bands": confidence_bands(probs, split.labels, threshold),
         "other_pictures": [
             {
                 "picture": name,
-                f"p_{predictor.class_names[1]}": round(p, 4),
-                "label": predictor.class_names[int(p >= threshold)],
-                "confidence": round(max(p, 1 - p), 4),
+                **({f"p_{names[1]}": round(float(p[1]), 4)} if binary else {}),
+                "label": names[a],
+                "confidence": round(float(p[a]), 4),
             }
-            for name, _, p in others
+            for (name, _, p), a in zip(others, answers)
         ],
     }
     (output / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
@@ -219,20 +278,34 @@ def build_card(predictor: Predictor, data_dir: Path, output: Path) -> dict:
 
 def markdown(card: dict) -> str:
     s = card["scores"]
-    (tn, fp), (fn, tp) = s["confusion_matrix"]
+    names = card["class_names"]
+    calibration = card["calibration_of"]
+    if len(names) == 2:
+        head = f"precision {s['precision']:.4f}, recall {s['recall']:.4f}"
+    else:
+        tops = [k for k in s if k.startswith("top_") and k.endswith("_accuracy")]
+        head = ", ".join(f"top-{k.split('_')[1]} accuracy {s[k]:.4f}" for k in tops)
+        head += f", macro F1 {s['macro']['f1']:.4f}"
+    auc = f"{s['roc_auc']:.4f}" if s.get("roc_auc") is not None else "-"
     lines = [
-        f"accuracy {s['accuracy']:.4f}, precision {s['precision']:.4f}, recall {s['recall']:.4f}, "
-        f"ROC AUC {s['roc_auc']:.4f}, Brier {card['brier_score']:.4f}, "
+        f"accuracy {s['accuracy']:.4f}, {head}, ROC AUC {auc}, Brier {card['brier_score']:.4f}, "
         f"ECE {card['expected_calibration_error']:.4f}",
         "",
-        "| truth \\ answer | cats | dogs |",
-        "|---|---:|---:|",
-        f"| cats | {tn} | {fp} |",
-        f"| dogs | {fn} | {tp} |",
+        confusion_markdown(s["confusion_matrix"], names),
         "",
-        "| P(dog) bin | photos | mean P(dog) | observed dogs |",
-        "|---|---:|---:|---:|",
     ]
+    if "per_class" in s:
+        lines += [per_class_markdown(s, names), ""]
+    if calibration == "top answer":
+        lines += [
+            "| top answer's probability | photos | mean probability | observed accuracy |",
+            "|---|---:|---:|---:|",
+        ]
+    else:
+        lines += [
+            f"| {calibration} bin | photos | mean {calibration} | observed {names[1]} |",
+            "|---|---:|---:|---:|",
+        ]
     lines += [
         f"| {b['low']:.1f}-{b['high']:.1f} | {b['count']} | {b['mean_predicted']:.3f} | "
         f"{b['observed']:.3f} |"
@@ -245,9 +318,18 @@ def markdown(card: dict) -> str:
         + " |"
         for r in card["confidence_bands"]
     ]
-    key = next(k for k in card["other_pictures"][0] if k.startswith("p_"))
-    lines += ["", f"| picture | {key.replace('p_', 'P(')}) | answer |", "|---|---:|---|"]
-    lines += [f"| {o['picture']} | {o[key]:.2f} | {o['label']} |" for o in card["other_pictures"]]
+    key = next((k for k in card["other_pictures"][0] if k.startswith("p_")), None)
+    if key is not None:
+        lines += ["", f"| picture | {key.replace('p_', 'P(')}) | answer |", "|---|---:|---|"]
+        lines += [
+            f"| {o['picture']} | {o[key]:.2f} | {o['label']} |" for o in card["other_pictures"]
+        ]
+    else:
+        lines += ["", "| picture | answer | its probability |", "|---|---|---:|"]
+        lines += [
+            f"| {o['picture']} | {o['label']} | {o['confidence']:.2f} |"
+            for o in card["other_pictures"]
+        ]
     return "\n".join(lines)
 
 

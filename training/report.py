@@ -9,10 +9,8 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
-
 from classifier.store import ModelStore
-from training.plots import pyplot
+from training.plots import draw_confusion, pyplot
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -34,7 +32,8 @@ def reports_folder(store: ModelStore, name: str, label: str) -> Path:
 
 
 def write_report(folder: Path, report: dict) -> None:
-    """report.json and report.html (scores, confusion matrices, curves and the decision)."""
+    """report.json and report.html (scores, per-class tables, confusion matrices as tables and
+    pictures, curves and the decision)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
     (folder / REPORT_HTML).write_text(render_html(report))
@@ -42,36 +41,61 @@ def write_report(folder: Path, report: dict) -> None:
 
 def render_html(report: dict) -> str:
     models = report["models"]
+    names = report["class_names"]
+    columns = [(label, key) for label, key in _COLUMNS if _any_score(models, key)]
     rows = "".join(
         f"<tr><th>{html.escape(label)}</th>"
-        + "".join(f"<td>{_fmt(m['scores'].get(k))}</td>" for k in _KEYS)
+        + "".join(f"<td>{_fmt(_get(m['scores'], key))}</td>" for _, key in columns)
         + "</tr>"
         for label, m in models.items()
     )
     decision = report.get("decision")
-    decision_html = (
-        f"<p class='decision {'ok' if decision['published'] else 'no'}'><b>"
-        f"{'Published' if decision['published'] else 'Not published'}</b>: "
-        f"{html.escape(decision['reason'])}</p>"
-        if decision
-        else ""
+    decision_html = _decision_html(decision) if decision else ""
+    details = "".join(
+        f"<h2>{html.escape(label)}</h2>{_per_class_html(m['scores'], names)}"
+        f"{_confusion_html(m['scores']['confusion_matrix'], names)}"
+        for label, m in models.items()
+        if "per_class" in m["scores"]
     )
     picture = _png_base64(report)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(report["title"])}</title>
-<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
+table{{border-collapse:collapse;margin:0.5em 0}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}
 .ok{{color:#060}}.no{{color:#a00}}</style></head><body>
 <h1>{html.escape(report["title"])}</h1>
-<p>Held-out data: {html.escape(report["data"])} ({html.escape(", ".join(report["class_names"]))})</p>
+<p>Held-out data: {html.escape(report["data"])} ({html.escape(", ".join(names))})</p>
 {decision_html}
-<table><tr><th></th>{"".join(f"<th>{k}</th>" for k in _KEYS)}</tr>{rows}</table>
+<table><tr><th></th>{"".join(f"<th>{html.escape(label)}</th>" for label, _ in columns)}</tr>{rows}</table>
+{details}
 <img alt="confusion matrices and training curves" src="data:image/png;base64,{picture}">
 </body></html>
 """
 
 
-_KEYS = ("accuracy", "precision", "recall", "roc_auc", "count")
+# Summary columns: (heading, key in the scores; "macro.f1" is scores["macro"]["f1"]).
+_COLUMNS = (
+    ("accuracy", "accuracy"),
+    ("top-2 accuracy", "top_2_accuracy"),
+    ("top-3 accuracy", "top_3_accuracy"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("macro precision", "macro.precision"),
+    ("macro recall", "macro.recall"),
+    ("macro F1", "macro.f1"),
+    ("ROC AUC", "roc_auc"),
+    ("count", "count"),
+)
+
+
+def _get(scores: dict, key: str):
+    for part in key.split("."):
+        scores = scores.get(part) if isinstance(scores, dict) else None
+    return scores
+
+
+def _any_score(models: dict, key: str) -> bool:
+    return any(key.split(".")[0] in m["scores"] for m in models.values())
 
 
 def _fmt(value) -> str:
@@ -80,23 +104,105 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _decision_html(decision: dict) -> str:
+    verdict = "Published" if decision["published"] else "Not published"
+    rule = f" (rule: {html.escape(decision['rule'])})" if decision.get("rule") else ""
+    checks = "".join(
+        f"<li class='{'ok' if c['passed'] else 'no'}'>{html.escape(c['rule'])}: "
+        f"{html.escape(c['detail'])}</li>"
+        for c in decision.get("checks", [])
+    )
+    return (
+        f"<p class='decision {'ok' if decision['published'] else 'no'}'><b>{verdict}</b>{rule}: "
+        f"{html.escape(decision['reason'])}</p>" + (f"<ul>{checks}</ul>" if checks else "")
+    )
+
+
+def _per_class_html(scores: dict, names: list[str]) -> str:
+    per_class, macro = scores["per_class"], scores["macro"]
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th>"
+        + "".join(f"<td>{_fmt(per_class[name][k])}</td>" for k in _PER_CLASS)
+        + "</tr>"
+        for name in names
+    )
+    rows += (
+        "<tr><th>macro average</th>"
+        + "".join(f"<td>{_fmt(macro[k])}</td>" for k in _PER_CLASS[:3])
+        + f"<td>{scores['count']}</td></tr>"
+    )
+    return (
+        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+        f"<th>support</th></tr>{rows}</table>"
+    )
+
+
+def _confusion_html(matrix: list[list[int]], names: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{n}</td>" for n in row) + "</tr>"
+        for name, row in zip(names, matrix)
+    )
+    return f"<table><tr><th>truth \\ answer</th>{head}</tr>{rows}</table>"
+
+
+_PER_CLASS = ("precision", "recall", "f1", "support")
+
+
+def markdown_tables(scores: dict, class_names: list[str]) -> str:
+    """The headline figures, the per-class table (with macro averages) and the confusion
+    matrix (rows: truth) as Markdown: what the command lines print."""
+    heads = [
+        f"{label} {_fmt(_get(scores, key))}"
+        for label, key in _COLUMNS
+        if key != "count" and _get(scores, key) is not None
+    ]
+    parts = [", ".join(heads) + f" ({scores['count']} photos)"]
+    if "per_class" in scores:
+        parts.append(per_class_markdown(scores, class_names))
+    parts.append(confusion_markdown(scores["confusion_matrix"], class_names))
+    return "\n\n".join(parts)
+
+
+def per_class_markdown(scores: dict, class_names: list[str]) -> str:
+    """Precision, recall, F1 and support of each class, then their macro averages."""
+    per_class, macro = scores["per_class"], scores["macro"]
+    lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        f"| {name} | " + " | ".join(_fmt(per_class[name][k]) for k in _PER_CLASS) + " |"
+        for name in class_names
+    ]
+    lines.append(
+        "| macro average | "
+        + " | ".join(_fmt(macro[k]) for k in _PER_CLASS[:3])
+        + f" | {scores['count']} |"
+    )
+    return "\n".join(lines)
+
+
+def confusion_markdown(matrix: list[list[int]], class_names: list[str]) -> str:
+    """The confusion matrix, rows the true class, columns the answer."""
+    lines = [
+        "| truth \\ answer | " + " | ".join(class_names) + " |",
+        "|---|" + "---:|" * len(class_names),
+    ]
+    lines += [
+        f"| {name} | " + " | ".join(map(str, row)) + " |" for name, row in zip(class_names, matrix)
+    ]
+    return "\n".join(lines)
+
+
 def _png_base64(report: dict) -> str:
     plt = pyplot()
     models = report["models"]
     histories = {k: m["history"] for k, m in models.items() if m.get("history")}
     columns = len(models) + (1 if histories else 0)
-    fig, axes = plt.subplots(1, columns, figsize=(4.2 * columns, 3.8), squeeze=False)
     names = report["class_names"]
+    side = 3.8 + (0.45 * len(names) if len(names) > 2 else 0.4)
+    fig, axes = plt.subplots(1, columns, figsize=(side * columns, side), squeeze=False)
     for ax, (label, m) in zip(axes[0], models.items()):
-        matrix = np.array(m["scores"]["confusion_matrix"])
-        ax.imshow(matrix, cmap="Blues")
-        for (i, j), n in np.ndenumerate(matrix):
-            ax.text(j, i, str(n), ha="center", va="center")
-        ax.set_xticks([0, 1], names)
-        ax.set_yticks([0, 1], names)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"{label}: accuracy {m['scores']['accuracy']:.3f}")
+        title = f"{label}: accuracy {m['scores']['accuracy']:.3f}"
+        draw_confusion(ax, m["scores"]["confusion_matrix"], names, title)
     if histories:
         ax = axes[0][-1]
         for label, history in histories.items():

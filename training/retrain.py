@@ -5,8 +5,10 @@
 The challenger is trained with the training code (DIR/train, validated on DIR/validation).
 Both it and the champion (the newest valid version) are then scored on the same held-out
 split, DIR/test when present, else DIR/validation, and on the same runtime: the challenger
-as exported for publishing, and those very files are what is published. The challenger is published when its
-accuracy is at most --tolerance below the champion's, or with --force. Either way a report
+as exported for publishing, and those very files are what is published. The challenger is
+published when its accuracy is at most --tolerance below the champion's and its recall on
+every class at most --class-recall-tolerance below the champion's on that class, or with
+--force; the report and the decision say which rule decided. Either way a report
 (report.json and report.html) is written: inside the new version, or under
 models/<name>/reports/ when nothing was published. Exit status: 0 published, 3 not.
 """
@@ -16,64 +18,122 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from classifier.metadata import ModelMetadata
 from classifier.store import ModelStore
 from training import train as training
 from training.cli import reports_errors
-from training.data import held_out_dir
-from training.options import add_options, build, check_fields, option, options
-from training.report import data_label, now_iso, reports_folder, write_report
+from training.config import GateOptions
+from training.data import check_split, held_out_dir
+from training.options import add_options, build
+from training.report import data_label, markdown_tables, now_iso, reports_folder, write_report
 from training.scoring import Scored, load_export, load_version, score_on
 
 NOT_PROMOTED = 3
 
 
-@options
-class GateOptions:
-    """When a challenger is published."""
+EPSILON = 1e-9  # a fall of exactly the tolerance is within it, whatever the float rounding
 
-    tolerance: float = option(
-        0.01, help="how far below the champion's held-out accuracy the challenger may be"
-    )
-    force: bool = option(False, help="publish the challenger even if it is worse")
 
-    def __post_init__(self) -> None:
-        check_fields(self)
+@dataclass
+class Check:
+    """One rule of the gate on one pair of scores."""
+
+    rule: str  # "accuracy" or "class_recall"
+    passed: bool
+    detail: str
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "passed": self.passed, "detail": self.detail}
 
 
 @dataclass
 class Decision:
+    """Whether the challenger is published, and which rule decided: `first_version` (no
+    champion), `accuracy` or `class_recall` (the first rule it failed), `within_tolerances`
+    (it passed every rule) or `force` (it failed one and --force published it anyway)."""
+
     published: bool
     reason: str
+    rule: str = "within_tolerances"
+    checks: list[Check] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"published": self.published, "reason": self.reason}
+        return {
+            "published": self.published,
+            "rule": self.rule,
+            "reason": self.reason,
+            "checks": [c.to_dict() for c in self.checks],
+        }
 
 
-def decide(challenger: float, champion: float | None, tolerance: float, force: bool) -> Decision:
-    """The promotion gate, on held-out accuracy."""
-    if champion is None:
-        return Decision(True, "no valid version serves yet")
-    delta = challenger - champion
-    if delta >= -tolerance:
-        return Decision(
+def accuracy_check(challenger: dict, champion: dict, tolerance: float) -> Check:
+    """Overall held-out accuracy may fall at most `tolerance`."""
+    new, old = challenger["accuracy"], champion["accuracy"]
+    delta = new - old
+    if delta >= -tolerance - EPSILON:
+        return Check(
+            "accuracy",
             True,
-            f"challenger accuracy {challenger:.4f} vs champion {champion:.4f} "
-            f"({delta:+.4f}, tolerance {tolerance})",
+            f"challenger accuracy {new:.4f} vs champion {old:.4f} ({delta:+.4f}, tolerance "
+            f"{tolerance})",
         )
-    if force:
-        return Decision(
-            True,
-            f"forced: challenger {challenger:.4f} is {-delta:.4f} below champion {champion:.4f}",
-        )
-    return Decision(
+    return Check(
+        "accuracy",
         False,
-        f"challenger accuracy {challenger:.4f} is {-delta:.4f} below champion {champion:.4f}, "
-        f"more than the tolerance {tolerance}",
+        f"challenger accuracy {new:.4f} is {-delta:.4f} below champion {old:.4f}, more than "
+        f"the tolerance {tolerance}",
     )
+
+
+def class_recall_check(challenger: dict, champion: dict, tolerance: float) -> Check:
+    """The held-out recall of every class may fall at most `tolerance`: a model as accurate
+    overall that stopped recognising one class is worse for that class's users."""
+    new, old = challenger.get("per_class"), champion.get("per_class")
+    if not new or not old:
+        return Check("class_recall", True, "no per-class scores to compare")
+    falls = {name: old[name]["recall"] - new[name]["recall"] for name in old if name in new}
+    if not falls:
+        return Check("class_recall", True, "no class in common to compare")
+    worst = max(falls, key=falls.get)
+    too_far = [name for name, fall in falls.items() if fall > tolerance + EPSILON]
+    if not too_far:
+        return Check(
+            "class_recall",
+            True,
+            f"no class's recall fell more than {tolerance} (largest change: {worst!r} "
+            f"{old[worst]['recall']:.4f} -> {new[worst]['recall']:.4f})",
+        )
+    listed = ", ".join(
+        f"{name!r} {old[name]['recall']:.4f} -> {new[name]['recall']:.4f} (-{falls[name]:.4f})"
+        for name in too_far
+    )
+    return Check(
+        "class_recall",
+        False,
+        f"challenger recall fell more than the class recall tolerance {tolerance} on {listed}",
+    )
+
+
+def decide(challenger: dict, champion: dict | None, gate: GateOptions) -> Decision:
+    """The promotion gate, on the held-out scores of both (as `scoring.score` makes them):
+    overall accuracy within --tolerance and every class's recall within
+    --class-recall-tolerance of the champion's, or --force."""
+    if champion is None:
+        return Decision(True, "no valid version serves yet", "first_version")
+    checks = [
+        accuracy_check(challenger, champion, gate.tolerance),
+        class_recall_check(challenger, champion, gate.class_recall_tolerance),
+    ]
+    failed = [c for c in checks if not c.passed]
+    if not failed:
+        return Decision(True, "; ".join(c.detail for c in checks), "within_tolerances", checks)
+    reason = "; ".join(c.detail for c in failed)
+    if gate.force:
+        return Decision(True, f"forced: {reason}", "force", checks)
+    return Decision(False, reason, failed[0].rule, checks)
 
 
 def score_champion(
@@ -106,6 +166,8 @@ def retrain(
     gate = gate or GateOptions()
     store = ModelStore(config.models_dir)
     folder = held_out_dir(config.data_dir)
+    class_names = training.check_data(config)  # before anything is scored or trained
+    check_split(folder, class_names, of="train")
     champion, champion_scored = score_champion(store, config.model_name, folder)
     fitted = training.fit(config)
     with tempfile.TemporaryDirectory(prefix="challenger-") as exported:
@@ -114,10 +176,7 @@ def retrain(
         if champion is not None:
             models = {f"champion v{champion.version}": {"scores": champion_scored.scores}, **models}
         decision = decide(
-            challenger.scores["accuracy"],
-            champion_scored.scores["accuracy"] if champion_scored else None,
-            gate.tolerance,
-            gate.force,
+            challenger.scores, champion_scored.scores if champion_scored else None, gate
         )
         report = {
             "title": f"Retraining {config.model_name}",
@@ -125,6 +184,7 @@ def retrain(
             "class_names": fitted.train_split.class_names,
             "created_at": now_iso(),
             "tolerance": gate.tolerance,
+            "class_recall_tolerance": gate.class_recall_tolerance,
             "champion_version": champion.version if champion else None,
             "models": models,
             "decision": decision.to_dict(),
@@ -166,12 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = training.parse_args(p, argv)
     config = training.config_from(p, args, argv)
-    decision, metadata, _ = retrain(config, build(p, GateOptions, vars(args)))
+    decision, metadata, report = retrain(config, build(p, GateOptions, vars(args)))
     if metadata is not None:
         print(f"published {metadata.name} v{metadata.version}: {decision.reason}")
-        return 0
-    print(f"not published: {decision.reason}")
-    return NOT_PROMOTED
+    else:
+        print(f"not published: {decision.reason}")
+    print(f"rule: {decision.rule}")
+    for label, model in report["models"].items():
+        print(f"\n{label} on {report['data']}:")
+        print(markdown_tables(model["scores"], report["class_names"]))
+    return 0 if metadata is not None else NOT_PROMOTED
 
 
 if __name__ == "__main__":

@@ -24,19 +24,101 @@ from training.options import AT_LEAST_ONE, check_fields, option, options
 RUNTIME = RuntimeOptions()  # as the service runs a version by default: a GPU, else ONNX Runtime
 
 
-def score(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
-    """Accuracy, precision, recall, ROC AUC and the confusion matrix (rows: truth)."""
+TOP_K = (2, 3)  # top-k accuracies reported where k < the number of classes
+
+
+def as_class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """A model's raw outputs as class probabilities (n, C): a sigmoid's (n,) or (n, 1)
+    P(second class) becomes [1 - p, p]; a softmax's (n, C) stays as it is."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if outputs.ndim == 1 or outputs.shape[1] == 1:
+        p = outputs.reshape(-1, 1)
+        return np.concatenate([1.0 - p, p], axis=1)
+    return outputs
+
+
+def class_probabilities(predictor: Predictor, images: np.ndarray) -> np.ndarray:
+    """The predictor's class probabilities (n, C) in class order, on its runtime."""
+    if hasattr(predictor, "predict"):
+        return np.asarray(predictor.predict(images), dtype=np.float64)
+    return as_class_probabilities(predictor.predict_proba(images))  # before Predictor.predict
+
+
+def predicted_classes(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The answer for each row of class probabilities: two classes, the second from
+    `threshold` up (as the service answers); more, the most probable."""
+    if probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).astype(int)
+    return np.argmax(probs, axis=1)
+
+
+def score(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str] | tuple[str, ...],
+    threshold: float = 0.5,
+) -> dict:
+    """Scores of class probabilities (n, C) against labels 0..C-1.
+
+    Every model: accuracy, per-class precision, recall, F1 and support, their macro
+    averages, the C x C confusion matrix (rows: truth, columns: answer, in class order).
+    Two classes add precision, recall (of the second class) and ROC AUC as before; more add
+    top-k accuracies and a macro one-vs-rest ROC AUC. A 1-D `probs` is P(second class).
+    """
+    probs = as_class_probabilities(probs) if probs.ndim == 1 else probs
+    names = list(class_names)
+    classes = list(range(len(names)))
+    if probs.shape[1] != len(names):
+        raise ValueError(f"{probs.shape[1]} probabilities per image for {len(names)} classes")
     truth = labels.astype(int)
-    predicted = (probs >= threshold).astype(int)
-    both_classes = len(np.unique(truth)) == 2
-    return {
+    predicted = predicted_classes(probs, threshold)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        truth, predicted, labels=classes, zero_division=0
+    )
+    every_class = len(np.unique(truth)) == len(names)
+    scores: dict = {
         "count": len(truth),
         "accuracy": float(skm.accuracy_score(truth, predicted)),
-        "precision": float(skm.precision_score(truth, predicted, zero_division=0)),
-        "recall": float(skm.recall_score(truth, predicted, zero_division=0)),
-        "roc_auc": float(skm.roc_auc_score(truth, probs)) if both_classes else None,
-        "confusion_matrix": skm.confusion_matrix(truth, predicted, labels=[0, 1]).tolist(),
     }
+    if len(names) == 2:
+        scores |= {
+            "precision": float(precision[1]),
+            "recall": float(recall[1]),
+            "roc_auc": float(skm.roc_auc_score(truth, probs[:, 1])) if every_class else None,
+        }
+    else:
+        scores |= {
+            f"top_{k}_accuracy": float(skm.top_k_accuracy_score(truth, probs, k=k, labels=classes))
+            for k in TOP_K
+            if k < len(names)
+        }
+        scores["roc_auc"] = (
+            float(skm.roc_auc_score(truth, probs, multi_class="ovr", labels=classes))
+            if every_class
+            else None
+        )
+    scores["per_class"] = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(names)
+    }
+    scores["macro"] = {
+        "precision": float(np.mean(precision)),
+        "recall": float(np.mean(recall)),
+        "f1": float(np.mean(f1)),
+    }
+    scores["confusion_matrix"] = skm.confusion_matrix(truth, predicted, labels=classes).tolist()
+    return scores
+
+
+def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean -log P(true class): binary cross-entropy for two classes, categorical for more."""
+    clipped = np.clip(probs[np.arange(len(labels)), labels.astype(int)], 1e-7, 1 - 1e-7)
+    return float(-np.mean(np.log(clipped)))
 
 
 def predict_in_batches(
@@ -51,9 +133,22 @@ def predict_in_batches(
     )
 
 
+def probabilities_in_batches(
+    run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_size: int = 64
+) -> np.ndarray:
+    """Class probabilities (n, C) for every image from `run`'s outputs (a sigmoid's or a
+    softmax's, see as_class_probabilities), `batch_size` at a time."""
+    return np.concatenate(
+        [
+            as_class_probabilities(run(images[i : i + batch_size]))
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
 @dataclass
 class Scored:
-    """A model's answers on a labelled split, and their scores."""
+    """A model's answers on a labelled split (class probabilities (n, C)), and their scores."""
 
     split: Split
     probs: np.ndarray
@@ -62,9 +157,15 @@ class Scored:
 
 def score_on(predictor: Predictor, folder: Path, *, progress: bool = True) -> Scored:
     """Score `predictor` on the class folders in `folder`, read at its own input size."""
-    split = load_split(folder, predictor.spec, list(predictor.class_names), progress=progress)
-    probs = predict_in_batches(predictor.predict_proba, split.images)
-    return Scored(split, probs, score(probs, split.labels, predictor.metadata.threshold))
+    names = list(predictor.class_names)
+    model = f"model {predictor.name} v{predictor.version}"
+    split = load_split(
+        folder, predictor.spec, names, progress=progress, of=model, every_class=False
+    )
+    probs = probabilities_in_batches(
+        lambda batch: class_probabilities(predictor, batch), split.images
+    )
+    return Scored(split, probs, score(probs, split.labels, names, predictor.metadata.threshold))
 
 
 def load_version(store: ModelStore, name: str, version: int | None = None) -> Predictor:
@@ -96,7 +197,9 @@ class VersionOptions:
         "validation/ (test/ when both)"
     )
     models_dir: Path = option(Path("models"), help="model store root")
-    model_name: str = option("cats_vs_dogs", help="model name")
+    model_name: str = option(
+        "cats_vs_dogs", help="model name (the service's default model when not given)"
+    )
     version: int | None = option(None, help="version (default: newest valid)", within=AT_LEAST_ONE)
 
     def __post_init__(self) -> None:

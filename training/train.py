@@ -1,6 +1,10 @@
 """Train the CNN on DIR/train and DIR/validation, evaluate, and publish a new model version.
 
 python -m training.train --data-dir ../shared/data/cats_vs_dogs --epochs 30
+
+The classes are DIR/train's sub-folders (two or more); the model is published under
+--model-name, by default the data folder's name. A model's classes never change: data whose
+classes differ from the newest version's of that name is refused before training starts.
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ import keras
 import numpy as np
 
 from classifier import preprocess
+from classifier.errors import ModelStoreError
 from classifier.metadata import MODEL_FILE, ONNX_FILE, ModelMetadata
 from classifier.spec import InputSpec
 from classifier.store import ModelStore
 from training.cli import reports_errors
 from training.config import RECIPES, TrainConfig
-from training.data import Split, load_split, training_dataset
+from training.data import DatasetError, Split, check_split, load_split, training_dataset
 from training.model import (
+    Head,
     build_model,
     compile_model,
     learning_rate_schedule,
@@ -34,11 +40,13 @@ from training.model import (
     steps_per_epoch,
 )
 from training.options import add_options, build, recorded_options
-from training.plots import plot_history
-from training.scoring import predict_in_batches, score
+from training.plots import plot_confusion, plot_history
+from training.report import markdown_tables
+from training.scoring import cross_entropy, probabilities_in_batches, score
 
 HISTORY_FILE = "history.json"
 CURVES_FILE = "training_curves.png"
+CONFUSION_FILE = "confusion_matrix.png"
 EXPORT_FILES = (MODEL_FILE, ONNX_FILE)  # what export_model writes
 
 
@@ -83,17 +91,50 @@ class Fitted:
     wall_seconds: float
 
 
+def check_data(config: TrainConfig) -> list[str]:
+    """The class names of DIR/train, once the data and the store are known to fit: refused
+    before anything is decoded or trained are a missing split, fewer than two classes, an
+    empty class folder, validation classes other than train's, --threshold with more than two
+    classes, and classes other than those of the newest version of --model-name."""
+    names = check_split(config.data_dir / "train")
+    check_split(config.data_dir / "validation", names, of="train")
+    if len(names) > 2 and config.threshold != TrainConfig.threshold:
+        raise DatasetError(
+            f"--threshold is for two classes; {config.data_dir / 'train'} has {len(names)} "
+            "(the answer is the most probable class)"
+        )
+    check_classes_unchanged(ModelStore(config.models_dir), config.model_name, names)
+    return names
+
+
+def check_classes_unchanged(store: ModelStore, name: str, class_names: list[str]) -> None:
+    """Refuse data whose classes are not those of the newest valid version of `name`: its
+    users rely on them (the store refuses such a version too, code class_mismatch)."""
+    newest = store.latest_valid(name)
+    if newest is None or list(newest.class_names) == list(class_names):
+        return
+    raise ModelStoreError(
+        f"model {name!r} has classes {list(newest.class_names)} (v{newest.version} in "
+        f"{store.root}), this data has {list(class_names)}: a model's classes never change, "
+        "choose a new --model-name for these classes",
+        code="class_mismatch",
+    )
+
+
 def fit(config: TrainConfig) -> Fitted:
-    """Load the data through the shared preprocessing, build, fit and evaluate on validation."""
+    """Check the data, load it through the shared preprocessing, build, fit and evaluate on
+    validation."""
     started = time.monotonic()
+    class_names = check_data(config)
     keras.utils.set_random_seed(config.seed)
     spec = config.spec()
-    train_split = load_split(config.data_dir / "train", spec)
-    val_split = load_split(config.data_dir / "validation", spec, train_split.class_names)
+    train_split = load_split(config.data_dir / "train", spec, class_names)
+    val_split = load_split(config.data_dir / "validation", spec, class_names)
 
     precision = resolve_precision(config.precision)
     model = build_model(
         spec,
+        classes=len(class_names),
         augmentation=config.augment(),
         dropout=config.dropout,
         seed=config.seed,
@@ -144,6 +185,13 @@ def publish(
                 shutil.copyfile(exported / name, folder / name)
         (folder / HISTORY_FILE).write_text(json.dumps(fitted.history, indent=2) + "\n")
         plot_history(fitted.history, folder / CURVES_FILE, title=f"{config.model_name} training")
+        validation = fitted.metrics["validation"]
+        plot_confusion(
+            validation["confusion_matrix"],
+            fitted.train_split.class_names,
+            folder / CONFUSION_FILE,
+            title=f"{config.model_name} on validation: accuracy {validation['accuracy']:.3f}",
+        )
         fields = build_metadata(config, fitted)
         if extra is not None:
             fields.update(extra(folder))
@@ -167,7 +215,8 @@ def serving_model(model: keras.Model) -> keras.Model:
     served in float32, so every runtime computes the same numbers.
     """
     height, width, channels = model.input_shape[1:]
-    serving = build_model(InputSpec(height=height, width=width, channels=channels))
+    spec = InputSpec(height=height, width=width, channels=channels)
+    serving = build_model(spec, classes=Head.of(model).classes)
     for layer in serving.layers[1:]:
         layer.set_weights(model.get_layer(layer.name).get_weights())
     return serving
@@ -185,12 +234,10 @@ def export_model(serving: keras.Model, folder: Path) -> None:
 
 
 def validation_scores(model: keras.Model, split: Split, batch_size: int, threshold: float) -> dict:
-    """Scores of an in-memory `model` on the validation split, with its binary cross-entropy."""
-    probs = predict_in_batches(model.predict_on_batch, split.images, batch_size)
-    truth = split.labels
-    clipped = np.clip(probs, 1e-7, 1 - 1e-7)
-    loss = float(-np.mean(truth * np.log(clipped) + (1 - truth) * np.log(1 - clipped)))
-    return {"validation": {**score(probs, truth, threshold), "loss": loss}}
+    """Scores of an in-memory `model` on the validation split, with its cross-entropy."""
+    probs = probabilities_in_batches(model.predict_on_batch, split.images, batch_size)
+    scores = score(probs, split.labels, split.class_names, threshold)
+    return {"validation": {**scores, "loss": cross_entropy(probs, split.labels)}}
 
 
 def build_metadata(config: TrainConfig, fitted: Fitted) -> dict:
@@ -199,12 +246,17 @@ def build_metadata(config: TrainConfig, fitted: Fitted) -> dict:
     import tensorflow as tf
 
     train_split, val_split, spec = fitted.train_split, fitted.val_split, fitted.spec
+    names = train_split.class_names
+    head = Head(len(names))
+    output = {"activation": head.activation, "classes": head.classes}
+    if head.binary:
+        output["positive_class"] = names[1]
     augment = config.augment()
     return {
-        "class_names": train_split.class_names,
+        "class_names": names,
         "input": spec.to_dict(),
-        "threshold": config.threshold,
-        "output": {"activation": "sigmoid", "positive_class": train_split.class_names[1]},
+        "threshold": config.threshold,  # 0.5 with more classes, where it is not used
+        "output": output,
         "preprocessing": preprocess.describe(spec),
         "training": {
             **recorded_options(config),
@@ -214,7 +266,7 @@ def build_metadata(config: TrainConfig, fitted: Fitted) -> dict:
             "data": config.data_dir.name,
             "counts": {"train": train_split.counts(), "validation": val_split.counts()},
             "skipped": {"train": len(train_split.skipped), "validation": len(val_split.skipped)},
-            "loss": "binary_crossentropy",
+            "loss": head.loss,
             "wall_seconds": round(fitted.wall_seconds, 1),
         },
         "metrics": fitted.metrics,
@@ -229,8 +281,8 @@ def build_metadata(config: TrainConfig, fitted: Fitted) -> dict:
 
 
 DESCRIPTION = (
-    "Train the small CNN on DIR/train and DIR/validation (one sub-folder per class, two "
-    "classes) and publish it as the next version in the model store."
+    "Train the small CNN on DIR/train and DIR/validation (one sub-folder per class, two or "
+    "more classes) and publish it as the next version in the model store."
 )
 
 
@@ -277,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         f"published {meta.name} v{meta.version} to {config.models_dir / meta.name / str(meta.version)}"
         f": validation accuracy {val['accuracy']:.4f}, loss {val['loss']:.4f}"
     )
+    print(markdown_tables(val, list(meta.class_names)))
     return 0
 
 

@@ -5,6 +5,7 @@ from classifier.spec import DEFAULT_SPEC, InputSpec
 from training.model import (
     SMALLEST_INPUT,
     Augmentation,
+    Head,
     build_model,
     compile_model,
     learning_rate_schedule,
@@ -35,6 +36,39 @@ def test_layers_and_output_shapes():
 
 def test_parameter_count_matches_the_book():
     assert build_model(DEFAULT_SPEC).count_params() == 3_453_121
+
+
+def test_three_classes_or_more_change_only_the_head_to_softmax():
+    """The one documented change: Dense C softmax instead of Dense 1 sigmoid."""
+    binary, five = build_model(DEFAULT_SPEC), build_model(DEFAULT_SPEC, classes=5)
+    assert [layer.name for layer in five.layers] == [layer.name for layer in binary.layers]
+    for layer in binary.layers[1:-1]:
+        assert layer.get_config() | {"name": ""} == five.get_layer(layer.name).get_config() | {
+            "name": ""
+        }
+    assert five.output_shape == (None, 5)
+    assert five.get_layer("output").get_config()["activation"] == "softmax"
+    assert binary.get_layer("output").get_config()["activation"] == "sigmoid"
+    assert five.count_params() == 3_453_121 - 513 + 5 * 513
+    assert (Head.of(binary), Head.of(five)) == (Head(2), Head(5))
+    assert (Head(2).loss, Head(3).loss) == (
+        "binary_crossentropy",
+        "sparse_categorical_crossentropy",
+    )
+    with pytest.raises(ValueError, match="at least two classes"):
+        build_model(DEFAULT_SPEC, classes=1)
+
+
+def test_the_loss_and_accuracy_follow_the_head():
+    three = compile_model(build_model(InputSpec(64, 64), classes=3))
+    assert three.loss == "sparse_categorical_crossentropy"
+    images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3)).astype("uint8")
+    probs = np.asarray(three.predict(images, verbose=0))
+    assert probs.shape == (4, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    logs = three.evaluate(images, np.array([0.0, 1.0, 2.0, 1.0]), verbose=0, return_dict=True)
+    assert set(logs) == {"loss", "accuracy"}
+    assert compile_model(build_model(InputSpec(64, 64))).loss == "binary_crossentropy"
 
 
 def test_augmentation_and_dropout_add_no_parameters():
@@ -104,6 +138,18 @@ def test_serving_model_is_float32_without_training_layers_and_same_weights():
     full = np.asarray(serving(images.astype("float32"))).reshape(-1)
     half = np.asarray(trained(images, training=False), dtype="float32").reshape(-1)
     np.testing.assert_allclose(full, half, atol=0.02)  # bfloat16 has ~3 significant digits
+
+
+def test_serving_model_keeps_a_softmax_head():
+    from training.train import serving_model
+
+    trained = build_model(InputSpec(64, 64), classes=4, dropout=0.5, precision="mixed_bfloat16")
+    serving = serving_model(trained)
+    assert serving.output_shape == (None, 4)
+    for a, b in zip(
+        serving.get_layer("output").get_weights(), trained.get_layer("output").get_weights()
+    ):
+        assert np.array_equal(a, b)
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():

@@ -59,7 +59,7 @@ def test_card_scores_a_stored_version_and_writes_its_figures(tmp_path, capsys):
     predictor = load_predictor(ModelStore(tmp_path / "models"), "pets")
     split = load_split(data / "validation", predictor.spec, progress=False)
     probs = predict_in_batches(predictor.predict_proba, split.images)
-    expected = score(probs, split.labels, 0.5)
+    expected = score(probs, split.labels, predictor.class_names, 0.5)
     assert card["scores"]["confusion_matrix"] == expected["confusion_matrix"]
 
 

@@ -33,7 +33,7 @@ from training.scoring import VersionOptions
 TRAIN_DEFAULTS = {
     "--data-dir": None,
     "--models-dir": Path("models"),
-    "--model-name": "cats_vs_dogs",
+    "--model-name": None,  # derived from --data-dir (it was cats_vs_dogs: see test_names)
     "--epochs": 30,
     "--batch-size": 32,
     "--learning-rate": 1e-3,
@@ -206,13 +206,15 @@ def test_train_config_accepts_the_edges():
 def test_retrain_adds_the_gate_options_to_the_training_ones():
     p = retrain.parser()
     found = actions(p)
-    assert {"--tolerance", "--force", *TRAIN_DEFAULTS} <= set(found)
+    assert {"--tolerance", "--force", "--class-recall-tolerance", *TRAIN_DEFAULTS} <= set(found)
     assert all(action.help for action in found.values())
     argv = ["--data-dir", "data", "--force", "--tolerance", "0.05", "--epochs", "2"]
     args = train_module.parse_args(p, argv)
     assert retrain.build(p, retrain.GateOptions, vars(args)) == retrain.GateOptions(0.05, True)
     assert train_module.config_from(p, args, argv).epochs == 2
-    assert retrain.GateOptions() == retrain.GateOptions(tolerance=0.01, force=False)
+    assert retrain.GateOptions() == retrain.GateOptions(
+        tolerance=0.01, force=False, class_recall_tolerance=0.05
+    )
 
 
 def test_evaluate_and_model_card_share_one_declaration():

@@ -32,12 +32,26 @@ def good_store(dataset, tmp_path_factory):
     return models
 
 
-def test_gate_decisions():
-    assert retrain.decide(0.80, None, 0.01, False).published
-    assert retrain.decide(0.795, 0.80, 0.01, False).published
-    assert not retrain.decide(0.70, 0.80, 0.01, False).published
-    forced = retrain.decide(0.70, 0.80, 0.01, True)
-    assert forced.published and forced.reason.startswith("forced")
+def scores(accuracy: float, **recalls: float) -> dict:
+    """Held-out scores as the gate reads them: accuracy and each class's recall."""
+    return {"accuracy": accuracy, "per_class": {k: {"recall": v} for k, v in recalls.items()}}
+
+
+GATE = retrain.GateOptions(tolerance=0.01)
+
+
+def test_gate_decisions_on_accuracy():
+    champion = scores(0.80, cats=0.8, dogs=0.8)
+    first = retrain.decide(champion, None, GATE)
+    assert (first.published, first.rule) == (True, "first_version")
+    assert retrain.decide(scores(0.795, cats=0.8, dogs=0.79), champion, GATE).published
+    worse = retrain.decide(scores(0.70, cats=0.8, dogs=0.78), champion, GATE)
+    assert (worse.published, worse.rule) == (False, "accuracy")
+    forced = retrain.decide(scores(0.70, cats=0.8, dogs=0.78), champion, GATE_FORCED)
+    assert forced.published and forced.reason.startswith("forced") and forced.rule == "force"
+
+
+GATE_FORCED = retrain.GateOptions(tolerance=0.01, force=True)
 
 
 def test_a_worse_challenger_is_not_published(good_store, dataset):
@@ -53,6 +67,12 @@ def test_a_worse_challenger_is_not_published(good_store, dataset):
     assert {"precision", "recall", "roc_auc", "confusion_matrix"} <= set(champion)
     page = (folder / "report.html").read_text()
     assert "Not published" in page and "data:image/png;base64," in page
+    # which rule decided, both checks, the per-class figures: in the JSON and on the page
+    assert saved["decision"]["rule"] == decision.rule in ("accuracy", "class_recall")
+    assert [c["rule"] for c in saved["decision"]["checks"]] == ["accuracy", "class_recall"]
+    assert saved["class_recall_tolerance"] == 0.05
+    assert set(champion["per_class"]) == {"cats", "dogs"} and "macro" in champion
+    assert f"(rule: {decision.rule})" in page and "macro average" in page
 
 
 def test_force_publishes_a_worse_challenger_with_its_report(good_store, dataset, capsys):
@@ -158,3 +178,50 @@ def test_cli_help_documents_every_option(capsys):
         assert "--data-dir" in text
     assert "--tolerance" in retrain.parser().format_help()
     assert "--force" in retrain.parser().format_help()
+
+
+def test_a_challenger_as_accurate_that_lost_one_class_is_refused():
+    """Same accuracy, but 'bee' fell 0.15 (beyond the default 0.05): its users lose."""
+    champion = scores(0.80, ant=0.90, bee=0.80, cicada=0.70)
+    challenger = scores(0.80, ant=0.90, bee=0.65, cicada=0.85)
+    decision = retrain.decide(challenger, champion, GATE)
+    assert (decision.published, decision.rule) == (False, "class_recall")
+    assert "'bee' 0.8000 -> 0.6500 (-0.1500)" in decision.reason
+    assert "'ant'" not in decision.reason and "'cicada'" not in decision.reason
+    checks = {c.rule: c.passed for c in decision.checks}
+    assert checks == {"accuracy": True, "class_recall": False}
+    assert decision.to_dict()["rule"] == "class_recall"
+    # a wider tolerance lets it through; --force publishes it and says which rule it broke
+    wide = retrain.GateOptions(tolerance=0.01, class_recall_tolerance=0.2)
+    assert retrain.decide(challenger, champion, wide).published
+    forced = retrain.decide(challenger, champion, GATE_FORCED)
+    assert (forced.published, forced.rule) == (True, "force")
+    assert forced.reason.startswith("forced: challenger recall fell more than")
+
+
+def test_a_recall_fall_within_the_tolerance_is_promoted():
+    champion = scores(0.80, ant=0.90, bee=0.80, cicada=0.70)
+    challenger = scores(0.80, ant=0.90, bee=0.75, cicada=0.75)  # bee falls exactly 0.05
+    decision = retrain.decide(challenger, champion, GATE)
+    assert (decision.published, decision.rule) == (True, "within_tolerances")
+    assert all(c.passed for c in decision.checks)
+    assert "largest change: 'bee' 0.8000 -> 0.7500" in decision.reason
+
+
+def test_both_rules_failing_name_both_and_the_first_decides():
+    champion = scores(0.80, ant=0.90, bee=0.70)
+    decision = retrain.decide(scores(0.60, ant=0.40, bee=0.80), champion, GATE)
+    assert (decision.published, decision.rule) == (False, "accuracy")
+    assert "below champion" in decision.reason and "'ant' 0.9000 -> 0.4000" in decision.reason
+
+
+def test_class_recall_tolerance_is_an_option_with_bounds(tmp_path, capsys):
+    p = retrain.parser()
+    assert "--class-recall-tolerance" in p.format_help()
+    args = training.parse_args(p, ["--data-dir", str(tmp_path), "--class-recall-tolerance", "0.1"])
+    assert retrain.build(p, retrain.GateOptions, vars(args)).class_recall_tolerance == 0.1
+    assert retrain.GateOptions().class_recall_tolerance == 0.05
+    with pytest.raises(SystemExit) as info:
+        retrain.main(["--data-dir", str(tmp_path), "--class-recall-tolerance", "1.5"])
+    assert info.value.code == 2
+    assert "--class-recall-tolerance: must lie in [0, 1], got 1.5" in capsys.readouterr().err

@@ -84,18 +84,22 @@ def test_unreadable_files_are_listed_and_skipped(tmp_path, capsys):
     assert "skipped train/cats/broken.jpg: not_an_image" in capsys.readouterr().err
 
 
-def test_exactly_two_classes_are_required(tmp_path):
-    for name in ("a", "b", "c"):
-        (tmp_path / name).mkdir()
-    with pytest.raises(DatasetError, match=r"found 3: \['a', 'b', 'c'\]"):
+def test_two_classes_or_more_are_required(tmp_path):
+    (tmp_path / "a").mkdir()
+    with pytest.raises(DatasetError, match=r"at least two class folders .*found 1: \['a'\]"):
         find_classes(tmp_path)
+    for name in ("b", "c"):
+        (tmp_path / name).mkdir()
+    assert find_classes(tmp_path) == ["a", "b", "c"]
 
 
 def test_cli_reports_a_bad_data_folder(tmp_path, capsys):
     (tmp_path / "train" / "only").mkdir(parents=True)
     code = train_module.main(["--data-dir", str(tmp_path), "--models-dir", str(tmp_path / "m")])
     assert code == 2
-    assert "exactly two class folders; found 1: ['only']" in capsys.readouterr().err
+    assert "at least two class folders (one per class); found 1: ['only']" in (
+        capsys.readouterr().err
+    )
 
 
 def test_cli_help_documents_every_option(capsys):
@@ -190,8 +194,10 @@ def test_metadata_records_the_options_as_the_shipped_model_does(tmp_path):
     )
     metadata = train_module.build_metadata(config, fitted)
     assert metadata["training"] == recorded
-    for key in ("class_names", "input", "threshold", "output", "preprocessing"):
+    for key in ("class_names", "input", "threshold", "preprocessing"):
         assert metadata[key] == shipped[key], key
+    # The head now says how many classes it answers for; the rest is the shipped model's.
+    assert metadata["output"] == {**shipped["output"], "classes": 2}
 
 
 def test_augmented_model_exports_without_training_only_layers(dataset, tmp_path):
