@@ -13,6 +13,13 @@ from pathlib import Path
 import numpy as np
 
 
+def model_output(out, n: int) -> np.ndarray:
+    """float32 (n,) for a one-unit (sigmoid) model, as tools that import these runtimes
+    expect, else (n, C)."""
+    out = np.array(out, dtype=np.float32).reshape(n, -1)
+    return out[:, 0] if out.shape[1] == 1 else out
+
+
 class OnnxRuntime:
     """ONNX Runtime on the CPU: no idle spinning (HTTP threads share the cores)."""
 
@@ -43,7 +50,7 @@ class OnnxRuntime:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self._input: images.astype(np.float32)})[0]
-        return np.asarray(out, dtype=np.float32).reshape(len(images), -1)
+        return model_output(out, len(images))
 
 
 class OpenVinoRuntime:
@@ -81,7 +88,7 @@ class OpenVinoRuntime:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with self._lock:
             out = self._request.infer({0: images.astype(np.float32, copy=False)})[self._output]
-        return np.array(out, dtype=np.float32).reshape(len(images), -1)
+        return model_output(out, len(images))
 
 
 def _dims(shape) -> tuple:

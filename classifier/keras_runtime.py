@@ -12,6 +12,8 @@ import tempfile
 
 import numpy as np
 
+from classifier.cpu_runtimes import model_output
+
 log = logging.getLogger(__name__)
 # TensorFlow's C++ start-up lines bypass Python logging (and its JSON formatter); keep its
 # warnings and errors only, unless the environment says otherwise.
@@ -102,7 +104,7 @@ class KerasRuntime:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with self._tf.device(self.device):
             out = self._infer(self._tf.convert_to_tensor(images.astype(np.float32, copy=False)))
-        return out.numpy().reshape(len(images), -1)
+        return model_output(out.numpy(), len(images))
 
 
 def limit_threads(threads: int) -> None:

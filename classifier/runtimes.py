@@ -1,7 +1,7 @@
 """Which runtime serves a model version on this host, and loading it.
 
 Each runtime takes a batch (n, h, w, 3) of 0-255 pixels (uint8 or float32) and returns the
-model's output, float32 (n, 1) for a sigmoid head (P(class 1)) or (n, C) for a softmax. `auto` picks the fastest exact-enough path for the
+model's output, float32 (n,) for a sigmoid head (P(class 1)) or (n, C) for a softmax. `auto` picks the fastest exact-enough path for the
 hardware: TensorFlow on a GPU; OpenVINO in bfloat16 on a CPU that computes it natively
 (AMX or AVX-512 BF16), once it has passed a parity check against float32; else ONNX Runtime
 in float32. Create runtimes in the process that uses them (after fork): none is fork-safe.

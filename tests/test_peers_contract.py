@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from classifier.runtimes import OnnxRuntime
@@ -15,8 +16,10 @@ PEERS = REPO.parent / "shared" / "peers"
 
 def test_the_names_the_peers_tool_imports_exist():
     data = json.loads((SHIPPED_MODELS / "cats_vs_dogs" / "1" / "metadata.json").read_text())
-    assert InputSpec.from_dict(data["input"]).jpeg_draft_gap == 2
-    assert callable(OnnxRuntime)
+    spec = InputSpec.from_dict(data["input"])
+    assert spec.jpeg_draft_gap == 2
+    runtime = OnnxRuntime(SHIPPED_MODELS / "cats_vs_dogs" / "1" / "model.onnx", 1)
+    assert runtime(np.zeros((3, *spec.shape), np.uint8)).shape == (3,)  # P(dogs) per photo
 
 
 @pytest.mark.shared_data

@@ -175,3 +175,28 @@ def test_a_version_can_be_scored_on_photos_of_some_of_its_classes(trained, data,
     scored = scoring.score_on(predictor, some, progress=False)
     assert scored.scores["count"] == 12 and scored.scores["per_class"]["green"]["support"] == 0
     assert scored.scores["roc_auc"] is None
+
+
+def test_the_trained_model_is_served_with_its_classes_in_every_form(trained, data):
+    """Train, publish, serve: three probabilities summing to 1, names as given, top_k."""
+    import base64
+
+    from service import create_app
+    from tests.helpers import app_config
+
+    config, _ = trained
+    client = create_app(app_config(config.models_dir, MODEL_NAME="colours")).test_client()
+    photo = next((data / "validation" / "rouge été").iterdir()).read_bytes()
+    own = client.post("/predict?top_k=2", data=photo, content_type="image/jpeg").get_json()
+    [prediction] = own["predictions"]
+    assert list(prediction["probabilities"]) == NAMES
+    assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert len(prediction["top"]) == 2 and prediction["label"] == prediction["top"][0]["label"]
+    b64 = base64.b64encode(photo).decode()
+    tf = client.post("/v1/models/colours:predict", json={"instances": [{"b64": b64}]})
+    assert sum(tf.get_json()["predictions"][0]["probabilities"]) == pytest.approx(1, abs=1e-5)
+    tensor = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}
+    v2 = client.post("/v2/models/colours/infer", json={"inputs": [tensor]}).get_json()
+    outputs = {o["name"]: o["data"] for o in v2["outputs"]}
+    assert len(outputs["probabilities"]) == 3 and outputs["label"][0] in NAMES
+    assert client.post("/predict?top_k=4", data=photo, content_type="image/jpeg").status_code == 400
