@@ -1,49 +1,22 @@
 """The demo page in a real headless Chromium (Debian's), against a real gunicorn."""
 
 import base64
-import os
-import shutil
 
 import pytest
 
 from benchmarks.harness import Server
+from tests.browser import chromium
 from tests.helpers import SHIPPED_MODELS, jpeg_bytes
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
 CLASSES = ["cats", "dogs"]
 WAIT_S = 30
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip(
-            "Debian's chromium and chromium-driver are not installed (make test installs them as root)"
-        )
-    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager download anything
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1100,1000",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    yield driver
-    driver.quit()
+    yield from chromium(log_network=False)
 
 
 @pytest.fixture(scope="module")

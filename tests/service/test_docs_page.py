@@ -1,9 +1,7 @@
 """/docs: Swagger UI from this service's own assets (no CDN), in a real headless Chromium."""
 
 import json
-import os
 import re
-import shutil
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
@@ -12,10 +10,8 @@ import pytest
 from benchmarks.harness import Server
 from service.docs_page import ASSETS
 from service.routes import spec
+from tests.browser import chromium
 from tests.helpers import SHIPPED_MODELS
-
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 class References(HTMLParser):
@@ -93,35 +89,7 @@ def test_asset_route_is_documented_with_an_example_filename():
 
 @pytest.fixture(scope="module")
 def browser():
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip(
-            "Debian's chromium and chromium-driver are not installed (make test installs them as root)"
-        )
-    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager download anything
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        # No network but loopback: every other host goes to a proxy that is not there
-        # (Chromium never proxies loopback) and resolves to nothing.
-        "--proxy-server=http://127.0.0.1:9",
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    yield driver
-    driver.quit()
+    yield from chromium(log_network=True)
 
 
 @pytest.fixture(scope="module")
