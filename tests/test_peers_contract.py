@@ -18,7 +18,7 @@ def test_the_names_the_peers_tool_imports_exist():
     data = json.loads((SHIPPED_MODELS / "cats_vs_dogs" / "1" / "metadata.json").read_text())
     spec = InputSpec.from_dict(data["input"])
     assert spec.jpeg_draft_gap == 2
-    runtime = OnnxRuntime(SHIPPED_MODELS / "cats_vs_dogs" / "1" / "model.onnx", 1)
+    runtime = OnnxRuntime(SHIPPED_MODELS / "cats_vs_dogs" / "3" / "model.onnx", 1)
     assert runtime(np.zeros((3, *spec.shape), np.uint8)).shape == (3,)  # P(dogs) per photo
 
 
