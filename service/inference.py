@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from classifier.predictor import Prediction
 from service.current import settings
 from service.errors import RequestError
 from service.inputs import Upload, decode_uploads
@@ -15,8 +14,9 @@ from service.observability import note_images
 from service.registry import ServedModel
 
 
-def run(model: ServedModel, images: list[Upload] | np.ndarray) -> list[Prediction]:
-    """Encoded files (decoded here, after the queue has room) or pixels [N, H, W, 3]."""
+def probabilities(model: ServedModel, images: list[Upload] | np.ndarray) -> np.ndarray:
+    """Class probabilities (n, C) for encoded files (decoded here, after the queue has room)
+    or pixels [N, H, W, 3]."""
     note_images(len(images))
     limit = settings().max_images_per_request
     if len(images) > limit:
@@ -29,11 +29,7 @@ def run(model: ServedModel, images: list[Upload] | np.ndarray) -> list[Predictio
     return model.predict(images, settings().request_deadline_ms / 1000)
 
 
-def as_arrays(
-    predictions: list[Prediction], class_names: tuple[str, ...]
-) -> tuple[np.ndarray, list[str]]:
-    """Probabilities [N, C] in class order, and the labels."""
-    rows = [[p.probabilities[name] for name in class_names] for p in predictions]
-    return np.array(rows, dtype=np.float32).reshape(-1, len(class_names)), [
-        p.label for p in predictions
-    ]
+def tensors(model: ServedModel, images: list[Upload] | np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """For the protocols' tensors: float32 probabilities [N, C] in class order, and labels."""
+    probs = probabilities(model, images)
+    return probs.astype(np.float32), model.predictor.labels(probs)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 
 from flask import Flask, request
+from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.current import settings
 from service.errors import RequestError
+from service.tensors import ProtocolError
 
 
 def install(app: Flask) -> None:
@@ -57,3 +59,14 @@ def depth(value: object, stop_after: int) -> int:
             children = item.values() if isinstance(item, dict) else item
             level.extend((child, d + 1) for child in children if isinstance(child, dict | list))
     return deepest
+
+
+def parse(payload: type[BaseModel], data: bytes, what: str, whole: str) -> BaseModel:
+    """A protocol's JSON body as its payload model, within the JSON bounds; the first
+    field that does not fit is named, `whole` where the body itself is off."""
+    try:
+        return payload.model_validate(read_json(data, what))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or whole
+        raise ProtocolError(f"{where}: {first['msg']}") from None

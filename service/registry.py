@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from classifier.errors import ClassifierError
-from classifier.predictor import Prediction, Predictor
+from classifier.predictor import Predictor
 from classifier.spec import InputSpec
 from classifier.store import VersionStatus, validate_name
 from service.batching import Batcher
@@ -83,8 +83,9 @@ class ServedModel:
     def spec(self) -> InputSpec:
         return self.predictor.spec
 
-    def predict(self, images: np.ndarray, timeout_s: float) -> list[Prediction]:
-        return self.predictor.to_predictions(self.batcher.predict(images, timeout_s))
+    def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
+        """Class probabilities (n, C), through this version's batcher."""
+        return self.batcher.predict(images, timeout_s)
 
 
 @dataclass
@@ -148,11 +149,12 @@ class Registry:
         state = self._states.get(name)
         if state is None:
             raise ModelNotFound(f"model {name!r} not found; served models: {self.names()}")
-        loaded = state.loaded
         if version is None:
-            if not loaded:
+            served = state.serving
+            if served is None:
                 raise ModelNotReady(state.error or f"model {name!r} is loading")
-            return loaded[max(loaded)]
+            return served
+        loaded = state.loaded
         if version not in loaded:
             raise VersionNotFound(
                 f"version {version} of model {name!r} is not loaded; loaded: {sorted(loaded)}",

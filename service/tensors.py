@@ -1,7 +1,7 @@
 """The tensors the inference protocols exchange with this service's models, and the binary
 tensor data extension's encoding (length-prefixed BYTES, raw little-endian numbers).
 
-No HTTP here: service/v2.py and service/tfserving.py read requests into these types.
+service/v2.py and service/tfserving.py read requests into these types.
 """
 
 from __future__ import annotations

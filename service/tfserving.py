@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 from flask import jsonify, request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from service import inference, schemas, status, tensors, views
+from service import inference, limits, schemas, status, tensors, views
 from service.current import registry, settings
 from service.inputs import Upload, decode_base64
-from service.limits import read_json
 from service.observability import note_model
 from service.registry import ServedModel, VersionNotFound
 from service.tensors import ProtocolError
@@ -115,12 +114,7 @@ def _model(name: str, version: int | None, label: str | None) -> ServedModel:
 
 
 def _parse(payload: type[BaseModel]):
-    try:
-        return payload.model_validate(read_json(request.get_data(cache=False), "the body"))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ProtocolError(f"{where}: {first['msg']}") from None
+    return limits.parse(payload, request.get_data(cache=False), "the body", "body")
 
 
 def _check_signature(signature: str | None) -> None:
@@ -151,7 +145,7 @@ def _columnar(inputs: object) -> list[Upload]:
 def _run(model: ServedModel, uploads: list[Upload]) -> tuple[np.ndarray, list[str]]:
     if not uploads:
         raise ProtocolError("the request holds no image")
-    return inference.as_arrays(inference.run(model, uploads), model.predictor.class_names)
+    return inference.tensors(model, uploads)
 
 
 def _respond(answer: BaseModel, model: ServedModel):

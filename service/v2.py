@@ -11,13 +11,11 @@ from importlib import metadata as package_metadata
 
 import numpy as np
 from flask import Response, jsonify, request
-from pydantic import ValidationError
 
-from service import inference, schemas, tensors
+from service import inference, limits, schemas, tensors
 from service.current import registry, settings
 from service.errors import RequestError
 from service.inputs import Upload, decode_base64
-from service.limits import read_json
 from service.observability import note_model
 from service.registry import ModelNotReady, ServedModel
 from service.tensors import ProtocolError
@@ -103,17 +101,19 @@ def infer(name: str, version: int | None = None):
     header, binary = tensors.split_body(
         request.get_data(cache=False), request.headers.get(HEADER_LENGTH)
     )
-    req = _parse(header)
+    req = limits.parse(schemas.V2InferRequest, header, "the inference request header", "request")
     if len(req.inputs) != 1:
         raise ProtocolError(
             f"send exactly one input, {tensors.IMAGE_INPUT!r} or {tensors.PIXELS_INPUT!r}; "
             f"got {len(req.inputs)}"
         )
     [tensor] = req.inputs
-    sizes = [_binary_size(t) for t in req.inputs if _binary_size(t) is not None]
-    blobs = tensors.take_binary(binary, sizes)
+    size = (tensor.parameters or {}).get("binary_data_size")
+    blobs = tensors.take_binary(binary, [] if size is None else [size])
     images = _images(tensor, blobs[0] if blobs else None, model)
-    probabilities, labels = _run(model, images)
+    if len(images) == 0:
+        raise ProtocolError("the input holds no image")
+    probabilities, labels = inference.tensors(model, images)
     names = model.predictor.class_names
     outputs = [_output(o, probabilities, labels, names, req) for o in _requested(req)]
     answer = schemas.V2InferResponse(
@@ -122,21 +122,6 @@ def infer(name: str, version: int | None = None):
     if req.id is not None:
         answer.id = req.id
     return _respond(answer, [blob for _, blob in outputs if blob is not None])
-
-
-def _parse(header: bytes) -> schemas.V2InferRequest:
-    try:
-        return schemas.V2InferRequest.model_validate(
-            read_json(header, "the inference request header")
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "request"
-        raise ProtocolError(f"{where}: {first['msg']}") from None
-
-
-def _binary_size(tensor: schemas.V2RequestInput) -> int | None:
-    return (tensor.parameters or {}).get("binary_data_size")
 
 
 def _images(tensor: schemas.V2RequestInput, blob: bytes | None, model: ServedModel):
@@ -208,12 +193,6 @@ def _pixels(tensor: schemas.V2RequestInput, blob: bytes | None, model: ServedMod
             f"the data of input {tensors.PIXELS_INPUT!r} does not fit its shape {tensor.shape}"
         ) from None
     return tensors.pixels(values, model.spec)
-
-
-def _run(model: ServedModel, images: list[Upload] | np.ndarray) -> tuple[np.ndarray, list[str]]:
-    if len(images) == 0:
-        raise ProtocolError("the input holds no image")
-    return inference.as_arrays(inference.run(model, images), model.predictor.class_names)
 
 
 def _requested(req: schemas.V2InferRequest) -> list[schemas.V2RequestOutput]:

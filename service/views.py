@@ -22,7 +22,7 @@ def predict(name: str, version: int | None = None):
     note_model(model.name, model.version)  # refusals below are labelled with it too
     top_k = _top_k(len(model.predictor.class_names))
     uploads = read_uploads(request, settings().max_images_per_request)
-    predictions = inference.run(model, uploads)
+    predictions = model.predictor.to_predictions(inference.probabilities(model, uploads))
     answer = schemas.PredictResponse(
         model=schemas.ModelRef(name=model.name, version=model.version),
         predictions=[
