@@ -16,6 +16,14 @@ from classifier.store import ModelStore
 PIXEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
 
 
+def answers(probs: np.ndarray, threshold: float | None) -> np.ndarray:
+    """The class index answered for each row of probabilities (n, C): with a threshold (two
+    classes), the second class from it up; without, the most probable."""
+    if threshold is not None:
+        return (probs[:, 1] >= threshold).astype(int)
+    return np.argmax(probs, axis=1)
+
+
 @dataclass(frozen=True)
 class Prediction:
     label: str
@@ -79,10 +87,11 @@ class Predictor:
         return self.predict(images)[:, 1]
 
     def labels(self, probs: np.ndarray) -> list[str]:
-        """Two classes: the second from the threshold up; more: the most probable."""
-        if self.metadata.activation == "sigmoid":
-            return [self.class_names[int(p >= self.metadata.threshold)] for p in probs[:, 1]]
-        return [self.class_names[int(i)] for i in np.argmax(probs, axis=1)]
+        """A sigmoid's two classes: the second from the threshold up; a softmax: the most
+        probable."""
+        sigmoid = self.metadata.activation == "sigmoid"
+        indices = answers(probs, self.metadata.threshold if sigmoid else None)
+        return [self.class_names[int(i)] for i in indices]
 
     def to_predictions(self, probs: np.ndarray) -> list[Prediction]:
         """One Prediction per row of class probabilities (n, C)."""

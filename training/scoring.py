@@ -15,7 +15,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from classifier.metadata import ModelMetadata
-from classifier.predictor import Predictor, load_predictor
+from classifier.predictor import Predictor, answers, load_predictor
 from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore, sha256_file
 from training.data import Split, held_out_dir, load_split
@@ -39,17 +39,13 @@ def as_class_probabilities(outputs: np.ndarray) -> np.ndarray:
 
 def class_probabilities(predictor: Predictor, images: np.ndarray) -> np.ndarray:
     """The predictor's class probabilities (n, C) in class order, on its runtime."""
-    if hasattr(predictor, "predict"):
-        return np.asarray(predictor.predict(images), dtype=np.float64)
-    return as_class_probabilities(predictor.predict_proba(images))  # before Predictor.predict
+    return np.asarray(predictor.predict(images), dtype=np.float64)
 
 
 def predicted_classes(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """The answer for each row of class probabilities: two classes, the second from
     `threshold` up (as the service answers); more, the most probable."""
-    if probs.shape[1] == 2:
-        return (probs[:, 1] >= threshold).astype(int)
-    return np.argmax(probs, axis=1)
+    return answers(probs, threshold if probs.shape[1] == 2 else None)
 
 
 def score(
@@ -119,18 +115,6 @@ def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
     """Mean -log P(true class): binary cross-entropy for two classes, categorical for more."""
     clipped = np.clip(probs[np.arange(len(labels)), labels.astype(int)], 1e-7, 1 - 1e-7)
     return float(-np.mean(np.log(clipped)))
-
-
-def predict_in_batches(
-    run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_size: int = 64
-) -> np.ndarray:
-    """P(positive class) for every image, `batch_size` at a time: memory stays bounded."""
-    return np.concatenate(
-        [
-            np.asarray(run(images[i : i + batch_size])).reshape(-1)
-            for i in range(0, len(images), batch_size)
-        ]
-    )
 
 
 def probabilities_in_batches(

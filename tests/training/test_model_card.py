@@ -8,7 +8,7 @@ from classifier.store import ModelStore
 from tests.helpers import make_dataset, publish_model
 from training import model_card
 from training.data import load_split
-from training.scoring import predict_in_batches, score
+from training.scoring import probabilities_in_batches, score
 
 
 def test_calibration_bins_group_by_predicted_probability():
@@ -58,7 +58,7 @@ def test_card_scores_a_stored_version_and_writes_its_figures(tmp_path, capsys):
     assert "| truth \\ answer | cats | dogs |" in text and "| plain white |" in text
     predictor = load_predictor(ModelStore(tmp_path / "models"), "pets")
     split = load_split(data / "validation", predictor.spec, progress=False)
-    probs = predict_in_batches(predictor.predict_proba, split.images)
+    probs = probabilities_in_batches(predictor.predict_proba, split.images)
     expected = score(probs, split.labels, predictor.class_names, 0.5)
     assert card["scores"]["confusion_matrix"] == expected["confusion_matrix"]
 

@@ -60,16 +60,12 @@ def test_a_missing_class_leaves_roc_auc_out_and_recall_zero():
         score(probs[:, :2], np.array([0.0, 1.0]), NAMES)
 
 
-def test_class_probabilities_of_old_and_new_predictors():
-    class Binary:  # a predictor with only P(second class)
-        def predict_proba(self, images):
-            return np.array([0.25, 1.0])
-
+def test_class_probabilities_of_a_sigmoid_and_a_softmax():
     class Multi:
         def predict(self, images):
             return np.array([[0.2, 0.3, 0.5]])
 
-    assert class_probabilities(Binary(), None).tolist() == [[0.75, 0.25], [0.0, 1.0]]
+    assert as_class_probabilities(np.array([0.25, 1.0])).tolist() == [[0.75, 0.25], [0.0, 1.0]]
     assert class_probabilities(Multi(), None).tolist() == [[0.2, 0.3, 0.5]]
     assert as_class_probabilities(np.array([[0.25]])).tolist() == [[0.75, 0.25]]
 
