@@ -53,7 +53,7 @@ class GunicornLogger(glogging.Logger):
 
 
 def json_logging(level: str) -> dict:
-    """A logging.config dictionary: every logger, gunicorn's too, writes JSON lines to stderr."""
+    """A logging.config dictionary: every logger of the process writes JSON lines to stderr."""
     handler = {
         "class": "logging.StreamHandler",
         "formatter": "json",
@@ -63,8 +63,8 @@ def json_logging(level: str) -> dict:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {"error_console": handler, "console": handler},
-        "root": {"level": level.upper(), "handlers": ["error_console"]},
+        "handlers": {"stderr": handler},
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
     }
 
 

@@ -99,8 +99,8 @@ class ModelState:
     scanned: list[VersionStatus] = field(default_factory=list)
     # version -> (fingerprint when it failed, why): retried only when the folder changes
     failures: dict[int, tuple[tuple, str]] = field(default_factory=dict)
-    # The classes this name answers with, fixed by the first version served; versions with
-    # other classes are never swapped in (reported once each).
+    # The classes this name answers with, fixed by its newest valid version when it is first
+    # scanned; versions with other classes are never swapped in (reported once each).
     classes: tuple[str, ...] | None = None
     mismatched: set[int] = field(default_factory=set)
 

@@ -50,13 +50,15 @@ def _top_k(classes: int) -> int | None:
 
 
 def _prediction(p, filename: str | None, top_k: int | None) -> schemas.Prediction:
-    prediction = schemas.Prediction(label=p.label, probabilities=p.probabilities)
+    """Built in one go (each assignment to a payload would validate it again): fields not
+    given stay out of the answer."""
+    fields: dict = {"label": p.label, "probabilities": p.probabilities}
     if filename is not None:
-        prediction.filename = filename
+        fields["filename"] = filename
     if top_k is not None:
         best = sorted(p.probabilities.items(), key=lambda item: -item[1])[:top_k]
-        prediction.top = [schemas.ClassScore(label=c, probability=v) for c, v in best]
-    return prediction
+        fields["top"] = [schemas.ClassScore(label=c, probability=v) for c, v in best]
+    return schemas.Prediction(**fields)
 
 
 def model_status(name: str):
