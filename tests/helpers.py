@@ -101,17 +101,25 @@ def app_config(models_dir: Path, **overrides) -> dict:
     }
 
 
-def make_dataset(root: Path, per_class: int = 24, val_per_class: int = 8) -> Path:
-    """Two easily told apart classes: reddish and bluish noise, in varied sizes."""
+def make_dataset(
+    root: Path,
+    per_class: int = 24,
+    val_per_class: int = 8,
+    classes: dict[str, int] | None = None,
+    noise: int = 120,
+    lift: int = 120,
+) -> Path:
+    """Easily told apart classes, in varied sizes: noise below `noise` with one colour
+    channel per class raised by `lift` (default: cats bluish, dogs reddish)."""
     rng = np.random.default_rng(0)
     for split, count in (("train", per_class), ("validation", val_per_class)):
-        for label, channel in (("cats", 2), ("dogs", 0)):
+        for label, channel in (classes or {"cats": 2, "dogs": 0}).items():
             folder = root / split / label
             folder.mkdir(parents=True)
             for i in range(count):
                 h, w = rng.integers(50, 90, size=2)
-                pixels = rng.integers(0, 120, (h, w, 3), dtype=np.uint8)
-                pixels[..., channel] += 120
+                pixels = rng.integers(0, noise, (h, w, 3), dtype=np.uint8)
+                pixels[..., channel] += lift
                 Image.fromarray(pixels).save(folder / f"{label}.{i}.jpg", quality=90)
     return root
 
