@@ -168,7 +168,7 @@ def _body(answer, description: str) -> dict:
     if isinstance(answer, str):  # a media type, not JSON of ours
         schema = {"type": "object"} if answer == "application/json" else {"type": "string"}
         return {"description": description, "content": {answer: {"schema": schema}}}
-    models = answer if isinstance(answer, tuple) else (answer,)
+    models = _models(answer)
     schema = _ref(models[0]) if len(models) == 1 else {"anyOf": [_ref(m) for m in models]}
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -189,11 +189,8 @@ def _errors(codes: tuple[str, ...], shapes: tuple[type[BaseModel], ...]) -> dict
 def _components(routes) -> dict:
     models: set[type[BaseModel]] = set(BODY_MODELS)
     for route in routes:
-        for answer in (route.answer, route.error_shapes, route.not_ready):
-            if isinstance(answer, tuple):
-                models.update(answer)
-            elif answer is not None and not isinstance(answer, str):
-                models.add(answer)
+        for answer in (route.answer, route.error_shapes, route.not_ready or ()):
+            models.update(_models(answer))
     ordered = sorted(models, key=lambda m: m.__name__)
     modes = [(m, "validation" if m in BODY_MODELS else "serialization") for m in ordered]
     _, top = models_json_schema(modes, ref_template=REF)
@@ -206,6 +203,7 @@ def _components(routes) -> dict:
 
 
 def _models(answer) -> tuple[type[BaseModel], ...]:
+    """The payload models of an answer: one, several, or none for a media type."""
     if isinstance(answer, str):
         return ()
     return answer if isinstance(answer, tuple) else (answer,)
