@@ -139,14 +139,20 @@ class ModelStore:
                 return status.metadata
         return None
 
-    def refuse_other_classes(self, name: str, class_names: list[str] | tuple[str, ...]) -> None:
+    def refuse_other_classes(
+        self,
+        name: str,
+        class_names: list[str] | tuple[str, ...],
+        what: str = "this version",
+        advice: str = "publish it under a new model name",
+    ) -> None:
         """A model's classes, in order, are part of its identity: a version with others would
         change every answer under its users. Raises ModelStoreError (class_mismatch)."""
         newest = self.latest_valid(name)
         if newest is not None and tuple(class_names) != newest.class_names:
             raise ModelStoreError(
-                f"model {name!r} has the classes {list(newest.class_names)} (v{newest.version}); "
-                f"this version has {list(class_names)}: publish it under a new model name",
+                f"model {name!r} has classes {list(newest.class_names)} (v{newest.version} in "
+                f"{self.root}), {what} has {list(class_names)}: {advice}",
                 code="class_mismatch",
             )
 

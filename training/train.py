@@ -24,7 +24,6 @@ import keras
 import numpy as np
 
 from classifier import preprocess
-from classifier.errors import ModelStoreError
 from classifier.metadata import MODEL_FILE, ONNX_FILE, ModelMetadata
 from classifier.spec import InputSpec
 from classifier.store import ModelStore
@@ -103,22 +102,13 @@ def check_data(config: TrainConfig) -> list[str]:
             f"--threshold is for two classes; {config.data_dir / 'train'} has {len(names)} "
             "(the answer is the most probable class)"
         )
-    check_classes_unchanged(ModelStore(config.models_dir), config.model_name, names)
-    return names
-
-
-def check_classes_unchanged(store: ModelStore, name: str, class_names: list[str]) -> None:
-    """Refuse data whose classes are not those of the newest valid version of `name`: its
-    users rely on them (the store refuses such a version too, code class_mismatch)."""
-    newest = store.latest_valid(name)
-    if newest is None or list(newest.class_names) == list(class_names):
-        return
-    raise ModelStoreError(
-        f"model {name!r} has classes {list(newest.class_names)} (v{newest.version} in "
-        f"{store.root}), this data has {list(class_names)}: a model's classes never change, "
-        "choose a new --model-name for these classes",
-        code="class_mismatch",
+    ModelStore(config.models_dir).refuse_other_classes(
+        config.model_name,
+        names,
+        what="this data",
+        advice="a model's classes never change, choose a new --model-name for these classes",
     )
+    return names
 
 
 def fit(config: TrainConfig) -> Fitted:
