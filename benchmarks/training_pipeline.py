@@ -29,7 +29,7 @@ from keras import layers
 from benchmarks.harness import REPO, benchmark_parser
 from classifier.spec import DEFAULT_SPEC
 from training.config import RECIPES, TrainConfig
-from training.data import load_split, training_dataset
+from training.data import EpochBatches, load_split
 from training.model import PRECISIONS, build_model, compile_model
 
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     split = load_split(args.data_dir, DEFAULT_SPEC, progress=False)
     decode_seconds = time.perf_counter() - started
-    cached = training_dataset(split, recipe.batch_size, recipe.seed)
+    cached = EpochBatches(split, recipe.batch_size, recipe.seed)
     from_files = keras.utils.image_dataset_from_directory(
         args.data_dir,
         label_mode="binary",
@@ -80,20 +80,20 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     variants = {
-        "keras image_dataset_from_directory": (recipe_model(), from_files),
+        "keras image_dataset_from_directory": (recipe_model(), lambda epoch: from_files),
         "cached (product)": (recipe_model(), cached),
         "cached + keras augmentation layers": (keras_layers_model(recipe, args.precision), cached),
     }
     for model, data in variants.values():
         compile_model(model, recipe.learning_rate, recipe.optimizer, recipe.weight_decay)
         model.fit(
-            data, epochs=1, verbose=0, shuffle=False
+            data(0), epochs=1, verbose=0, shuffle=False
         )  # warm-up: tracing, thread pools, page cache
     times: dict[str, list[float]] = {name: [] for name in variants}
     for epoch in range(args.epochs):
         for name, (model, data) in variants.items():
             t = time.perf_counter()
-            model.fit(data, epochs=1, verbose=0, shuffle=False)
+            model.fit(data(epoch + 1), epochs=1, verbose=0, shuffle=False)
             times[name].append(time.perf_counter() - t)
             print(f"epoch {epoch + 1} {name}: {times[name][-1]:.2f} s", file=sys.stderr)
 

@@ -59,8 +59,18 @@ class ModelMetadata(BaseModel):
     created_at: str | None = Field(None, description="publish time, ISO 8601 UTC")
     output: Section = Field(None, description="the output layer's activation and classes")
     preprocessing: Section = Field(None, description="decode steps, from classifier.preprocess")
-    training: Section = Field(None, description="data counts, options and the command line")
+    training: Section = Field(
+        None,
+        description="options, the command line, data counts and the data manifest "
+        "(data_manifest: the file listing every photo with its SHA-256, and that file's hash)",
+    )
     metrics: Section = Field(None, description="validation scores when it was published")
+    calibration: Section = Field(
+        None,
+        description="temperature scaling fitted on validation and folded into the model's "
+        "output layer (the served probabilities are the calibrated ones), with the "
+        "calibration error before and after; absent: not calibrated",
+    )
     promotion: Section = Field(None, description="the retrain gate's decision, when retrained")
     libraries: Section = Field(None, description="library versions that trained it")
 

@@ -6,6 +6,7 @@ A split is a folder of class folders: the class names are the folder names as th
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +26,15 @@ class DatasetError(ClassifierError):
 
 @dataclass
 class Split:
-    """Decoded images (n, h, w, 3) uint8 with labels 0..C-1 (float32) in `class_names` order."""
+    """Decoded images (n, h, w, 3) uint8 with labels 0..C-1 (float32) in `class_names` order,
+    and for each image its file (relative to `root`: `<class>/<name>`) and SHA-256."""
 
     images: np.ndarray
     labels: np.ndarray
     class_names: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    files: list[tuple[str, str]] = field(default_factory=list)
+    root: Path | None = None
 
     def counts(self) -> dict[str, int]:
         return {name: int((self.labels == i).sum()) for i, name in enumerate(self.class_names)}
@@ -114,23 +118,26 @@ def load_split(
         (path, label) for label, name in enumerate(found) for path in image_files(split_dir / name)
     ]
 
-    def decode(item: tuple[Path, int]) -> np.ndarray | str:
+    def decode(item: tuple[Path, int]) -> tuple[np.ndarray, str] | str:
         try:
-            return decode_image(item[0].read_bytes(), spec)
+            data = item[0].read_bytes()
+            return decode_image(data, spec), hashlib.sha256(data).hexdigest()
         except ImageError as exc:
             return f"{exc.code}: {exc.message}"
         except OSError as exc:
             return f"unreadable: {exc}"
 
-    images, labels, skipped = [], [], []
+    images, labels, skipped, hashes = [], [], [], []
     bar = _progress(len(files), f"decoding {split_dir.name}") if progress else None
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for i, ((path, label), result) in enumerate(zip(files, pool.map(decode, files)), 1):
+            relative = path.relative_to(split_dir).as_posix()
             if isinstance(result, str):
-                skipped.append((str(path.relative_to(split_dir)), result))
+                skipped.append((relative, result))
             else:
-                images.append(result)
+                images.append(result[0])
                 labels.append(label)
+                hashes.append((relative, result[1]))
             if bar is not None and (i % 100 == 0 or i == len(files)):
                 bar.update(i)
     for path, reason in skipped:
@@ -149,6 +156,8 @@ def load_split(
         labels=np.asarray(labels, dtype=np.float32),
         class_names=found,
         skipped=skipped,
+        files=hashes,
+        root=split_dir,
     )
 
 
@@ -159,17 +168,33 @@ def _progress(total: int, title: str):
     return Progbar(total, verbose=1 if sys.stderr.isatty() else 2, unit_name="image")
 
 
-def training_dataset(split: Split, batch_size: int, seed: int):
-    """Batches of the decoded images in a new order each epoch, prepared ahead of the model.
+def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the images in one epoch: a function of the seed and the epoch alone, so
+    a resumed run sees exactly the batches an uninterrupted one would have."""
+    return np.random.default_rng([seed, epoch]).permutation(count)
 
-    The images were decoded once (load_split) and stay in memory; augmentation runs inside
-    the model, so nothing here touches a file or Pillow again.
+
+class EpochBatches:
+    """Batches of the decoded images, in `epoch_order`, prepared ahead of the model.
+
+    The images were decoded once (load_split) and stay in memory (held once by TensorFlow);
+    augmentation runs inside the model, so nothing here touches a file or Pillow again.
     """
-    import tensorflow as tf
 
-    return (
-        tf.data.Dataset.from_tensor_slices((split.images, split.labels))
-        .shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    def __init__(self, split: Split, batch_size: int, seed: int) -> None:
+        import tensorflow as tf
+
+        self.tf = tf
+        self.images = tf.constant(split.images)
+        self.labels = tf.constant(split.labels)
+        self.batch_size, self.seed = batch_size, seed
+
+    def __call__(self, epoch: int):
+        tf = self.tf
+        order = epoch_order(len(self.labels), self.seed, epoch)
+        return (
+            tf.data.Dataset.from_tensor_slices(order)
+            .batch(self.batch_size)
+            .map(lambda i: (tf.gather(self.images, i), tf.gather(self.labels, i)))
+            .prefetch(tf.data.AUTOTUNE)
+        )

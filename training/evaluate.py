@@ -15,7 +15,13 @@ from classifier.store import ModelStore
 from training.cli import reports_errors
 from training.options import new_parser, option, options, parse
 from training.report import data_label, markdown_tables, now_iso, reports_folder, write_report
-from training.scoring import VersionOptions, load_version, score_on, split_folder
+from training.scoring import (
+    VersionOptions,
+    load_version,
+    score_on,
+    split_folder,
+    version_manifest,
+)
 
 
 @options
@@ -32,7 +38,7 @@ def evaluate_version(
 ) -> tuple[dict, Path]:
     store = ModelStore(models_dir)
     predictor = load_version(store, name, version)
-    scored = score_on(predictor, folder)
+    scored = score_on(predictor, folder, manifest=version_manifest(store, predictor))
     report = {
         "title": f"Evaluation of {name} v{predictor.version}",
         "data": data_label(folder),

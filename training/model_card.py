@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +20,19 @@ from sklearn.metrics import brier_score_loss
 from classifier.predictor import Predictor
 from classifier.preprocess import decode_image
 from classifier.store import ModelStore
+from training.calibration import plot_reliability, reliability, top_answers
 from training.cli import reports_errors
 from training.options import new_parser, option, options, parse
 from training.plots import pyplot
 from training.report import confusion_markdown, data_label, per_class_markdown
 from training.scoring import (
     VersionOptions,
-    as_class_probabilities,
     class_probabilities,
     load_version,
     predicted_classes,
     score_on,
     split_folder,
+    version_manifest,
 )
 
 BANDS = (0.5, 0.7, 0.9, 0.97)
@@ -41,52 +41,6 @@ BANDS = (0.5, 0.7, 0.9, 0.97)
 @options
 class CardOptions(VersionOptions):
     output: Path = option(Path("docs/model-card"), help="folder for figures and JSON")
-
-
-@dataclass(frozen=True)
-class Bin:
-    low: float
-    high: float
-    count: int
-    mean_predicted: float  # mean predicted probability in the bin
-    observed: float  # how often the event happened: the positive class, or a right answer
-
-
-def calibration_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> list[Bin]:
-    """Equal-width bins of a predicted probability (P(positive), or the top answer's) against
-    0/1 outcomes (the positive class, or a right answer); empty bins are left out."""
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    which = np.clip(np.digitize(probs, edges[1:-1], right=False), 0, n_bins - 1)
-    bins = []
-    for i in range(n_bins):
-        mask = which == i
-        if mask.any():
-            bins.append(
-                Bin(
-                    float(edges[i]),
-                    float(edges[i + 1]),
-                    int(mask.sum()),
-                    float(probs[mask].mean()),
-                    float(labels[mask].mean()),
-                )
-            )
-    return bins
-
-
-def expected_calibration_error(bins: list[Bin]) -> float:
-    """Count-weighted mean gap between predicted and observed frequency."""
-    total = sum(b.count for b in bins)
-    return float(sum(b.count * abs(b.mean_predicted - b.observed) for b in bins) / total)
-
-
-def top_answers(
-    probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each answer's probability (the top class's; max(p, 1 - p) with two) and whether it
-    is right; `probs` is (n, C), or P(positive) (n,) for two classes."""
-    probs = as_class_probabilities(probs) if probs.ndim == 1 else probs
-    correct = predicted_classes(probs, threshold) == labels.astype(int)
-    return probs.max(axis=1), correct
 
 
 def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -168,33 +122,6 @@ def other_pictures() -> list[tuple[str, bytes]]:
     return pictures
 
 
-def plot_reliability(
-    bins: list[Bin],
-    probs: np.ndarray,
-    path: Path,
-    title: str,
-    predicted: str = "predicted P(dog)",
-    observed: str = "observed fraction of dogs",
-) -> None:
-    """Predicted against observed frequency per bin, over the histogram of predictions."""
-    plt = pyplot()
-    fig, (ax, hist) = plt.subplots(
-        2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True
-    )
-    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
-    ax.plot([b.mean_predicted for b in bins], [b.observed for b in bins], "-o", label="this model")
-    ax.set_ylabel(observed)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
-    hist.hist(probs, bins=20, range=(0, 1), color="tab:blue", alpha=0.7)
-    hist.set_xlabel(predicted)
-    hist.set_ylabel("photos")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
 def plot_others(items: list[tuple[str, np.ndarray, str]], path: Path) -> None:
     """Each picture with its caption (what the model answered)."""
     plt = pyplot()
@@ -213,29 +140,23 @@ def plot_others(items: list[tuple[str, np.ndarray, str]], path: Path) -> None:
     plt.close(fig)
 
 
-def build_card(predictor: Predictor, data_dir: Path, output: Path) -> dict:
-    """Score the version on `data_dir`, write the figures and model_card.json; return the card."""
+def build_card(
+    predictor: Predictor,
+    data_dir: Path,
+    output: Path,
+    manifest: list[dict[str, str]] | None = None,
+) -> dict:
+    """Score the version on `data_dir` (refused on photos its `manifest` says it was trained
+    on), write the figures and model_card.json; return the card."""
     output.mkdir(parents=True, exist_ok=True)
-    scored = score_on(predictor, data_dir, progress=False)
+    scored = score_on(predictor, data_dir, progress=False, manifest=manifest)
     split, probs = scored.split, scored.probs
     names = list(predictor.class_names)
     binary = len(names) == 2
     threshold = predictor.metadata.threshold
     title = f"{predictor.name} v{predictor.version} on {data_label(data_dir)}"
-    if binary:
-        positive = names[1]
-        bins = calibration_bins(probs[:, 1], split.labels)
-        plot_reliability(
-            bins, probs[:, 1], output / "reliability.png", title,
-            f"predicted P({positive})", f"observed fraction of {positive}",
-        )  # fmt: skip
-    else:
-        confidence, correct = top_answers(probs, split.labels)
-        bins = calibration_bins(confidence, correct.astype(float))
-        plot_reliability(
-            bins, confidence, output / "reliability.png", title,
-            "probability of the top answer", "observed accuracy",
-        )  # fmt: skip
+    calibration = reliability(probs, split.labels, names)
+    plot_reliability({"this model": calibration}, output / "reliability.png", title)
 
     others = []
     for name, body in other_pictures():
@@ -256,11 +177,13 @@ def build_card(predictor: Predictor, data_dir: Path, output: Path) -> dict:
         "version": predictor.version,
         "data": data_label(data_dir),
         "class_names": names,
-        "calibration_of": f"P({names[1]})" if binary else "top answer",
+        "trained_on": (predictor.metadata.training or {}).get("data_manifest"),
+        "temperature_scaling": temperature_scaling(predictor.metadata.calibration),
+        "calibration_of": calibration.of,
         "scores": scored.scores,
         "brier_score": brier_score(probs, split.labels),
-        "expected_calibration_error": expected_calibration_error(bins),
-        "calibration_bins": [b.__dict__ for b in bins],
+        "expected_calibration_error": calibration.ece,
+        "calibration_bins": calibration.to_dict()["bins"],
         "confidence_bands": confidence_bands(probs, split.labels, threshold),
         "other_pictures": [
             {
@@ -274,6 +197,37 @@ def build_card(predictor: Predictor, data_dir: Path, output: Path) -> dict:
     }
     (output / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def temperature_scaling(calibration: dict | None) -> dict | None:
+    """What training recorded of its temperature scaling (None: not calibrated)."""
+    if not calibration:
+        return None
+    return {
+        "temperature": calibration["temperature"],
+        "fitted_on": calibration["fitted_on"],
+        "validation_ece": calibration["expected_calibration_error"],
+    }
+
+
+def lineage_markdown(trained_on: dict | None) -> list[str]:
+    """Photos per split, source and class, from the version's data manifest."""
+    if not trained_on:
+        return ["(published before data manifests: no lineage recorded)"]
+    rows = [
+        f"| {split} | {source} | {name} | {count} |"
+        for split, by_source in trained_on["counts"].items()
+        for source, by_class in by_source.items()
+        for name, count in by_class.items()
+    ]
+    return [
+        f"{trained_on['photos']} photos, listed in {trained_on['file']} "
+        f"(SHA-256 {trained_on['sha256'][:16]}...)",
+        "",
+        "| split | source | class | photos |",
+        "|---|---|---|---:|",
+        *rows,
+    ]
 
 
 def markdown(card: dict) -> str:
@@ -291,11 +245,22 @@ def markdown(card: dict) -> str:
         f"accuracy {s['accuracy']:.4f}, {head}, ROC AUC {auc}, Brier {card['brier_score']:.4f}, "
         f"ECE {card['expected_calibration_error']:.4f}",
         "",
+        *lineage_markdown(card.get("trained_on")),
+        "",
         confusion_markdown(s["confusion_matrix"], names),
         "",
     ]
     if "per_class" in s:
         lines += [per_class_markdown(s, names), ""]
+    scaling = card.get("temperature_scaling")
+    if scaling:
+        ece = scaling["validation_ece"]
+        lines += [
+            f"Temperature scaling: T = {scaling['temperature']:.3f}, fitted on "
+            f"{scaling['fitted_on']} (ECE there {ece['before']:.4f} before, "
+            f"{ece['after']:.4f} after)",
+            "",
+        ]
     if calibration == "top answer":
         lines += [
             "| top answer's probability | photos | mean probability | observed accuracy |",
@@ -337,8 +302,14 @@ def markdown(card: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = new_parser("python -m training.model_card", __doc__, CardOptions)
     options = parse(p, CardOptions, argv)
-    predictor = load_version(ModelStore(options.models_dir), options.model_name, options.version)
-    card = build_card(predictor, split_folder(options.data_dir), options.output)
+    store = ModelStore(options.models_dir)
+    predictor = load_version(store, options.model_name, options.version)
+    card = build_card(
+        predictor,
+        split_folder(options.data_dir),
+        options.output,
+        version_manifest(store, predictor),
+    )
     print(markdown(card))
     return 0
 

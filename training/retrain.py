@@ -29,7 +29,7 @@ from training.config import GateOptions
 from training.data import check_split, held_out_dir
 from training.options import add_options, build
 from training.report import data_label, markdown_tables, now_iso, reports_folder, write_report
-from training.scoring import Scored, load_export, load_version, score_on
+from training.scoring import Scored, load_export, load_version, score_on, version_manifest
 
 NOT_PROMOTED = 3
 
@@ -143,7 +143,7 @@ def score_champion(
     if store.latest_valid(name) is None:
         return None, None
     champion = load_version(store, name)
-    return champion.metadata, score_on(champion, folder)
+    return champion.metadata, score_on(champion, folder, manifest=version_manifest(store, champion))
 
 
 def score_challenger(
@@ -191,6 +191,7 @@ def retrain(
         }
         if not decision.published:
             write_report(reports_folder(store, config.model_name, "not-promoted"), report)
+            training.finish_run(config)
             return decision, None, report
         return decision, promote(config, fitted, Path(exported), report), report
 

@@ -19,6 +19,7 @@ from classifier.predictor import Predictor, answers, load_predictor
 from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore, sha256_file
 from training.data import Split, held_out_dir, load_split
+from training.lineage import read_manifest, refuse_trained_on
 from training.options import AT_LEAST_ONE, check_fields, option, options
 
 RUNTIME = RuntimeOptions()  # as the service runs a version by default: a GPU, else ONNX Runtime
@@ -139,13 +140,21 @@ class Scored:
     scores: dict
 
 
-def score_on(predictor: Predictor, folder: Path, *, progress: bool = True) -> Scored:
-    """Score `predictor` on the class folders in `folder`, read at its own input size."""
+def score_on(
+    predictor: Predictor,
+    folder: Path,
+    *,
+    progress: bool = True,
+    manifest: list[dict[str, str]] | None = None,
+) -> Scored:
+    """Score `predictor` on the class folders in `folder`, read at its own input size;
+    refused when `folder` holds photos its training `manifest` lists (lineage)."""
     names = list(predictor.class_names)
     model = f"model {predictor.name} v{predictor.version}"
     split = load_split(
         folder, predictor.spec, names, progress=progress, of=model, every_class=False
     )
+    refuse_trained_on(split, manifest, model)
     probs = probabilities_in_batches(
         lambda batch: class_probabilities(predictor, batch), split.images
     )
@@ -155,6 +164,11 @@ def score_on(predictor: Predictor, folder: Path, *, progress: bool = True) -> Sc
 def load_version(store: ModelStore, name: str, version: int | None = None) -> Predictor:
     """A stored version (the newest valid one by default), checked and loaded for scoring."""
     return load_predictor(store, name, version, RUNTIME)
+
+
+def version_manifest(store: ModelStore, predictor: Predictor) -> list[dict[str, str]] | None:
+    """What a stored version was trained and validated on (None: published without it)."""
+    return read_manifest(store.model_dir(predictor.name) / str(predictor.version))
 
 
 def load_export(folder: Path, name: str, version: int, fields: dict) -> Predictor:

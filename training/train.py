@@ -10,6 +10,7 @@ classes differ from the newest version's of that name is refused before training
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import shlex
@@ -27,9 +28,19 @@ from classifier import preprocess
 from classifier.metadata import MODEL_FILE, ONNX_FILE, ModelMetadata
 from classifier.spec import InputSpec
 from classifier.store import ModelStore
+from training import lineage
+from training.calibration import (
+    Reliability,
+    fit_temperature,
+    negative_log_likelihood,
+    plot_reliability,
+    probabilities,
+    reliability,
+)
+from training.checkpoint import RunDir, RunState
 from training.cli import reports_errors
 from training.config import RECIPES, TrainConfig
-from training.data import DatasetError, Split, check_split, load_split, training_dataset
+from training.data import DatasetError, EpochBatches, Split, check_split, load_split
 from training.model import (
     Head,
     build_model,
@@ -38,7 +49,7 @@ from training.model import (
     resolve_precision,
     steps_per_epoch,
 )
-from training.options import add_options, build, recorded_options
+from training.options import add_options, build, option_fields, recorded_options
 from training.plots import plot_confusion, plot_history
 from training.report import markdown_tables
 from training.scoring import cross_entropy, probabilities_in_batches, score
@@ -46,6 +57,7 @@ from training.scoring import cross_entropy, probabilities_in_batches, score
 HISTORY_FILE = "history.json"
 CURVES_FILE = "training_curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
+CALIBRATION_FILE = "calibration.png"
 EXPORT_FILES = (MODEL_FILE, ONNX_FILE)  # what export_model writes
 
 
@@ -54,26 +66,6 @@ class TrainResult:
     metadata: ModelMetadata
     history: dict[str, list[float]]
     metrics: dict
-
-
-class KeepBest(keras.callbacks.Callback):
-    """Remember the weights of the epoch with the best validation accuracy; restore them at the end."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.best = -1.0
-        self.best_epoch = 0
-        self.weights: list | None = None
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        acc = float((logs or {}).get("val_accuracy", -1.0))
-        if acc > self.best:
-            self.best, self.best_epoch = acc, epoch + 1
-            self.weights = self.model.get_weights()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self.weights is not None:
-            self.model.set_weights(self.weights)
 
 
 @dataclass
@@ -88,6 +80,7 @@ class Fitted:
     val_split: Split
     metrics: dict
     wall_seconds: float
+    calibration: Calibrated | None = None
 
 
 def check_data(config: TrainConfig) -> list[str]:
@@ -112,7 +105,8 @@ def check_data(config: TrainConfig) -> list[str]:
 
 
 def fit(config: TrainConfig) -> Fitted:
-    """Check the data, load it through the shared preprocessing, build, fit and evaluate on
+    """Check the data, load it through the shared preprocessing, build, fit (checkpointing
+    every epoch into the run folder, or resuming from it), calibrate and evaluate on
     validation."""
     started = time.monotonic()
     class_names = check_data(config)
@@ -120,6 +114,7 @@ def fit(config: TrainConfig) -> Fitted:
     spec = config.spec()
     train_split = load_split(config.data_dir / "train", spec, class_names)
     val_split = load_split(config.data_dir / "validation", spec, class_names)
+    run = open_run(config, lineage.data_hash(train_split, val_split))
 
     precision = resolve_precision(config.precision)
     model = build_model(
@@ -135,24 +130,139 @@ def fit(config: TrainConfig) -> Fitted:
         config.learning_rate, config.schedule, steps * config.epochs, steps * config.warmup_epochs
     )
     compile_model(model, rate, config.optimizer, config.weight_decay)
-    keep_best = KeepBest() if config.keep_best else None
-    history = model.fit(
-        training_dataset(train_split, config.batch_size, config.seed),
-        shuffle=False,  # the dataset reshuffles itself every epoch
-        epochs=config.epochs,
-        validation_data=(val_split.images, val_split.labels),
-        validation_batch_size=64,
-        callbacks=[keep_best] if keep_best is not None else [],
-        verbose=1 if sys.stdout.isatty() else 2,
-    ).history
-    history = {k: [float(v) for v in vals] for k, vals in history.items()}
+    state = run_epochs(config, model, run, train_split, val_split)
+    if state.best_weights is not None:
+        model.set_weights(state.best_weights)
     # Scored, published and gated as it will be served; the only place the graph is built.
     serving = serving_model(model)
+    calibration = calibrate(serving, val_split, config.batch_size) if config.calibrate else None
     metrics = validation_scores(serving, val_split, config.batch_size, config.threshold)
+    history = state.history
     metrics["train_final"] = {"accuracy": history["accuracy"][-1], "loss": history["loss"][-1]}
-    metrics["best_epoch"] = keep_best.best_epoch if keep_best is not None else config.epochs
+    metrics["best_epoch"] = state.best_epoch if config.keep_best else config.epochs
     elapsed = time.monotonic() - started
-    return Fitted(serving, spec, precision, history, train_split, val_split, metrics, elapsed)
+    return Fitted(
+        serving, spec, precision, history, train_split, val_split, metrics, elapsed, calibration
+    )
+
+
+def open_run(config: TrainConfig, data_sha256: str) -> RunDir:
+    """The run folder to checkpoint into: a new one, or --resume's after checking that it
+    trains the same thing."""
+    identity = {**run_identity(config), "data_sha256": data_sha256}
+    if config.resume is not None:
+        run = RunDir.resume(config.resume, identity)
+        print(f"resuming the run in {run.path}", file=sys.stderr)
+    else:
+        run = RunDir.start(config.checkpoint_dir(), identity)
+        print(
+            f"checkpoints in {run.path} (continue an interrupted run with --resume {run.path})",
+            file=sys.stderr,
+        )
+    return run
+
+
+def run_identity(config: TrainConfig) -> dict:
+    """What a resumed run must share with the run it continues: every option that changes
+    the numbers (not where data, models and checkpoints live)."""
+    where = {"data_dir", "models_dir", "run_dir", "resume"}
+    return {f.name: getattr(config, f.name) for f in option_fields(config) if f.name not in where}
+
+
+def run_epochs(
+    config: TrainConfig, model: keras.Model, run: RunDir, train_split: Split, val_split: Split
+) -> RunState:
+    """Train from where the run stands to the last epoch, saving the whole state after each."""
+    state = run.restore(model)
+    batches = EpochBatches(train_split, config.batch_size, config.seed)
+    verbose = 1 if sys.stdout.isatty() else 0
+    for epoch in range(state.epoch, config.epochs):
+        began = time.monotonic()
+        logs = model.fit(
+            batches(epoch),
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            validation_data=(val_split.images, val_split.labels),
+            validation_batch_size=64,
+            shuffle=False,  # the order is the epoch's (data.epoch_order)
+            verbose=verbose,
+        ).history
+        state.seconds += time.monotonic() - began
+        state.record(epoch + 1, {k: v[-1] for k, v in logs.items()}, model, config.keep_best)
+        run.save(model, state)
+        print(
+            progress_line(state, config.epochs, len(train_split.labels), time.monotonic() - began)
+        )
+    return state
+
+
+def progress_line(state: RunState, epochs: int, images: int, seconds: float) -> str:
+    """`epoch 3/40 ... 195 images/s, 1:14:02 left`, from the run's mean epoch time so far."""
+    done = state.epoch
+    per_epoch = state.seconds / max(done, 1)
+    left = round(per_epoch * (epochs - done))
+    scores = "  ".join(f"{k} {v[-1]:.4f}" for k, v in state.history.items())
+    return (
+        f"epoch {done}/{epochs}  {scores}  {images / seconds:.0f} images/s, "
+        f"{left // 3600}:{left % 3600 // 60:02d}:{left % 60:02d} left"
+    )
+
+
+def output_logits(serving: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """The output layer's logits in float64: (n,) for a sigmoid, (n, C) for a softmax."""
+    features = keras.Model(serving.inputs, serving.get_layer("dense").output)
+    kernel, bias = serving.get_layer("output").get_weights()
+    rows = [
+        features.predict_on_batch(images[i : i + batch_size])
+        for i in range(0, len(images), batch_size)
+    ]
+    logits = np.concatenate(rows).astype(np.float64) @ kernel.astype(np.float64) + bias
+    return logits[:, 0] if logits.shape[1] == 1 else logits
+
+
+@dataclass
+class Calibrated:
+    """The temperature folded into a model, and its calibration on validation before and
+    after."""
+
+    temperature: float
+    before: Reliability
+    after: Reliability
+    loss_before: float
+    loss_after: float
+
+    def to_dict(self) -> dict:
+        return {
+            "method": "temperature scaling",
+            "temperature": self.temperature,
+            "fitted_on": "validation",
+            "applied": "folded into the output layer (weights and bias divided by it)",
+            "expected_calibration_error": {"before": self.before.ece, "after": self.after.ece},
+            "loss": {"before": self.loss_before, "after": self.loss_after},
+            "of": self.after.of,
+            "bins": {
+                "before": self.before.to_dict()["bins"],
+                "after": self.after.to_dict()["bins"],
+            },
+        }
+
+
+def calibrate(serving: keras.Model, split: Split, batch_size: int) -> Calibrated:
+    """Fit a temperature on `split` and fold it into `serving`'s output layer."""
+    logits = output_logits(serving, split.images, batch_size)
+    temperature = fit_temperature(logits, split.labels)
+    names = split.class_names
+    calibrated = Calibrated(
+        temperature,
+        reliability(probabilities(logits), split.labels, names),
+        reliability(probabilities(logits, temperature), split.labels, names),
+        negative_log_likelihood(logits, split.labels, 1.0),
+        negative_log_likelihood(logits, split.labels, temperature),
+    )
+    output = serving.get_layer("output")
+    kernel, bias = output.get_weights()
+    output.set_weights([kernel / temperature, bias / temperature])
+    return calibrated
 
 
 def publish(
@@ -182,12 +292,32 @@ def publish(
             folder / CONFUSION_FILE,
             title=f"{config.model_name} on validation: accuracy {validation['accuracy']:.3f}",
         )
+        if fitted.calibration is not None:
+            plot_reliability(
+                {"before": fitted.calibration.before, "after": fitted.calibration.after},
+                folder / CALIBRATION_FILE,
+                f"{config.model_name}: temperature {fitted.calibration.temperature:.3f} "
+                "on validation",
+            )
         fields = build_metadata(config, fitted)
+        fields["training"]["data_manifest"] = lineage.write_manifest(
+            folder, fitted.train_split, fitted.val_split
+        )
         if extra is not None:
             fields.update(extra(folder))
         return fields
 
-    return ModelStore(config.models_dir).publish(config.model_name, write)
+    metadata = ModelStore(config.models_dir).publish(config.model_name, write)
+    finish_run(config)
+    return metadata
+
+
+def finish_run(config: TrainConfig) -> None:
+    """A finished run's checkpoints go, unless --run-dir or --resume named their folder."""
+    if config.run_dir is None and config.resume is None:
+        shutil.rmtree(config.checkpoint_dir(), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            config.checkpoint_dir().parent.rmdir()  # .runs, when no other run is there
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -260,6 +390,7 @@ def build_metadata(config: TrainConfig, fitted: Fitted) -> dict:
             "wall_seconds": round(fitted.wall_seconds, 1),
         },
         "metrics": fitted.metrics,
+        "calibration": fitted.calibration.to_dict() if fitted.calibration else None,
         "libraries": {
             "python": platform.python_version(),
             "tensorflow": tf.__version__,

@@ -2,16 +2,16 @@ import numpy as np
 
 from classifier.spec import InputSpec
 from tests.helpers import make_dataset
-from training.data import load_split, training_dataset
+from training.data import EpochBatches, epoch_order, load_split
 
 
-def test_training_dataset_serves_every_image_each_epoch_in_a_new_order(tmp_path):
+def test_epoch_batches_serve_every_image_each_epoch_in_a_new_order(tmp_path):
     split = load_split(make_dataset(tmp_path, per_class=10, val_per_class=1) / "train",
                        InputSpec(32, 32), progress=False)  # fmt: skip
-    data = training_dataset(split, batch_size=8, seed=1)
+    data = EpochBatches(split, batch_size=8, seed=1)
     epochs = []
-    for _ in range(2):
-        batches = list(data.as_numpy_iterator())
+    for epoch in range(2):
+        batches = list(data(epoch).as_numpy_iterator())
         assert [len(labels) for _, labels in batches] == [8, 8, 4]
         images = np.concatenate([b for b, _ in batches])
         assert images.dtype == np.uint8 and images.shape == (20, 32, 32, 3)
@@ -22,3 +22,21 @@ def test_training_dataset_serves_every_image_each_epoch_in_a_new_order(tmp_path)
     ]
     assert sorted(order[0]) == sorted(order[1]) == list(range(20))
     assert order[0] != order[1]
+
+
+def test_an_epochs_order_depends_on_the_seed_and_the_epoch_alone():
+    """What makes a resumed run see the batches an uninterrupted one would have."""
+    assert (epoch_order(50, 7, 3) == epoch_order(50, 7, 3)).all()
+    assert (epoch_order(50, 7, 3) != epoch_order(50, 7, 4)).any()
+    assert (epoch_order(50, 8, 3) != epoch_order(50, 7, 3)).any()
+
+
+def test_load_split_records_each_files_path_and_sha256(tmp_path):
+    import hashlib
+
+    root = make_dataset(tmp_path, per_class=3, val_per_class=1) / "train"
+    split = load_split(root, InputSpec(32, 32), progress=False)
+    assert split.root == root and len(split.files) == len(split.labels) == 6
+    for (path, sha), label in zip(split.files, split.labels):
+        assert path.split("/")[0] == split.class_names[int(label)]
+        assert sha == hashlib.sha256((root / path).read_bytes()).hexdigest()

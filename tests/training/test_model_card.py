@@ -11,24 +11,6 @@ from training.data import load_split
 from training.scoring import probabilities_in_batches, score
 
 
-def test_calibration_bins_group_by_predicted_probability():
-    probs = np.array([0.05, 0.05, 0.15, 0.95, 0.95, 0.95, 0.95])
-    labels = np.array([0, 1, 0, 1, 1, 1, 0], dtype=float)
-    bins = model_card.calibration_bins(probs, labels, n_bins=10)
-    assert [(b.low, b.count) for b in bins] == [(0.0, 2), (0.1, 1), (0.9, 4)]
-    assert bins[0].observed == pytest.approx(0.5) and bins[2].observed == pytest.approx(0.75)
-    assert bins[2].mean_predicted == pytest.approx(0.95)
-    assert model_card.expected_calibration_error(bins) == pytest.approx(
-        (2 * 0.45 + 1 * 0.15 + 4 * 0.2) / 7
-    )
-
-
-def test_probability_one_falls_in_the_last_bin():
-    bins = model_card.calibration_bins(np.array([1.0, 0.0]), np.array([1.0, 0.0]), n_bins=4)
-    assert [(b.low, b.high) for b in bins] == [(0.0, 0.25), (0.75, 1.0)]
-    assert model_card.expected_calibration_error(bins) == pytest.approx(0.0)
-
-
 def test_confidence_bands_count_confident_answers_and_their_accuracy():
     probs = np.array([0.02, 0.4, 0.6, 0.99])
     labels = np.array([0, 1, 1, 0], dtype=float)

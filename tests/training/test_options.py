@@ -52,6 +52,9 @@ TRAIN_DEFAULTS = {
     "--seed": 1337,
     "--threshold": 0.5,
     "--image-size": 150,
+    "--calibrate": True,
+    "--run-dir": None,
+    "--resume": None,
 }
 
 

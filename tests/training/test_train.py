@@ -264,3 +264,46 @@ def test_fit_hands_on_the_served_graph_for_publishing_and_gating(dataset, tmp_pa
     assert {layer.compute_dtype for layer in fitted.model.layers[1:]} == {"float32"}
     scores = train_module.validation_scores(fitted.model, fitted.val_split, 8, config.threshold)
     assert scores == {"validation": {**fitted.metrics["validation"]}}
+
+
+def test_calibration_folds_the_temperature_into_the_output_layer(dataset, tmp_path):
+    """After `calibrate`, the model itself answers softmax/sigmoid(logits / T): every runtime
+    reading its files returns the calibrated probabilities; the answers do not change."""
+    from training.calibration import probabilities
+    from training.scoring import as_class_probabilities
+
+    config = TrainConfig(
+        data_dir=dataset, models_dir=tmp_path, epochs=2, batch_size=8, image_size=64,
+        calibrate=False,
+    )  # fmt: skip
+    fitted = train_module.fit(config)
+    images = fitted.val_split.images
+    logits = train_module.output_logits(fitted.model, images, 8)
+    before = probabilities(logits)
+    calibrated = train_module.calibrate(fitted.model, fitted.val_split, 8)
+    t = calibrated.temperature
+    assert t != pytest.approx(1.0)
+    served = as_class_probabilities(fitted.model.predict_on_batch(images))
+    assert served == pytest.approx(probabilities(logits, t), abs=1e-5)
+    assert (served.argmax(1) == before.argmax(1)).all()
+    assert calibrated.loss_after <= calibrated.loss_before
+
+
+def test_a_published_version_records_its_calibration_and_every_runtime_serves_it(trained):
+    config, result = trained
+    calibration = result.metadata.calibration
+    assert calibration["method"] == "temperature scaling" and calibration["temperature"] > 0
+    assert calibration["loss"]["after"] <= calibration["loss"]["before"]
+    assert set(calibration["expected_calibration_error"]) == {"before", "after"}
+    folder = config.models_dir / "toy" / "1"
+    assert (folder / "calibration.png").read_bytes().startswith(b"\x89PNG")
+    store = ModelStore(config.models_dir)
+    images = load_split(config.data_dir / "validation", InputSpec(64, 64), progress=False).images
+    answers = {
+        runtime: load_predictor(
+            store, "toy", 1, RuntimeOptions(runtime=runtime, precision="fp32")
+        ).predict(images)
+        for runtime in ("keras", "onnx", "openvino")
+    }
+    for runtime, probs in answers.items():
+        assert probs == pytest.approx(answers["keras"], abs=1e-5), runtime

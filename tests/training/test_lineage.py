@@ -1,0 +1,81 @@
+"""Lineage: every version lists the photos it was trained and validated on, and is never
+scored on photos it was trained on."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from classifier.store import ModelStore
+from tests.helpers import make_dataset
+from training import evaluate, model_card
+from training import train as train_module
+from training.config import TrainConfig
+from training.lineage import MANIFEST_FILE, read_manifest
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> tuple[Path, Path]:
+    data = make_dataset(tmp_path_factory.mktemp("data"), per_class=6, val_per_class=3)
+    models = tmp_path_factory.mktemp("models")
+    config = TrainConfig(
+        data_dir=data, models_dir=models, model_name="toy", epochs=1, batch_size=8, image_size=48
+    )
+    train_module.train(config)
+    return data, models
+
+
+def test_the_manifest_lists_every_photo_with_its_class_and_sha256(published):
+    data, models = published
+    folder = models / "toy" / "1"
+    rows = read_manifest(folder)
+    assert len(rows) == 12 + 6
+    for row in rows:
+        assert row["source"] == data.name
+        assert row["path"].split("/")[:2] == [row["split"], row["class"]]
+        assert row["sha256"] == hashlib.sha256((data / row["path"]).read_bytes()).hexdigest()
+    metadata = ModelStore(models).check("toy", 1)
+    record = metadata.training["data_manifest"]
+    assert record["sha256"] == metadata.files[MANIFEST_FILE]
+    assert record["sha256"] == hashlib.sha256((folder / MANIFEST_FILE).read_bytes()).hexdigest()
+    assert record["counts"] == {
+        "train": {data.name: {"cats": 6, "dogs": 6}},
+        "validation": {data.name: {"cats": 3, "dogs": 3}},
+    }
+
+
+def test_evaluate_refuses_photos_the_version_was_trained_on(published, tmp_path, capsys):
+    data, models = published
+    common = ["--models-dir", str(models), "--model-name", "toy", "--output", str(tmp_path)]
+    assert evaluate.main(["--data-dir", str(data / "train"), *common]) == 2
+    err = capsys.readouterr().err
+    assert "12 of the 12 photos" in err and "training data of model toy v1" in err
+    assert not (tmp_path / "report.json").exists()
+    assert evaluate.main(["--data-dir", str(data), *common]) == 0  # its validation split
+
+
+def test_a_copy_under_another_name_is_still_refused(published, tmp_path, capsys):
+    """Photos are known by their bytes, not their names."""
+    data, models = published
+    for name in ("cats", "dogs"):
+        (tmp_path / name).mkdir()
+    source = data / "train" / "dogs" / "dogs.0.jpg"
+    (tmp_path / "dogs" / "renamed.jpg").write_bytes(source.read_bytes())
+    for name, photo in (("cats", "cats.0.jpg"), ("dogs", "dogs.0.jpg")):
+        (tmp_path / name / "new.jpg").write_bytes((data / "validation" / name / photo).read_bytes())
+    argv = ["--data-dir", str(tmp_path), "--models-dir", str(models), "--model-name", "toy"]
+    assert evaluate.main(argv) == 2
+    assert "1 of the 3 photos" in capsys.readouterr().err
+
+
+def test_the_model_card_shows_counts_per_class_and_source(published, tmp_path, capsys):
+    data, models = published
+    argv = [
+        "--data-dir", str(data), "--models-dir", str(models), "--model-name", "toy",
+        "--output", str(tmp_path),
+    ]  # fmt: skip
+    assert model_card.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"| train | {data.name} | cats | 6 |" in out
+    assert f"| validation | {data.name} | dogs | 3 |" in out
+    assert "Temperature scaling: T = " in out
