@@ -42,12 +42,20 @@ def write_report(folder: Path, report: dict) -> None:
 def render_html(report: dict) -> str:
     models = report["models"]
     names = report["class_names"]
-    columns = [(label, key) for label, key in _COLUMNS if _any_score(models, key)]
+    columns = [(label, key) for label, key in summary_columns(names) if _any_score(models, key)]
+    calibrated = all("calibration" in m for m in models.values())
     rows = "".join(
         f"<tr><th>{html.escape(label)}</th>"
         + "".join(f"<td>{_fmt(_get(m['scores'], key))}</td>" for _, key in columns)
+        + (f"<td>{_fmt(_ece(m))}</td>" if calibrated else "")
         + "</tr>"
         for label, m in models.items()
+    )
+    ece_head = "<th>calibration error (ECE)</th>" if calibrated else ""
+    scaling = "".join(
+        _temperature_html(label, m["temperature_scaling"])
+        for label, m in models.items()
+        if m.get("temperature_scaling")
     )
     decision = report.get("decision")
     decision_html = _decision_html(decision) if decision else ""
@@ -66,11 +74,35 @@ table{{border-collapse:collapse;margin:0.5em 0}}td,th{{border:1px solid #ccc;pad
 <h1>{html.escape(report["title"])}</h1>
 <p>Held-out data: {html.escape(report["data"])} ({html.escape(", ".join(names))})</p>
 {decision_html}
-<table><tr><th></th>{"".join(f"<th>{html.escape(label)}</th>" for label, _ in columns)}</tr>{rows}</table>
+<table><tr><th></th>{"".join(f"<th>{html.escape(label)}</th>" for label, _ in columns)}{ece_head}</tr>{rows}</table>
+{scaling}
 {details}
-<img alt="confusion matrices and training curves" src="data:image/png;base64,{picture}">
+<img alt="confusion matrices, training curves and calibration" src="data:image/png;base64,{picture}">
 </body></html>
 """
+
+
+def summary_columns(class_names: list[str]) -> list[tuple[str, str]]:
+    """The summary's (heading, key) pairs; two classes' precision and recall are those of
+    the second class, and their headings say so."""
+    if len(class_names) != 2:
+        return list(_COLUMNS)
+    of = {"precision": f"precision of {class_names[1]}", "recall": f"recall of {class_names[1]}"}
+    return [(of.get(key, label), key) for label, key in _COLUMNS]
+
+
+def _ece(model: dict) -> float | None:
+    return (model.get("calibration") or {}).get("expected_calibration_error")
+
+
+def _temperature_html(label: str, scaling: dict) -> str:
+    ece = scaling["expected_calibration_error"]
+    return (
+        f"<p>{html.escape(label)}: temperature scaling, T = {scaling['temperature']:.3f}, fitted "
+        f"on {html.escape(scaling['fitted_on'])} (calibration error there "
+        f"{ece['before']:.4f} before, {ece['after']:.4f} after); the scores above are of the "
+        "calibrated model, as it serves.</p>"
+    )
 
 
 # Summary columns: (heading, key in the scores; "macro.f1" is scores["macro"]["f1"]).
@@ -154,7 +186,7 @@ def markdown_tables(scores: dict, class_names: list[str]) -> str:
     matrix (rows: truth) as Markdown: what the command lines print."""
     heads = [
         f"{label} {_fmt(_get(scores, key))}"
-        for label, key in _COLUMNS
+        for label, key in summary_columns(class_names)
         if key != "count" and _get(scores, key) is not None
     ]
     parts = [", ".join(heads) + f" ({scores['count']} photos)"]
@@ -196,7 +228,8 @@ def _png_base64(report: dict) -> str:
     plt = pyplot()
     models = report["models"]
     histories = {k: m["history"] for k, m in models.items() if m.get("history")}
-    columns = len(models) + (1 if histories else 0)
+    curves = {k: m["calibration"] for k, m in models.items() if m.get("calibration")}
+    columns = len(models) + (1 if histories else 0) + (1 if curves else 0)
     names = report["class_names"]
     side = 3.8 + (0.45 * len(names) if len(names) > 2 else 0.4)
     fig, axes = plt.subplots(1, columns, figsize=(side * columns, side), squeeze=False)
@@ -204,13 +237,28 @@ def _png_base64(report: dict) -> str:
         title = f"{label}: accuracy {m['scores']['accuracy']:.3f}"
         draw_confusion(ax, m["scores"]["confusion_matrix"], names, title)
     if histories:
-        ax = axes[0][-1]
+        ax = axes[0][len(models)]
         for label, history in histories.items():
             for key in ("accuracy", "val_accuracy"):
                 if key in history:
                     ax.plot(range(1, len(history[key]) + 1), history[key], label=f"{label} {key}")
         ax.set_xlabel("epoch")
         ax.set_title("training curves")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    if curves:
+        ax = axes[0][-1]
+        ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+        for label, curve in curves.items():
+            bins = curve["bins"]
+            ax.plot(
+                [b["mean_predicted"] for b in bins],
+                [b["observed"] for b in bins],
+                "-o",
+                label=f"{label} (ECE {curve['expected_calibration_error']:.3f})",
+            )
+        ax.set_xlabel(f"predicted {curve['of']}")
+        ax.set_title("calibration on the held-out photos")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -16,6 +16,7 @@ models/<name>/reports/ when nothing was published. Exit status: 0 published, 3 n
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -24,11 +25,20 @@ from pathlib import Path
 from classifier.metadata import ModelMetadata
 from classifier.store import ModelStore
 from training import train as training
+from training.calibration import reliability
 from training.cli import reports_errors
 from training.config import GateOptions
 from training.data import check_split, held_out_dir
 from training.options import add_options, build
-from training.report import data_label, markdown_tables, now_iso, reports_folder, write_report
+from training.report import (
+    REPORT_HTML,
+    REPORT_JSON,
+    data_label,
+    markdown_tables,
+    now_iso,
+    reports_folder,
+    write_report,
+)
 from training.scoring import Scored, load_export, load_version, score_on, version_manifest
 
 NOT_PROMOTED = 3
@@ -158,11 +168,36 @@ def score_challenger(
     return score_on(load_export(exported, config.model_name, version, fields), folder)
 
 
-def retrain(
-    config: training.TrainConfig, gate: GateOptions | None = None
-) -> tuple[Decision, ModelMetadata | None, dict]:
+@dataclass
+class Outcome:
+    """What retrain did: the decision, the published version (None: not published), the
+    report and the folder it was written to."""
+
+    decision: Decision
+    metadata: ModelMetadata | None
+    report: dict
+    report_dir: Path
+
+
+def model_entry(scored: Scored, class_names: list[str], history: dict | None) -> dict:
+    """A model's part of the report: its held-out scores and calibration, its curves."""
+    calibration = reliability(scored.probs, scored.split.labels, class_names).to_dict()
+    return {"scores": scored.scores, "calibration": calibration, "history": history}
+
+
+def champion_history(store: ModelStore, champion: ModelMetadata) -> dict | None:
+    """The champion's training curves, from its version folder (None if it has none)."""
+    path = store.model_dir(champion.name) / str(champion.version) / training.HISTORY_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def retrain(config: training.TrainConfig, gate: GateOptions | None = None) -> Outcome:
     """Fit a challenger, score it and the champion on the held-out split, publish it if the
-    gate lets it through; the report is written either way."""
+    gate lets it through; the report is written either way. Both are scored as they serve:
+    calibrated when they were (the temperature is in the model's files)."""
     gate = gate or GateOptions()
     store = ModelStore(config.models_dir)
     folder = held_out_dir(config.data_dir)
@@ -172,9 +207,16 @@ def retrain(
     fitted = training.fit(config)
     with tempfile.TemporaryDirectory(prefix="challenger-") as exported:
         challenger = score_challenger(config, fitted, Path(exported), folder)
-        models = {"challenger": {"scores": challenger.scores, "history": fitted.history}}
+        names = fitted.train_split.class_names
+        models = {"challenger": model_entry(challenger, names, fitted.history)}
+        if fitted.calibration is not None:
+            models["challenger"]["temperature_scaling"] = fitted.calibration.to_dict()
         if champion is not None:
-            models = {f"champion v{champion.version}": {"scores": champion_scored.scores}, **models}
+            history = champion_history(store, champion)
+            models = {
+                f"champion v{champion.version}": model_entry(champion_scored, names, history),
+                **models,
+            }
         decision = decide(
             challenger.scores, champion_scored.scores if champion_scored else None, gate
         )
@@ -190,10 +232,13 @@ def retrain(
             "decision": decision.to_dict(),
         }
         if not decision.published:
-            write_report(reports_folder(store, config.model_name, "not-promoted"), report)
+            where = reports_folder(store, config.model_name, "not-promoted")
+            write_report(where, report)
             training.finish_run(config)
-            return decision, None, report
-        return decision, promote(config, fitted, Path(exported), report), report
+            return Outcome(decision, None, report, where)
+        metadata = promote(config, fitted, Path(exported), report)
+        where = store.model_dir(metadata.name) / str(metadata.version)
+        return Outcome(decision, metadata, report, where)
 
 
 def promote(
@@ -227,15 +272,19 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = training.parse_args(p, argv)
     config = training.config_from(p, args, argv)
-    decision, metadata, report = retrain(config, build(p, GateOptions, vars(args)))
+    outcome = retrain(config, build(p, GateOptions, vars(args)))
+    decision, metadata, report = outcome.decision, outcome.metadata, outcome.report
+    for label, model in report["models"].items():
+        ece = model["calibration"]["expected_calibration_error"]
+        print(f"\n{label} on {report['data']} (calibration error {ece:.4f}):")
+        print(markdown_tables(model["scores"], report["class_names"]))
+    print()
     if metadata is not None:
         print(f"published {metadata.name} v{metadata.version}: {decision.reason}")
     else:
         print(f"not published: {decision.reason}")
     print(f"rule: {decision.rule}")
-    for label, model in report["models"].items():
-        print(f"\n{label} on {report['data']}:")
-        print(markdown_tables(model["scores"], report["class_names"]))
+    print(f"report: {outcome.report_dir / REPORT_HTML} (and {REPORT_JSON})")
     return 0 if metadata is not None else NOT_PROMOTED
 
 

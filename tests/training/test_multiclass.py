@@ -130,7 +130,8 @@ def test_retrain_scores_and_gates_every_class(trained, data, tmp_path):
     challenger = TrainConfig(
         data_dir=data, models_dir=models, epochs=3, batch_size=8, image_size=64
     )
-    decision, metadata, report = retrain.retrain(challenger, retrain.GateOptions(force=True))
+    outcome = retrain.retrain(challenger, retrain.GateOptions(force=True))
+    decision, metadata, report = outcome.decision, outcome.metadata, outcome.report
     assert decision.published and metadata.version == 2 and list(metadata.class_names) == NAMES
     assert [c.rule for c in decision.checks] == ["accuracy", "class_recall"]
     for model in report["models"].values():

@@ -56,10 +56,12 @@ GATE_FORCED = retrain.GateOptions(tolerance=0.01, force=True)
 
 def test_a_worse_challenger_is_not_published(good_store, dataset):
     worse = config(dataset, good_store, epochs=1, learning_rate=1e-9)
-    decision, metadata, _ = retrain.retrain(worse)
+    outcome = retrain.retrain(worse)
+    decision, metadata, _ = outcome.decision, outcome.metadata, outcome.report
     assert not decision.published and metadata is None
     assert ModelStore(good_store).versions("pets") == [1]
     [folder] = (good_store / "pets" / "reports").iterdir()
+    assert outcome.report_dir == folder
     saved = json.loads((folder / "report.json").read_text())
     assert saved["decision"]["published"] is False
     champion = saved["models"]["champion v1"]["scores"]
@@ -73,6 +75,13 @@ def test_a_worse_challenger_is_not_published(good_store, dataset):
     assert saved["class_recall_tolerance"] == 0.05
     assert set(champion["per_class"]) == {"cats", "dogs"} and "macro" in champion
     assert f"(rule: {decision.rule})" in page and "macro average" in page
+    # both models' curves and calibration; two classes' precision and recall name their class
+    models = saved["models"].values()
+    assert all(m["history"]["val_accuracy"] for m in models)
+    assert all(0 <= m["calibration"]["expected_calibration_error"] <= 1 for m in models)
+    assert "temperature_scaling" in saved["models"]["challenger"]
+    assert "precision of dogs" in page and "recall of dogs" in page
+    assert "calibration error (ECE)" in page and "temperature scaling, T = " in page
 
 
 def test_force_publishes_a_worse_challenger_with_its_report(good_store, dataset, capsys):
@@ -83,7 +92,10 @@ def test_force_publishes_a_worse_challenger_with_its_report(good_store, dataset,
         ]
     )  # fmt: skip
     assert code == 0
-    assert "published pets v2: forced" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "published pets v2: forced" in out
+    assert f"report: {good_store / 'pets' / '2' / 'report.html'} (and report.json)" in out
+    assert "recall of dogs" in out
     meta = ModelStore(good_store).check("pets", 2)
     assert {"report.json", "report.html"} <= set(meta.files)
     assert meta.raw["promotion"]["decision"]["published"] is True
@@ -113,7 +125,8 @@ def test_a_better_challenger_is_published_and_the_service_picks_it_up(dataset, t
         return response.headers["X-Model-Version"]
 
     assert served_version() == "1"
-    decision, metadata, _ = retrain.retrain(config(dataset, tmp_path))
+    outcome = retrain.retrain(config(dataset, tmp_path))
+    decision, metadata, _ = outcome.decision, outcome.metadata, outcome.report
     assert decision.published and metadata.version == 2
     app.extensions["loader"].load_all()  # what the poller does every MODEL_POLL_SECONDS
     assert served_version() == "2"
@@ -157,7 +170,8 @@ def test_challenger_and_champion_are_scored_on_one_runtime(dataset, tmp_path, mo
 
     monkeypatch.setattr(predictor_module, "load_runtime", spy)
     gate = retrain.GateOptions(force=True)
-    decision, metadata, report = retrain.retrain(config(dataset, tmp_path, epochs=1), gate)
+    outcome = retrain.retrain(config(dataset, tmp_path, epochs=1), gate)
+    decision, metadata, report = outcome.decision, outcome.metadata, outcome.report
     champion, challenger = loaded
     assert champion[0] == tmp_path / "pets" / "1"
     assert not challenger[0].is_relative_to(tmp_path)  # a temporary export, not a version
