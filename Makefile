@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: serve test lint browser format clean
+.PHONY: serve test lint browser format clean train-setup
 
 # Serving needs no TensorFlow (ONNX Runtime or OpenVINO); training and the tests add it.
 $(VENV)/.base: pyproject.toml
@@ -14,7 +14,14 @@ $(VENV)/.base: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.test: $(VENV)/.base
+# Training needs TensorFlow and the training libraries: the `cpu` extra (`gpu` for CUDA).
+$(VENV)/.train: $(VENV)/.base
+	$(BIN)/python -m pip install --quiet -e '.[cpu]'
+	touch $@
+
+train-setup: $(VENV)/.train
+
+$(VENV)/.test: $(VENV)/.train
 	$(BIN)/python -m pip install --quiet -e '.[cpu,test]'
 	touch $@
 

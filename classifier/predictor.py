@@ -116,5 +116,13 @@ def load_predictor(
                 f"no valid version of model {name!r} in {store.root}", code="model_not_found"
             )
     else:
+        versions = store.versions(name)
+        if version not in versions:
+            there = ", ".join(map(str, versions)) if versions else "none"
+            raise ModelStoreError(
+                f"model {name!r} has no version {version} in {store.root} (versions there: "
+                f"{there})",
+                code="version_not_found",
+            )
         metadata = store.check(name, version)
     return Predictor.load(store.model_dir(name) / str(metadata.version), metadata, options)

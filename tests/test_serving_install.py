@@ -92,3 +92,17 @@ def test_the_plain_install_has_no_tensorflow_and_serves_small(serving_venv, tmp_
         server.terminate()
         server.wait(60)
         log.close()
+
+
+@pytest.mark.parametrize("tool", ["train", "retrain", "evaluate", "model_card"])
+def test_training_without_its_libraries_says_what_to_install(serving_venv, tmp_path, tool):
+    """The serving install has no TensorFlow: training's command lines say so in one line,
+    exit 2, no traceback."""
+    done = subprocess.run(
+        [str(serving_venv / "bin" / "python"), "-m", f"training.{tool}", "--help"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: training needs tensorflow") and "make train-setup" in line

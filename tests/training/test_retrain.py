@@ -147,6 +147,15 @@ def test_evaluate_any_version(good_store, dataset, tmp_path, capsys):
     assert (out / "report.html").is_file()
 
 
+def test_evaluate_names_the_versions_there_for_a_missing_one(good_store, dataset, capsys):
+    argv = ["--data-dir", str(dataset), "--models-dir", str(good_store), "--model-name", "pets"]
+    assert evaluate.main([*argv, "--version", "9"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: model 'pets' has no version 9 in ")
+    there = ", ".join(map(str, ModelStore(good_store).versions("pets")))
+    assert line.endswith(f"(versions there: {there})") and there.startswith("1")
+
+
 def test_held_out_prefers_a_test_folder(tmp_path):
     assert split_folder(tmp_path) == tmp_path  # a split itself: its class folders
     (tmp_path / "validation").mkdir()
