@@ -115,6 +115,13 @@ class TrainConfig:
         within=Range(SMALLEST_INPUT),
         recorded=False,
     )
+    extra_data: tuple[Path, ...] = option(
+        (),
+        help="a folder of class folders (some of the model's classes, e.g. labelled feedback "
+        "FEEDBACK_DIR/<model>) whose photos are added to the training photos, never to "
+        "validation; may be given several times",
+        recorded=False,
+    )
     calibrate: bool = option(
         True,
         help="fit temperature scaling on the validation photos after training and fold it "

@@ -24,20 +24,43 @@ class DatasetError(ClassifierError):
     code = "invalid_dataset"
 
 
+@dataclass(frozen=True)
+class PhotoFile:
+    """Where a photo came from: its data folder (`source`), its path there, its SHA-256."""
+
+    source: str
+    path: str
+    sha256: str
+
+
 @dataclass
 class Split:
     """Decoded images (n, h, w, 3) uint8 with labels 0..C-1 (float32) in `class_names` order,
-    and for each image its file (relative to `root`: `<class>/<name>`) and SHA-256."""
+    and for each image the file it came from; `where` names the split in messages."""
 
     images: np.ndarray
     labels: np.ndarray
     class_names: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    files: list[tuple[str, str]] = field(default_factory=list)
-    root: Path | None = None
+    files: list[PhotoFile] = field(default_factory=list)
+    where: str = ""
 
     def counts(self) -> dict[str, int]:
         return {name: int((self.labels == i).sum()) for i, name in enumerate(self.class_names)}
+
+    @classmethod
+    def concat(cls, parts: list[Split]) -> Split:
+        """One split of several with the same classes (the training data and extra folders)."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            images=np.concatenate([p.images for p in parts]),
+            labels=np.concatenate([p.labels for p in parts]),
+            class_names=parts[0].class_names,
+            skipped=[s for p in parts for s in p.skipped],
+            files=[f for p in parts for f in p.files],
+            where=" + ".join(p.where for p in parts),
+        )
 
 
 def find_classes(split_dir: Path) -> list[str]:
@@ -112,10 +135,49 @@ def load_split(
 ) -> Split:
     """Decode every file under `split_dir/<class>/`; unreadable files are listed and skipped,
     a class left with no readable image is refused (with `every_class`; else only a split
-    with none at all)."""
+    with none at all). Files are recorded as from the data folder above `split_dir`."""
     found = check_split(split_dir, class_names, of, every_class=every_class)
+    origin = (split_dir.parent.name, f"{split_dir.name}/")
+    return _load(split_dir, found, found, spec, origin, progress, every_class)
+
+
+def check_extra(folder: Path, class_names: list[str]) -> list[str]:
+    """The class folders of an extra training folder (labelled feedback): some of the
+    model's classes, with at least one photo in all; refused when it names another class."""
+    if not folder.is_dir():
+        raise DatasetError(f"no such folder: {folder}")
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = [name for name in found if name not in class_names]
+    if unknown:
+        raise DatasetError(
+            f"{folder} has class folders {unknown} that are not among the model's classes "
+            f"{class_names}"
+        )
+    if not any(image_files(folder / name) for name in found):
+        raise DatasetError(f"{folder} holds no photo in a class folder ({', '.join(class_names)})")
+    return found
+
+
+def load_extra(folder: Path, spec: InputSpec, class_names: list[str], progress: bool = True):
+    """Photos to add to training from an extra folder (see check_extra)."""
+    found = check_extra(folder, class_names)
+    origin = (f"{folder.parent.name}/{folder.name}", "")
+    return _load(folder, found, class_names, spec, origin, progress, every_class=False)
+
+
+def _load(
+    root: Path,
+    folders: list[str],
+    class_names: list[str],
+    spec: InputSpec,
+    origin: tuple[str, str],
+    progress: bool,
+    every_class: bool,
+) -> Split:
+    """Decode `root/<folder>/*` for each class folder, labelled by its place in
+    `class_names`; `origin` is the source the files are recorded under and their path prefix."""
     files: list[tuple[Path, int]] = [
-        (path, label) for label, name in enumerate(found) for path in image_files(split_dir / name)
+        (path, class_names.index(name)) for name in folders for path in image_files(root / name)
     ]
 
     def decode(item: tuple[Path, int]) -> tuple[np.ndarray, str] | str:
@@ -127,37 +189,38 @@ def load_split(
         except OSError as exc:
             return f"unreadable: {exc}"
 
-    images, labels, skipped, hashes = [], [], [], []
-    bar = _progress(len(files), f"decoding {split_dir.name}") if progress else None
+    source, prefix = origin
+    images, labels, skipped, records = [], [], [], []
+    bar = _progress(len(files), f"decoding {root.name}") if progress else None
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for i, ((path, label), result) in enumerate(zip(files, pool.map(decode, files)), 1):
-            relative = path.relative_to(split_dir).as_posix()
+            relative = path.relative_to(root).as_posix()
             if isinstance(result, str):
                 skipped.append((relative, result))
             else:
                 images.append(result[0])
                 labels.append(label)
-                hashes.append((relative, result[1]))
+                records.append(PhotoFile(source, prefix + relative, result[1]))
             if bar is not None and (i % 100 == 0 or i == len(files)):
                 bar.update(i)
     for path, reason in skipped:
-        print(f"skipped {split_dir.name}/{path}: {reason}", file=sys.stderr)
+        print(f"skipped {root.name}/{path}: {reason}", file=sys.stderr)
     present = set(labels)
-    unreadable = [name for label, name in enumerate(found) if label not in present]
+    unreadable = [name for name in folders if class_names.index(name) not in present]
     if not images:
-        raise DatasetError(f"no readable image in {split_dir} ({len(skipped)} files skipped)")
+        raise DatasetError(f"no readable image in {root} ({len(skipped)} files skipped)")
     if unreadable and every_class:
         raise DatasetError(
-            f"no readable image in {', '.join(str(split_dir / n) for n in unreadable)} "
+            f"no readable image in {', '.join(str(root / n) for n in unreadable)} "
             f"({len(skipped)} files skipped, listed above); every class needs images"
         )
     return Split(
         images=np.stack(images),
         labels=np.asarray(labels, dtype=np.float32),
-        class_names=found,
+        class_names=list(class_names),
         skipped=skipped,
-        files=hashes,
-        root=split_dir,
+        files=records,
+        where=f"{source}/{prefix}".rstrip("/"),
     )
 
 

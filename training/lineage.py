@@ -21,12 +21,9 @@ HEADER = ("split", "source", "path", "class", "sha256")
 
 def rows(split_name: str, split: Split) -> list[tuple[str, ...]]:
     """One row per photo of `split` (loaded by data.load_split), in its order."""
-    if split.root is None:
-        raise ValueError("a split without its folder has no lineage")
-    source, prefix = split.root.parent.name, split.root.name
     return [
-        (split_name, source, f"{prefix}/{path}", split.class_names[int(label)], sha)
-        for (path, sha), label in zip(split.files, split.labels, strict=True)
+        (split_name, f.source, f.path, split.class_names[int(label)], f.sha256)
+        for f, label in zip(split.files, split.labels, strict=True)
     ]
 
 
@@ -41,24 +38,25 @@ def data_hash(train: Split, validation: Split) -> str:
     return hashlib.sha256(manifest_text(train, validation).encode()).hexdigest()
 
 
+def source_counts(split: Split) -> dict[str, dict[str, int]]:
+    """Photos per source, then per class: how many came from the data folder and how many
+    from each extra folder (feedback)."""
+    counts: dict[str, Counter] = {}
+    for photo, label in zip(split.files, split.labels, strict=True):
+        counts.setdefault(photo.source, Counter())[split.class_names[int(label)]] += 1
+    return {source: dict(sorted(c.items())) for source, c in counts.items()}
+
+
 def write_manifest(folder: Path, train: Split, validation: Split) -> dict:
     """Write the manifest into a version folder; returns its metadata record (file, hash and
     counts per split, source and class)."""
     text = manifest_text(train, validation)
     (folder / MANIFEST_FILE).write_text(text, encoding="utf-8")
-    counts: dict = {}
-    for split_name, source, _, class_name, _ in (
-        r for s, split in (("train", train), ("validation", validation)) for r in rows(s, split)
-    ):
-        counts.setdefault(split_name, {}).setdefault(source, Counter())[class_name] += 1
     return {
         "file": MANIFEST_FILE,
         "sha256": hashlib.sha256(text.encode()).hexdigest(),
         "photos": len(train.labels) + len(validation.labels),
-        "counts": {
-            split_name: {source: dict(sorted(c.items())) for source, c in by_source.items()}
-            for split_name, by_source in counts.items()
-        },
+        "counts": {"train": source_counts(train), "validation": source_counts(validation)},
     }
 
 
@@ -78,10 +76,10 @@ def refuse_trained_on(split: Split, manifest: list[dict[str, str]] | None, model
     if not manifest:
         return
     trained = {row["sha256"] for row in manifest if row["split"] == "train"}
-    seen = [path for path, sha in split.files if sha in trained]
+    seen = [f.path for f in split.files if f.sha256 in trained]
     if seen:
         raise DatasetError(
-            f"{len(seen)} of the {len(split.files)} photos in {split.root} are in the training "
+            f"{len(seen)} of the {len(split.files)} photos in {split.where} are in the training "
             f"data of {model} (e.g. {seen[0]}): its scores on them would say nothing of photos "
             "it has not seen; score it on photos it was not trained on"
         )

@@ -115,13 +115,18 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add `--field-name` for every option of `cls`; only the options given end up parsed."""
     hints = typing.get_type_hints(cls)
     for f in option_fields(cls):
-        kind = _plain_type(hints[f.name])
+        hint = hints[f.name]
+        repeated = typing.get_origin(hint) is tuple
+        kind = _plain_type(typing.get_args(hint)[0] if repeated else hint)
         help_text = f.metadata["help"].replace("%", "%%")
-        if f.default not in (MISSING, None):
+        if f.default not in (MISSING, None, ()):
             help_text += f" (default: {f.default})"
         settings: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS}
         if kind is bool:
             settings["action"] = argparse.BooleanOptionalAction
+        elif repeated:  # `tuple[Path, ...]`: the option may be given several times
+            settings["action"] = "append"
+            settings["type"] = kind
         else:
             settings["type"] = kind
         if f.metadata["choices"] is not None:
@@ -146,9 +151,10 @@ def parse(parser: argparse.ArgumentParser, cls: type[T], argv: list[str] | None 
 
 def build(parser: argparse.ArgumentParser, cls: type[T], values: dict) -> T:
     """`cls` from the values of its options (others are ignored); a refused value exits 2."""
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}
     try:
-        return cls(**{k: v for k, v in values.items() if k in names})
+        return cls(**given)
     except OptionError as exc:
         parser.error(f"argument {flag(exc.name)}: {exc.message}")
 

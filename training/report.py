@@ -66,6 +66,7 @@ def render_html(report: dict) -> str:
         if "per_class" in m["scores"]
     )
     picture = _png_base64(report)
+    photos = _training_photos_html(report.get("training_photos"), names)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(report["title"])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
@@ -74,6 +75,7 @@ table{{border-collapse:collapse;margin:0.5em 0}}td,th{{border:1px solid #ccc;pad
 <h1>{html.escape(report["title"])}</h1>
 <p>Held-out data: {html.escape(report["data"])} ({html.escape(", ".join(names))})</p>
 {decision_html}
+{photos}
 <table><tr><th></th>{"".join(f"<th>{html.escape(label)}</th>" for label, _ in columns)}{ece_head}</tr>{rows}</table>
 {scaling}
 {details}
@@ -89,6 +91,30 @@ def summary_columns(class_names: list[str]) -> list[tuple[str, str]]:
         return list(_COLUMNS)
     of = {"precision": f"precision of {class_names[1]}", "recall": f"recall of {class_names[1]}"}
     return [(of.get(key, label), key) for label, key in _COLUMNS]
+
+
+def _training_photos_html(counts: dict | None, names: list[str]) -> str:
+    """The challenger's training photos per source (the data folder, each extra folder such
+    as labelled feedback) and class."""
+    if not counts:
+        return ""
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    rows = "".join(
+        f"<tr><th>{html.escape(source)}</th>"
+        + "".join(f"<td>{by_class.get(n, 0)}</td>" for n in names)
+        + "</tr>"
+        for source, by_class in counts.items()
+    )
+    return f"<p>Training photos of the challenger, by source:</p><table><tr><th>source</th>{head}</tr>{rows}</table>"
+
+
+def training_photos_lines(counts: dict | None) -> list[str]:
+    """`training photos from <source>: cats 3, dogs 5`, one line per source."""
+    return [
+        f"training photos from {source}: "
+        + ", ".join(f"{name} {n}" for name, n in by_class.items())
+        for source, by_class in (counts or {}).items()
+    ]
 
 
 def _ece(model: dict) -> float | None:

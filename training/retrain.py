@@ -29,6 +29,7 @@ from training.calibration import reliability
 from training.cli import reports_errors
 from training.config import GateOptions
 from training.data import check_split, held_out_dir
+from training.lineage import source_counts
 from training.options import add_options, build
 from training.report import (
     REPORT_HTML,
@@ -37,6 +38,7 @@ from training.report import (
     markdown_tables,
     now_iso,
     reports_folder,
+    training_photos_lines,
     write_report,
 )
 from training.scoring import Scored, load_export, load_version, score_on, version_manifest
@@ -228,6 +230,7 @@ def retrain(config: training.TrainConfig, gate: GateOptions | None = None) -> Ou
             "tolerance": gate.tolerance,
             "class_recall_tolerance": gate.class_recall_tolerance,
             "champion_version": champion.version if champion else None,
+            "training_photos": source_counts(fitted.train_split),
             "models": models,
             "decision": decision.to_dict(),
         }
@@ -279,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{label} on {report['data']} (calibration error {ece:.4f}):")
         print(markdown_tables(model["scores"], report["class_names"]))
     print()
+    print("\n".join(training_photos_lines(report["training_photos"])))
     if metadata is not None:
         print(f"published {metadata.name} v{metadata.version}: {decision.reason}")
     else:

@@ -40,7 +40,15 @@ from training.calibration import (
 from training.checkpoint import RunDir, RunState
 from training.cli import reports_errors
 from training.config import RECIPES, TrainConfig
-from training.data import DatasetError, EpochBatches, Split, check_split, load_split
+from training.data import (
+    DatasetError,
+    EpochBatches,
+    Split,
+    check_extra,
+    check_split,
+    load_extra,
+    load_split,
+)
 from training.model import (
     Head,
     build_model,
@@ -87,9 +95,12 @@ def check_data(config: TrainConfig) -> list[str]:
     """The class names of DIR/train, once the data and the store are known to fit: refused
     before anything is decoded or trained are a missing split, fewer than two classes, an
     empty class folder, validation classes other than train's, --threshold with more than two
-    classes, and classes other than those of the newest version of --model-name."""
+    classes, classes other than those of the newest version of --model-name, and extra
+    folders with other classes or no photo."""
     names = check_split(config.data_dir / "train")
     check_split(config.data_dir / "validation", names, of="train")
+    for folder in config.extra_data:
+        check_extra(folder, names)
     if len(names) > 2 and config.threshold != TrainConfig.threshold:
         raise DatasetError(
             f"--threshold is for two classes; {config.data_dir / 'train'} has {len(names)} "
@@ -112,7 +123,12 @@ def fit(config: TrainConfig) -> Fitted:
     class_names = check_data(config)
     keras.utils.set_random_seed(config.seed)
     spec = config.spec()
-    train_split = load_split(config.data_dir / "train", spec, class_names)
+    train_split = Split.concat(
+        [
+            load_split(config.data_dir / "train", spec, class_names),
+            *(load_extra(folder, spec, class_names) for folder in config.extra_data),
+        ]
+    )
     val_split = load_split(config.data_dir / "validation", spec, class_names)
     run = open_run(config, lineage.data_hash(train_split, val_split))
 
@@ -165,7 +181,7 @@ def open_run(config: TrainConfig, data_sha256: str) -> RunDir:
 def run_identity(config: TrainConfig) -> dict:
     """What a resumed run must share with the run it continues: every option that changes
     the numbers (not where data, models and checkpoints live)."""
-    where = {"data_dir", "models_dir", "run_dir", "resume"}
+    where = {"data_dir", "extra_data", "models_dir", "run_dir", "resume"}  # data: its hash
     return {f.name: getattr(config, f.name) for f in option_fields(config) if f.name not in where}
 
 

@@ -36,7 +36,9 @@ def test_load_split_records_each_files_path_and_sha256(tmp_path):
 
     root = make_dataset(tmp_path, per_class=3, val_per_class=1) / "train"
     split = load_split(root, InputSpec(32, 32), progress=False)
-    assert split.root == root and len(split.files) == len(split.labels) == 6
-    for (path, sha), label in zip(split.files, split.labels):
-        assert path.split("/")[0] == split.class_names[int(label)]
-        assert sha == hashlib.sha256((root / path).read_bytes()).hexdigest()
+    assert split.where == f"{root.parent.name}/train"
+    assert len(split.files) == len(split.labels) == 6
+    for photo, label in zip(split.files, split.labels):
+        assert photo.source == root.parent.name
+        assert photo.path.split("/")[:2] == ["train", split.class_names[int(label)]]
+        assert photo.sha256 == hashlib.sha256((root.parent / photo.path).read_bytes()).hexdigest()

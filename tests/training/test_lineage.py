@@ -2,6 +2,7 @@
 scored on photos it was trained on."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,68 @@ def test_the_model_card_shows_counts_per_class_and_source(published, tmp_path, c
     assert f"| train | {data.name} | cats | 6 |" in out
     assert f"| validation | {data.name} | dogs | 3 |" in out
     assert "Temperature scaling: T = " in out
+
+
+def test_extra_data_trains_with_feedback_and_the_manifest_and_report_say_so(
+    published, tmp_path, capsys
+):
+    """`retrain --extra-data FOLDER` (labelled feedback: some classes only) adds its photos to
+    training, never to validation; the manifest lists them with their source, the report
+    counts them per class."""
+    from training import retrain
+
+    data, models = published
+    feedback = tmp_path / "feedback" / "toy"
+    (feedback / "dogs").mkdir(parents=True)
+    for i, photo in enumerate(sorted((data / "train" / "dogs").iterdir())[:2]):
+        # other bytes than the training photos: a re-encoded copy, as a user's upload is
+        (feedback / "dogs" / f"{i}.png").write_bytes(reencode(photo.read_bytes()))
+    (feedback / "feedback.jsonl").write_text("{}\n")  # files beside the class folders: ignored
+    argv = [
+        "--data-dir", str(data), "--models-dir", str(models), "--model-name", "toy",
+        "--epochs", "1", "--batch-size", "8", "--image-size", "48", "--force",
+        "--extra-data", str(feedback),
+    ]  # fmt: skip
+    assert retrain.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "training photos from feedback/toy: dogs 2" in out
+    assert f"training photos from {data.name}: cats 6, dogs 6" in out
+    folder = models / "toy" / "2"
+    extra = [r for r in read_manifest(folder) if r["source"] == "feedback/toy"]
+    assert [(r["split"], r["class"], r["path"]) for r in extra] == [
+        ("train", "dogs", "dogs/0.png"),
+        ("train", "dogs", "dogs/1.png"),
+    ]
+    counts = ModelStore(models).check("toy", 2).training["data_manifest"]["counts"]
+    assert counts["train"]["feedback/toy"] == {"dogs": 2}
+    assert counts["validation"] == {data.name: {"cats": 3, "dogs": 3}}
+    report = json.loads((folder / "report.json").read_text())
+    assert report["training_photos"]["feedback/toy"] == {"dogs": 2}
+    assert "Training photos of the challenger, by source" in (folder / "report.html").read_text()
+
+
+def test_extra_data_with_a_class_the_model_lacks_is_refused_before_training(
+    published, tmp_path, capsys
+):
+    data, models = published
+    (tmp_path / "extra" / "birds").mkdir(parents=True)
+    (tmp_path / "extra" / "birds" / "a.jpg").write_bytes(
+        (data / "train" / "cats" / "cats.0.jpg").read_bytes()
+    )
+    argv = [
+        "--data-dir", str(data), "--models-dir", str(models), "--model-name", "toy",
+        "--epochs", "1", "--extra-data", str(tmp_path / "extra"),
+    ]  # fmt: skip
+    assert train_module.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "['birds'] that are not among the model's classes ['cats', 'dogs']" in err
+
+
+def reencode(data: bytes) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.open(io.BytesIO(data)).save(out, format="PNG")
+    return out.getvalue()

@@ -52,6 +52,7 @@ TRAIN_DEFAULTS = {
     "--seed": 1337,
     "--threshold": 0.5,
     "--image-size": 150,
+    "--extra-data": (),
     "--calibrate": True,
     "--run-dir": None,
     "--resume": None,
@@ -157,7 +158,7 @@ def test_training_options_keep_their_names_and_defaults():
     assert all(action.help for action in generated.values())
     assert {f.name for f in dataclasses.fields(TrainConfig)} - {
         f.name for f in option_fields(TrainConfig)
-    } == {"command"}  # the one field that is not an option: the command line that ran
+    } == {"command", "started"}  # not options: the command line that ran, and when
 
 
 def test_every_training_option_is_listed_by_help(capsys):
