@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from classifier.batching import Batcher
 from classifier.errors import ClassifierError
 from classifier.predictor import Predictor
 from classifier.spec import InputSpec
 from classifier.store import VersionStatus, validate_name
-from service.batching import Batcher
 
 # Version states as TensorFlow Serving names them, plus INVALID for folders failing checks.
 VERSION_STATES = ("AVAILABLE", "LOADING", "NOT_LOADED", "FAILED", "INVALID")

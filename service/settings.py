@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from classifier.errors import ClassifierError
 from classifier.runtimes import DEVICES, PRECISIONS, RUNTIMES, bf16_refusal, runtime_refusal
 from classifier.spec import DEFAULT_MAX_PIXELS
-from classifier.store import validate_name
+from classifier.store import DEFAULT_MODEL, validate_name
 from service.registry import VersionPolicy
 
 Runtime = Literal[RUNTIMES]  # type: ignore[valid-type]
@@ -59,7 +59,7 @@ class Settings(BaseSettings):
 
     # -- models -------------------------------------------------------------------------
     models_dir: str = Field("models", description="model store root")
-    model_name: str = Field("cats_vs_dogs", description="the default model, served on `/predict`")
+    model_name: str = Field(DEFAULT_MODEL, description="the default model, served on `/predict`")
     model_poll_seconds: float = Field(
         2.0, ge=0, description="how often each worker looks for new versions (0: never)"
     )

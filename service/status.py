@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from classifier.batching import Batcher
 from service import schemas
-from service.batching import Batcher
 from service.registry import ModelState
 
 # TensorFlow Serving's names for this service's version states.
