@@ -174,7 +174,7 @@ class Settings(BaseSettings):
     @classmethod
     def _keys_readable(cls, value: str) -> str:
         if value:
-            from service.auth import read_keys  # the file must parse before serving starts
+            from service.keys import read_keys  # the file must parse before serving starts
 
             read_keys(value)
         return value

@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.routes import ROUTES
+from service.http.routes import ROUTES
 from service.settings import Settings
 from tests import k8s_helpers as k8s
 from tests.helpers import REPO, SHIPPED_MODELS
