@@ -58,6 +58,23 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
+def post_worker_init(worker):
+    """This worker's gRPC server, once its app (models, data plane) is built: created after
+    fork, sharing GRPC_PORT with the other workers (service/grpc/__init__.py says why)."""
+    if settings.grpc_port:
+        from service.grpc.server import start
+
+        worker.grpc_server = start(worker.wsgi.extensions["dataplane"], settings)
+        worker.grpc_server.stop_on_sigterm(settings.graceful_timeout)
+
+
+def worker_exit(server, worker):
+    """The gRPC calls in flight finish within GRACEFUL_TIMEOUT of SIGTERM, as HTTP ones do."""
+    grpc_server = getattr(worker, "grpc_server", None)
+    if grpc_server is not None:
+        grpc_server.stop(settings.graceful_timeout).wait(settings.graceful_timeout)
+
+
 def post_fork(server, worker):
     """Each worker: JSON logging, its lines written by one thread of its own."""
     from service.logs import configure_logging, write_from_one_thread

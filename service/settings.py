@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         "set `0.0.0.0`",
     )
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="port of the Open Inference Protocol over gRPC, on `HOST` (0: no gRPC); "
+        "every worker serves it (SO_REUSEPORT)",
+    )
     web_concurrency: int = Field(
         1,
         ge=1,
@@ -103,9 +110,9 @@ class Settings(BaseSettings):
         "NAME` makes one); empty: no keys needed. Re-read when it changes",
     )
     api_key_exempt_paths: str = Field(
-        "/healthz,/readyz,/",
+        "/healthz,/readyz,/,/grpc.health.v1.Health/*",
         description="paths served without a key when keys are on, comma-separated; a "
-        "trailing `*` matches a prefix",
+        "trailing `*` matches a prefix; gRPC methods by their path `/package.Service/Method`",
     )
     cors_origins: str = Field(
         "",
@@ -187,6 +194,12 @@ class Settings(BaseSettings):
         refusal = bf16_refusal(self.runtime, self.precision)
         if refusal:
             raise ValueError(f"PRECISION=bf16: {refusal}")
+        return self
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        if self.grpc_port == self.port:
+            raise ValueError(f"GRPC_PORT and PORT are both {self.port}: give gRPC its own port")
         return self
 
     @model_validator(mode="after")
