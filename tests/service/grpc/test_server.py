@@ -58,6 +58,18 @@ def refusal(call) -> InferenceServerException:
     return caught.value
 
 
+def logged(server: Server, wanted, wait_s: float = 5) -> list[dict]:
+    """The server's access log lines that `wanted` accepts, once there is one (a worker's log
+    lines are written by a thread of their own, a moment after the answer)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+        found = [line for line in lines if line.get("event") == "request" and wanted(line)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
 def test_health_and_metadata_calls(client, server):
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, "1")
@@ -227,14 +239,13 @@ def test_health_and_reflection(server):
 
 
 def test_grpc_calls_are_logged_and_counted_like_rest(client, server):
-    client.infer(MODEL, [images_input(jpeg_bytes())], request_id="logged")
+    client.infer(MODEL, [images_input(jpeg_bytes())], headers={"x-request-id": "grpc-logged-1"})
     metrics = requests.get(f"{server.url}/metrics", timeout=10).text
     assert f'grpc_server_handled_total{{grpc_code="OK",grpc_method="{INFER}"}}' in metrics
     assert 'inference_request_success_total{model="pets",version="1"}' in metrics
-    lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
-    infers = [line for line in lines if line.get("endpoint") == INFER]
-    assert infers and infers[-1]["status"] == "OK" and infers[-1]["images"] == 1
-    assert infers[-1]["model"] == "pets" and infers[-1]["version"] == 1
+    [line] = logged(server, lambda line: line["request_id"] == "grpc-logged-1")
+    assert line["endpoint"] == INFER and line["status"] == "OK" and line["method"] == "GRPC"
+    assert line["model"] == "pets" and line["version"] == 1 and line["images"] == 1
 
 
 @pytest.fixture(scope="module")
@@ -268,8 +279,7 @@ def test_with_keys_on_calls_need_a_bearer_key_but_health_does_not(keyed):
     with grpc.insecure_channel(server.grpc_target) as channel:
         answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert answer.status == health_pb2.HealthCheckResponse.SERVING
-    lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
-    assert any(line.get("api_key") == "grpc-test" for line in lines)
+    assert logged(server, lambda line: line.get("api_key") == "grpc-test")
 
 
 def test_the_call_deadline_bounds_the_wait(keyed):
@@ -287,13 +297,7 @@ def test_the_call_deadline_bounds_the_wait(keyed):
             )
         )
     assert late.status() == "StatusCode.DEADLINE_EXCEEDED"
-    expired = []
-    for _ in range(30):
-        lines = [json.loads(line) for line in server.output().splitlines() if '"endpoint"' in line]
-        expired = [line for line in lines if line.get("error") == "deadline_exceeded"]
-        if expired:
-            break
-        time.sleep(0.1)
+    expired = logged(server, lambda line: line.get("error") == "deadline_exceeded")
     assert expired and expired[-1]["latency_ms"] < 1400
 
 
