@@ -51,9 +51,7 @@ class ErrorBody(Payload):
     details: dict[str, Any] | None = Field(None, description="e.g. which image of several")
 
 
-class ErrorResponse(Payload):
-    """The error body of this service's own API."""
-
+class ErrorResponse(Payload):  # the error body of this service's own API
     error: ErrorBody
 
 

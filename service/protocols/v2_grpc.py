@@ -43,7 +43,7 @@ class Servicer:
     def ModelReady(self, request: Message, context: grpc.ServicerContext) -> Message:
         """Ready or not; NOT_FOUND for an unknown model or a version that is not loaded."""
         try:
-            self.plane.registry.get(request.name, _version(request.version))
+            self.plane.model(request.name, _version(request.version))
         except ModelNotReady:
             return messages.ModelReadyResponse(ready=False)
         return messages.ModelReadyResponse(ready=True)
@@ -55,7 +55,7 @@ class Servicer:
         )
 
     def ModelMetadata(self, request: Message, context: grpc.ServicerContext) -> Message:
-        model = self.plane.registry.get(request.name, _version(request.version))
+        model = self.plane.model(request.name, _version(request.version))
         described = v2.model_description(self.plane, model)
         answer = messages.ModelMetadataResponse(
             name=described.name, versions=described.versions, platform=described.platform

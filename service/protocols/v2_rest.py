@@ -36,13 +36,13 @@ def ready():
 
 
 def model_ready(name: str, version: int | None = None):
-    model = dataplane().registry.get(name, version)  # 404 unknown, 503 not loaded yet
+    model = dataplane().model(name, version)  # 404 unknown, 503 not loaded yet
     return answer(schemas.V2ModelReady(name=model.name, ready=True))
 
 
 def model_metadata(name: str, version: int | None = None):
     plane = dataplane()
-    return answer(v2.model_description(plane, plane.registry.get(name, version)))
+    return answer(v2.model_description(plane, plane.model(name, version)))
 
 
 def infer(name: str, version: int | None = None):
