@@ -5,6 +5,7 @@ off, and the same answers as REST."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -341,3 +342,34 @@ def test_a_grpc_port_taken_by_another_program_stops_the_start(models_template):
         with Server(models_template, MODEL_NAME=MODEL, MODEL_POLL_SECONDS="0", GRPC_PORT=port) as s:
             assert s.process.wait(timeout=120) != 0
     assert f"cannot serve gRPC on 127.0.0.1:{port}" in s.output()
+
+
+def test_every_worker_serves_the_port_and_finishes_its_calls_on_sigterm(models_template):
+    """Two workers share GRPC_PORT (SO_REUSEPORT): new connections reach both. On SIGTERM a
+    call in flight (a lone image waiting 1.5 s for a second) is answered."""
+    env = {
+        "MODEL_NAME": MODEL,
+        "MODEL_POLL_SECONDS": "0",
+        "WEB_CONCURRENCY": "2",
+        "MAX_BATCH_SIZE": "2",
+        "BATCH_TIMEOUT_MS": "1500",
+    }
+    with Server(models_template, **env) as server:
+        server.wait_ready()
+        for i in range(16):  # each on a connection of its own
+            with grpc.insecure_channel(
+                server.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)]
+            ) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                health.Check(health_pb2.HealthCheckRequest(), metadata=(("x-request-id", f"w{i}"),))
+        pids = {line["pid"] for line in logged(server, lambda line: line["request_id"][:1] == "w")}
+        assert len(pids) == 2, pids
+        with (
+            triton.InferenceServerClient(server.grpc_target) as connected,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            waiting = pool.submit(connected.infer, MODEL, [images_input(jpeg_bytes())])
+            time.sleep(0.5)
+            server.process.send_signal(signal.SIGTERM)
+            assert waiting.result(timeout=30).as_numpy("probabilities").shape == (1, 2)
+        assert server.process.wait(timeout=60) == 0
