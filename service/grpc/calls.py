@@ -57,17 +57,15 @@ class CallInterceptor(grpc.ServerInterceptor):
         def call(request, context: grpc.ServicerContext):
             metadata = dict(context.invocation_metadata())
             record = calls.begin(metadata.get("x-request-id"))
-            context.send_initial_metadata((("x-request-id", record.request_id),))
             response, failure = None, None
             try:
+                context.send_initial_metadata((("x-request-id", record.request_id),))
                 self._authorize(method, metadata)
                 response = behavior(request, context)
             except ClassifierError as exc:
                 failure = refusal(exc)
             except Exception:
-                log.exception("unhandled error in %s", method)
-                calls.note_error("internal_error")
-                failure = (grpc.StatusCode.INTERNAL, "internal server error")
+                failure = unexpected(context, method)
             finally:
                 _finish(record, method, failure[0] if failure else grpc.StatusCode.OK)
             if failure is not None:
@@ -110,6 +108,15 @@ def refusal(exc: ClassifierError) -> Failure:
         log.error("%s: %s", exc.code, exc.message)
     calls.note_error(exc.code)
     return grpc.StatusCode[grpc_status(exc.code)], exc.message
+
+
+def unexpected(context: grpc.ServicerContext, method: str) -> Failure:
+    """A bug (logged, INTERNAL without details), or a call its client gave up on meanwhile."""
+    if not context.is_active():  # logged with the status CANCELLED, no error code of ours
+        return grpc.StatusCode.CANCELLED, "the call ended before its answer"
+    log.exception("unhandled error in %s", method)
+    calls.note_error("internal_error")
+    return grpc.StatusCode.INTERNAL, "internal server error"
 
 
 def _finish(record: calls.Call, method: str, code: grpc.StatusCode) -> None:
