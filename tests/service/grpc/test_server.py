@@ -59,14 +59,14 @@ def refusal(call) -> InferenceServerException:
     return caught.value
 
 
-def logged(server: Server, wanted, wait_s: float = 5) -> list[dict]:
-    """The server's access log lines that `wanted` accepts, once there is one (a worker's log
-    lines are written by a thread of their own, a moment after the answer)."""
+def logged(server: Server, wanted, at_least: int = 1, wait_s: float = 10) -> list[dict]:
+    """The server's access log lines that `wanted` accepts, once there are `at_least` (a
+    worker's log lines are written by a thread of its own, a moment after the answer)."""
     deadline = time.monotonic() + wait_s
     while True:
         lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
         found = [line for line in lines if line.get("event") == "request" and wanted(line)]
-        if found or time.monotonic() > deadline:
+        if len(found) >= at_least or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
 
@@ -356,13 +356,17 @@ def test_every_worker_serves_the_port_and_finishes_its_calls_on_sigterm(models_t
     }
     with Server(models_template, **env) as server:
         server.wait_ready()
+        deadline = time.monotonic() + 60
+        while server.output().count("gRPC listening") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)  # the second worker may still be loading its model
         for i in range(16):  # each on a connection of its own
             with grpc.insecure_channel(
                 server.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)]
             ) as channel:
                 health = health_pb2_grpc.HealthStub(channel)
                 health.Check(health_pb2.HealthCheckRequest(), metadata=(("x-request-id", f"w{i}"),))
-        pids = {line["pid"] for line in logged(server, lambda line: line["request_id"][:1] == "w")}
+        lines = logged(server, lambda line: line["request_id"][:1] == "w", at_least=16)
+        pids = {line["pid"] for line in lines}
         assert len(pids) == 2, pids
         with (
             triton.InferenceServerClient(server.grpc_target) as connected,
