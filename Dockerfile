@@ -35,11 +35,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     TF_CPP_MIN_LOG_LEVEL=2 \
     MODELS_DIR=/models \
     HOST=0.0.0.0 \
-    PORT=8000
+    PORT=8000 \
+    GRPC_PORT=8001
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home app
 WORKDIR /app
-EXPOSE 8000
+# HTTP (REST), and gRPC (the Open Inference Protocol, grpc.health.v1, reflection)
+EXPOSE 8000 8001
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4)"]
 CMD ["classifier-serve"]

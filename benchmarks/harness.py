@@ -54,6 +54,9 @@ class Server:
     def __init__(self, models_dir: Path, argv: list[str] | None = None, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # gRPC on a free port of its own too (GRPC_PORT="0" in `env` turns it off)
+        self.grpc_port = int(env.get("GRPC_PORT", free_port()))
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         environment = {
             **os.environ,
             "HOST": "127.0.0.1",
@@ -61,6 +64,7 @@ class Server:
             "MODELS_DIR": str(models_dir),
             "WEB_CONCURRENCY": "1",
             "TF_CPP_MIN_LOG_LEVEL": "2",
+            "GRPC_PORT": str(self.grpc_port),
             **env,
         }
         # The product's command, the one beside this interpreter (the project's venv).

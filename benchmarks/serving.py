@@ -37,7 +37,7 @@ from classifier.predictor import load_predictor
 from classifier.preprocess import decode_image
 from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
-from service.tensors import pack_bytes
+from service.protocols.tensors import pack_bytes
 
 
 def load_bodies(data_dir: Path, limit: int) -> list[bytes]:

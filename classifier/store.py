@@ -22,6 +22,8 @@ from classifier.filesystems import rename_refusal
 from classifier.metadata import METADATA_FILE, MODEL_FILE, SCHEMA_VERSION, ModelMetadata
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# The shipped model: the service's MODEL_NAME and the client's --local model by default.
+DEFAULT_MODEL = "cats_vs_dogs"
 _NAME_RE = re.compile(NAME_PATTERN)
 _VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
 TEMP_PREFIX = ".publishing-"

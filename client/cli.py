@@ -146,10 +146,10 @@ def make_client(args: argparse.Namespace) -> BaseClient:
     """The HTTP client, or the in-process one (which loads the model now)."""
     common = {"concurrency": args.concurrency, "batch_size": args.batch_size}
     if args.local:
+        from classifier.store import DEFAULT_MODEL
         from client.local import LocalClient
-        from service.settings import Settings
 
-        name = args.model_name or Settings.model_fields["model_name"].default
+        name = args.model_name or DEFAULT_MODEL
         return LocalClient(args.models_dir, name, args.version, timeout_s=args.timeout, **common)
     policy = RetryPolicy(tries=args.tries, total_s=args.retry_time, backoff_s=args.backoff)
     return Client(

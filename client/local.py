@@ -1,4 +1,4 @@
-"""The model in this process, no server: the service's decode function and its batcher."""
+"""The model in this process, no server: the decode function and the batcher the service uses."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier.batching import Batcher
 from classifier.errors import ClassifierError, ImageError
 from classifier.predictor import load_predictor
 from classifier.preprocess import decode_image
@@ -16,14 +17,13 @@ from classifier.store import ModelStore
 from client.base import BaseClient
 from client.files import read_file
 from client.results import Failure, Prediction, Result
-from service.batching import Batcher
 
 
 class LocalClient(BaseClient):
     """Same `predict` as Client, answered by a model loaded from a store.
 
     Files are decoded in the worker threads with `classifier.preprocess.decode_image` and
-    their pixels go through the service's Batcher, so answers match the server's.
+    their pixels go through the Batcher the service uses, so answers match the server's.
     """
 
     def __init__(

@@ -1,79 +1,17 @@
-"""The HTTP prediction service. gunicorn runs `service:create_app()` in each worker."""
+"""The prediction service. At a glance:
 
-from __future__ import annotations
+- settings.py: every setting, declared once; errors.py: every error code with its HTTP status
+  and gRPC status code.
+- dataplane.py: the one path from any protocol to the models (lookup, limits, queue room,
+  decoding, the batcher of classifier/batching.py).
+- registry.py, loader.py: which model versions this worker serves, and loading them.
+- calls.py, access.py, metrics.py, logs.py, keys.py: what every call is logged, counted and
+  checked with, whatever its protocol.
+- protocols/: the thin adapters of each protocol (this service's own REST API, the Open
+  Inference Protocol over REST and gRPC, TensorFlow Serving's REST API) with their schemas.
+- http/: the HTTP edge (the Flask app that gunicorn runs, routes, API keys, CORS, body limits,
+  request logs, OpenAPI and pages); grpc/: the gRPC edge (a server per gunicorn worker).
 
-import logging
-from collections.abc import Mapping
-
-from flask import Flask
-
-from classifier.runtimes import RuntimeOptions
-from classifier.store import ModelStore
-from service import auth, cors, limits, observability, routes, settings
-from service.errors import register_error_handlers
-from service.loader import BatchingOptions, Loader
-from service.registry import Registry
-from service.settings import Settings
-
-log = logging.getLogger(__name__)
-
-
-def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
-    """Defaults, then environment, then `config`; then load the models into this process.
-
-    `config` is a Settings, or a mapping of setting names (and of Flask's own keys, such as
-    TESTING). Call it only after fork (gunicorn's default, preload_app=False): TensorFlow and
-    ONNX Runtime are not fork-safe, so each worker builds its own models.
-    """
-    cfg, flask_config = _split(config)
-    observability.configure_logging(cfg.log_level)
-    app = Flask(__name__, static_folder=None)  # the pages inline their assets
-    app.config.update(
-        MAX_CONTENT_LENGTH=cfg.max_upload_bytes,
-        MAX_FORM_MEMORY_SIZE=cfg.max_form_memory_size,
-        MAX_FORM_PARTS=cfg.max_form_parts,
-        **flask_config,
-    )
-    app.json.sort_keys = False
-    register_error_handlers(app)
-    routes.register(app)  # first: its hook decides the error shape for the hooks below
-    observability.install(app, routes.INFERENCE_RULES)
-    auth.install(app, cfg.api_keys_file, cfg.exempt_paths)
-    limits.install(app)
-    cors.install(app, cfg.origins)
-
-    registry = Registry(cfg.model_name)
-    loader = Loader(
-        ModelStore(cfg.models_dir),
-        registry,
-        runtime=RuntimeOptions(
-            runtime=cfg.runtime,
-            device=cfg.device,
-            precision=cfg.precision,
-            mixed_precision=cfg.mixed_precision,
-            threads=cfg.inference_threads,
-        ),
-        batching=BatchingOptions(
-            max_batch_size=cfg.max_batch_size,
-            timeout_s=cfg.batch_timeout_ms / 1000,
-            capacity=cfg.queue_capacity,
-        ),
-        policy=cfg.policy,
-        retire_after_s=cfg.request_deadline_ms / 1000 + 1,
-    )
-    app.extensions.update(settings=cfg, registry=registry, loader=loader)
-    log.info("starting worker", extra={"fields": {"event": "start", "settings": cfg.environment()}})
-    loader.warn_about_the_filesystem()
-    loader.load_all()
-    if cfg.model_poll_seconds > 0:
-        loader.start_polling(cfg.model_poll_seconds)
-    return app
-
-
-def _split(config: Settings | Mapping[str, object] | None) -> tuple[Settings, dict]:
-    """The service's settings, and the keys meant for Flask itself."""
-    if isinstance(config, Settings):
-        return config, {}
-    config = dict(config or {})
-    ours = {k: v for k, v in config.items() if k.lower() in Settings.model_fields}
-    return settings.load(ours), {k: v for k, v in config.items() if k not in ours}
+Nothing outside http/ imports Flask, and nothing outside grpc/ and the gRPC adapter imports
+grpc; service/ never imports training/.
+"""

@@ -13,7 +13,7 @@ from pathlib import Path
 from service.settings import Settings, load_or_exit
 
 CONFIG = Path(__file__).with_name("gunicorn.conf.py")
-APP = "service:create_app()"
+APP = "service.http.app:create_app()"
 
 
 def gunicorn_argv() -> list[str]:

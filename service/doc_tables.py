@@ -55,15 +55,15 @@ def settings_table() -> str:
 
 
 def errors_table() -> str:
-    rows = ["| status | code | when |", "|---|---|---|"]
+    rows = ["| status | gRPC status | code | when |", "|---|---|---|---|"]
     for kind in sorted(ERRORS, key=lambda k: k.status):
         codes = ", ".join(f"`{code}`" for code in kind.codes)
-        rows.append(f"| {kind.status} | {codes} | {kind.when} |")
+        rows.append(f"| {kind.status} | `{kind.grpc}` | {codes} | {kind.when} |")
     return "\n".join(rows)
 
 
 def routes_table() -> str:
-    from service.routes import ROUTES
+    from service.http.routes import ROUTES
 
     rows = ["| method and path | what it does | protocol |", "|---|---|---|"]
     for route in ROUTES:

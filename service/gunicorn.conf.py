@@ -1,6 +1,6 @@
 """gunicorn settings for the service, taken from service.settings (the environment).
 
-Run: classifier-serve (or: gunicorn -c service/gunicorn.conf.py 'service:create_app()')
+Run: classifier-serve (or: gunicorn -c service/gunicorn.conf.py 'service.http.app:create_app()')
 A bad setting stops the start here, in the master, with one line naming it.
 """
 
@@ -41,8 +41,8 @@ accesslog = None
 errorlog = "-"
 loglevel = settings.log_level
 # Every line on stderr is one JSON object: gunicorn's own lines through this logger class,
-# the app's and Python's warnings through the same formatter (service.observability).
-logger_class = "service.observability.GunicornLogger"
+# the app's and Python's warnings through the same formatter (service.logs).
+logger_class = "service.logs.GunicornLogger"
 
 
 def on_starting(server):
@@ -58,9 +58,26 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
+def post_worker_init(worker):
+    """This worker's gRPC server, once its app (models, data plane) is built: created after
+    fork, sharing GRPC_PORT with the other workers (service/grpc/__init__.py says why)."""
+    if settings.grpc_port:
+        from service.grpc.server import start
+
+        worker.grpc_server = start(worker.wsgi.extensions["dataplane"], settings)
+        worker.grpc_server.stop_on_sigterm(settings.graceful_timeout)
+
+
+def worker_exit(server, worker):
+    """The gRPC calls in flight finish within GRACEFUL_TIMEOUT of SIGTERM, as HTTP ones do."""
+    grpc_server = getattr(worker, "grpc_server", None)
+    if grpc_server is not None:
+        grpc_server.stop(settings.graceful_timeout).wait(settings.graceful_timeout)
+
+
 def post_fork(server, worker):
     """Each worker: JSON logging, its lines written by one thread of its own."""
-    from service.observability import configure_logging, write_from_one_thread
+    from service.logs import configure_logging, write_from_one_thread
 
     configure_logging(settings.log_level)
     write_from_one_thread()

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from classifier.batching import Batcher
 from classifier.errors import ClassifierError, ModelStoreError
 from classifier.filesystems import rename_refusal
 from classifier.predictor import Predictor, load_predictor
 from classifier.runtimes import RuntimeOptions, probe_images
 from classifier.store import ModelStore, VersionStatus
 from service import metrics
-from service.batching import Batcher
 from service.registry import ModelState, Registry, ServedModel, VersionPolicy
 
 log = logging.getLogger(__name__)

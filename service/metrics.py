@@ -34,6 +34,17 @@ HTTP_LATENCY = Histogram(
     ["endpoint"],
     buckets=LATENCY_BUCKETS,
 )
+GRPC_REQUESTS = Counter(
+    "grpc_server_handled_total",
+    "gRPC calls by method and status code",
+    ["grpc_method", "grpc_code"],
+)
+GRPC_LATENCY = Histogram(
+    "grpc_server_handling_seconds",
+    "gRPC call latency by method",
+    ["grpc_method"],
+    buckets=LATENCY_BUCKETS,
+)
 API_KEY_REQUESTS = Counter(
     "http_requests_by_api_key_total",
     "HTTP requests by API key name (never the key itself) and status",

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from classifier.batching import Batcher
 from classifier.errors import ClassifierError
 from classifier.predictor import Predictor
 from classifier.spec import InputSpec
 from classifier.store import VersionStatus, validate_name
-from service.batching import Batcher
 
 # Version states as TensorFlow Serving names them, plus INVALID for folders failing checks.
 VERSION_STATES = ("AVAILABLE", "LOADING", "NOT_LOADED", "FAILED", "INVALID")
@@ -65,7 +63,7 @@ class VersionPolicy:
 
 
 class ServedModel:
-    """A loaded version with its batcher: what a request talks to."""
+    """A loaded version with its batcher (fed only by the data plane, service/dataplane.py)."""
 
     def __init__(self, predictor: Predictor, batcher: Batcher) -> None:
         self.predictor = predictor
@@ -82,10 +80,6 @@ class ServedModel:
     @property
     def spec(self) -> InputSpec:
         return self.predictor.spec
-
-    def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
-        """Class probabilities (n, C), through this version's batcher."""
-        return self.batcher.predict(images, timeout_s)
 
 
 @dataclass

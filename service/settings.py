@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from classifier.errors import ClassifierError
 from classifier.runtimes import DEVICES, PRECISIONS, RUNTIMES, bf16_refusal, runtime_refusal
 from classifier.spec import DEFAULT_MAX_PIXELS
-from classifier.store import validate_name
+from classifier.store import DEFAULT_MODEL, validate_name
 from service.registry import VersionPolicy
 
 Runtime = Literal[RUNTIMES]  # type: ignore[valid-type]
@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         "set `0.0.0.0`",
     )
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="port of the Open Inference Protocol over gRPC, on `HOST` (0: no gRPC); "
+        "every worker serves it (SO_REUSEPORT)",
+    )
     web_concurrency: int = Field(
         1,
         ge=1,
@@ -59,7 +66,7 @@ class Settings(BaseSettings):
 
     # -- models -------------------------------------------------------------------------
     models_dir: str = Field("models", description="model store root")
-    model_name: str = Field("cats_vs_dogs", description="the default model, served on `/predict`")
+    model_name: str = Field(DEFAULT_MODEL, description="the default model, served on `/predict`")
     model_poll_seconds: float = Field(
         2.0, ge=0, description="how often each worker looks for new versions (0: never)"
     )
@@ -103,9 +110,9 @@ class Settings(BaseSettings):
         "NAME` makes one); empty: no keys needed. Re-read when it changes",
     )
     api_key_exempt_paths: str = Field(
-        "/healthz,/readyz,/",
+        "/healthz,/readyz,/,/grpc.health.v1.Health/*",
         description="paths served without a key when keys are on, comma-separated; a "
-        "trailing `*` matches a prefix",
+        "trailing `*` matches a prefix; gRPC methods by their path `/package.Service/Method`",
     )
     cors_origins: str = Field(
         "",
@@ -174,7 +181,7 @@ class Settings(BaseSettings):
     @classmethod
     def _keys_readable(cls, value: str) -> str:
         if value:
-            from service.auth import read_keys  # the file must parse before serving starts
+            from service.keys import read_keys  # the file must parse before serving starts
 
             read_keys(value)
         return value
@@ -187,6 +194,12 @@ class Settings(BaseSettings):
         refusal = bf16_refusal(self.runtime, self.precision)
         if refusal:
             raise ValueError(f"PRECISION=bf16: {refusal}")
+        return self
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        if self.grpc_port == self.port:
+            raise ValueError(f"GRPC_PORT and PORT are both {self.port}: give gRPC its own port")
         return self
 
     @model_validator(mode="after")

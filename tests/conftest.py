@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service import create_app
+from service.http.app import create_app
 from tests.helpers import SHARED_DATA, app_config, publish_model
 
 

@@ -24,6 +24,8 @@ LISTEN = "listen 8080;"
 UPSTREAM = "set $api_upstream api:8000;"
 RESOLVER = "resolver 127.0.0.11 valid=5s ipv6=off;"
 ACCESS_LOG = "access_log /var/log/nginx/access.log proxied;"
+GRPC_LISTEN = "listen 8081 http2;"
+GRPC_UPSTREAM = "set $api_grpc_upstream api:8001;"
 
 
 class LoopbackDNS:
@@ -67,12 +69,22 @@ class LoopbackDNS:
         self._server.server.server_close()
 
 
-def nginx_config(tmp: Path, listen: int, upstream: str, dns_port: int) -> Path:
-    """The deployment config with loopback values: its own port, `upstream` ("name:port") for
-    the replicas, the test's DNS server (answers kept 1 s), and paths under `tmp`."""
+def nginx_config(
+    tmp: Path,
+    listen: int,
+    upstream: str,
+    dns_port: int,
+    grpc_listen: int | None = None,
+    grpc_upstream: str = "api:8001",
+) -> Path:
+    """The deployment config with loopback values: its own ports (HTTP, gRPC), `upstream` and
+    `grpc_upstream` ("name:port") for the replicas, the test's DNS server (answers kept 1 s),
+    and paths under `tmp`."""
     text = CONFIG.read_text()
     replacements = {
         LISTEN: f"listen 127.0.0.1:{listen};",
+        GRPC_LISTEN: f"listen 127.0.0.1:{grpc_listen or free_port()} http2;",
+        GRPC_UPSTREAM: f"set $api_grpc_upstream {grpc_upstream};",
         UPSTREAM: f"set $api_upstream {upstream};",
         RESOLVER: f"resolver 127.0.0.1:{dns_port} valid=1s ipv6=off;",
         ACCESS_LOG: f"access_log {tmp / 'access.log'} proxied;",
@@ -106,10 +118,15 @@ def check_config(config: Path) -> subprocess.CompletedProcess:
 class Nginx:
     """nginx in the foreground on 127.0.0.1 with the checked config; never reloaded."""
 
-    def __init__(self, tmp: Path, upstream: str, dns_port: int) -> None:
+    def __init__(
+        self, tmp: Path, upstream: str, dns_port: int, grpc_upstream: str = "api:8001"
+    ) -> None:
         self.tmp = tmp
         self.port = free_port()
-        self.config = nginx_config(tmp, self.port, upstream, dns_port)
+        self.grpc_port = free_port()
+        self.config = nginx_config(
+            tmp, self.port, upstream, dns_port, self.grpc_port, grpc_upstream
+        )
         check = check_config(self.config)
         assert check.returncode == 0, check.stderr
         self.process = subprocess.Popen(

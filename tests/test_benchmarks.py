@@ -35,3 +35,31 @@ def test_serving_benchmark_runs_every_request_form(tmp_path, capsys):
     setups = {row["setup"] for row in rows}
     assert {"service, batching, v2 binary", "service, batching, v2 json"} <= setups
     assert all(row["errors"] == 0 and row["requests"] == 8 for row in rows)
+
+
+def test_grpc_against_rest_benchmark_runs_both_forms(tmp_path, capsys):
+    """gRPC and V2 REST binary answer without errors at each level (speed is not tested)."""
+    import json
+
+    from benchmarks import grpc_vs_rest
+    from tests.helpers import jpeg_bytes, publish_model
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        (photos / f"{i}.jpg").write_bytes(jpeg_bytes(seed=i))
+    models = tmp_path / "models"
+    publish_model(models, "pets")
+    output = tmp_path / "run.json"
+    argv = ["--data-dir", str(photos), "--models-dir", str(models), "--model-name", "pets"]
+    argv += ["--files", "4", "--concurrency", "1,2", "--requests", "8", "--output", str(output)]
+    assert grpc_vs_rest.main(argv) == 0
+    rows = json.loads(output.read_text())["rows"]
+    assert [(r["form"], r["concurrency"]) for r in rows] == [
+        ("v2 rest binary", 1),
+        ("grpc", 1),
+        ("v2 rest binary", 2),
+        ("grpc", 2),
+    ]
+    assert all(r["errors"] == 0 and r["requests"] == 8 for r in rows)
+    assert "| grpc | 2 |" in capsys.readouterr().out

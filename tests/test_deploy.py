@@ -133,3 +133,18 @@ def test_gpu_reservation_is_an_override():
     [device] = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert gpu["build"]["args"]["TF_VARIANT"] == "gpu"
+
+
+def test_grpc_is_published_by_the_image_compose_and_nginx():
+    from service.settings import Settings
+
+    port = Settings.model_fields["grpc_port"].default
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(rf"^EXPOSE 8000 {port}$", dockerfile, flags=re.M)
+    assert f"GRPC_PORT={port}" in dockerfile
+    services = compose("docker-compose.yml")["services"]
+    assert services["api"]["environment"]["GRPC_PORT"] == str(port)
+    nginx = (REPO / "deploy" / "nginx.conf").read_text()
+    [listen] = re.findall(r"listen (\d+) http2;", nginx)
+    assert f"${{GRPC_PORT:-{port}}}:{listen}" in services["nginx"]["ports"]
+    assert f"set $api_grpc_upstream api:{port};" in nginx and "grpc_pass grpc://" in nginx

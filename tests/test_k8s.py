@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.routes import ROUTES
+from service.http.routes import ROUTES
 from service.settings import Settings
 from tests import k8s_helpers as k8s
 from tests.helpers import REPO, SHIPPED_MODELS
@@ -79,6 +79,17 @@ def rendered(kustomization: str) -> tuple[dict, ...]:
 def settings_env(objects) -> dict[str, str]:
     [(_, spec, _)] = k8s.server_pods(objects)
     return k8s.settings_of(objects, k8s.server_container(spec))
+
+
+def served_ports(objects, server: dict) -> set[int]:
+    """PORT, and GRPC_PORT where the container publishes it (KServe's routes HTTP only)."""
+    data = settings_env(objects)
+    ports = {int(setting(data, "PORT"))}
+    grpc = [p for p in server["ports"] if p["name"] == "grpc"]
+    if grpc:
+        assert grpc[0]["containerPort"] == int(setting(data, "GRPC_PORT"))
+        ports.add(grpc[0]["containerPort"])
+    return ports
 
 
 def setting(data: dict[str, str], name: str):
@@ -295,7 +306,8 @@ def test_probes_hit_routes_of_the_app_on_the_served_port(kustomization):
     [(what, spec, _)] = k8s.server_pods(objects)
     server = k8s.server_container(spec)
     port = int(setting(settings_env(objects), "PORT"))
-    assert [p["containerPort"] for p in server["ports"]] == [port]
+    assert server["ports"][0]["containerPort"] == port  # KServe routes to the first
+    assert served_ports(objects, server) == {p["containerPort"] for p in server["ports"]}
     paths = {}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         get = server[probe]["httpGet"]
@@ -318,17 +330,18 @@ def test_service_and_network_policy_reach_the_served_port(kustomization):
     objects = rendered(kustomization)
     [(_, spec, labels)] = k8s.server_pods(objects)
     server = k8s.server_container(spec)
-    port = int(setting(settings_env(objects), "PORT"))
+    ports = served_ports(objects, server)
     for service in k8s.find(objects, "Service"):  # the KServe overlay has KServe's
         assert k8s.selects(service["spec"]["selector"], labels)
-        [target] = [p["targetPort"] for p in service["spec"]["ports"]]
-        assert k8s.port_number(server, target) == port
+        targets = {k8s.port_number(server, p["targetPort"]) for p in service["spec"]["ports"]}
+        assert targets == ports
     policy = k8s.one(objects, "NetworkPolicy", "image-classifier-server")
     assert k8s.selects(policy["spec"]["podSelector"], labels)
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["egress"] == []
     [rule] = policy["spec"]["ingress"]
-    assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+    assert {p["port"] for p in rule["ports"]} >= ports
+    assert all(p["protocol"] == "TCP" for p in rule["ports"])
     pdb = k8s.one(objects, "PodDisruptionBudget")
     assert k8s.selects(pdb["spec"]["selector"], labels)
 
@@ -442,7 +455,10 @@ def test_kserve_predictor_is_the_deployments_pod_speaking_v2():
     assert env.pop("PROTOCOL") == "v2"
     # The V2 readiness route KServe's clients use is served.
     assert "/v2/health/ready" in GET_PATHS and "/v2/models/{name}/infer" in {r.path for r in ROUTES}
-    # Otherwise the very pod of the Deployment.
+    # Otherwise the very pod of the Deployment, less its gRPC port: KServe routes one port of
+    # a custom predictor (HTTP here; gRPC would need it alone, named h2c).
+    deployment_server = k8s.server_container(deployment_pod)
+    deployment_server["ports"] = [p for p in deployment_server["ports"] if p["name"] != "grpc"]
     mine = copy.deepcopy(pod)
     k8s.server_container(mine).update(
         name="server", env=[{"name": k, "value": v} for k, v in env.items()]

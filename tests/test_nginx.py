@@ -14,8 +14,13 @@ import threading
 import time
 from contextlib import contextmanager
 
+import grpc
+import numpy as np
 import pytest
 import requests
+import tritonclient.grpc as triton
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tritonclient.utils import InferenceServerException
 
 from benchmarks.harness import Server, free_port
 from tests.helpers import jpeg_bytes, publish_model
@@ -135,7 +140,9 @@ def service(dns, tmp_path_factory):
 def nginx(dns, service, tmp_path):
     """A fresh nginx (empty limit zones) in front of `service`, found as "api" in DNS."""
     dns.set("api", ["127.0.0.1"])
-    proxy = Nginx(tmp_path, f"api:{service.port}", dns.port)
+    proxy = Nginx(
+        tmp_path, f"api:{service.port}", dns.port, grpc_upstream=f"api:{service.grpc_port}"
+    )
     yield proxy
     proxy.stop()
 
@@ -177,6 +184,27 @@ def test_nginx_passes_requests_and_limits_bodies(nginx):
         answer = sock.recv(4096).decode(errors="replace")
     assert answer.startswith("HTTP/1.1 413")
     assert '"code": "payload_too_large"' in answer  # JSON, like the service's own errors
+
+
+def test_grpc_passes_through_with_status_codes_and_request_ids(nginx):
+    target = f"127.0.0.1:{nginx.grpc_port}"
+    with triton.InferenceServerClient(target) as client:
+        assert client.is_server_ready()
+        image = triton.InferInput("image", [1], "BYTES")
+        image.set_data_from_numpy(np.array([jpeg_bytes()], dtype=object))
+        result = client.infer("pets", [image], request_id="via-nginx")
+        assert result.as_numpy("probabilities").shape == (1, 2)
+        assert result.get_response().id == "via-nginx"
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("nope", [image])
+        assert refused.value.status() == "StatusCode.NOT_FOUND"
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        answer, call = health.Check.with_call(
+            health_pb2.HealthCheckRequest(), metadata=(("x-request-id", "grpc-id-7"),)
+        )
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    assert dict(call.initial_metadata())["x-request-id"] == "grpc-id-7"
 
 
 def test_slow_clients_hold_gunicorn_directly_but_not_through_nginx(service, nginx):

@@ -50,6 +50,7 @@ def run(command: list[str], served) -> str:
 
 
 def port_of(text: str, served) -> str:
+    text = text.replace("localhost:8001", served[0].grpc_target)
     return text.replace("localhost:8000", f"127.0.0.1:{served[0].port}")
 
 

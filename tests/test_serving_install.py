@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import tritonclient.grpc as triton
 
 from benchmarks.harness import free_port
 from tests.helpers import REPO, SHIPPED_MODELS, jpeg_bytes
@@ -52,11 +53,12 @@ def rss_mb(pid: int) -> float:
 def test_the_plain_install_has_no_tensorflow_and_serves_small(serving_venv, tmp_path):
     packages = installed(serving_venv)
     assert not {"tensorflow", "tensorflow-cpu", "keras", "tf2onnx"} & packages
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {
         "PATH": f"{serving_venv / 'bin'}:{os.environ['PATH']}",
         "HOST": "127.0.0.1",
         "PORT": str(port),
+        "GRPC_PORT": str(grpc_port),
         "MODELS_DIR": str(SHIPPED_MODELS),
         "MODEL_POLL_SECONDS": "0",
         "HOME": str(tmp_path),
@@ -81,6 +83,8 @@ def test_the_plain_install_has_no_tensorflow_and_serves_small(serving_venv, tmp_
             f"{url}/predict", data=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}, timeout=30
         )
         assert answer.status_code == 200, answer.text
+        with triton.InferenceServerClient(f"127.0.0.1:{grpc_port}") as grpc_client:
+            assert grpc_client.is_model_ready("cats_vs_dogs")  # the installed proto descriptor
         runtime = requests.get(f"{url}/v1/models/cats_vs_dogs", timeout=10).json()["runtime"]
         assert runtime["name"] in ("onnx", "openvino")
         [worker] = worker_pids(server.pid)

@@ -8,7 +8,7 @@ from flask import Flask
 
 from classifier.preprocess import decode_image
 from classifier.store import ModelStore
-from service import create_app
+from service.http.app import create_app
 from tests.helpers import (
     PETS_FIELDS,
     app_config,
@@ -55,7 +55,7 @@ def test_several_files_are_one_batch_in_input_order(client, shared_app):
     assert response.status_code == 200
     predictions = response.get_json()["predictions"]
     assert [p["filename"] for p in predictions] == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
-    predictor = shared_app.extensions["registry"].get("pets").predictor
+    predictor = shared_app.extensions["dataplane"].registry.get("pets").predictor
     expected = predictor.predict_proba(np.stack([decode_image(d, predictor.spec) for d in images]))
     got = [p["probabilities"]["dogs"] for p in predictions]
     assert np.allclose(got, expected, atol=1e-5)
@@ -79,7 +79,7 @@ def test_json_base64_instances(client):
 def test_service_probability_equals_predictor_on_shared_preprocessing(client, shared_app):
     data = encode(solid((90, 140, 200), (123, 77)), "PNG")
     response = client.post("/predict", data=data, content_type="image/png")
-    predictor = shared_app.extensions["registry"].get("pets").predictor
+    predictor = shared_app.extensions["dataplane"].registry.get("pets").predictor
     expected = predictor.predict_proba(decode_image(data, predictor.spec)[None])[0]
     got = response.get_json()["predictions"][0]["probabilities"]["dogs"]
     assert abs(got - float(expected)) <= 1e-5
@@ -235,7 +235,7 @@ def test_too_many_pixels_is_413(client):
 
 
 def test_too_many_images_is_413(client, shared_app):
-    limit = shared_app.extensions["settings"].max_images_per_request
+    limit = shared_app.extensions["dataplane"].settings.max_images_per_request
     instances = [{"b64": base64.b64encode(jpeg_bytes((8, 8))).decode()}] * (limit + 1)
     assert_error(client.post("/predict", json={"instances": instances}), 413, "too_many_images")
 
@@ -283,7 +283,7 @@ def test_the_runtime_and_precision_are_reported_in_status_and_metrics(client):
 
 def test_batching_settings_are_reported(client, shared_app):
     batching = client.get("/v1/models/pets").get_json()["batching"]
-    assert batching["max_batch_size"] == shared_app.extensions["settings"].max_batch_size
+    assert batching["max_batch_size"] == shared_app.extensions["dataplane"].settings.max_batch_size
     assert batching["padded_sizes"][-1] == batching["max_batch_size"]
     client.post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
     after = client.get("/v1/models/pets").get_json()["batching"]
@@ -295,8 +295,8 @@ def test_request_past_its_deadline_is_504(models_dir):
     response = app.test_client().post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
     assert_error(response, 504, "deadline_exceeded")
     # the worker goes on serving
-    settings = app.extensions["settings"]
-    app.extensions["settings"] = settings.model_copy(update={"request_deadline_ms": 10_000})
+    plane = app.extensions["dataplane"]
+    plane.settings = plane.settings.model_copy(update={"request_deadline_ms": 10_000})
     assert (
         app.test_client().post("/predict", data=jpeg_bytes(), content_type="image/jpeg").status_code
         == 200
@@ -329,7 +329,10 @@ def test_a_large_multipart_batch_within_the_limits_is_accepted(client):
 
 
 def test_too_many_form_parts_is_413(client, shared_app):
-    parts = {f"field{i}": "x" for i in range(shared_app.extensions["settings"].max_form_parts + 1)}
+    parts = {
+        f"field{i}": "x"
+        for i in range(shared_app.extensions["dataplane"].settings.max_form_parts + 1)
+    }
     parts["image"] = (io.BytesIO(jpeg_bytes()), "a.jpg")
     assert_error(client.post("/predict", data=parts), 413, "payload_too_large")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service import create_app
-from service.auth import new_key, read_keys
+from service.http.app import create_app
+from service.keys import new_key, read_keys
 from service.settings import SettingsError
 from tests.helpers import app_config, jpeg_bytes
 

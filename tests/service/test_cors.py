@@ -2,7 +2,7 @@
 
 import pytest
 
-from service import create_app
+from service.http.app import create_app
 from tests.helpers import app_config, jpeg_bytes
 
 ORIGIN = "https://app.example"

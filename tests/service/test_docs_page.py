@@ -8,8 +8,8 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 
 from benchmarks.harness import Server
-from service.docs_page import ASSETS
-from service.routes import spec
+from service.http.docs_page import ASSETS
+from service.http.routes import spec
 from tests.browser import chromium
 from tests.helpers import SHIPPED_MODELS
 

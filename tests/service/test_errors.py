@@ -1,10 +1,12 @@
-"""The error table: every code the code base raises has a status, in one place."""
+"""The error table: every code the code base raises has a status and a gRPC status code, in
+one place."""
 
 import re
 
+import grpc
 import pytest
 
-from service.errors import ERRORS, STATUS, http_status
+from service.errors import ERRORS, STATUS, grpc_status, http_status
 from tests.helpers import REPO
 
 CODE = re.compile(r"""\bcode\s*=\s*["']([a-z_]+)["']""")
@@ -50,6 +52,29 @@ def test_each_code_is_declared_once():
 )
 def test_status_of_a_code(code, status):
     assert http_status(code) == status
+
+
+def test_every_kind_has_a_grpc_status_code():
+    assert all(kind.grpc in grpc.StatusCode.__members__ for kind in ERRORS)
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("model_not_found", "NOT_FOUND"),
+        ("version_not_found", "NOT_FOUND"),
+        ("invalid_request", "INVALID_ARGUMENT"),
+        ("not_an_image", "INVALID_ARGUMENT"),
+        ("queue_full", "RESOURCE_EXHAUSTED"),
+        ("deadline_exceeded", "DEADLINE_EXCEEDED"),
+        ("unauthorized", "UNAUTHENTICATED"),
+        ("model_not_ready", "UNAVAILABLE"),
+        ("inference_failed", "INTERNAL"),
+        ("nope", "INTERNAL"),
+    ],
+)
+def test_grpc_status_of_a_code(code, status):
+    assert grpc_status(code) == status
 
 
 def test_a_core_error_outside_the_table_is_a_generic_500(app):

@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from benchmarks.harness import Server
-from service.auth import new_key
+from service.keys import new_key
 from tests.helpers import publish_model
 
 pytestmark = pytest.mark.e2e

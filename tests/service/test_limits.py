@@ -9,8 +9,8 @@ import json
 import pytest
 
 from benchmarks.harness import Server
-from service import create_app
-from service.limits import depth
+from service.http.app import create_app
+from service.protocols.rest import depth
 from tests.helpers import app_config, jpeg_bytes, publish_model
 
 JSON_ROUTES = (

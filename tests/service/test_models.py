@@ -11,7 +11,7 @@ import pytest
 from classifier.metadata import MODEL_FILE
 from classifier.spec import InputSpec
 from classifier.store import ModelStore
-from service import create_app
+from service.http.app import create_app
 from service.registry import VersionPolicy
 from tests.helpers import PETS_FIELDS, app_config, jpeg_bytes, publish_model
 from training.model import build_model
@@ -43,13 +43,14 @@ def test_a_new_version_is_picked_up(models_dir):
 
 
 def test_requests_holding_the_old_version_finish_on_it(models_dir):
-    _, loader, _ = make(models_dir, REQUEST_DEADLINE_MS=2000)
+    app, loader, _ = make(models_dir, REQUEST_DEADLINE_MS=2000)
     old = loader.registry.get("pets")
     publish_model(models_dir, "pets", seed=5)
     loader.load_all()
     assert loader.registry.get("pets").version == 2
     # the retired version still answers the requests that took it before the swap
-    assert len(old.predict(np.zeros((2, 64, 64, 3), np.uint8), timeout_s=5)) == 2
+    plane = app.extensions["dataplane"]
+    assert len(plane.predict(old, np.zeros((2, 64, 64, 3), np.uint8), timeout_s=5)) == 2
 
 
 def test_half_written_folder_is_refused_and_the_old_version_answers(models_dir):

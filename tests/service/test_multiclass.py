@@ -15,7 +15,7 @@ import pytest
 from classifier.errors import ModelStoreError
 from classifier.metadata import METADATA_FILE
 from classifier.store import ModelStore
-from service import create_app
+from service.http.app import create_app
 from tests.helpers import app_config, jpeg_bytes, publish_model, publish_multiclass
 
 CLASSES = ["ant", "bee", "cicada"]

@@ -8,7 +8,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.harness import Server
-from service.observability import JsonFormatter
+from service.logs import JsonFormatter
 from tests.helpers import jpeg_bytes
 
 

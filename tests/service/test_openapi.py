@@ -8,8 +8,9 @@ from jsonschema import Draft202012Validator
 from PIL import Image
 from pydantic import BaseModel
 
-from service import openapi, schemas
-from service.routes import spec
+from service.http import openapi
+from service.http.routes import spec
+from service.protocols import own_schemas, payloads, tfserving_schemas, v2_schemas
 
 
 def flask_routes(app) -> set[tuple[str, str]]:
@@ -101,7 +102,13 @@ def test_every_example_fits_its_schema():
 
 
 def test_every_model_example_validates_with_its_model():
-    models = [m for m in vars(schemas).values() if isinstance(m, type) and issubclass(m, BaseModel)]
+    modules = (payloads, own_schemas, v2_schemas, tfserving_schemas)
+    models = {
+        m
+        for module in modules
+        for m in vars(module).values()
+        if isinstance(m, type) and issubclass(m, BaseModel)
+    }
     with_examples = [m for m in models if openapi.examples_of(m)]
     assert len(with_examples) >= 18
     for model in with_examples:
@@ -111,9 +118,9 @@ def test_every_model_example_validates_with_its_model():
 
 def test_the_examples_are_realistic():
     examples = json.dumps(spec())
-    assert schemas.EXAMPLE_MODEL == "cats_vs_dogs" and '"cats_vs_dogs"' in examples
-    assert Image.open(io.BytesIO(base64.b64decode(schemas.EXAMPLE_PNG))).size == (1, 1)
-    assert sum(schemas.EXAMPLE_PROBABILITIES.values()) == pytest.approx(1)
+    assert payloads.EXAMPLE_MODEL == "cats_vs_dogs" and '"cats_vs_dogs"' in examples
+    assert Image.open(io.BytesIO(base64.b64decode(payloads.EXAMPLE_PNG))).size == (1, 1)
+    assert sum(payloads.EXAMPLE_PROBABILITIES.values()) == pytest.approx(1)
 
 
 def fill(path: str) -> str:

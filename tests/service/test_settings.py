@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service import create_app
+from service.http.app import create_app
 from service.settings import Settings, SettingsError, load
 from tests.helpers import REPO, app_config
 

@@ -182,7 +182,7 @@ def test_the_trained_model_is_served_with_its_classes_in_every_form(trained, dat
     """Train, publish, serve: three probabilities summing to 1, names as given, top_k."""
     import base64
 
-    from service import create_app
+    from service.http.app import create_app
     from tests.helpers import app_config
 
     config, _ = trained

@@ -5,7 +5,7 @@ import pytest
 
 from classifier import predictor as predictor_module
 from classifier.store import ModelStore
-from service import create_app
+from service.http.app import create_app
 from tests.helpers import app_config, jpeg_bytes, make_dataset, publish_model
 from training import evaluate, retrain
 from training import train as training

@@ -1,22 +1,22 @@
 """TensorFlow Serving's REST API: predict (row and columnar), classify, status and metadata.
 
 A JSON body on /v1/models/<name>:predict is TensorFlow Serving's request and gets its answer
-shape; multipart and raw image bodies there keep this service's own answer (service/views.py).
+shape; multipart and raw image bodies there keep this service's own answer (own.py).
 Errors are {"error": "message"}.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from flask import jsonify, request
+from flask import request
 from pydantic import BaseModel
 
-from service import inference, limits, schemas, status, tensors, views
-from service.current import registry, settings
-from service.inputs import Upload, decode_base64
-from service.observability import note_model
+from service.dataplane import Upload
+from service.protocols import own, status, tensors
+from service.protocols import tfserving_schemas as schemas
+from service.protocols.rest import answer, dataplane, decode_base64, parse
+from service.protocols.tensors import ProtocolError
 from service.registry import ServedModel, VersionNotFound
-from service.tensors import ProtocolError
 
 SIGNATURE = "serving_default"
 
@@ -24,28 +24,28 @@ SIGNATURE = "serving_default"
 def predict(name: str, version: int | None = None, label: str | None = None):
     """TensorFlow Serving's predict for JSON bodies; this service's own for the others."""
     if request.mimetype != "application/json":
-        return views.predict(name, _version(name, version, label))
+        return own.predict(name, _version(name, version, label))
     model = _model(name, version, label)
-    body = _parse(schemas.TfPredictRequest)
-    _check_signature(body.signature_name)
-    if (body.instances is None) == (body.inputs is None):
+    req = _parse(schemas.TfPredictRequest)
+    _check_signature(req.signature_name)
+    if (req.instances is None) == (req.inputs is None):
         raise ProtocolError('send either "instances" (row form) or "inputs" (columnar form)')
-    if body.instances is not None:
-        uploads = [_b64(item, f"instances[{i}]") for i, item in enumerate(body.instances)]
+    if req.instances is not None:
+        uploads = [_b64(item, f"instances[{i}]") for i, item in enumerate(req.instances)]
     else:
-        uploads = _columnar(body.inputs)
+        uploads = _columnar(req.inputs)
     probabilities, labels = _run(model, uploads)
-    if body.instances is not None:
+    if req.instances is not None:
         rows = [
             {tensors.PROBABILITIES: p, tensors.LABEL: label}
             for p, label in zip(probabilities.tolist(), labels, strict=True)
         ]
-        answer = schemas.TfPredictResponse(predictions=rows)
+        body = schemas.TfPredictResponse(predictions=rows)
     else:
-        answer = schemas.TfPredictResponse(
+        body = schemas.TfPredictResponse(
             outputs={tensors.PROBABILITIES: probabilities.tolist(), tensors.LABEL: labels}
         )
-    return _respond(answer, model)
+    return _respond(body, model)
 
 
 def classify(name: str, version: int | None = None, label: str | None = None):
@@ -62,18 +62,18 @@ def classify(name: str, version: int | None = None, label: str | None = None):
 def version_status(name: str, version: int | None = None, label: str | None = None):
     """GetModelStatus for one version (the whole model is on GET /v1/models/<name>)."""
     wanted = _version(name, version, label)
-    entries = [e for e in status.versions(registry().find(name)) if e.version == wanted]
+    entries = [e for e in status.versions(dataplane().state(name)) if e.version == wanted]
     if not entries:
         raise VersionNotFound(f"version {wanted} of model {name!r} is not in the store")
-    answer = schemas.TfModelStatus(model_version_status=[status.tf_version_status(entries[0])])
-    return jsonify(schemas.dump(answer))
+    return answer(
+        schemas.TfModelStatus(model_version_status=[status.tf_version_status(entries[0])])
+    )
 
 
 def metadata(name: str, version: int | None = None, label: str | None = None):
     """GetModelMetadata: the signature of the serving_default predict signature."""
     model = _model(name, version, label)
-    answer = describe_signature(model.name, model.version, len(model.predictor.class_names))
-    return jsonify(schemas.dump(answer))
+    return answer(describe_signature(model.name, model.version, len(model.predictor.class_names)))
 
 
 def describe_signature(name: str, version: int, classes: int) -> schemas.TfModelMetadata:
@@ -97,24 +97,15 @@ def describe_signature(name: str, version: int, classes: int) -> schemas.TfModel
 
 def _version(name: str, version: int | None, label: str | None) -> int | None:
     """The version a label names (VERSION_LABELS), else the version given."""
-    if label is None:
-        return version
-    labels = settings().labels
-    if label not in labels:
-        raise VersionNotFound(
-            f"model {name!r} has no version labelled {label!r}; labels: {sorted(labels)}"
-        )
-    return labels[label]
+    return version if label is None else dataplane().labelled(name, label)
 
 
 def _model(name: str, version: int | None, label: str | None) -> ServedModel:
-    model = registry().get(name, _version(name, version, label))
-    note_model(model.name, model.version)
-    return model
+    return dataplane().model(name, _version(name, version, label))
 
 
 def _parse(payload: type[BaseModel]):
-    return limits.parse(payload, request.get_data(cache=False), "the body", "body")
+    return parse(payload, request.get_data(cache=False), "the body", "body")
 
 
 def _check_signature(signature: str | None) -> None:
@@ -145,10 +136,8 @@ def _columnar(inputs: object) -> list[Upload]:
 def _run(model: ServedModel, uploads: list[Upload]) -> tuple[np.ndarray, list[str]]:
     if not uploads:
         raise ProtocolError("the request holds no image")
-    return inference.tensors(model, uploads)
+    return dataplane().classify(model, uploads)
 
 
-def _respond(answer: BaseModel, model: ServedModel):
-    response = jsonify(schemas.dump(answer))
-    response.headers["X-Model-Version"] = str(model.version)
-    return response
+def _respond(body: BaseModel, model: ServedModel):
+    return answer(body, model.version)

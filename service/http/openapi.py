@@ -1,5 +1,6 @@
-"""The OpenAPI 3.1 document, generated from the route table (service/routes.py), the payload
-models (service/schemas.py) and the error table (service/errors.py): nothing is written twice."""
+"""The OpenAPI 3.1 document, generated from the route table (service/http/routes.py), the
+payload models (service/protocols/*_schemas.py) and the error table (service/errors.py):
+nothing is written twice."""
 
 from __future__ import annotations
 
@@ -12,8 +13,18 @@ from pydantic.json_schema import models_json_schema
 
 from classifier.spec import ALLOWED_FORMATS, DEFAULT_SPEC
 from classifier.store import NAME_PATTERN
-from service import docs_page, schemas, tfserving, v2
 from service.errors import ERRORS, http_status
+from service.http import docs_page
+from service.protocols import tfserving, v2
+from service.protocols.own_schemas import InstancesRequest, MultipartImages
+from service.protocols.payloads import EXAMPLE_MODEL, EXAMPLE_PROBABILITIES, dump
+from service.protocols.tfserving_schemas import (
+    TfClassifyRequest,
+    TfModelMetadata,
+    TfPredictRequest,
+    TfPredictResponse,
+)
+from service.protocols.v2_schemas import V2InferRequest, V2ModelMetadata, V2ServerMetadata
 from service.settings import Settings
 
 REF = "#/components/schemas/{model}"
@@ -25,7 +36,7 @@ PARAMETERS = {
         "also list the k most probable classes, best first (1 to the model's class count)",
     ),
     "name": (
-        {"type": "string", "pattern": NAME_PATTERN, "examples": [schemas.EXAMPLE_MODEL]},
+        {"type": "string", "pattern": NAME_PATTERN, "examples": [EXAMPLE_MODEL]},
         "model name",
     ),
     "version": (
@@ -63,19 +74,17 @@ BODIES: dict[str, dict] = {
             "Serving's request and gets its answer; on /predict it gets this service's own."
         ),
         "content": {
-            "multipart/form-data": {"schema": _ref(schemas.MultipartImages)},
+            "multipart/form-data": {"schema": _ref(MultipartImages)},
             "image/*": {"schema": BINARY},
             "application/octet-stream": {"schema": BINARY},
             "application/json": {
-                "schema": {
-                    "anyOf": [_ref(schemas.InstancesRequest), _ref(schemas.TfPredictRequest)]
-                }
+                "schema": {"anyOf": [_ref(InstancesRequest), _ref(TfPredictRequest)]}
             },
         },
     },
     "tf_classify": {
         "required": True,
-        "content": {"application/json": {"schema": _ref(schemas.TfClassifyRequest)}},
+        "content": {"application/json": {"schema": _ref(TfClassifyRequest)}},
     },
     "v2_infer": {
         "required": True,
@@ -84,17 +93,17 @@ BODIES: dict[str, dict] = {
             "(Inference-Header-Content-Length bytes) followed by the tensors' bytes."
         ),
         "content": {
-            "application/json": {"schema": _ref(schemas.V2InferRequest)},
+            "application/json": {"schema": _ref(V2InferRequest)},
             "application/octet-stream": {"schema": BINARY},
         },
     },
 }
 BODY_MODELS = (
-    schemas.InstancesRequest,
-    schemas.TfPredictRequest,
-    schemas.MultipartImages,
-    schemas.TfClassifyRequest,
-    schemas.V2InferRequest,
+    InstancesRequest,
+    TfPredictRequest,
+    MultipartImages,
+    TfClassifyRequest,
+    V2InferRequest,
 )
 
 
@@ -105,7 +114,7 @@ SECURITY_SCHEMES = {
 
 
 def document(routes, keyed: Callable[[str], bool] | None = None) -> dict:
-    """The whole document for `routes` (service.routes.ROUTES); `keyed(path)` says which
+    """The whole document for `routes` (service.http.routes.ROUTES); `keyed(path)` says which
     paths need an API key (none when API keys are off)."""
     paths: dict[str, dict] = defaultdict(dict)
     for route in routes:
@@ -213,15 +222,16 @@ def _request_models(route) -> tuple[type[BaseModel], ...]:
     """The models whose examples fit the route's JSON body."""
     if route.body != "predict":
         ref = BODIES[route.body]["content"]["application/json"]["schema"]["$ref"]
-        return (getattr(schemas, ref.rsplit("/", 1)[1]),)
+        name = ref.rsplit("/", 1)[1]
+        return tuple(m for m in BODY_MODELS if m.__name__ == name)
     # JSON on /v1/models/...:predict is TensorFlow Serving's request; on /predict, our own.
-    if schemas.TfPredictResponse in _models(route.answer):
-        return (schemas.TfPredictRequest,)
-    return (schemas.InstancesRequest,)
+    if TfPredictResponse in _models(route.answer):
+        return (TfPredictRequest,)
+    return (InstancesRequest,)
 
 
 def examples_of(model: type[BaseModel]) -> list:
-    """A model's example bodies: declared on it (service/schemas.py), or derived here."""
+    """A model's example bodies: declared on it (its protocol's schemas module), or derived here."""
     if model in DERIVED_EXAMPLES:
         return DERIVED_EXAMPLES[model]
     return (model.model_config.get("json_schema_extra") or {}).get("examples", [])
@@ -255,23 +265,21 @@ def _answer_examples(answer) -> dict[str, dict]:
 
 
 def _v2_model_metadata() -> dict:
-    classes = tuple(schemas.EXAMPLE_PROBABILITIES)
+    classes = tuple(EXAMPLE_PROBABILITIES)
     max_images = Settings.model_fields["max_images_per_request"].default
-    model = v2.describe_model(
-        schemas.EXAMPLE_MODEL, [3], "onnx", DEFAULT_SPEC.shape, classes, max_images
-    )
-    return schemas.dump(model)
+    model = v2.describe_model(EXAMPLE_MODEL, [3], "onnx", DEFAULT_SPEC.shape, classes, max_images)
+    return dump(model)
 
 
 def _tf_model_metadata() -> dict:
-    classes = len(schemas.EXAMPLE_PROBABILITIES)
-    return schemas.dump(tfserving.describe_signature(schemas.EXAMPLE_MODEL, 3, classes))
+    classes = len(EXAMPLE_PROBABILITIES)
+    return dump(tfserving.describe_signature(EXAMPLE_MODEL, 3, classes))
 
 
-# Examples naming constants of modules that import service.schemas, so that they cannot be
+# Examples naming constants of modules that import the schemas modules, so that they cannot be
 # declared there: the V2 server's name and extensions, the platforms, the TF signature.
 DERIVED_EXAMPLES: dict[type[BaseModel], list] = {
-    schemas.V2ServerMetadata: [schemas.dump(v2.server_description())],
-    schemas.V2ModelMetadata: [_v2_model_metadata()],
-    schemas.TfModelMetadata: [_tf_model_metadata()],
+    V2ServerMetadata: [dump(v2.server_description())],
+    V2ModelMetadata: [_v2_model_metadata()],
+    TfModelMetadata: [_tf_model_metadata()],
 }

@@ -4,6 +4,9 @@ Request threads `submit` images into a bounded queue; one inference thread per m
 to `max_batch_size` of them, waiting at most `timeout_s` after the first, pads the batch to
 the next allowed size (powers of two up to the maximum, so the runtime sees few shapes and
 its memory stays bounded), runs it, and hands each caller its own results.
+
+No HTTP here: the service's data plane (service/dataplane.py) and the in-process client
+(client/local.py) both use it.
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ class Batcher:
         return [item.future for item in items]
 
     def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
-        """Submit and wait; raises DeadlineExceeded (504) when the answer is not back in time."""
+        """Submit and wait; raises DeadlineExceeded when the answer is not back in time."""
         deadline = time.monotonic() + timeout_s
         futures = self.submit(images, deadline)
         results = []

@@ -1,26 +1,36 @@
-"""Bounds on what a request body may cost before any model sees it: the whole body within
-MAX_UPLOAD_BYTES even when it comes chunked, and JSON within its own size and depth."""
+"""What the REST adapters share: this app's data plane and settings, JSON bodies read within
+MAX_JSON_BYTES and MAX_JSON_DEPTH, and JSON answers naming the version that answered."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 
-from flask import Flask, request
+from flask import Response, current_app, jsonify
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import RequestEntityTooLarge
 
-from service.current import settings
+from service.dataplane import DataPlane
 from service.errors import RequestError
-from service.tensors import ProtocolError
+from service.protocols.payloads import dump
+from service.protocols.tensors import ProtocolError
+from service.settings import Settings
 
 
-def install(app: Flask) -> None:
-    @app.before_request
-    def _chunked_body_within_limit() -> None:
-        """Werkzeug stops reading a chunked body at the limit without a word: refuse it."""
-        chunked = request.content_length is None and request.headers.get("Transfer-Encoding")
-        if chunked and len(request.get_data(cache=True)) >= app.config["MAX_CONTENT_LENGTH"]:
-            raise RequestEntityTooLarge()
+def dataplane() -> DataPlane:
+    return current_app.extensions["dataplane"]
+
+
+def settings() -> Settings:
+    return dataplane().settings
+
+
+def answer(payload: BaseModel, version: int | None = None) -> Response:
+    """The payload as JSON; with `version`, the X-Model-Version header of predict answers."""
+    response = jsonify(dump(payload))
+    if version is not None:
+        response.headers["X-Model-Version"] = str(version)
+    return response
 
 
 def read_json(data: bytes, what: str) -> object:
@@ -70,3 +80,13 @@ def parse(payload: type[BaseModel], data: bytes, what: str, whole: str) -> BaseM
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or whole
         raise ProtocolError(f"{where}: {first['msg']}") from None
+
+
+def decode_base64(text: object, where: str) -> bytes:
+    """Strict base64 (no stray characters); `where` names the field in the error."""
+    try:
+        if not isinstance(text, str):
+            raise ValueError
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(f"{where} is not valid base64", code="invalid_base64") from None

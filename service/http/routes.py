@@ -1,5 +1,5 @@
-"""The route table: every operation of every protocol, its view, and what /openapi.json says
-of it. Flask's rules, the inference metrics and the OpenAPI document are all derived here."""
+"""The route table: every HTTP operation of every protocol, its view, and what /openapi.json
+says of it. Flask's rules, the inference metrics and the OpenAPI document are all derived here."""
 
 from __future__ import annotations
 
@@ -10,13 +10,18 @@ from functools import cache
 from flask import Blueprint, Flask, g, jsonify, request
 from pydantic import BaseModel
 
-from service import auth, docs_page, openapi, schemas, tfserving, v2, views
-from service.current import settings
+from service import keys
 from service.errors import STATUS
+from service.http import docs_page, openapi, pages
+from service.protocols import own, tfserving, v2_rest, v2_schemas
+from service.protocols import own_schemas as schemas
+from service.protocols import tfserving_schemas as tf_schemas
+from service.protocols.payloads import ErrorResponse, SimpleError
+from service.protocols.rest import settings
 from service.settings import Settings
 
 # A predict request can meet every error but those of routing (and of keys: documented only
-# where keys are on, see service/openapi.py).
+# where keys are on, see service/http/openapi.py).
 NOT_PREDICT = ("not_found", "method_not_allowed", "unauthorized")
 PREDICT_ERRORS = tuple(code for code in STATUS if code not in NOT_PREDICT)
 OWN_PREDICT_ERRORS = tuple(code for code in PREDICT_ERRORS if code != "invalid_request")
@@ -35,11 +40,11 @@ class Route:
     summary: str
     answer: Answer  # the 200 body: payload model(s), or a media type
     description: str = ""
-    body: str | None = None  # a request body kind of service.openapi.BODIES
+    body: str | None = None  # a request body kind of service.http.openapi.BODIES
     errors: tuple[str, ...] = ()  # error codes it can answer with (service/errors.py)
-    error_shapes: tuple[type[BaseModel], ...] = (schemas.ErrorResponse,)
+    error_shapes: tuple[type[BaseModel], ...] = (ErrorResponse,)
     not_ready: type[BaseModel] | None = None  # a 503 body other than an error
-    query: tuple[str, ...] = ()  # query parameters (service.openapi.PARAMETERS)
+    query: tuple[str, ...] = ()  # query parameters (service.http.openapi.PARAMETERS)
     inference: bool = False  # counted in the inference metrics
     tags: tuple[str, ...] = ()
 
@@ -55,12 +60,12 @@ class Route:
 
 
 OWN, V2, TF = ("this service",), ("Open Inference Protocol (V2)",), ("TensorFlow Serving",)
-SIMPLE = (schemas.SimpleError,)
-EITHER = (schemas.ErrorResponse, schemas.SimpleError)
+SIMPLE = (SimpleError,)
+EITHER = (ErrorResponse, SimpleError)
 
 
 def _predict(path: str, summary: str, view: Callable, answer: Answer, shapes) -> Route:
-    own = shapes == (schemas.ErrorResponse,)
+    own = shapes == (ErrorResponse,)
     return Route(
         "POST", path, view, summary, answer, body="predict",
         errors=OWN_PREDICT_ERRORS if own else PREDICT_ERRORS, error_shapes=shapes,
@@ -76,38 +81,38 @@ def _v2(method: str, path: str, view: Callable, summary: str, answer: Answer, **
     return Route(method, path, view, summary, answer, error_shapes=SIMPLE, tags=V2, **kw)
 
 
-BOTH = (schemas.PredictResponse, schemas.TfPredictResponse)
+BOTH = (schemas.PredictResponse, tf_schemas.TfPredictResponse)
 
 ROUTES: tuple[Route, ...] = (
-    _predict("/predict", "Predict with the default model", views.predict_default, schemas.PredictResponse, (schemas.ErrorResponse,)),
+    _predict("/predict", "Predict with the default model", own.predict_default, schemas.PredictResponse, (ErrorResponse,)),
     _predict("/v1/models/{name}:predict", "Predict with a model", tfserving.predict, BOTH, EITHER),
     _predict("/v1/models/{name}/versions/{version}:predict", "Predict with a model version", tfserving.predict, BOTH, EITHER),
     _predict("/v1/models/{name}/labels/{label}:predict", "Predict with a labelled version", tfserving.predict, BOTH, EITHER),
-    _tf("POST", "/v1/models/{name}:classify", tfserving.classify, "Classify (TensorFlow Serving)", schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
-    _tf("POST", "/v1/models/{name}/versions/{version}:classify", tfserving.classify, "Classify with a version (TensorFlow Serving)", schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
-    _tf("POST", "/v1/models/{name}/labels/{label}:classify", tfserving.classify, "Classify with a labelled version (TensorFlow Serving)", schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
-    Route("GET", "/v1/models", views.list_models, "List models", schemas.ModelList, tags=OWN),
-    Route("GET", "/v1/models/{name}", views.model_status, "Model status", schemas.ModelStatus, "versions, states, metadata, and TensorFlow Serving's model_version_status", errors=("model_not_found",), tags=OWN + TF),
-    _tf("GET", "/v1/models/{name}/versions/{version}", tfserving.version_status, "Version status (TensorFlow Serving)", schemas.TfModelStatus, errors=("model_not_found", "version_not_found")),
-    _tf("GET", "/v1/models/{name}/labels/{label}", tfserving.version_status, "Labelled version status (TensorFlow Serving)", schemas.TfModelStatus, errors=("model_not_found", "version_not_found")),
-    _tf("GET", "/v1/models/{name}/metadata", tfserving.metadata, "Model metadata (TensorFlow Serving)", schemas.TfModelMetadata, errors=LOOKUP_ERRORS),
-    _tf("GET", "/v1/models/{name}/versions/{version}/metadata", tfserving.metadata, "Version metadata (TensorFlow Serving)", schemas.TfModelMetadata, errors=LOOKUP_ERRORS),
-    _v2("GET", "/v2", v2.server_metadata, "Server metadata (V2)", schemas.V2ServerMetadata),
-    _v2("GET", "/v2/health/live", v2.live, "Server live (V2)", schemas.V2Live),
-    _v2("GET", "/v2/health/ready", v2.ready, "Server ready (V2)", schemas.V2Ready, errors=("model_not_ready",)),
-    _v2("GET", "/v2/models/{name}", v2.model_metadata, "Model metadata (V2)", schemas.V2ModelMetadata, errors=LOOKUP_ERRORS),
-    _v2("GET", "/v2/models/{name}/versions/{version}", v2.model_metadata, "Version metadata (V2)", schemas.V2ModelMetadata, errors=LOOKUP_ERRORS),
-    _v2("GET", "/v2/models/{name}/ready", v2.model_ready, "Model ready (V2)", schemas.V2ModelReady, errors=LOOKUP_ERRORS),
-    _v2("GET", "/v2/models/{name}/versions/{version}/ready", v2.model_ready, "Version ready (V2)", schemas.V2ModelReady, errors=LOOKUP_ERRORS),
-    _v2("POST", "/v2/models/{name}/infer", v2.infer, "Infer (V2)", schemas.V2InferResponse, body="v2_infer", errors=PREDICT_ERRORS, inference=True),
-    _v2("POST", "/v2/models/{name}/versions/{version}/infer", v2.infer, "Infer with a version (V2)", schemas.V2InferResponse, body="v2_infer", errors=PREDICT_ERRORS, inference=True),
-    Route("GET", "/healthz", views.healthz, "Liveness", schemas.Health, "the process is alive", tags=OWN),
-    Route("GET", "/readyz", views.readyz, "Readiness", schemas.Readiness, "the default model is loaded and warmed up", not_ready=schemas.Readiness, tags=OWN),
-    Route("GET", "/metrics", views.prometheus_metrics, "Prometheus metrics", "text/plain", "Prometheus text exposition format", tags=OWN),
+    _tf("POST", "/v1/models/{name}:classify", tfserving.classify, "Classify (TensorFlow Serving)", tf_schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
+    _tf("POST", "/v1/models/{name}/versions/{version}:classify", tfserving.classify, "Classify with a version (TensorFlow Serving)", tf_schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
+    _tf("POST", "/v1/models/{name}/labels/{label}:classify", tfserving.classify, "Classify with a labelled version (TensorFlow Serving)", tf_schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
+    Route("GET", "/v1/models", own.list_models, "List models", schemas.ModelList, tags=OWN),
+    Route("GET", "/v1/models/{name}", own.model_status, "Model status", schemas.ModelStatus, "versions, states, metadata, and TensorFlow Serving's model_version_status", errors=("model_not_found",), tags=OWN + TF),
+    _tf("GET", "/v1/models/{name}/versions/{version}", tfserving.version_status, "Version status (TensorFlow Serving)", tf_schemas.TfModelStatus, errors=("model_not_found", "version_not_found")),
+    _tf("GET", "/v1/models/{name}/labels/{label}", tfserving.version_status, "Labelled version status (TensorFlow Serving)", tf_schemas.TfModelStatus, errors=("model_not_found", "version_not_found")),
+    _tf("GET", "/v1/models/{name}/metadata", tfserving.metadata, "Model metadata (TensorFlow Serving)", tf_schemas.TfModelMetadata, errors=LOOKUP_ERRORS),
+    _tf("GET", "/v1/models/{name}/versions/{version}/metadata", tfserving.metadata, "Version metadata (TensorFlow Serving)", tf_schemas.TfModelMetadata, errors=LOOKUP_ERRORS),
+    _v2("GET", "/v2", v2_rest.server_metadata, "Server metadata (V2)", v2_schemas.V2ServerMetadata),
+    _v2("GET", "/v2/health/live", v2_rest.live, "Server live (V2)", v2_schemas.V2Live),
+    _v2("GET", "/v2/health/ready", v2_rest.ready, "Server ready (V2)", v2_schemas.V2Ready, errors=("model_not_ready",)),
+    _v2("GET", "/v2/models/{name}", v2_rest.model_metadata, "Model metadata (V2)", v2_schemas.V2ModelMetadata, errors=LOOKUP_ERRORS),
+    _v2("GET", "/v2/models/{name}/versions/{version}", v2_rest.model_metadata, "Version metadata (V2)", v2_schemas.V2ModelMetadata, errors=LOOKUP_ERRORS),
+    _v2("GET", "/v2/models/{name}/ready", v2_rest.model_ready, "Model ready (V2)", v2_schemas.V2ModelReady, errors=LOOKUP_ERRORS),
+    _v2("GET", "/v2/models/{name}/versions/{version}/ready", v2_rest.model_ready, "Version ready (V2)", v2_schemas.V2ModelReady, errors=LOOKUP_ERRORS),
+    _v2("POST", "/v2/models/{name}/infer", v2_rest.infer, "Infer (V2)", v2_schemas.V2InferResponse, body="v2_infer", errors=PREDICT_ERRORS, inference=True),
+    _v2("POST", "/v2/models/{name}/versions/{version}/infer", v2_rest.infer, "Infer with a version (V2)", v2_schemas.V2InferResponse, body="v2_infer", errors=PREDICT_ERRORS, inference=True),
+    Route("GET", "/healthz", own.healthz, "Liveness", schemas.Health, "the process is alive", tags=OWN),
+    Route("GET", "/readyz", own.readyz, "Readiness", schemas.Readiness, "the default model is loaded and warmed up", not_ready=schemas.Readiness, tags=OWN),
+    Route("GET", "/metrics", pages.prometheus_metrics, "Prometheus metrics", "text/plain", "Prometheus text exposition format", tags=OWN),
     Route("GET", "/openapi.json", lambda: jsonify(spec(settings())), "API description", "application/json", tags=OWN),
     Route("GET", "/docs", lambda: docs_page.page(spec(settings())), "API documentation page", "text/html", "Swagger UI over /openapi.json, for people", tags=OWN),
     Route("GET", "/docs/assets/{filename}", docs_page.asset, "API documentation page asset", "text/*", "Swagger UI's JavaScript (`text/javascript`) or CSS (`text/css`), shipped by the flask-swagger-ui package", errors=("not_found",), tags=OWN),
-    Route("GET", "/", views.demo, "Demo page", "text/html", "drop an image, see the prediction", tags=OWN),
+    Route("GET", "/", pages.demo, "Demo page", "text/html", "drop an image, see the prediction", tags=OWN),
 )  # fmt: skip
 
 INFERENCE_RULES = frozenset(route.rule for route in ROUTES if route.inference)
@@ -122,7 +127,7 @@ def spec(settings: Settings | None = None) -> dict:
 @cache
 def _spec(keys_on: bool, exempt_paths: tuple[str, ...]) -> dict:
     """Built once per worker from the route table."""
-    keyed = (lambda path: not auth.exempt(path, exempt_paths)) if keys_on else None
+    keyed = (lambda path: not keys.exempt(path, exempt_paths)) if keys_on else None
     return openapi.document(ROUTES, keyed)
 
 

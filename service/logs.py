@@ -1,4 +1,5 @@
-"""Request ids, one JSON log line per request, HTTP metrics, and JSON logging for the app."""
+"""JSON logging for every process of the service: one JSON object per line on stderr, gunicorn's
+own lines included, written by one thread per worker."""
 
 from __future__ import annotations
 
@@ -8,18 +9,8 @@ import logging
 import logging.config
 import logging.handlers
 import queue
-import re
-import time
-import uuid
 
-from flask import Flask, Response, g, request
 from gunicorn import glogging
-
-from service import metrics
-
-access_log = logging.getLogger("service.access")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -98,58 +89,3 @@ def write_from_one_thread() -> None:
     root.addHandler(_RecordQueue(records))
     listener.start()
     atexit.register(listener.stop)  # writes what is queued before the worker exits
-
-
-def note_model(model: str, version: int) -> None:
-    """The model a predict request went to, for the access log line and the metrics."""
-    g.model, g.version = model, version
-
-
-def note_images(images: int) -> None:
-    g.images = images
-
-
-def install(app: Flask, inference_rules: frozenset[str]) -> None:
-    """Request ids, metrics and the access log; `inference_rules` count as predictions."""
-
-    @app.before_request
-    def _start() -> None:
-        g.started = time.perf_counter()
-        given = request.headers.get("X-Request-ID", "")
-        g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-
-    @app.after_request
-    def _finish(response: Response) -> Response:
-        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        method = request.method if request.method in _METHODS else "other"  # bounded labels
-        metrics.HTTP_REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
-        metrics.HTTP_LATENCY.labels(endpoint).observe(elapsed)
-        model = g.get("model")
-        if endpoint in inference_rules:
-            if response.status_code == 200:
-                metrics.INFERENCE_SUCCESS.labels(model, str(g.get("version"))).inc()
-            else:  # "-" when no served model was named: client input never becomes a label
-                reason = g.get("error_code", str(response.status_code))
-                metrics.INFERENCE_FAILURE.labels(model or "-", reason).inc()
-        fields = {
-            "event": "request",
-            "request_id": g.get("request_id"),
-            "method": request.method,
-            "endpoint": endpoint,
-            "status": response.status_code,
-            "latency_ms": round(elapsed * 1000, 2),
-            "images": g.get("images", 0),
-            "model": model,
-            "version": g.get("version"),
-        }
-        if g.get("error_code"):
-            fields["error"] = g.error_code
-        if g.get("api_key"):  # the key's name, never the key
-            fields["api_key"] = g.api_key
-            metrics.API_KEY_REQUESTS.labels(g.api_key, str(response.status_code)).inc()
-        access_log.info(
-            "%s %s %s", request.method, endpoint, response.status_code, extra={"fields": fields}
-        )
-        return response

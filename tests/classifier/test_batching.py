@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batching import Batcher, DeadlineExceeded, QueueFull, pad_to, padded_sizes
+from classifier.batching import Batcher, DeadlineExceeded, QueueFull, pad_to, padded_sizes
 
 SHAPE = (2, 2, 3)
 

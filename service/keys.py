@@ -1,4 +1,5 @@
-"""Optional API keys: who may call the API, when API_KEYS_FILE names a key file.
+"""Optional API keys: who may call the API, when API_KEYS_FILE names a key file. The HTTP
+edge (service/http/auth.py) and the gRPC edge (service/grpc/calls.py) both check them here.
 
 The file holds one `name:sha256-of-the-key` line per key (comments with #); the keys
 themselves are never stored or logged. A key comes as `Authorization: Bearer <key>` or
@@ -22,8 +23,6 @@ import time
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-
-from flask import Flask, g, request
 
 from classifier.errors import ClassifierError
 
@@ -113,44 +112,27 @@ class KeyFile:
         return found
 
 
-def presented_keys() -> list[str]:
-    """The keys a request carries: `Authorization: Bearer`, `X-API-Key`, or both."""
-    keys = []
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        keys.append(value.strip())
-    if request.headers.get("X-API-Key"):
-        keys.append(request.headers["X-API-Key"])
-    return keys
-
-
 def exempt(path: str, patterns: tuple[str, ...]) -> bool:
+    """Whether a path (an HTTP path, or a gRPC method's /package.Service/Method) needs no key."""
     return any(fnmatchcase(path, p) if p.endswith("*") else path == p for p in patterns)
 
 
-def install(app: Flask, keys_file: str, exempt_paths: tuple[str, ...]) -> None:
-    """Require a known key on every path but the exempt ones (and CORS preflights)."""
-    if not keys_file:
-        return
-    keys = KeyFile(keys_file)
-
-    @app.before_request
-    def _require_key() -> None:
-        if exempt(request.path, exempt_paths) or _preflight():
-            return
-        presented = presented_keys()
-        if not presented:
-            raise Unauthorized(
-                "this API needs a key: send Authorization: Bearer <key> or X-API-Key: <key>"
-            )
-        names = [name for name in map(keys.identify, presented) if name is not None]
-        if not names:
-            raise Unauthorized("the API key is not valid")
-        g.api_key = names[0]
+def bearer(authorization: str) -> str | None:
+    """The key of an `Authorization: Bearer <key>` value."""
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def _preflight() -> bool:
-    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+def check(keys: KeyFile, presented: list[str]) -> str:
+    """The name of the first known key presented; Unauthorized when none is."""
+    if not presented:
+        raise Unauthorized(
+            "this API needs a key: send Authorization: Bearer <key> or X-API-Key: <key>"
+        )
+    names = [name for name in map(keys.identify, presented) if name is not None]
+    if not names:
+        raise Unauthorized("the API key is not valid")
+    return names[0]
 
 
 def new_key(name: str) -> tuple[str, str]:

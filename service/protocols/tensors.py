@@ -1,7 +1,8 @@
 """The tensors the inference protocols exchange with this service's models, and the binary
 tensor data extension's encoding (length-prefixed BYTES, raw little-endian numbers).
 
-service/v2.py and service/tfserving.py read requests into these types.
+The protocol adapters (v2.py, v2_rest.py, v2_grpc.py, tfserving.py) read requests into these
+types.
 """
 
 from __future__ import annotations

@@ -1,34 +1,23 @@
-"""Read the images of a predict request: multipart files, a raw image body, or JSON base64."""
+"""Read the images of this service's own predict request: multipart files, a raw image body,
+or JSON base64."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-from dataclasses import dataclass
-
-import numpy as np
 from flask import Request
 from pydantic import ValidationError
 
-from classifier.errors import ImageError
-from classifier.preprocess import decode_image
-from classifier.spec import InputSpec
+from service.dataplane import Upload
 from service.errors import RequestError
-from service.limits import read_json
-from service.schemas import InstancesRequest
+from service.protocols.own_schemas import InstancesRequest
+from service.protocols.rest import decode_base64, read_json
 
 FIELD = "image"
 JSON_SHAPE = '{"instances": [{"b64": "<base64 image>"}, ...]}'
 
 
-@dataclass(frozen=True)
-class Upload:
-    data: bytes
-    filename: str | None = None
-
-
-def read_uploads(request: Request, max_images: int) -> list[Upload]:
-    """The images in the request, in order; raises RequestError otherwise."""
+def read_uploads(request: Request) -> list[Upload]:
+    """The images in the request, in order (their count is checked by the data plane);
+    raises RequestError otherwise."""
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
         uploads = _from_multipart(request)
@@ -50,11 +39,6 @@ def read_uploads(request: Request, max_images: int) -> list[Upload]:
         )
     if not uploads:
         raise _missing("the request holds no image")
-    if len(uploads) > max_images:
-        raise RequestError(
-            f"{len(uploads)} images in one request; the limit is {max_images}",
-            code="too_many_images",
-        )
     return uploads
 
 
@@ -99,16 +83,6 @@ def _decode(encoded: list[str]) -> list[Upload]:
     return [Upload(decode_base64(text, f"instances[{i}].b64")) for i, text in enumerate(encoded)]
 
 
-def decode_base64(text: object, where: str) -> bytes:
-    """Strict base64 (no stray characters); `where` names the field in the error."""
-    try:
-        if not isinstance(text, str):
-            raise ValueError
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise RequestError(f"{where} is not valid base64", code="invalid_base64") from None
-
-
 def _bad_shape() -> RequestError:
     return RequestError(f"the JSON body must be {JSON_SHAPE}", code="invalid_json")
 
@@ -121,16 +95,3 @@ def _first_bad_instance(error: ValidationError) -> int | None:
         if len(e["loc"]) >= 2 and e["loc"][0] == "instances" and isinstance(e["loc"][1], int)
     ]
     return min(indexes) if indexes else None
-
-
-def decode_uploads(uploads: list[Upload], spec: InputSpec, max_pixels: int) -> np.ndarray:
-    """Decode in the request thread, in parallel with the model; the error names the file."""
-    images = np.empty((len(uploads), *spec.shape), dtype=np.uint8)
-    for index, upload in enumerate(uploads):
-        try:
-            images[index] = decode_image(upload.data, spec, max_pixels=max_pixels)
-        except ImageError as exc:
-            exc.message = f"{upload.filename or f'image {index}'}: {exc.message}"
-            exc.details = {"index": index, "filename": upload.filename}
-            raise
-    return images

@@ -1,0 +1,121 @@
+"""The data plane: the one path from every protocol to the models.
+
+Own REST, the Open Inference Protocol over REST and gRPC, and TensorFlow Serving's REST API
+are thin adapters over it (service/protocols/): each reads its request into images (encoded
+files, or pixels) and writes the answer back in its own shape; the lookup, the limits, the
+queue room, the decoding and the batcher are here, once. No Flask and no grpc here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from classifier.errors import ImageError
+from classifier.preprocess import decode_image
+from classifier.spec import InputSpec
+from service import calls
+from service.errors import RequestError
+from service.registry import ModelState, Registry, ServedModel, VersionNotFound
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One encoded image file as a request carried it."""
+
+    data: bytes
+    filename: str | None = None
+
+
+Images = Sequence[Upload] | np.ndarray  # encoded files, or pixels [N, H, W, 3]
+
+
+class DataPlane:
+    """Health, lookups and inference for every protocol of one worker."""
+
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+
+    # -- health -------------------------------------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        """The default model is loaded and warmed up."""
+        return self.registry.ready()
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    def model(self, name: str, version: int | None = None) -> ServedModel:
+        """The version serving `name` (the newest loaded without `version`), noted on the call;
+        ModelNotFound, VersionNotFound or ModelNotReady otherwise."""
+        model = self.registry.get(name, version)
+        calls.note_model(model.name, model.version)
+        return model
+
+    def state(self, name: str) -> ModelState:
+        """Every version of `name` and what the store scan found (ModelNotFound if unknown)."""
+        return self.registry.find(name)
+
+    def labelled(self, name: str, label: str) -> int:
+        """The version a label names (VERSION_LABELS)."""
+        labels = self.settings.labels
+        if label not in labels:
+            raise VersionNotFound(
+                f"model {name!r} has no version labelled {label!r}; labels: {sorted(labels)}"
+            )
+        return labels[label]
+
+    # -- inference ----------------------------------------------------------------------------
+
+    def check_count(self, n: int) -> None:
+        """At most MAX_IMAGES_PER_REQUEST images in one request (a protocol may check a
+        declared count early, before reading any image)."""
+        limit = self.settings.max_images_per_request
+        if n > limit:
+            raise RequestError(
+                f"{n} images in one request; the limit is {limit}", code="too_many_images"
+            )
+
+    def predict(
+        self, model: ServedModel, images: Images, timeout_s: float | None = None
+    ) -> np.ndarray:
+        """Class probabilities (n, C) in class order, through the model's batcher: the count
+        limit, then queue room (overload costs no decoding), then decoding in this thread,
+        in parallel with the model. `timeout_s` shortens REQUEST_DEADLINE_MS (a call's own
+        deadline)."""
+        calls.note_images(len(images))
+        self.check_count(len(images))
+        model.batcher.check_room(len(images))
+        if not isinstance(images, np.ndarray):
+            images = decode_uploads(images, model.spec, self.settings.max_image_pixels)
+        deadline_s = self.settings.request_deadline_ms / 1000
+        if timeout_s is not None:
+            deadline_s = min(deadline_s, max(0.0, timeout_s))
+        return model.batcher.predict(images, deadline_s)
+
+    def classify(
+        self, model: ServedModel, images: Images, timeout_s: float | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """For the protocols' tensors: float32 probabilities [N, C] in class order, and the
+        label answered for each image."""
+        probs = self.predict(model, images, timeout_s)
+        return probs.astype(np.float32), model.predictor.labels(probs)
+
+
+def decode_uploads(uploads: Sequence[Upload], spec: InputSpec, max_pixels: int) -> np.ndarray:
+    """Decode each file to the model's input; the error names the file (or its index)."""
+    images = np.empty((len(uploads), *spec.shape), dtype=np.uint8)
+    for index, upload in enumerate(uploads):
+        try:
+            images[index] = decode_image(upload.data, spec, max_pixels=max_pixels)
+        except ImageError as exc:
+            exc.message = f"{upload.filename or f'image {index}'}: {exc.message}"
+            exc.details = {"index": index, "filename": upload.filename}
+            raise
+    return images

@@ -1,0 +1,133 @@
+"""Every gRPC call, whatever its service: its request id (the `x-request-id` metadata when well
+formed, sent back in the initial metadata), the API key check (`authorization: Bearer <key>` or
+`x-api-key` metadata), its error answered with the status code of service/errors.py and the
+message, one access log line and the gRPC metrics, as the HTTP edge does for a request."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from classifier.errors import ClassifierError
+from service import access, calls, keys, metrics
+from service.errors import STATUS, grpc_status, http_status
+
+log = logging.getLogger(__name__)
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+Failure = tuple[grpc.StatusCode, str]
+
+
+class CallInterceptor(grpc.ServerInterceptor):
+    """Wraps every method handler of the server (inference, health, reflection)."""
+
+    def __init__(self, key_file: keys.KeyFile | None, exempt_paths: tuple[str, ...]) -> None:
+        self.key_file = key_file
+        self.exempt_paths = exempt_paths
+
+    def intercept_service(
+        self, continuation: Callable, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(details)
+        if handler is None:  # an unknown method: grpc answers UNIMPLEMENTED
+            return None
+        method = details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:  # health's Watch
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:  # reflection
+            return grpc.stream_stream_rpc_method_handler(
+                self._stream(handler.stream_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _unary(self, behavior: Callable, method: str) -> Callable:
+        def call(request, context: grpc.ServicerContext):
+            metadata = dict(context.invocation_metadata())
+            record = calls.begin(metadata.get("x-request-id"))
+            response, failure = None, None
+            try:
+                context.send_initial_metadata((("x-request-id", record.request_id),))
+                self._authorize(method, metadata)
+                response = behavior(request, context)
+            except ClassifierError as exc:
+                failure = refusal(exc)
+            except Exception:
+                failure = unexpected(context, method)
+            finally:
+                _finish(record, method, failure[0] if failure else grpc.StatusCode.OK)
+            if failure is not None:
+                context.abort(*failure)
+            return response
+
+        return call
+
+    def _stream(self, behavior: Callable, method: str) -> Callable:
+        def call(request, context: grpc.ServicerContext) -> Iterator:
+            try:
+                self._authorize(method, dict(context.invocation_metadata()))
+            except ClassifierError as exc:
+                context.abort(*refusal(exc))
+            yield from behavior(request, context)
+
+        return call
+
+    def _authorize(self, method: str, metadata: dict[str, str]) -> None:
+        """With API keys on, every method but the exempt ones needs a known key."""
+        if self.key_file is None or keys.exempt(method, self.exempt_paths):
+            return
+        presented = []
+        key = keys.bearer(metadata.get("authorization", ""))
+        if key:
+            presented.append(key)
+        if metadata.get("x-api-key"):
+            presented.append(metadata["x-api-key"])
+        calls.note_api_key(keys.check(self.key_file, presented))
+
+
+def refusal(exc: ClassifierError) -> Failure:
+    """The status code and message a coded error is answered with (as the HTTP edge does:
+    a code missing from the table is a bug, answered INTERNAL; server errors are logged)."""
+    if exc.code not in STATUS:
+        log.error("unmapped error %s: %s", exc.code, exc.message)
+        calls.note_error("internal_error")
+        return grpc.StatusCode.INTERNAL, "internal server error"
+    if http_status(exc.code) >= 500:
+        log.error("%s: %s", exc.code, exc.message)
+    calls.note_error(exc.code)
+    return grpc.StatusCode[grpc_status(exc.code)], exc.message
+
+
+def unexpected(context: grpc.ServicerContext, method: str) -> Failure:
+    """A bug (logged, INTERNAL without details), or a call its client gave up on meanwhile."""
+    if not context.is_active():  # logged with the status CANCELLED, no error code of ours
+        return grpc.StatusCode.CANCELLED, "the call ended before its answer"
+    log.exception("unhandled error in %s", method)
+    calls.note_error("internal_error")
+    return grpc.StatusCode.INTERNAL, "internal server error"
+
+
+def _finish(record: calls.Call, method: str, code: grpc.StatusCode) -> None:
+    metrics.GRPC_REQUESTS.labels(method, code.name).inc()
+    metrics.GRPC_LATENCY.labels(method).observe(record.elapsed())
+    access.finish(
+        record,
+        method="GRPC",
+        endpoint=method,
+        status=code.name,
+        ok=code == grpc.StatusCode.OK,
+        inference=method == INFER_METHOD,
+    )
+    calls.end()

@@ -1,0 +1,81 @@
+"""The Flask app: gunicorn runs `service.http.app:create_app()` in each worker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from flask import Flask
+
+from classifier.runtimes import RuntimeOptions
+from classifier.store import ModelStore
+from service import logs, settings
+from service.dataplane import DataPlane
+from service.http import auth, cors, limits, observability, routes
+from service.http.errors import register_error_handlers
+from service.loader import BatchingOptions, Loader
+from service.registry import Registry
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
+    """Defaults, then environment, then `config`; then load the models into this process.
+
+    `config` is a Settings, or a mapping of setting names (and of Flask's own keys, such as
+    TESTING). Call it only after fork (gunicorn's default, preload_app=False): TensorFlow and
+    ONNX Runtime are not fork-safe, so each worker builds its own models.
+    """
+    cfg, flask_config = _split(config)
+    logs.configure_logging(cfg.log_level)
+    app = Flask(__name__, static_folder=None)  # the pages inline their assets
+    app.config.update(
+        MAX_CONTENT_LENGTH=cfg.max_upload_bytes,
+        MAX_FORM_MEMORY_SIZE=cfg.max_form_memory_size,
+        MAX_FORM_PARTS=cfg.max_form_parts,
+        **flask_config,
+    )
+    app.json.sort_keys = False
+    register_error_handlers(app)
+    routes.register(app)  # first: its hook decides the error shape for the hooks below
+    observability.install(app, routes.INFERENCE_RULES)
+    auth.install(app, cfg.api_keys_file, cfg.exempt_paths)
+    limits.install(app)
+    cors.install(app, cfg.origins)
+
+    registry = Registry(cfg.model_name)
+    loader = Loader(
+        ModelStore(cfg.models_dir),
+        registry,
+        runtime=RuntimeOptions(
+            runtime=cfg.runtime,
+            device=cfg.device,
+            precision=cfg.precision,
+            mixed_precision=cfg.mixed_precision,
+            threads=cfg.inference_threads,
+        ),
+        batching=BatchingOptions(
+            max_batch_size=cfg.max_batch_size,
+            timeout_s=cfg.batch_timeout_ms / 1000,
+            capacity=cfg.queue_capacity,
+        ),
+        policy=cfg.policy,
+        retire_after_s=cfg.request_deadline_ms / 1000 + 1,
+    )
+    app.extensions.update(dataplane=DataPlane(registry, cfg), loader=loader)
+    log.info("starting worker", extra={"fields": {"event": "start", "settings": cfg.environment()}})
+    loader.warn_about_the_filesystem()
+    loader.load_all()
+    if cfg.model_poll_seconds > 0:
+        loader.start_polling(cfg.model_poll_seconds)
+    return app
+
+
+def _split(config: Settings | Mapping[str, object] | None) -> tuple[Settings, dict]:
+    """The service's settings, and the keys meant for Flask itself."""
+    if isinstance(config, Settings):
+        return config, {}
+    config = dict(config or {})
+    ours = {k: v for k, v in config.items() if k.lower() in Settings.model_fields}
+    return settings.load(ours), {k: v for k, v in config.items() if k not in ours}

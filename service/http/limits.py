@@ -1,0 +1,17 @@
+"""Bounds on what a request body may cost before any model sees it: the whole body within
+MAX_UPLOAD_BYTES even when it comes chunked (JSON bodies are bounded where they are read,
+service/protocols/rest.py)."""
+
+from __future__ import annotations
+
+from flask import Flask, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+
+def install(app: Flask) -> None:
+    @app.before_request
+    def _chunked_body_within_limit() -> None:
+        """Werkzeug stops reading a chunked body at the limit without a word: refuse it."""
+        chunked = request.content_length is None and request.headers.get("Transfer-Encoding")
+        if chunked and len(request.get_data(cache=True)) >= app.config["MAX_CONTENT_LENGTH"]:
+            raise RequestEntityTooLarge()

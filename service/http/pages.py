@@ -1,0 +1,37 @@
+"""The HTTP edge's pages: the demo page and Prometheus' /metrics (the /docs page is
+service/http/docs_page.py)."""
+
+from __future__ import annotations
+
+from flask import Response, render_template
+
+from classifier.errors import ClassifierError
+from service import metrics
+from service.protocols.rest import dataplane
+
+
+def prometheus_metrics():
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type)
+
+
+def demo():
+    """The demo page, told what the default model is: its classes and version, or why it is
+    not loaded yet (the page then says so, and stays usable)."""
+    plane = dataplane()
+    name = plane.registry.default_name
+    try:
+        model = plane.registry.get(name)
+    except ClassifierError as exc:
+        model, not_ready = None, exc.message
+    else:
+        not_ready = None
+    return render_template(
+        "index.html",
+        model=name,
+        version=model.version if model else None,
+        class_names=list(model.predictor.class_names) if model else [],
+        not_ready=not_ready,
+        max_images=plane.settings.max_images_per_request,
+        max_upload_bytes=plane.settings.max_upload_bytes,
+    )

@@ -1,0 +1,90 @@
+"""This service's own REST API: predict, model status, health (the pages and /metrics are the
+HTTP edge's, service/http/pages.py)."""
+
+from __future__ import annotations
+
+from flask import request
+
+from service.errors import RequestError
+from service.protocols import own_schemas as schemas
+from service.protocols import status
+from service.protocols.rest import answer, dataplane
+from service.protocols.uploads import read_uploads
+
+
+def predict_default():
+    return predict(dataplane().settings.model_name)
+
+
+def predict(name: str, version: int | None = None):
+    """Multipart, raw image or JSON instances in; this service's own answer out."""
+    plane = dataplane()
+    model = plane.model(name, version)
+    top_k = _top_k(len(model.predictor.class_names))
+    uploads = read_uploads(request)
+    predictions = model.predictor.to_predictions(plane.predict(model, uploads))
+    body = schemas.PredictResponse(
+        model=schemas.ModelRef(name=model.name, version=model.version),
+        predictions=[
+            _prediction(p, upload.filename, top_k)
+            for upload, p in zip(uploads, predictions, strict=True)
+        ],
+    )
+    return answer(body, model.version)
+
+
+def _top_k(classes: int) -> int | None:
+    """The `top_k` query parameter: a whole number from 1 to the model's class count."""
+    text = request.args.get("top_k")
+    if text is None:
+        return None
+    if not text.strip().isdigit() or not 1 <= int(text) <= classes:
+        raise RequestError(
+            f"top_k must be a whole number from 1 to {classes} (this model's classes); "
+            f"got {text!r}",
+            code="invalid_parameter",
+        )
+    return int(text)
+
+
+def _prediction(p, filename: str | None, top_k: int | None) -> schemas.Prediction:
+    """Built in one go (each assignment to a payload would validate it again): fields not
+    given stay out of the answer."""
+    fields: dict = {"label": p.label, "probabilities": p.probabilities}
+    if filename is not None:
+        fields["filename"] = filename
+    if top_k is not None:
+        best = sorted(p.probabilities.items(), key=lambda item: -item[1])[:top_k]
+        fields["top"] = [schemas.ClassScore(label=c, probability=v) for c, v in best]
+    return schemas.Prediction(**fields)
+
+
+def model_status(name: str):
+    plane = dataplane()
+    return answer(status.describe(plane.state(name), plane.registry.default_name))
+
+
+def list_models():
+    reg = dataplane().registry
+    body = schemas.ModelList(
+        default=reg.default_name,
+        models=[status.describe(state, reg.default_name) for state in reg.states()],
+    )
+    return answer(body)
+
+
+def healthz():
+    return answer(schemas.Health(status="ok"))
+
+
+def readyz():
+    plane = dataplane()
+    body = schemas.Readiness(
+        status="ready" if plane.ready() else "not_ready",
+        models={state.name: status.summary(state) for state in plane.registry.states()},
+    )
+    response = answer(body)
+    if body.status == "ready":
+        return response
+    response.headers["Retry-After"] = "1"
+    return response, 503
