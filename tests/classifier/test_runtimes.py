@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 
@@ -5,7 +7,7 @@ from classifier import hardware, runtimes
 from classifier.cpu_runtimes import OnnxRuntime
 from classifier.errors import ModelStoreError
 from classifier.keras_runtime import KerasRuntime, configure_tensorflow
-from classifier.metadata import ONNX_FILE
+from classifier.metadata import MODEL_FILE, ONNX_FILE
 from classifier.runtimes import BF16_TOLERANCE, RuntimeOptions, load_runtime
 from classifier.store import ModelStore
 from tests.helpers import publish_model
@@ -69,11 +71,34 @@ def test_auto_picks_the_fastest_path_for_the_hardware(
     assert runtimes.choose(RuntimeOptions(precision=precision), has_onnx) == expected
 
 
-def test_auto_on_this_host_serves_what_choose_says(store):
-    name, precision = runtimes.choose(RuntimeOptions(), has_onnx=True)
-    rt = runtime(store, runtime="auto")
-    assert (rt.name, rt.precision) == (name, precision)
-    assert runtime(store, "plain", runtime="auto").name == "keras"
+def test_auto_on_a_gpu_serves_a_copy_without_its_keras_file_on_the_cpu(monkeypatch, caplog):
+    monkeypatch.setattr(hardware, "native_bf16", lambda flags=None: False)
+    monkeypatch.setattr(hardware, "gpu_count", lambda: 1)
+    monkeypatch.setattr(runtimes.importlib.util, "find_spec", lambda name: object())
+    assert runtimes.choose(RuntimeOptions(), True, has_keras=False) == ("onnx", "fp32")
+    assert "has no model.keras" in caplog.text
+
+
+@pytest.fixture
+def serving_copy(store, tmp_path) -> ModelStore:
+    """The pets model as the serving image ships it: without its Keras file."""
+    shutil.copytree(store.model_dir("pets"), tmp_path / "pets")
+    (tmp_path / "pets" / "1" / MODEL_FILE).unlink()
+    return ModelStore(tmp_path)
+
+
+def test_a_serving_copy_is_served_from_its_onnx_file(serving_copy, batch, store):
+    metadata = serving_copy.check("pets", 1)
+    folder = serving_copy.model_dir("pets") / "1"
+    auto = load_runtime(folder, metadata, RuntimeOptions())
+    assert auto.name in ("onnx", "openvino")
+    reference = runtime(store, runtime="onnx")(batch)
+    assert (
+        np.abs(load_runtime(folder, metadata, RuntimeOptions("onnx"))(batch) - reference).max() == 0
+    )
+    with pytest.raises(ModelStoreError, match=f"no {MODEL_FILE}.*RUNTIME=keras") as info:
+        load_runtime(folder, metadata, RuntimeOptions("keras"))
+    assert info.value.code == "model_load_failed"
 
 
 def test_a_bf16_path_that_fails_parity_falls_back_to_fp32(store, monkeypatch):
