@@ -1,4 +1,7 @@
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -99,6 +102,37 @@ def test_a_serving_copy_is_served_from_its_onnx_file(serving_copy, batch, store)
     with pytest.raises(ModelStoreError, match=f"no {MODEL_FILE}.*RUNTIME=keras") as info:
         load_runtime(folder, metadata, RuntimeOptions("keras"))
     assert info.value.code == "model_load_failed"
+
+
+def test_loading_and_running_writes_no_telemetry(store, tmp_path):
+    """ONNX Runtime keeps a device id and an event cache under HOME unless told not to;
+    OpenVINO's inference writes nothing. Both, in a fresh process with an empty HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    script = (
+        "import numpy as np, sys\n"
+        "from classifier.cpu_runtimes import OnnxRuntime, OpenVinoRuntime\n"
+        "for rt in (OnnxRuntime(sys.argv[1]), OpenVinoRuntime(sys.argv[1], precision='fp32')):\n"
+        "    rt(np.zeros((1, 64, 64, 3), np.uint8))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "ORT_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(store.model_dir("pets") / "1" / ONNX_FILE)],
+        env={**env, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "telemetry" not in result.stderr.lower()
+    assert [str(p.relative_to(home)) for p in home.rglob("*")] == []
+
+
+def test_auto_on_this_host_serves_what_choose_says(store):
+    name, precision = runtimes.choose(RuntimeOptions(), has_onnx=True)
+    rt = runtime(store, runtime="auto")
+    assert (rt.name, rt.precision) == (name, precision)
+    assert runtime(store, "plain", runtime="auto").name == "keras"
 
 
 def test_a_bf16_path_that_fails_parity_falls_back_to_fp32(store, monkeypatch):
