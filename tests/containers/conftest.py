@@ -134,8 +134,10 @@ def compose(engine, scratch) -> Compose:
 def images(engine, compose, figures) -> Images:
     """The serving and trainer images, built through compose from the Dockerfile; timed,
     then rebuilt on the warm cache and timed again; their sizes."""
-    figures["base images"] = ", ".join(
-        f"{image}: {how}" for image, how in standins.ensure(engine).items()
+    started = time.monotonic()
+    bases = standins.ensure(engine)
+    figures["base images"] = ", ".join(f"{image}: {how}" for image, how in bases.items()) + (
+        f" ({time.monotonic() - started:.0f} s)"
     )
     services = compose.config()["services"]
     built = Images(services["api"]["image"], services["trainer"]["image"])
@@ -146,7 +148,13 @@ def images(engine, compose, figures) -> Images:
     for label in ("build", "rebuild"):
         started = time.monotonic()
         compose("build", train=True)
-        cache = "warm cache" if label == "rebuild" or not fresh else "no image of the project yet"
+        cache = (
+            "nothing changed"
+            if label == "rebuild"
+            else "no image of the project on the engine before"
+            if fresh
+            else "earlier images of the project on the engine"
+        )
         figures[f"{label} of both images"] = f"{time.monotonic() - started:.0f} s ({cache})"
     python, _ = standins.python_image()
     for kind, image in (
