@@ -55,7 +55,7 @@ test: lint browser $(CHECKOV_VENV)/.done
 # the compose plugin and starting dockerd when they are missing (root); where no engine can be
 # had it says so in one line and skips. CI runs it after `make test`.
 test-containers: $(VENV)/.test
-	$(BIN)/python -m pytest --containers tests/containers
+	$(BIN)/python -m pytest --containers -rfE tests/containers
 
 format: $(VENV)/.test
 	$(BIN)/ruff check --fix .

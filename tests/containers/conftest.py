@@ -26,6 +26,7 @@ from tests.helpers import REPO
 PROJECT = "image-classifier-test"  # compose project: never the user's own stack
 IMAGE_TAG = "test"
 FIGURES = pytest.StashKey[dict]()
+SKIPPED = "skipped"
 
 
 def pytest_configure(config):
@@ -33,8 +34,12 @@ def pytest_configure(config):
 
 
 def pytest_terminal_summary(terminalreporter, config):
+    """The figures, or the one line that says why the test was skipped (`make
+    test-containers` lists no skipped test one by one)."""
     figures = config.stash.get(FIGURES, {})
-    if figures:
+    if SKIPPED in figures:
+        terminalreporter.write_line(figures[SKIPPED])
+    elif figures:
         terminalreporter.section("container test figures")
         for name, value in figures.items():
             terminalreporter.write_line(f"{name}: {value}")
@@ -64,7 +69,8 @@ def engine(scratch, figures):
         engine.start()
     except Unavailable as exc:
         engine.stop()
-        pytest.skip(f"container test skipped: {exc}")
+        figures[SKIPPED] = f"container test skipped: {exc}"
+        pytest.skip(figures[SKIPPED])
     version = engine.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
     compose = engine.docker("compose", "version", "--short").stdout.strip()
     figures["engine"] = f"Docker {version}, compose {compose} ({time.monotonic() - started:.0f} s)"
