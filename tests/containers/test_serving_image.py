@@ -127,21 +127,33 @@ def test_every_log_line_is_json_without_complaints(serving):
     assert any("loaded, checked and warmed up" in line for line in lines)
 
 
-def test_holds_no_tensorflow_and_a_serving_copy_the_store_accepts(engine, images):
+def test_holds_no_tensorflow_and_a_serving_copy_both_runtimes_serve(engine, images):
+    """The trimmed environment (Dockerfile, venv-serve) still runs ONNX Runtime and OpenVINO
+    (whichever this host's `auto` picks, the other one too), on every shipped version."""
     script = (
         "import importlib.util, pathlib, sys\n"
+        "import numpy as np\n"
+        "from classifier.predictor import load_predictor\n"
+        "from classifier.runtimes import RuntimeOptions\n"
         "from classifier.store import ModelStore\n"
         "assert importlib.util.find_spec('tensorflow') is None, 'tensorflow'\n"
         "assert importlib.util.find_spec('keras') is None, 'keras'\n"
         "assert not list(pathlib.Path('/models').rglob('model.keras')), 'model.keras'\n"
         "store = ModelStore('/models')\n"
-        "names = store.model_names()\n"
-        "versions = {n: [store.check(n, v).version for v in store.versions(n)] for n in names}\n"
-        "assert versions and all(versions.values()), versions\n"
-        "print(versions)\n"
+        "for name in store.model_names():\n"
+        "    for version in store.versions(name):\n"
+        "        for runtime in ('onnx', 'openvino'):\n"
+        "            p = load_predictor(store, name, version, RuntimeOptions(runtime, precision='fp32'))\n"
+        "            probs = p.predict(np.zeros((2, *p.spec.shape), np.uint8))\n"
+        "            assert probs.shape == (2, len(p.class_names)), probs.shape\n"
+        "            print(name, version, p.runtime.name)\n"
     )
-    result = engine.docker("run", "--rm", "--read-only", images.serve, "python", "-c", script)
-    assert MODEL in result.stdout
+    result = engine.docker(
+        "run", "--rm", "--read-only", "--tmpfs", "/tmp", images.serve, "python", "-c", script
+    )  # fmt: skip
+    served = result.stdout.split("\n")
+    assert f"{MODEL} " in result.stdout
+    assert {line.split()[-1] for line in served if line} == {"onnx", "openvino"}
 
 
 def test_docker_stop_drains_the_requests_in_flight_and_exits_0(serving, figures):
