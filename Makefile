@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: serve test lint browser format clean train-setup
+.PHONY: serve test test-containers lint browser format clean train-setup
 
 # Serving needs no TensorFlow (ONNX Runtime or OpenVINO); training and the tests add it.
 $(VENV)/.base: pyproject.toml
@@ -56,6 +56,13 @@ browser:
 
 test: lint browser $(CHECKOV_VENV)/.done
 	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest
+
+# The container test (tests/containers): builds both images from the Dockerfile through
+# docker-compose.yml and runs them on a real Docker engine, installing Debian's docker.io and
+# the compose plugin and starting dockerd when they are missing (root); where no engine can be
+# had it says so in one line and skips. CI runs it after `make test`.
+test-containers: $(VENV)/.test
+	$(BIN)/python -m pytest --containers -rfE tests/containers
 
 format: $(VENV)/.test
 	$(BIN)/ruff check --fix .

@@ -87,14 +87,16 @@ def bf16_refusal(runtime: str, precision: str) -> str | None:
     return None
 
 
-def choose(options: RuntimeOptions, has_onnx: bool) -> tuple[str, str]:
-    """(runtime, precision) for `options` on this host, before any check of the model."""
+def choose(options: RuntimeOptions, has_onnx: bool, has_keras: bool = True) -> tuple[str, str]:
+    """(runtime, precision) for `options` on this host, before any check of the model;
+    `has_keras` is False for a copy of the version without its Keras file (a serving copy)."""
     if options.runtime != "auto":
         wants_bf16 = options.runtime == "openvino" and options.precision != "fp32"
         return options.runtime, "bf16" if wants_bf16 and hardware.native_bf16() else "fp32"
     on_gpu = options.device == "gpu" or (options.device == "auto" and hardware.gpu_count() > 0)
-    if on_gpu and has_onnx and not has_tensorflow():
-        log.warning("a GPU is here but TensorFlow is not installed; serving on the CPU")
+    if on_gpu and has_onnx and not (has_tensorflow() and has_keras):
+        why = "TensorFlow is not installed" if has_keras else f"this copy has no {MODEL_FILE}"
+        log.warning("a GPU is here but %s; serving on the CPU", why)
     elif on_gpu or not has_onnx:
         return "keras", "fp32"
     if options.precision != "fp32" and bf16_refusal("auto", "bf16") is None:
@@ -107,7 +109,7 @@ def load_runtime(folder: Path, metadata: ModelMetadata, options: RuntimeOptions)
     check against float32 is replaced by ONNX Runtime in float32 (the log says why)."""
     label = f"{metadata.name} v{metadata.version}"
     has_onnx = ONNX_FILE in metadata.files and (folder / ONNX_FILE).is_file()
-    name, precision = choose(options, has_onnx)
+    name, precision = choose(options, has_onnx, (folder / MODEL_FILE).is_file())
     runtime = _checked_shapes(_load(name, precision, folder, metadata, options), metadata)
     if runtime.precision == "bf16":
         runtime = _parity_checked(runtime, folder, metadata, options)
@@ -119,6 +121,12 @@ def _load(name: str, precision: str, folder: Path, metadata: ModelMetadata, opti
     label = f"{metadata.name} v{metadata.version}"
     if name in ("onnx", "openvino") and ONNX_FILE not in metadata.files:
         raise ModelStoreError(f"{label}: has no {ONNX_FILE}", code="model_load_failed")
+    if name == "keras" and not (folder / MODEL_FILE).is_file():
+        raise ModelStoreError(
+            f"{label}: this copy has no {MODEL_FILE} (a serving copy keeps {ONNX_FILE} only); "
+            "RUNTIME=keras needs it",
+            code="model_load_failed",
+        )
     try:
         if name == "onnx":
             return OnnxRuntime(folder / ONNX_FILE, options.threads)

@@ -2,6 +2,10 @@
 
 A version folder is only ever created by renaming a complete, fsynced temporary folder, and
 a folder whose metadata is missing, invalid or whose checksums do not match is never loaded.
+One file may be left out of a copy of a version: its Keras file, where the version has its ONNX
+export (the serving image's copy, `python -m classifier.serving_copy`: ONNX Runtime and
+OpenVINO read only model.onnx). Every other listed file must be there, and every file that is
+there must match its checksum.
 """
 
 from __future__ import annotations
@@ -19,7 +23,13 @@ from pathlib import Path
 
 from classifier.errors import ModelStoreError
 from classifier.filesystems import rename_refusal
-from classifier.metadata import METADATA_FILE, MODEL_FILE, SCHEMA_VERSION, ModelMetadata
+from classifier.metadata import (
+    METADATA_FILE,
+    MODEL_FILE,
+    ONNX_FILE,
+    SCHEMA_VERSION,
+    ModelMetadata,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # The shipped model: the service's MODEL_NAME and the client's --local model by default.
@@ -116,6 +126,12 @@ class ModelStore:
             path = folder / fname
             try:
                 actual = sha256_file(path)
+            except FileNotFoundError:
+                if fname == MODEL_FILE and ONNX_FILE in metadata.files:
+                    continue  # a serving copy; model.onnx is checked in this loop as well
+                raise ModelStoreError(
+                    f"{name} v{version}: {fname} is missing", code="incomplete_version"
+                ) from None
             except OSError as exc:
                 raise ModelStoreError(
                     f"{name} v{version}: cannot read {fname}: {exc}", code="incomplete_version"

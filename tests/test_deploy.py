@@ -80,11 +80,33 @@ def test_image_dependencies_are_the_projects_own():
     assert "tensorflow" not in serving and "keras" not in serving
 
 
+def stage_parents() -> dict[str, str]:
+    """Each stage of the Dockerfile and the image or stage it starts FROM."""
+    lines = [line.split() for line in DOCKERFILE.splitlines() if line.startswith("FROM ")]
+    return {words[-1]: words[1] for words in lines}
+
+
+def ancestry(stage: str) -> list[str]:
+    parents, chain = stage_parents(), [stage]
+    while chain[-1] in parents:
+        chain.append(parents[chain[-1]])
+    return chain
+
+
 def test_the_default_target_serves_without_tensorflow_and_compose_builds_both():
-    stages = [line.split()[-1] for line in DOCKERFILE.splitlines() if line.startswith("FROM ")]
+    stages = list(stage_parents())
     assert stages[-1] == "serve" and "train" in stages
     serve_stage = DOCKERFILE.split("AS serve\n")[1]
-    assert "--from=build-serve" in serve_stage and "build-train" not in serve_stage
+    copies = [line.split()[1:] for line in serve_stage.splitlines() if line.startswith("COPY ")]
+    copied = [
+        (words[0].removeprefix("--from="), next(w for w in words if not w.startswith("--")))
+        for words in copies
+    ]
+    assert dict((path, stage) for stage, path in copied).keys() == {"/opt/venv", "/models"}
+    for stage, _ in copied:  # nothing of the trainer's environment reaches the serving image
+        assert "build-train" not in ancestry(stage), stage
+    [venv] = [stage for stage, path in copied if path == "/opt/venv"]
+    assert "build-serve" in ancestry(venv)
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
     assert compose["api"]["build"]["target"] == "${API_TARGET:-serve}"
     assert compose["trainer"]["build"]["target"] == "train"
@@ -103,10 +125,22 @@ def compose(name: str) -> dict:
     return yaml.safe_load((REPO / name).read_text())
 
 
-def test_compose_api_and_trainer_share_the_models_volume():
+def test_compose_api_and_trainer_share_the_models_volume_seeded_once():
     services = compose("docker-compose.yml")["services"]
-    api, trainer = services["api"], services["trainer"]
-    assert "models:/models" in api["volumes"] and "models:/models" in trainer["volumes"]
+    api, trainer, seed = services["api"], services["trainer"], services["models-init"]
+    store = {"type": "volume", "source": "models", "target": "/models", "volume": {"nocopy": True}}
+    assert store in api["volumes"] and store in trainer["volumes"]
+    # One container seeds a new volume, with the Kubernetes initContainer's script, from the
+    # image's models (MODELS_DIR) into the volume; the API and the trainer wait for it.
+    script = "./deploy/k8s/base/seed_models.py"
+    assert (REPO / script).is_file()
+    [mount] = [v for v in seed["volumes"] if v.startswith(script + ":")]
+    assert seed["command"] == ["python", mount.split(":")[1], "/models", "/store"]
+    assert "models:/store" in seed["volumes"] and seed["image"] == api["image"]
+    assert "build" not in seed and seed["pull_policy"] == "never" and seed["restart"] == "no"
+    assert re.search(r"install -d -o app -g app /store\b", DOCKERFILE)  # the app may write it
+    for waits in (api, trainer):
+        assert waits["depends_on"]["models-init"]["condition"] == "service_completed_successfully"
     assert api["ports"] and api["healthcheck"]["test"] and api["restart"] == "unless-stopped"
     assert trainer["profiles"] == ["train"]
     assert trainer["command"][:3] == ["python", "-m", "training.retrain"]

@@ -294,7 +294,7 @@ def test_every_container_is_limited_unprivileged_and_pinned(kustomization):
             writable = {m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")}
             assert "/tmp" in writable, f"{where}: read-only root without a writable /tmp"
             if c in spec["containers"]:
-                # gunicorn (~/.gunicorn), ONNX Runtime (~/.cache) and Keras write under HOME.
+                # gunicorn (~/.gunicorn) and Keras write under HOME.
                 env = {e["name"]: e.get("value") for e in c.get("env", [])}
                 assert env.get("HOME") in writable, f"{where}: HOME is not writable"
 

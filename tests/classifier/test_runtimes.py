@@ -1,3 +1,8 @@
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -5,7 +10,7 @@ from classifier import hardware, runtimes
 from classifier.cpu_runtimes import OnnxRuntime
 from classifier.errors import ModelStoreError
 from classifier.keras_runtime import KerasRuntime, configure_tensorflow
-from classifier.metadata import ONNX_FILE
+from classifier.metadata import MODEL_FILE, ONNX_FILE
 from classifier.runtimes import BF16_TOLERANCE, RuntimeOptions, load_runtime
 from classifier.store import ModelStore
 from tests.helpers import publish_model
@@ -67,6 +72,60 @@ def test_auto_picks_the_fastest_path_for_the_hardware(
     monkeypatch.setattr(hardware, "gpu_count", lambda: gpus)
     monkeypatch.setattr(runtimes.importlib.util, "find_spec", lambda name: object())
     assert runtimes.choose(RuntimeOptions(precision=precision), has_onnx) == expected
+
+
+def test_auto_on_a_gpu_serves_a_copy_without_its_keras_file_on_the_cpu(monkeypatch, caplog):
+    monkeypatch.setattr(hardware, "native_bf16", lambda flags=None: False)
+    monkeypatch.setattr(hardware, "gpu_count", lambda: 1)
+    monkeypatch.setattr(runtimes.importlib.util, "find_spec", lambda name: object())
+    assert runtimes.choose(RuntimeOptions(), True, has_keras=False) == ("onnx", "fp32")
+    assert "has no model.keras" in caplog.text
+
+
+@pytest.fixture
+def serving_copy(store, tmp_path) -> ModelStore:
+    """The pets model as the serving image ships it: without its Keras file."""
+    shutil.copytree(store.model_dir("pets"), tmp_path / "pets")
+    (tmp_path / "pets" / "1" / MODEL_FILE).unlink()
+    return ModelStore(tmp_path)
+
+
+def test_a_serving_copy_is_served_from_its_onnx_file(serving_copy, batch, store):
+    metadata = serving_copy.check("pets", 1)
+    folder = serving_copy.model_dir("pets") / "1"
+    auto = load_runtime(folder, metadata, RuntimeOptions())
+    assert auto.name in ("onnx", "openvino")
+    reference = runtime(store, runtime="onnx")(batch)
+    assert (
+        np.abs(load_runtime(folder, metadata, RuntimeOptions("onnx"))(batch) - reference).max() == 0
+    )
+    with pytest.raises(ModelStoreError, match=f"no {MODEL_FILE}.*RUNTIME=keras") as info:
+        load_runtime(folder, metadata, RuntimeOptions("keras"))
+    assert info.value.code == "model_load_failed"
+
+
+def test_loading_and_running_writes_no_telemetry(store, tmp_path):
+    """ONNX Runtime keeps a device id and an event cache under HOME unless told not to;
+    OpenVINO's inference writes nothing. Both, in a fresh process with an empty HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    script = (
+        "import numpy as np, sys\n"
+        "from classifier.cpu_runtimes import OnnxRuntime, OpenVinoRuntime\n"
+        "for rt in (OnnxRuntime(sys.argv[1]), OpenVinoRuntime(sys.argv[1], precision='fp32')):\n"
+        "    rt(np.zeros((1, 64, 64, 3), np.uint8))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "ORT_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(store.model_dir("pets") / "1" / ONNX_FILE)],
+        env={**env, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "telemetry" not in result.stderr.lower()
+    assert [str(p.relative_to(home)) for p in home.rglob("*")] == []
 
 
 def test_auto_on_this_host_serves_what_choose_says(store):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from classifier.errors import ModelStoreError
-from classifier.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
+from classifier.metadata import METADATA_FILE, MODEL_FILE, ONNX_FILE, ModelMetadata
 from classifier.predictor import load_predictor
 from classifier.spec import InputSpec
 from classifier.store import TEMP_PREFIX, ModelStore, validate_name
@@ -113,6 +113,51 @@ def test_missing_listed_file_and_bad_json(tmp_path):
             store.check("pets", version)
         codes[version] = info.value.code
     assert codes == {1: "incomplete_version", 2: "invalid_metadata"}
+    assert store.latest_valid("pets") is None
+
+
+def write_with_onnx(folder: Path) -> dict:
+    write_fake()(folder)
+    (folder / ONNX_FILE).write_bytes(b"onnx bytes")
+    return dict(FIELDS)
+
+
+def test_a_copy_without_its_keras_file_is_valid_where_it_has_its_onnx_file(tmp_path):
+    """The serving image's copy: model.keras left out, every other file there and intact."""
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_with_onnx)
+    store.publish("pets", write_fake())  # no export: its Keras file is its only model
+    for version in (1, 2):
+        os.remove(tmp_path / "pets" / str(version) / MODEL_FILE)
+    assert store.check("pets", 1).files.keys() >= {MODEL_FILE, ONNX_FILE}
+    with pytest.raises(ModelStoreError, match=f"{MODEL_FILE} is missing") as info:
+        store.check("pets", 2)
+    assert info.value.code == "incomplete_version"
+    assert store.latest_valid("pets").version == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({MODEL_FILE: b"tampered"}, "checksum_mismatch"),  # a Keras file there is checked
+        ({ONNX_FILE: b"tampered"}, "checksum_mismatch"),
+        ({ONNX_FILE: None}, "incomplete_version"),  # the ONNX file itself may not be left out
+        ({"history.json": None}, "incomplete_version"),  # nor any other file
+    ],
+)
+def test_a_copy_without_its_keras_file_still_refuses_damage(tmp_path, change, code):
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_with_onnx)
+    folder = tmp_path / "pets" / "1"
+    os.remove(folder / MODEL_FILE)
+    for name, content in change.items():
+        if content is None:
+            os.remove(folder / name)
+        else:
+            (folder / name).write_bytes(content)
+    with pytest.raises(ModelStoreError) as info:
+        store.check("pets", 1)
+    assert info.value.code == code
     assert store.latest_valid("pets") is None
 
 

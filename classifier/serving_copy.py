@@ -1,0 +1,60 @@
+"""A model store's serving copy: python -m classifier.serving_copy SOURCE TARGET
+
+Serving on the CPU (ONNX Runtime or OpenVINO) reads a version's model.onnx; its Keras file is
+the trainer's (13 MB a version). The serving image (Dockerfile, target `serve`) ships this copy:
+every valid version that has a model.onnx, with all its files but model.keras. Each copied
+version is then checked as the store checks what it serves (classifier.store: a copy may leave
+out model.keras where model.onnx is listed; every file there must match its checksum), so an
+image never ships a copy that its own store would refuse. Versions without model.onnx cannot
+be served without TensorFlow and are left out.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from classifier.errors import ModelStoreError
+from classifier.metadata import MODEL_FILE, ONNX_FILE
+from classifier.store import ModelStore
+
+
+def copy_for_serving(source: Path, target: Path) -> list[str]:
+    """Copy the servable versions of every model in `source` into `target` (which must not
+    hold them yet); returns "name/version" for each. Raises ModelStoreError if none is."""
+    store, copy = ModelStore(source), ModelStore(target)
+    copied = []
+    for name in store.model_names():
+        for status in store.scan(name):
+            if status.metadata is None or ONNX_FILE not in status.metadata.files:
+                continue
+            shutil.copytree(
+                store.model_dir(name) / str(status.version),
+                copy.model_dir(name) / str(status.version),
+                ignore=shutil.ignore_patterns(MODEL_FILE),
+            )
+            copy.check(name, status.version)
+            copied.append(f"{name}/{status.version}")
+    if not copied:
+        raise ModelStoreError(
+            f"no valid version with a {ONNX_FILE} in {source}", code="model_not_found"
+        )
+    return copied
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(__doc__.splitlines()[0], file=sys.stderr)
+        return 2
+    try:
+        copied = copy_for_serving(Path(argv[0]), Path(argv[1]))
+    except ModelStoreError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    print(f"serving copy in {argv[1]}: {', '.join(copied)} (without {MODEL_FILE})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
