@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from classifier import preprocess
+from classifier import drift, preprocess
 from classifier.metadata import MODEL_FILE, ONNX_FILE, ModelMetadata
 from classifier.spec import InputSpec
 from classifier.store import ModelStore
@@ -89,6 +89,7 @@ class Fitted:
     metrics: dict
     wall_seconds: float
     calibration: Calibrated | None = None
+    drift_reference: dict | None = None  # its answers on validation (classifier/drift.py)
 
 
 def check_data(config: TrainConfig) -> list[str]:
@@ -152,13 +153,27 @@ def fit(config: TrainConfig) -> Fitted:
     # Scored, published and gated as it will be served; the only place the graph is built.
     serving = serving_model(model)
     calibration = calibrate(serving, val_split, config.batch_size) if config.calibrate else None
-    metrics = validation_scores(serving, val_split, config.batch_size, config.threshold)
+    probs = probabilities_in_batches(serving.predict_on_batch, val_split.images, config.batch_size)
+    metrics = validation_scores(serving, val_split, config.batch_size, config.threshold, probs)
+    reference = {
+        **drift.reference(probs, class_names, config.threshold),
+        "recorded_by": "training",
+    }
     history = state.history
     metrics["train_final"] = {"accuracy": history["accuracy"][-1], "loss": history["loss"][-1]}
     metrics["best_epoch"] = state.best_epoch if config.keep_best else config.epochs
     elapsed = time.monotonic() - started
     return Fitted(
-        serving, spec, precision, history, train_split, val_split, metrics, elapsed, calibration
+        serving,
+        spec,
+        precision,
+        history,
+        train_split,
+        val_split,
+        metrics,
+        elapsed,
+        calibration,
+        reference,
     )
 
 
@@ -369,9 +384,17 @@ def export_model(serving: keras.Model, folder: Path) -> None:
     serving.export(str(folder / ONNX_FILE), format="onnx", verbose=False)
 
 
-def validation_scores(model: keras.Model, split: Split, batch_size: int, threshold: float) -> dict:
-    """Scores of an in-memory `model` on the validation split, with its cross-entropy."""
-    probs = probabilities_in_batches(model.predict_on_batch, split.images, batch_size)
+def validation_scores(
+    model: keras.Model,
+    split: Split,
+    batch_size: int,
+    threshold: float,
+    probs: np.ndarray | None = None,
+) -> dict:
+    """Scores of an in-memory `model` on the validation split, with its cross-entropy
+    (`probs`: its class probabilities there, when already computed)."""
+    if probs is None:
+        probs = probabilities_in_batches(model.predict_on_batch, split.images, batch_size)
     scores = score(probs, split.labels, split.class_names, threshold)
     return {"validation": {**scores, "loss": cross_entropy(probs, split.labels)}}
 
@@ -407,6 +430,7 @@ def build_metadata(config: TrainConfig, fitted: Fitted) -> dict:
         },
         "metrics": fitted.metrics,
         "calibration": fitted.calibration.to_dict() if fitted.calibration else None,
+        "drift_reference": fitted.drift_reference,
         "libraries": {
             "python": platform.python_version(),
             "tensorflow": tf.__version__,
