@@ -46,6 +46,7 @@ from training.data import (
     Split,
     check_extra,
     check_split,
+    file_hashes,
     load_extra,
     load_split,
 )
@@ -124,13 +125,13 @@ def fit(config: TrainConfig) -> Fitted:
     class_names = check_data(config)
     keras.utils.set_random_seed(config.seed)
     spec = config.spec()
+    val_split = load_split(config.data_dir / "validation", spec, class_names)
     train_split = Split.concat(
         [
             load_split(config.data_dir / "train", spec, class_names),
-            *(load_extra(folder, spec, class_names) for folder in config.extra_data),
+            *extra_photos(config, spec, class_names, val_split),
         ]
     )
-    val_split = load_split(config.data_dir / "validation", spec, class_names)
     run = open_run(config, lineage.data_hash(train_split, val_split))
 
     precision = resolve_precision(config.precision)
@@ -175,6 +176,30 @@ def fit(config: TrainConfig) -> Fitted:
         calibration,
         reference,
     )
+
+
+def extra_photos(
+    config: TrainConfig, spec: InputSpec, class_names: list[str], val_split: Split
+) -> list[Split]:
+    """The photos of the --extra-data folders, less any that are held-out photos (validation,
+    or DIR/test where retrain judges): feedback on a validation photo trained on would make
+    the gate judge the challenger on photos it has seen."""
+    held_out = {f.sha256 for f in val_split.files} | file_hashes(config.data_dir / "test")
+    extras = []
+    for folder in config.extra_data:
+        split = load_extra(folder, spec, class_names)
+        if split is None:
+            continue
+        split, left_out = split.without(held_out)
+        if left_out:
+            print(
+                f"{folder}: {left_out} photos left out, they are held-out photos of "
+                f"{config.data_dir.name} (validation or test)",
+                file=sys.stderr,
+            )
+        if split.files:
+            extras.append(split)
+    return extras
 
 
 def open_run(config: TrainConfig, data_sha256: str) -> RunDir:
