@@ -143,7 +143,7 @@ def test_extra_data_leaves_out_held_out_photos_and_an_empty_folder_adds_nothing(
     """Feedback on a validation photo (the same bytes) never reaches training, where the gate
     would judge the challenger on a photo it has seen; a feedback folder with no photo yet (a
     weekly retrain before any feedback) adds nothing instead of stopping the run."""
-    data, models = published
+    data, _ = published
     feedback, empty = tmp_path / "feedback" / "toy", tmp_path / "empty" / "toy"
     (feedback / "dogs").mkdir(parents=True)
     (empty / "cats").mkdir(parents=True)
