@@ -36,9 +36,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     MODELS_DIR=/models \
     HOST=0.0.0.0 \
     PORT=8000 \
-    GRPC_PORT=8001
+    GRPC_PORT=8001 \
+    FEEDBACK_DIR=/feedback
+# /feedback: labelled feedback and captured requests (a volume; a named one starts owned by
+# the app's user, as this folder is)
 RUN groupadd --system --gid 10001 app \
-    && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home app
+    && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home app \
+    && install -d -o 10001 -g 10001 /feedback
 WORKDIR /app
 # HTTP (REST), and gRPC (the Open Inference Protocol, grpc.health.v1, reflection)
 EXPOSE 8000 8001
