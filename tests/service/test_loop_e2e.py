@@ -343,3 +343,46 @@ def test_without_a_feedback_dir_feedback_is_off(trained):
         refused(server, 404, "feedback_off", json={"request_id": "x", "label": "cats"})
         captures = requests.get(url(server, "/captures"), timeout=10).json()
         assert captures["captures"] == [] and captures["capture_rate"] == 0
+
+
+def test_a_grpc_call_is_captured_under_its_request_id(served):
+    """The call's id, its x-request-id metadata (the id the access log names), as over HTTP."""
+    import tritonclient.grpc as triton
+
+    server, _, _, _ = served
+    client = triton.InferenceServerClient(url=server.grpc_target)
+    image = triton.InferInput("image", [1], "BYTES")
+    image.set_data_from_numpy(np.array([jpeg_bytes(seed=21)], dtype=np.object_))
+    client.infer(MODEL, [image], headers={"x-request-id": "grpc-1"}, client_timeout=30)
+    [capture] = captured(server, "grpc-1", 1)
+    sent = requests.post(
+        url(server, "/feedback"), json={"request_id": "grpc-1", "label": "cats"}, timeout=10
+    )
+    assert sent.status_code == 201 and sent.json()["predicted"]["label"] == capture["label"]
+
+
+def test_two_workers_share_captures_and_feedback(trained, tmp_path):
+    """A request captured by one worker is labelled through whichever worker takes the
+    feedback; the journal gets every line once."""
+    _, models = trained
+    env = {"MODEL_NAME": MODEL, "MODEL_POLL_SECONDS": "0", "WEB_CONCURRENCY": "2",
+           "FEEDBACK_DIR": str(tmp_path), "CAPTURE_RATE": "1", "GRPC_PORT": "0"}  # fmt: skip
+    with Server(models, **env) as server:
+        server.wait_ready()
+        ids = [f"two-{i}" for i in range(12)]
+        pids = set()
+        for i, request_id in enumerate(ids):  # a new connection each: both workers answer
+            predict(server, [jpeg_bytes(seed=100 + i)], request_id)
+        for request_id in ids:
+            captured(server, request_id, 1)
+        for request_id in ids:
+            response = requests.post(
+                url(server, "/feedback"), json={"request_id": request_id, "label": "dogs"},
+                headers={"Connection": "close"}, timeout=10,
+            )  # fmt: skip
+            assert response.status_code == 201, response.text
+        log = server.output()
+        pids = {json.loads(line)["pid"] for line in log.splitlines()
+                if line.startswith("{") and '"event": "request"' in line}  # fmt: skip
+    assert len(pids) == 2, "both workers served"
+    assert sorted(e["request_id"] for e in journal(tmp_path)) == sorted(ids)
