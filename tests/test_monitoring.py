@@ -151,6 +151,7 @@ def test_every_metric_the_rules_and_the_dashboard_read_is_exported(tmp_path):
         "FEEDBACK_DIR": str(tmp_path / "feedback"),
         "CAPTURE_RATE": "1",
         "DRIFT_WINDOW": "10",
+        "MODEL_VERSION_POLICY": "specific:3",  # a shipped version with a drift reference
     }
     wanted = set().union(*map(metric_names, dashboard_queries() + rule_queries()))
     with Server(SHIPPED_MODELS, **env) as server:
