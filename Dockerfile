@@ -61,12 +61,15 @@ ENV PATH=/opt/venv/bin:$PATH \
     MODELS_DIR=/models \
     HOST=0.0.0.0 \
     PORT=8000 \
-    GRPC_PORT=8001
+    GRPC_PORT=8001 \
+    FEEDBACK_DIR=/feedback
 # /store: where a seeding step mounts an empty model store volume, owned by the app user so
 # that a new volume is (docker-compose.yml's models-init; deploy/k8s/base/seed_models.py).
+# /feedback: labelled feedback and captured requests (a volume; a named one starts owned by
+# the app's user, as this folder is).
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /tmp --no-create-home app \
-    && install -d -o app -g app /store
+    && install -d -o app -g app /store /feedback
 WORKDIR /app
 # HTTP (REST), and gRPC (the Open Inference Protocol, grpc.health.v1, reflection)
 EXPOSE 8000 8001

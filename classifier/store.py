@@ -37,6 +37,9 @@ DEFAULT_MODEL = "cats_vs_dogs"
 _NAME_RE = re.compile(NAME_PATTERN)
 _VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
 TEMP_PREFIX = ".publishing-"
+# Sections a published version's metadata.json may gain later: records about the version
+# that change none of its files, so none of its answers (`ModelStore.amend`).
+AMENDABLE = frozenset({"drift_reference"})
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,41 @@ class ModelStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+    def amend(self, name: str, version: int, sections: dict) -> ModelMetadata:
+        """Add or replace `sections` (only those in AMENDABLE) of a published version's
+        metadata.json, atomically: the version is checked first (checksums), the new metadata
+        validated, written to a temporary file beside it, fsynced and renamed over it.
+
+        metadata.json is not among `files` (it holds their checksums): its model, classes and
+        files stay as they were, so the version answers exactly as before; the store checks
+        the new metadata as it checks any. A server that loaded the version keeps running it
+        and reads the new sections from its next scan of the store."""
+        refused = sorted(set(sections) - AMENDABLE)
+        if refused:
+            raise ModelStoreError(
+                f"metadata sections {refused} cannot change after publishing (amendable: "
+                f"{sorted(AMENDABLE)})",
+                code="invalid_metadata",
+            )
+        self.check(name, version)
+        folder = self.model_dir(name) / str(version)
+        refusal = rename_refusal(folder)
+        if refusal:
+            raise ModelStoreError(refusal, code="unsafe_store")
+        data = {**json.loads((folder / METADATA_FILE).read_text(encoding="utf-8")), **sections}
+        ModelMetadata.from_dict(data)  # never write what could not be loaded
+        handle, temp = tempfile.mkstemp(prefix=f".{METADATA_FILE}-", dir=folder)
+        os.close(handle)
+        try:
+            os.chmod(temp, 0o644)  # mkstemp makes it private; other readers (the API) need it
+            _write_json(Path(temp), data)
+            os.replace(temp, folder / METADATA_FILE)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(folder)
+        return ModelMetadata.from_dict(data)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -110,7 +110,7 @@ class Settings(BaseSettings):
         "NAME` makes one); empty: no keys needed. Re-read when it changes",
     )
     api_key_exempt_paths: str = Field(
-        "/healthz,/readyz,/,/grpc.health.v1.Health/*",
+        "/healthz,/readyz,/,/label,/grpc.health.v1.Health/*",
         description="paths served without a key when keys are on, comma-separated; a "
         "trailing `*` matches a prefix; gRPC methods by their path `/package.Service/Method`",
     )
@@ -155,6 +155,37 @@ class Settings(BaseSettings):
         10_000.0,
         gt=0,
         description="a request not answered by then gets 504 and leaves the queue",
+    )
+
+    # -- the feedback loop: capture, feedback, drift --------------------------------------
+    feedback_dir: str = Field(
+        "",
+        description="folder of labelled feedback (`<model>/<label>/<sha256>.<ext>` and "
+        "`<model>/feedback.jsonl`) and of captured requests (`.captured/`); empty: no "
+        "feedback and no capture",
+    )
+    capture_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="fraction of served images kept under `FEEDBACK_DIR/.captured/` with their "
+        "request id, version, answer and time, for labelling (0: none; needs `FEEDBACK_DIR`)",
+    )
+    capture_max_bytes: int = Field(
+        1024**3,
+        ge=1,
+        description="most bytes the captured requests may take (1 GiB); the oldest go first",
+    )
+    capture_max_age_hours: float = Field(
+        24 * 30.0, gt=0, description="captured requests older than this are removed (30 days)"
+    )
+    drift_window: int = Field(
+        1000, ge=1, description="answers per model and worker that drift is measured over"
+    )
+    drift_psi_threshold: float = Field(
+        0.2,
+        gt=0,
+        description="population stability index from which a model's answers are drifting",
     )
 
     @field_validator("model_name")
@@ -209,6 +240,12 @@ class Settings(BaseSettings):
                 f"QUEUE_CAPACITY ({self.queue_capacity}) must hold at least one full request "
                 f"(MAX_IMAGES_PER_REQUEST={self.max_images_per_request})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _capture_has_a_folder(self) -> Settings:
+        if self.capture_rate > 0 and not self.feedback_dir:
+            raise ValueError("CAPTURE_RATE needs FEEDBACK_DIR: the folder captures are kept in")
         return self
 
     def environment(self) -> dict[str, object]:

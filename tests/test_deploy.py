@@ -160,6 +160,25 @@ def test_compose_trainer_command_is_a_valid_retrain_command():
     assert config.epochs == train.RECIPES["shipped"]["epochs"]  # retrains with the shipped recipe
 
 
+def test_compose_api_writes_feedback_and_the_trainer_reads_it():
+    """The API writes FEEDBACK_DIR on a volume the trainer reads as --extra-data, read-only."""
+    services = compose("docker-compose.yml")["services"]
+    api, trainer = services["api"], services["trainer"]
+    folder = api["environment"]["FEEDBACK_DIR"]
+    assert f"feedback:{folder}" in api["volumes"]
+    assert f"feedback:{folder}:ro" in trainer["volumes"]
+    assert api["environment"]["CAPTURE_RATE"] == "${CAPTURE_RATE:-0}"  # off unless asked for
+    command = trainer["command"]
+    extra = command[command.index("--extra-data") + 1]
+    model = command[command.index("--model-name") + 1]
+    assert extra == f"{folder}/{model}"
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert (
+        f"FEEDBACK_DIR={folder}" in dockerfile
+        and f"install -d -o 10001 -g 10001 {folder}" in dockerfile
+    )
+
+
 def test_gpu_reservation_is_an_override():
     base = compose("docker-compose.yml")["services"]["api"]
     assert "deploy" not in base  # the base file starts on a host without a GPU

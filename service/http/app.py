@@ -10,10 +10,14 @@ from flask import Flask
 from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
 from service import logs, settings
+from service.capture import CaptureStore
 from service.dataplane import DataPlane
+from service.drift import DriftWindows
+from service.feedback import Feedback, FeedbackStore
 from service.http import auth, cors, limits, observability, routes
 from service.http.errors import register_error_handlers
 from service.loader import BatchingOptions, Loader
+from service.monitor import Monitor
 from service.registry import Registry
 from service.settings import Settings
 
@@ -63,10 +67,20 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
         policy=cfg.policy,
         retire_after_s=cfg.request_deadline_ms / 1000 + 1,
     )
-    app.extensions.update(dataplane=DataPlane(registry, cfg), loader=loader)
+    captures = (
+        CaptureStore(cfg.feedback_dir, cfg.capture_max_bytes, cfg.capture_max_age_hours * 3600)
+        if cfg.feedback_dir
+        else None
+    )
+    windows = DriftWindows(cfg.drift_window, cfg.drift_psi_threshold)
+    plane = DataPlane(registry, cfg, Monitor(registry, windows, captures, cfg.capture_rate))
+    store = FeedbackStore(cfg.feedback_dir) if cfg.feedback_dir else None
+    app.extensions.update(dataplane=plane, loader=loader, feedback=Feedback(plane, store, captures))
     log.info("starting worker", extra={"fields": {"event": "start", "settings": cfg.environment()}})
     loader.warn_about_the_filesystem()
     loader.load_all()
+    if store is not None:
+        store.prepare(registry.names())
     if cfg.model_poll_seconds > 0:
         loader.start_polling(cfg.model_poll_seconds)
     return app

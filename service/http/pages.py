@@ -1,9 +1,9 @@
-"""The HTTP edge's pages: the demo page and Prometheus' /metrics (the /docs page is
-service/http/docs_page.py)."""
+"""The HTTP edge's pages: the demo page, the labelling page and Prometheus' /metrics (the
+/docs page is service/http/docs_page.py)."""
 
 from __future__ import annotations
 
-from flask import Response, render_template
+from flask import Response, render_template, request
 
 from classifier.errors import ClassifierError
 from service import metrics
@@ -34,4 +34,18 @@ def demo():
         not_ready=not_ready,
         max_images=plane.settings.max_images_per_request,
         max_upload_bytes=plane.settings.max_upload_bytes,
+    )
+
+
+def label():
+    """The labelling page of `?model=` (default: the default model). It holds no data: it
+    loads the captured images with the API's own calls (and the API key typed in, when keys
+    are on), so it is served without a key."""
+    plane = dataplane()
+    return render_template(
+        "label.html",
+        model=request.args.get("model") or plane.registry.default_name,
+        capture_rate=plane.settings.capture_rate,
+        feedback_on=bool(plane.settings.feedback_dir),
+        limit=50,
     )

@@ -248,3 +248,56 @@ def test_unknown_model_is_model_not_found(tmp_path):
     with pytest.raises(ModelStoreError) as info:
         load_predictor(ModelStore(tmp_path), "nothing")
     assert info.value.code == "model_not_found"
+
+
+# -- amending a published version's metadata --------------------------------------------------
+
+REFERENCE = {
+    "of": "validation",
+    "count": 4,
+    "class_mix": {"cats": 0.5, "dogs": 0.5},
+    "confidence": {"edges": [0.5, 0.75, 1.0], "fractions": [0.25, 0.75]},
+}
+
+
+def test_amend_adds_a_drift_reference_and_changes_no_file(tmp_path):
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake())
+    folder = tmp_path / "pets" / "1"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != METADATA_FILE}
+    old = json.loads((folder / METADATA_FILE).read_text())
+    amended = store.amend("pets", 1, {"drift_reference": REFERENCE})
+    assert amended.drift_reference.class_mix == {"cats": 0.5, "dogs": 0.5}
+    assert store.check("pets", 1).drift_reference == amended.drift_reference
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != METADATA_FILE} == before
+    new = json.loads((folder / METADATA_FILE).read_text())
+    assert {k: v for k, v in new.items() if k != "drift_reference"} == old
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*before, METADATA_FILE])
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"class_names": ["a", "b"]}, "cannot change after publishing"),
+        ({"files": {}}, "cannot change after publishing"),
+        ({"drift_reference": {**REFERENCE, "class_mix": {"a": 0.5, "b": 0.5}}}, "class_mix"),
+        ({"drift_reference": {**REFERENCE, "count": 0}}, "drift_reference.count"),
+    ],
+)
+def test_amend_refuses_other_sections_and_a_reference_that_does_not_fit(
+    tmp_path, sections, message
+):
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake())
+    text = (tmp_path / "pets" / "1" / METADATA_FILE).read_text()
+    with pytest.raises(ModelStoreError, match=message):
+        store.amend("pets", 1, sections)
+    assert (tmp_path / "pets" / "1" / METADATA_FILE).read_text() == text
+
+
+def test_amend_refuses_a_version_whose_files_do_not_match(tmp_path):
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake())
+    (tmp_path / "pets" / "1" / MODEL_FILE).write_bytes(b"tampered")
+    with pytest.raises(ModelStoreError, match="checksum"):
+        store.amend("pets", 1, {"drift_reference": REFERENCE})

@@ -64,13 +64,20 @@ def operations():
             yield path, method, operation
 
 
+def success(operation) -> str:
+    """The status of an operation's success: 200, or 201 where it stores something."""
+    [status] = [s for s in operation["responses"] if s in ("200", "201")]
+    return status
+
+
 def json_media(operation) -> list[tuple[str, dict]]:
-    """The JSON request body and the JSON 200 answer of an operation, where it has them."""
+    """The JSON request body and the JSON success answer of an operation, where it has them."""
     found = []
     if "application/json" in operation.get("requestBody", {}).get("content", {}):
         found.append(("request", operation["requestBody"]["content"]["application/json"]))
-    if "application/json" in operation["responses"]["200"].get("content", {}):
-        found.append(("200", operation["responses"]["200"]["content"]["application/json"]))
+    ok = operation["responses"][success(operation)]
+    if "application/json" in ok.get("content", {}):
+        found.append((success(operation), ok["content"]["application/json"]))
     return found
 
 
@@ -133,6 +140,8 @@ def test_every_json_request_example_is_answered_with_200(client):
     for path, method, operation in operations():
         content = operation.get("requestBody", {}).get("content", {})
         if "application/json" not in content or "{label}" in path:  # no labels configured
+            continue
+        if path.endswith("/feedback"):  # names a captured request: tests/service/test_loop_e2e.py
             continue
         answer = Draft202012Validator(
             {

@@ -307,3 +307,22 @@ def test_a_published_version_records_its_calibration_and_every_runtime_serves_it
     }
     for runtime, probs in answers.items():
         assert probs == pytest.approx(answers["keras"], abs=1e-5), runtime
+
+
+def test_a_published_version_records_its_drift_reference_as_served(trained):
+    """The class mix and confidence histogram of the version's answers on validation, from the
+    calibrated model it serves: what the service's drift is measured against."""
+    from classifier import drift
+
+    config, result = trained
+    reference = result.metadata.drift_reference
+    assert reference is not None and reference.recorded_by == "training"
+    assert reference.count == 16 and reference.of == "validation"
+    store = ModelStore(config.models_dir)
+    predictor = load_predictor(store, "toy", 1, RuntimeOptions(runtime="onnx"))
+    images = load_split(config.data_dir / "validation", InputSpec(64, 64), progress=False).images
+    served = drift.reference(predictor.predict(images), predictor.class_names, 0.5)
+    assert dict(reference.class_mix) == served["class_mix"]
+    assert list(reference.confidence.fractions) == pytest.approx(
+        served["confidence"]["fractions"], abs=1 / 16 + 1e-9
+    )
