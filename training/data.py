@@ -158,10 +158,13 @@ def load_split(
 
 def check_extra(folder: Path, class_names: list[str]) -> list[str]:
     """The class folders of an extra training folder (labelled feedback) that hold photos:
-    some of the model's classes; refused when it is missing or names another class. A folder
-    with no photo yet (a scheduled retrain before any feedback came in) adds nothing: []."""
+    some of the model's classes; refused when it names another class or is not a folder. A
+    folder with no photo yet, or none at all yet (a scheduled retrain before any feedback
+    came in: the service makes it on the first), adds nothing: []."""
+    if not folder.exists():
+        return []
     if not folder.is_dir():
-        raise DatasetError(f"no such folder: {folder}")
+        raise DatasetError(f"{folder} is not a folder")
     found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     unknown = [name for name in found if name not in class_names]
     if unknown:
@@ -179,7 +182,7 @@ def load_extra(
     none yet (said on stderr)."""
     found = check_extra(folder, class_names)
     if not found:
-        print(f"{folder} holds no photo yet: nothing added from it", file=sys.stderr)
+        print(f"{folder} holds no photo (yet): nothing added from it", file=sys.stderr)
         return None
     origin = (f"{folder.parent.name}/{folder.name}", "")
     return _load(folder, found, class_names, spec, origin, progress, every_class=False)
