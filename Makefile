@@ -33,7 +33,7 @@ $(CHECKOV_VENV)/.done:
 	touch $@
 
 serve: $(VENV)/.base
-	$(BIN)/classifier-serve
+	@$(BIN)/classifier-serve
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .

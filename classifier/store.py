@@ -34,6 +34,12 @@ from classifier.metadata import (
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # The shipped model: the service's MODEL_NAME and the client's --local model by default.
 DEFAULT_MODEL = "cats_vs_dogs"
+# Where the store is when MODELS_DIR is not set: the `models` folder of the checkout these
+# packages run from (a source tree or an editable install, as `make serve` makes), whatever
+# the current directory; installed without a checkout (`pip install .`), `models` in the
+# current directory. The service, `classify-images --local` and training all look there.
+MODELS_DIR_VARIABLE = "MODELS_DIR"
+DEFAULT_MODELS_FOLDER = "models"
 _NAME_RE = re.compile(NAME_PATTERN)
 _VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
 TEMP_PREFIX = ".publishing-"
@@ -63,6 +69,22 @@ def validate_name(name: str) -> str:
             code="invalid_model_name",
         )
     return name
+
+
+def checkout_root() -> Path | None:
+    """The source checkout holding these packages, or None for an installed copy."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def default_models_dir() -> Path:
+    """The model store when none is named: MODELS_DIR, else the checkout's `models` folder
+    (absolute), else `models` in the current directory."""
+    named = os.environ.get(MODELS_DIR_VARIABLE, "").strip()
+    if named:
+        return Path(named)
+    root = checkout_root()
+    return root / DEFAULT_MODELS_FOLDER if root else Path(DEFAULT_MODELS_FOLDER)
 
 
 def sha256_file(path: Path) -> str:

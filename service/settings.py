@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from classifier.errors import ClassifierError
 from classifier.runtimes import DEVICES, PRECISIONS, RUNTIMES, bf16_refusal, runtime_refusal
 from classifier.spec import DEFAULT_MAX_PIXELS
-from classifier.store import DEFAULT_MODEL, validate_name
+from classifier.store import DEFAULT_MODEL, default_models_dir, validate_name
 from service.registry import VersionPolicy
 
 Runtime = Literal[RUNTIMES]  # type: ignore[valid-type]
@@ -65,7 +65,13 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field("info", description="log level")
 
     # -- models -------------------------------------------------------------------------
-    models_dir: str = Field("models", description="model store root")
+    models_dir: str = Field(
+        "",
+        validate_default=True,
+        description="model store root; empty: the `models` folder of the checkout the service "
+        "runs from (`make serve`'s), whatever the current directory (installed without a "
+        "checkout: `models` in the current directory)",
+    )
     model_name: str = Field(DEFAULT_MODEL, description="the default model, served on `/predict`")
     model_poll_seconds: float = Field(
         2.0, ge=0, description="how often each worker looks for new versions (0: never)"
@@ -187,6 +193,11 @@ class Settings(BaseSettings):
         gt=0,
         description="population stability index from which a model's answers are drifting",
     )
+
+    @field_validator("models_dir")
+    @classmethod
+    def _models_dir(cls, value: str) -> str:
+        return value or str(default_models_dir())
 
     @field_validator("model_name")
     @classmethod

@@ -1,10 +1,13 @@
 """Every sh and python snippet of the README's request sections runs as written against the
-shipped model served by the product's own command (only the port is changed)."""
+shipped model served by the product's own command, beside a copy of samples/ (only the port
+is changed). tests/test_readme_walkthrough.py runs the front part's sh blocks in order on a
+fresh clone."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.harness import Server
-from tests.helpers import REPO, SHIPPED_MODELS, encode, jpeg_bytes, noise_image
+from tests.helpers import REPO, SHIPPED_MODELS, jpeg_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -33,9 +36,7 @@ def snippets(language: str) -> list[str]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("readme")
-    (folder / "cat.jpg").write_bytes(jpeg_bytes((320, 240), seed=1))
-    (folder / "photo.jpg").write_bytes(jpeg_bytes((300, 200), seed=2))
-    (folder / "dog.png").write_bytes(encode(noise_image((200, 160), seed=3), "PNG"))
+    shutil.copytree(REPO / "samples", folder / "samples")  # the photos the snippets send
     with Server(SHIPPED_MODELS, MODEL_POLL_SECONDS="0") as server:
         yield server.wait_ready(), folder
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from classifier.predictor import load_predictor
+from classifier.preprocess import decode_image
 from classifier.store import ModelStore
 from tests.helpers import REPO, SHIPPED_MODELS
 from training.data import load_split
@@ -78,3 +79,13 @@ def test_the_shipped_recipe_is_what_trained_the_default_model(predictor):
         assert recorded[key] == value, key
     assert recorded["seed"] == 1337
     assert recorded["command"].startswith("python -m training.train --data-dir ")
+
+
+def test_the_sample_photos_are_what_their_names_say(predictor):
+    """samples/ (the README's quick start sends them): the served model gets both right,
+    and they stay small."""
+    for name, label in (("cat.jpg", "cats"), ("dog.jpg", "dogs")):
+        data = (REPO / "samples" / name).read_bytes()
+        assert len(data) < 64 * 1024
+        probs = predictor.predict(decode_image(data, predictor.spec)[None])
+        assert predictor.labels(probs) == [label], (name, probs)

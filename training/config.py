@@ -11,7 +11,7 @@ from pathlib import Path
 
 from classifier.errors import ModelStoreError
 from classifier.spec import DEFAULT_SPEC, InputSpec
-from classifier.store import NAME_PATTERN, validate_name
+from classifier.store import NAME_PATTERN, default_models_dir, validate_name
 from training.model import (
     OPTIMIZERS,
     PRECISION_CHOICES,
@@ -39,7 +39,11 @@ class TrainConfig:
     not at all (see train.build_metadata)."""
 
     data_dir: Path = option(help="folder with train/ and validation/", recorded=False)
-    models_dir: Path = option(Path("models"), help="model store root", recorded=False)
+    models_dir: Path = option(
+        default_models_dir(),
+        help="model store root: MODELS_DIR, else the checkout's models/, as the service's",
+        recorded=False,
+    )
     model_name: str | None = option(
         None,
         help="name to publish under; a model's classes never change, so new classes need a "

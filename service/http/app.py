@@ -81,9 +81,31 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     loader.load_all()
     if store is not None:
         store.prepare(registry.names())
+    say_if_nothing_serves(loader, cfg)
     if cfg.model_poll_seconds > 0:
         loader.start_polling(cfg.model_poll_seconds)
     return app
+
+
+def say_if_nothing_serves(loader: Loader, cfg: Settings) -> None:
+    """One line at start when the default model has no loadable version, naming the folder
+    looked in (and why its versions were refused): the worker still starts, answers 503
+    `model_not_ready` and takes the first valid version published there."""
+    state = loader.registry.state(cfg.model_name)
+    if state.loaded:
+        return
+    folder = loader.store.model_dir(cfg.model_name).absolute()
+    why = "; ".join(
+        [f"v{v}: {reason}" for v, (_, reason) in sorted(state.failures.items())]
+        + [f"v{s.version}: {s.error}" for s in state.scanned if s.error]
+    )
+    log.error(
+        "no loadable model: no valid version of %r in %s%s; /readyz and the predict routes "
+        "answer 503 until one is published there (MODELS_DIR names another store)",
+        cfg.model_name,
+        folder,
+        f" ({why})" if why else "",
+    )
 
 
 def _split(config: Settings | Mapping[str, object] | None) -> tuple[Settings, dict]:

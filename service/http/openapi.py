@@ -210,9 +210,14 @@ def _body(answer, description: str) -> dict:
     if isinstance(answer, str):  # a media type, not JSON of ours
         schema = {"type": "object"} if answer == "application/json" else {"type": "string"}
         return {"description": description, "content": {answer: {"schema": schema}}}
+    media = [a for a in answer if isinstance(a, str)] if isinstance(answer, tuple) else []
+    content = {kind: {"schema": {"type": "string"}} for kind in media}
     models = _models(answer)
     schema = _ref(models[0]) if len(models) == 1 else {"anyOf": [_ref(m) for m in models]}
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+    return {
+        "description": description,
+        "content": {**content, "application/json": {"schema": schema}},
+    }
 
 
 def _errors(codes: tuple[str, ...], shapes: tuple[type[BaseModel], ...]) -> dict[str, dict]:
@@ -248,7 +253,11 @@ def _models(answer) -> tuple[type[BaseModel], ...]:
     """The payload models of an answer: one, several, or none for a media type."""
     if isinstance(answer, str):
         return ()
-    return answer if isinstance(answer, tuple) else (answer,)
+    return (
+        tuple(a for a in answer if not isinstance(a, str))
+        if isinstance(answer, tuple)
+        else (answer,)
+    )
 
 
 def _request_models(route) -> tuple[type[BaseModel], ...]:

@@ -39,7 +39,9 @@ FEEDBACK_ERRORS = (
     "unsupported_media_type", "bad_request", "invalid_json",
 )  # fmt: skip
 
-Answer = type[BaseModel] | tuple[type[BaseModel], ...] | str
+# The 200 body: a payload model, several (any of them), a media type, or media types and
+# models together (content negotiation: GET / gives HTML or JSON).
+Answer = type[BaseModel] | str | tuple[type[BaseModel] | str, ...]
 
 
 @dataclass(frozen=True)
@@ -73,16 +75,17 @@ class Route:
 
 
 OWN, V2, TF = ("this service",), ("Open Inference Protocol (V2)",), ("TensorFlow Serving",)
+KSERVE_V1 = ("KServe V1",)  # KServe's V1 protocol: TensorFlow Serving's predict, plus these
 SIMPLE = (SimpleError,)
 EITHER = (ErrorResponse, SimpleError)
 
 
-def _predict(path: str, summary: str, view: Callable, answer: Answer, shapes) -> Route:
+def _predict(path: str, summary: str, view: Callable, answer: Answer, shapes, also=()) -> Route:
     own = shapes == (ErrorResponse,)
     return Route(
         "POST", path, view, summary, answer, body="predict",
         errors=OWN_PREDICT_ERRORS if own else PREDICT_ERRORS, error_shapes=shapes,
-        inference=True, tags=OWN if own else OWN + TF, query=("top_k",),
+        inference=True, tags=(OWN if own else OWN + TF) + also, query=("top_k",),
     )  # fmt: skip
 
 
@@ -98,14 +101,14 @@ BOTH = (schemas.PredictResponse, tf_schemas.TfPredictResponse)
 
 ROUTES: tuple[Route, ...] = (
     _predict("/predict", "Predict with the default model", own.predict_default, schemas.PredictResponse, (ErrorResponse,)),
-    _predict("/v1/models/{name}:predict", "Predict with a model", tfserving.predict, BOTH, EITHER),
+    _predict("/v1/models/{name}:predict", "Predict with a model", tfserving.predict, BOTH, EITHER, also=KSERVE_V1),
     _predict("/v1/models/{name}/versions/{version}:predict", "Predict with a model version", tfserving.predict, BOTH, EITHER),
     _predict("/v1/models/{name}/labels/{label}:predict", "Predict with a labelled version", tfserving.predict, BOTH, EITHER),
     _tf("POST", "/v1/models/{name}:classify", tfserving.classify, "Classify (TensorFlow Serving)", tf_schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
     _tf("POST", "/v1/models/{name}/versions/{version}:classify", tfserving.classify, "Classify with a version (TensorFlow Serving)", tf_schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
     _tf("POST", "/v1/models/{name}/labels/{label}:classify", tfserving.classify, "Classify with a labelled version (TensorFlow Serving)", tf_schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
     Route("GET", "/v1/models", own.list_models, "List models", schemas.ModelList, tags=OWN),
-    Route("GET", "/v1/models/{name}", own.model_status, "Model status", schemas.ModelStatus, "versions, states, metadata, and TensorFlow Serving's model_version_status", errors=("model_not_found",), tags=OWN + TF),
+    Route("GET", "/v1/models/{name}", own.model_status, "Model status", schemas.ModelStatus, "versions, states, metadata, TensorFlow Serving's model_version_status and KServe V1's ready", errors=("model_not_found",), tags=OWN + TF + KSERVE_V1),
     _tf("GET", "/v1/models/{name}/versions/{version}", tfserving.version_status, "Version status (TensorFlow Serving)", tf_schemas.TfModelStatus, errors=("model_not_found", "version_not_found")),
     _tf("GET", "/v1/models/{name}/labels/{label}", tfserving.version_status, "Labelled version status (TensorFlow Serving)", tf_schemas.TfModelStatus, errors=("model_not_found", "version_not_found")),
     _tf("GET", "/v1/models/{name}/metadata", tfserving.metadata, "Model metadata (TensorFlow Serving)", tf_schemas.TfModelMetadata, errors=LOOKUP_ERRORS),
@@ -129,7 +132,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/openapi.json", lambda: jsonify(spec(settings())), "API description", "application/json", tags=OWN),
     Route("GET", "/docs", lambda: docs_page.page(spec(settings())), "API documentation page", "text/html", "Swagger UI over /openapi.json, for people", tags=OWN),
     Route("GET", "/docs/assets/{filename}", docs_page.asset, "API documentation page asset", "text/*", "Swagger UI's JavaScript (`text/javascript`) or CSS (`text/css`), shipped by the flask-swagger-ui package", errors=("not_found",), tags=OWN),
-    Route("GET", "/", pages.demo, "Demo page", "text/html", "drop an image, see the prediction", tags=OWN),
+    Route("GET", "/", pages.root, "Demo page, or liveness", ("text/html", schemas.Alive), "for browsers (Accept: text/html), the demo page: drop an image, see the prediction; for other clients, KServe V1's liveness", tags=OWN + KSERVE_V1),
     Route("GET", "/label", pages.label, "Labelling page", "text/html", "the captured images not labelled yet, newest first, with the model's answer; one click or key per class sends the feedback", tags=OWN),
 )  # fmt: skip
 

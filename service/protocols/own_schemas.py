@@ -123,6 +123,7 @@ class ModelStatus(Payload):
     model_config = example_bodies(
         {
             "name": EXAMPLE_MODEL,
+            "ready": True,
             "default": True,
             "serving_version": 3,
             "loaded_versions": [3],
@@ -159,6 +160,9 @@ class ModelStatus(Payload):
     )
 
     name: str
+    ready: bool = Field(
+        description="a version is loaded and serving (KServe's V1 protocol reads it here)"
+    )
     default: bool = Field(description="served on /predict")
     serving_version: int | None
     loaded_versions: list[int]
@@ -191,6 +195,14 @@ class Health(Payload):
     model_config = example_bodies({"status": "ok"})
 
     status: Literal["ok"]
+
+
+class Alive(Payload):
+    """KServe's V1 liveness, on `GET /` to a client that does not ask for HTML."""
+
+    model_config = example_bodies({"status": "alive"})
+
+    status: Literal["alive"]
 
 
 class Readiness(Payload):

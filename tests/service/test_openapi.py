@@ -48,11 +48,25 @@ def test_every_error_status_the_app_sends_is_documented(client):
         assert str(response.status_code) in paths[path][method]["responses"], (path, response)
 
 
+# What Chromium and Firefox send when they open a page.
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/webp,*/*;q=0.8"
+
+
 def test_demo_page(client):
-    demo = client.get("/")
+    demo = client.get("/", headers={"Accept": BROWSER_ACCEPT})
     assert demo.status_code == 200 and demo.mimetype == "text/html"
+    assert "Accept" in demo.headers["Vary"]
     page = demo.get_data(as_text=True)
     assert 'id="file"' in page and "pets" in page and "version 1" in page
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json", "text/html;q=0.5, */*"])
+def test_the_root_answers_kserve_liveness_to_other_clients(client, accept):
+    answer = client.get("/", headers={"Accept": accept} if accept else {})
+    assert answer.status_code == 200 and answer.get_json() == {"status": "alive"}
+    assert "Accept" in answer.headers["Vary"]
+    documented = spec()["paths"]["/"]["get"]["responses"]["200"]["content"]
+    assert set(documented) == {"text/html", "application/json"}
 
 
 # -- examples --------------------------------------------------------------------------------
