@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from classifier.durable import fsync, write_json
 from classifier.errors import ModelStoreError
 from classifier.filesystems import rename_refusal
 from classifier.metadata import (
@@ -225,7 +226,7 @@ class ModelStore:
                 if p.is_file() and p.name != METADATA_FILE
             }
             for path in staging.iterdir():
-                _fsync_file(path)
+                fsync(path)
             created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             while True:
                 version = max(self.versions(name), default=0) + 1
@@ -238,15 +239,15 @@ class ModelStore:
                     "created_at": created,
                 }
                 ModelMetadata.from_dict(metadata)  # never publish what could not be loaded
-                _write_json(staging / METADATA_FILE, metadata)
-                _fsync_dir(staging)
+                write_json(staging / METADATA_FILE, metadata)
+                fsync(staging)
                 try:
                     os.rename(staging, folder / str(version))
                 except OSError:
                     if (folder / str(version)).exists():
                         continue  # another publisher took this number; take the next
                     raise
-                _fsync_dir(folder)
+                fsync(folder)
                 return ModelMetadata.from_dict(metadata)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -279,31 +280,10 @@ class ModelStore:
         os.close(handle)
         try:
             os.chmod(temp, 0o644)  # mkstemp makes it private; other readers (the API) need it
-            _write_json(Path(temp), data)
+            write_json(Path(temp), data)
             os.replace(temp, folder / METADATA_FILE)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
-        _fsync_dir(folder)
+        fsync(folder)
         return ModelMetadata.from_dict(data)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from classifier.durable import fsync
 from classifier.errors import ClassifierError
 from service import calls, metrics, photos
 from service.capture import Capture, CaptureStore
@@ -152,7 +153,7 @@ class FeedbackStore:
                 continue
             for old in other.glob(f"{stored.sha256}.*"):
                 old.unlink(missing_ok=True)
-                photos.fsync_dir(other)
+                fsync(other)
 
 
 class Feedback:

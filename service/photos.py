@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from classifier.durable import fsync
 from classifier.spec import ALLOWED_FORMATS
 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
@@ -65,12 +66,4 @@ def write_atomically(path: Path, data: bytes, *, durable: bool) -> None:
         Path(temp).unlink(missing_ok=True)
         raise
     if durable:
-        fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync(path.parent)

@@ -69,21 +69,28 @@ def test_recorded_accuracy_reproduces_on_the_validation_photos(predictor, shared
     assert accuracy == pytest.approx(recorded, abs=0.002)
 
 
-def test_the_shipped_recipe_is_what_trained_the_default_model(predictor):
-    """`--recipe shipped` reproduces the settings recorded in the default model's metadata."""
+@pytest.mark.parametrize(("recipe", "version"), [("shipped", None), ("small-data", 3)])
+def test_each_recipe_is_what_trained_its_shipped_version(predictor, recipe, version):
+    """`--recipe shipped` reproduces the settings recorded in the default model's metadata,
+    `--recipe small-data` those of version 3 (which was trained as `shipped` before v4)."""
     from training.config import RECIPES
 
-    recorded = predictor.metadata.raw["training"]
-    recipe = dict(RECIPES["shipped"])
+    metadata = (
+        predictor.metadata
+        if version is None
+        else ModelStore(SHIPPED_MODELS).check("cats_vs_dogs", version)
+    )
+    recorded = metadata.raw["training"]
+    settings = dict(RECIPES[recipe])
     ranges = recorded["augmentation_ranges"]
     for key in ("rotation", "zoom", "translation", "contrast"):
-        assert recipe.pop(key) == ranges[key], key
-    assert recipe.pop("precision") == "auto" and recorded["precision"] == "mixed_bfloat16"
-    for key, value in recipe.items():
+        assert settings.pop(key) == ranges[key], key
+    assert settings.pop("precision") == "auto" and recorded["precision"] == "mixed_bfloat16"
+    for key, value in settings.items():
         assert recorded[key] == value, key
     assert recorded["seed"] == 1337
-    assert recorded["command"].startswith("python -m training.retrain --data-dir ")
-    assert " --recipe shipped" in recorded["command"]
+    if version is None:
+        assert " --recipe shipped" in recorded["command"]
 
 
 def test_the_sample_photos_are_what_their_names_say(predictor):
