@@ -44,11 +44,13 @@ RUN pip uninstall --yes pip setuptools \
         ! -name 'libopenvino_onnx_frontend.so*' ! -name 'libopenvino_ir_frontend.so*' -delete \
     && rm onnxruntime/capi/libonnxruntime.so.*
 
-# The serving image's copy of the shipped models: versions with a model.onnx, without their
-# Keras files (ONNX Runtime and OpenVINO read model.onnx), each checked as the store will.
+# The serving image's copy of the shipped models: the newest version of each with a model.onnx
+# (what the default policy serves; --build-arg SERVE_VERSIONS=all: every one), without its
+# Keras file (ONNX Runtime and OpenVINO read model.onnx), each checked as the store will.
 FROM build-serve AS models-serve
+ARG SERVE_VERSIONS=newest
 COPY models ./models
-RUN python -m classifier.serving_copy models /models
+RUN python -m classifier.serving_copy --versions "${SERVE_VERSIONS}" models /models
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS base
 # HOME is /tmp: with a read-only root (docker run --read-only --tmpfs /tmp, Kubernetes'
@@ -61,12 +63,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     MODELS_DIR=/models \
     HOST=0.0.0.0 \
     PORT=8000 \
-    GRPC_PORT=8001 \
-    FEEDBACK_DIR=/feedback
+    GRPC_PORT=8001
 # /store: where a seeding step mounts an empty model store volume, owned by the app user so
 # that a new volume is (docker-compose.yml's models-init; deploy/k8s/base/seed_models.py).
-# /feedback: labelled feedback and captured requests (a volume; a named one starts owned by
-# the app's user, as this folder is).
+# /feedback: where compose and Kubernetes mount the feedback volume (FEEDBACK_DIR, off unless
+# set): a named volume starts owned by the app's user, as this folder is.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /tmp --no-create-home app \
     && install -d -o app -g app /store /feedback

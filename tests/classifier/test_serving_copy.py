@@ -45,4 +45,14 @@ def test_refuses_a_store_with_nothing_servable(tmp_path, capsys):
         copy_for_serving(tmp_path / "source", tmp_path / "copy")
     assert main([str(tmp_path / "source"), str(tmp_path / "again")]) == 1
     assert ONNX_FILE in capsys.readouterr().err
-    assert main([]) == 2
+    with pytest.raises(SystemExit) as usage:
+        main([])
+    assert usage.value.code == 2
+
+
+def test_the_newest_only_is_what_the_default_policy_serves(tmp_path):
+    """The serving image ships the newest servable version of each model."""
+    copied = copy_for_serving(SHIPPED_MODELS, tmp_path, versions="newest")
+    newest = ModelStore(SHIPPED_MODELS).latest_valid("cats_vs_dogs").version
+    assert copied == [f"cats_vs_dogs/{newest}"]
+    assert ModelStore(tmp_path).versions("cats_vs_dogs") == [newest]
