@@ -24,6 +24,10 @@ MEDIA_TYPES = {
     "bmp": "image/bmp",
     "webp": "image/webp",
 }
+# Pillow names a file of an accepted format by its variant: a JPEG that holds more than one
+# image (MPO: many phones' and cameras' photos) is opened as JPEG, decoded as one, and reported
+# as MPO.
+VARIANTS = {"MPO": "JPEG"}
 TEMP_PREFIX = ".tmp-"  # hidden: class-folder readers (training.data) never see one
 assert set(EXTENSIONS) == set(ALLOWED_FORMATS)
 
@@ -37,7 +41,7 @@ def extension(data: bytes) -> str:
     only, nothing decoded); ValueError for anything else."""
     try:
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
-            return EXTENSIONS[image.format]
+            return EXTENSIONS[VARIANTS.get(image.format, image.format)]
     except (OSError, KeyError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ValueError("not an image of an accepted format") from None
 

@@ -65,3 +65,40 @@ def test_a_failed_write_is_answered_503_in_the_route_shape(models_dir, tmp_path)
     assert response.get_json()["error"]["code"] == "feedback_not_stored"
     assert response.headers["Retry-After"] == "1"
     assert not (feedback / "pets" / "feedback.jsonl").exists()
+
+
+def mpo_bytes() -> bytes:
+    """A JPEG file holding a second image (MPO, as many phones and cameras write): Pillow
+    decodes it as a JPEG and names its format MPO."""
+    buffer = io.BytesIO()
+    first, second = noise_image(seed=5), noise_image(seed=6)
+    first.save(buffer, "MPO", save_all=True, append_images=[second])
+    return buffer.getvalue()
+
+
+def test_a_phone_photo_with_a_second_image_is_stored_as_a_jpeg(models_dir, tmp_path):
+    from service.http.app import create_app
+
+    photo = mpo_bytes()
+    feedback = tmp_path / "feedback"
+    app = create_app(app_config(models_dir, FEEDBACK_DIR=str(feedback), CAPTURE_RATE=1))
+    client = app.test_client()
+    response = client.post(
+        "/v1/models/pets/feedback", data={"image": (io.BytesIO(photo), "a.jpg"), "label": "cats"}
+    )
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["image"] == f"cats/{sha256(photo)}.jpg"
+    assert (feedback / "pets" / "cats" / f"{sha256(photo)}.jpg").read_bytes() == photo
+    # captured as well: predicted, then labelled by its request id
+    predicted = client.post(
+        "/v1/models/pets:predict",
+        data={"image": (io.BytesIO(photo), "a.jpg")},
+        headers={"X-Request-ID": "mpo-1"},
+    )
+    assert predicted.status_code == 200, predicted.get_json()
+    assert app.extensions["dataplane"].monitor.wait_idle()
+    labelled = client.post(
+        "/v1/models/pets/feedback", json={"request_id": "mpo-1", "label": "dogs"}
+    )
+    assert labelled.status_code == 201, labelled.get_json()
+    assert labelled.get_json()["image"] == f"dogs/{sha256(photo)}.jpg"
