@@ -1,8 +1,9 @@
-"""Writing files that survive a crash: fsync a file or a folder, write JSON fsynced.
+"""Writing files that survive a crash: fsync a file or a folder, make folders whose entries
+are fsynced, write JSON fsynced.
 
-A file or folder renamed into place is only durable once its contents and then the folder
-holding the new name are fsynced; the store's publish, training's checkpoints and the
-service's feedback all follow that order.
+A file or folder renamed into place (or created) is only durable once its contents and then
+the folder holding the new name are fsynced; the store's publish, training's checkpoints and
+the service's feedback all follow that order.
 """
 
 from __future__ import annotations
@@ -19,6 +20,22 @@ def fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_dirs(path: Path) -> None:
+    """`mkdir -p`, durably: each folder made is fsynced in its parent (a photo fsynced into a
+    folder made a moment before would otherwise vanish with it in a crash)."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:  # made meanwhile (another writer), or a file: said below
+            if not folder.is_dir():
+                raise
+        fsync(folder.parent)
 
 
 def write_json(path: Path, data: dict) -> None:

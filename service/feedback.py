@@ -23,11 +23,11 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from classifier.durable import fsync
+from classifier.durable import fsync, make_dirs
 from classifier.errors import ClassifierError
 from service import calls, metrics, photos
 from service.capture import Capture, CaptureStore
@@ -105,7 +105,7 @@ class FeedbackStore:
         folder = self.root / stored.model
         target = folder / stored.image
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(target.parent)
             with self._lock(folder):
                 created = not target.exists()
                 if created:
@@ -138,12 +138,23 @@ class FeedbackStore:
     @staticmethod
     def _append(journal: Path, entry: dict) -> None:
         line = (json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n").encode()
+        new = not journal.exists()
         fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
-            os.fsync(fd)
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(line)
+                while view:  # a full disk may take part of the line before it refuses
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                with suppress(OSError):
+                    os.ftruncate(fd, start)  # no half line for the next one to run into
+                raise
         finally:
             os.close(fd)
+        if new:  # the journal's own entry in the folder, as for a photo
+            fsync(journal.parent)
 
     @staticmethod
     def _leave_other_classes(folder: Path, stored: Stored) -> None:

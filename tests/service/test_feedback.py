@@ -2,6 +2,7 @@
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,61 @@ def test_a_write_that_fails_stores_nothing(tmp_path):
     with pytest.raises(FeedbackNotStored):
         store.add(stored("dogs", data), data, {"label": "dogs"})
     assert not list((tmp_path / "pets" / "dogs").iterdir())  # the photo went with it
+
+
+def test_new_folders_and_the_journal_are_fsynced_in_their_parents(tmp_path, monkeypatch):
+    """A photo fsynced into a folder made a moment before, or a journal just created, would
+    vanish in a crash with the folder entry that names it."""
+    import classifier.durable
+    import service.feedback
+    import service.photos
+
+    synced = []
+
+    def record(path):
+        synced.append(Path(path))
+
+    for module in (classifier.durable, service.feedback, service.photos):
+        monkeypatch.setattr(module, "fsync", record)
+    store = FeedbackStore(tmp_path / "feedback")
+    data = jpeg_bytes()
+    store.add(stored("cats", data), data, {"label": "cats"})
+    pets = tmp_path / "feedback" / "pets"
+    for folder in (tmp_path, tmp_path / "feedback", pets, pets / "cats"):
+        assert folder in synced, folder
+    assert synced.index(pets) < synced.index(pets / "cats")  # made, then written into
+    synced.clear()
+    store.add(stored("cats", jpeg_bytes(seed=1)), jpeg_bytes(seed=1), {"label": "cats"})
+    assert synced == [pets / "cats"]  # nothing new but the photo: only its folder
+
+
+def test_a_journal_line_the_disk_took_half_of_is_taken_back(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    store = FeedbackStore(tmp_path)
+    first, second = jpeg_bytes(seed=1), jpeg_bytes(seed=2)
+    store.add(stored("cats", first), first, {"label": "cats"})
+    write = os.write
+
+    def full_disk(fd, data):
+        if bytes(data).startswith(b'{"label": "dogs"'):
+            write(fd, bytes(data)[:5])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(FeedbackNotStored, match="No space left"):
+        store.add(stored("dogs", second), second, {"label": "dogs"})
+    monkeypatch.setattr(os, "write", write)
+    journal = tmp_path / "pets" / "feedback.jsonl"
+    assert journal.read_text() == '{"label": "cats"}\n'
+    assert not (tmp_path / "pets" / "dogs" / f"{sha256(second)}.jpg").exists()
+    store.add(stored("dogs", second), second, {"label": "dogs"})  # tried again: whole lines
+    assert [json.loads(line) for line in journal.read_text().splitlines()] == [
+        {"label": "cats"},
+        {"label": "dogs"},
+    ]
 
 
 def test_a_failed_write_is_answered_503_in_the_route_shape(models_dir, tmp_path):
