@@ -134,6 +134,9 @@ def captured_image(name: str, image: str):
         raise NotCaptured(f"no captured image {image!r} of model {name!r}")
     response = Response(data, content_type=MEDIA_TYPES[image.rsplit(".", 1)[1]])
     response.headers["Cache-Control"] = "private, max-age=3600"
+    # a client's bytes served back: only ever an image, never a page that runs anything
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
 
 

@@ -158,3 +158,19 @@ def test_a_phone_photo_with_a_second_image_is_stored_as_a_jpeg(models_dir, tmp_p
     )
     assert labelled.status_code == 201, labelled.get_json()
     assert labelled.get_json()["image"] == f"dogs/{sha256(photo)}.jpg"
+
+
+def test_a_captured_image_is_served_back_as_an_image_only(models_dir, tmp_path):
+    from service.http.app import create_app
+
+    app = create_app(app_config(models_dir, FEEDBACK_DIR=str(tmp_path), CAPTURE_RATE=1))
+    client = app.test_client()
+    photo = encode(noise_image(seed=7), "GIF")
+    assert client.post("/predict", data={"image": (io.BytesIO(photo), "a.gif")}).status_code == 200
+    assert app.extensions["dataplane"].monitor.wait_idle()
+    [listed] = client.get("/v1/models/pets/captures").get_json()["captures"]
+    response = client.get(f"/v1/models/pets/captures/{listed['image']}")
+    assert response.status_code == 200 and response.data == photo
+    assert response.mimetype == "image/gif"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in response.headers["Content-Security-Policy"]
