@@ -174,6 +174,12 @@ class ModelMetadata(BaseModel):
         return (self.output or {}).get("activation", "sigmoid")
 
     @property
+    def decision_threshold(self) -> float | None:
+        """What decides an answer: a sigmoid's `threshold` on P(class_names[1]); None for a
+        softmax (the most probable class)."""
+        return self.threshold if self.activation == "sigmoid" else None
+
+    @property
     def output_width(self) -> int:
         return 1 if self.activation == "sigmoid" else len(self.class_names)
 

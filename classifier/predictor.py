@@ -89,8 +89,7 @@ class Predictor:
     def labels(self, probs: np.ndarray) -> list[str]:
         """A sigmoid's two classes: the second from the threshold up; a softmax: the most
         probable."""
-        sigmoid = self.metadata.activation == "sigmoid"
-        indices = answers(probs, self.metadata.threshold if sigmoid else None)
+        indices = answers(probs, self.metadata.decision_threshold)
         return [self.class_names[int(i)] for i in indices]
 
     def to_predictions(self, probs: np.ndarray) -> list[Prediction]:

@@ -121,8 +121,7 @@ class Monitor:
     def _observe(self, item: Answered) -> None:
         model, probs = item.model, item.probs
         predictor = model.predictor
-        sigmoid = predictor.metadata.activation == "sigmoid"
-        answered = np.asarray(answers(probs, predictor.metadata.threshold if sigmoid else None))
+        answered = np.asarray(answers(probs, predictor.metadata.decision_threshold))
         top = probs.max(axis=1)
         version = str(model.version)
         names = predictor.class_names

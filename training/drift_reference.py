@@ -84,11 +84,8 @@ def record(options: ReferenceOptions) -> dict:
     probs = probabilities_in_batches(
         lambda batch: np.asarray(predictor.predict(batch)), split.images
     )
-    sigmoid = predictor.metadata.activation == "sigmoid"
     reference = {
-        **drift.reference(
-            probs, predictor.class_names, predictor.metadata.threshold if sigmoid else None
-        ),
+        **drift.reference(probs, predictor.class_names, predictor.metadata.decision_threshold),
         "recorded_by": RECORDED_BY,
     }
     store.amend(predictor.name, predictor.version, {"drift_reference": reference})
