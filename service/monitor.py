@@ -6,7 +6,10 @@ capture sample is drawn there, then one non-blocking put on a bounded queue; it 
 and never raises). One thread per worker does the rest: metrics, drift windows, writing the
 captured images (service/capture.py), refreshing the drift gauges every few seconds and
 keeping the captures within their bounds. When its queue is full, answers are left out and
-counted (`monitor_dropped_answers_total`); the requests are not slowed. No Flask here.
+counted (`monitor_dropped_answers_total`); the requests are not slowed. The images sampled for
+capture wait in memory until written: past CAPTURE_PENDING_BYTES of them (a slow or stalled
+feedback volume), further samples are left out and counted (`capture_images_total{result=
+"dropped"}`) while the answers still count. No Flask here.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from service.registry import Registry, ServedModel
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 4096  # answered calls waiting for the monitor thread
+CAPTURE_PENDING_BYTES = 64 * 1024 * 1024  # sampled images in that queue, not written yet
 REFRESH_S = 2.0  # drift gauges are this fresh
 SWEEP_S = 60.0  # captures are swept at least this often (age), and after SWEEP_SHARE
 SWEEP_SHARE = 0.05  # of CAPTURE_MAX_BYTES written since the last sweep
@@ -43,6 +47,7 @@ class Answered:
     sampled: list[tuple[int, object]]  # (index, Upload or pixels) of the images to capture
     request_id: str
     when: float
+    pending: int = 0  # the bytes of `sampled`, counted in Monitor's pending bytes
 
 
 class Monitor:
@@ -61,6 +66,8 @@ class Monitor:
         self.capture_rate = capture_rate if captures is not None else 0.0
         self._queue: queue.Queue[Answered | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._written = 0
+        self._pending = 0  # bytes of sampled images queued and not written yet
+        self._pending_lock = threading.Lock()
         self._next_sweep = 0.0
         self._next_refresh = 0.0
         self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
@@ -70,6 +77,7 @@ class Monitor:
 
     def answered(self, model: ServedModel, images, probs: np.ndarray) -> None:
         """Hand an answer over; never blocks, never raises."""
+        pending = 0
         try:
             rate = self.capture_rate
             sampled = (
@@ -77,13 +85,35 @@ class Monitor:
                 if rate
                 else []
             )
+            if sampled:
+                sampled, pending = self._hold(model, sampled)
             call = calls.current()
             request_id = call.request_id if call else uuid.uuid4().hex
-            self._queue.put_nowait(Answered(model, probs, sampled, request_id, time.time()))
+            self._queue.put_nowait(
+                Answered(model, probs, sampled, request_id, time.time(), pending)
+            )
         except queue.Full:
+            self._release(pending)
             metrics.MONITOR_DROPPED.inc()
         except Exception:  # the answer is sent whatever happens here
+            self._release(pending)
             log.exception("answer not handed to the monitor")
+
+    def _hold(self, model: ServedModel, sampled: list) -> tuple[list, int]:
+        """The samples and their bytes, counted as pending; none when they would take the
+        pending bytes past CAPTURE_PENDING_BYTES (counted as dropped captures)."""
+        size = sum(_nbytes(image) for _, image in sampled)
+        with self._pending_lock:
+            if self._pending + size <= CAPTURE_PENDING_BYTES:
+                self._pending += size
+                return sampled, size
+        metrics.CAPTURED.labels(model.name, "dropped").inc(len(sampled))
+        return [], 0
+
+    def _release(self, size: int) -> None:
+        if size:
+            with self._pending_lock:
+                self._pending -= size
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Until every answer handed over so far is handled (tests, shutdown)."""
@@ -116,6 +146,7 @@ class Monitor:
                 log.exception("monitor failed on an answer")
             finally:
                 if item is not None:
+                    self._release(item.pending)
                     self._queue.task_done()
 
     def _observe(self, item: Answered) -> None:
@@ -192,3 +223,8 @@ class Monitor:
                 )
             if report.drifting is not None:
                 metrics.DRIFTING.labels(model.name, version).set(int(report.drifting))
+
+
+def _nbytes(image) -> int:
+    """What a sampled image holds in memory: an Upload's bytes, or pixels."""
+    return image.nbytes if isinstance(image, np.ndarray) else len(image.data)

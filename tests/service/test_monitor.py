@@ -1,0 +1,74 @@
+"""The monitor after each answer: the images sampled for capture wait in memory within a bound,
+whatever the feedback volume does; the answers still count."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+from prometheus_client import REGISTRY
+
+from service import monitor as monitor_module
+from service.capture import CaptureStore
+from service.dataplane import Upload
+from service.drift import DriftWindows
+from service.monitor import Monitor
+from service.registry import Registry
+from tests.helpers import jpeg_bytes
+
+
+class StalledStore(CaptureStore):
+    """A feedback volume that does not answer until `go` is set."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root, max_bytes=10**9, max_age_s=3600)
+        self.go = threading.Event()
+        self.started = threading.Event()
+        self.written: list[str] = []
+
+    def write(self, capture, data: bytes) -> int:
+        self.started.set()
+        self.go.wait(10)
+        self.written.append(capture.request_id)
+        return len(data)
+
+    def sweep(self, now=None) -> dict[str, int]:
+        return {"bytes": 0, "age": 0, "size": 0}
+
+
+def served(name: str) -> SimpleNamespace:
+    metadata = SimpleNamespace(decision_threshold=0.5)
+    predictor = SimpleNamespace(metadata=metadata, class_names=("cats", "dogs"))
+    return SimpleNamespace(name=name, version=1, predictor=predictor)
+
+
+def captured(model: str, result: str) -> float:
+    value = REGISTRY.get_sample_value("capture_images_total", {"model": model, "result": result})
+    return value or 0.0
+
+
+def test_sampled_images_waiting_for_a_stalled_volume_stay_within_their_bytes(tmp_path, monkeypatch):
+    photo = jpeg_bytes()
+    monkeypatch.setattr(monitor_module, "CAPTURE_PENDING_BYTES", 3 * len(photo))
+    store = StalledStore(tmp_path)
+    monitor = Monitor(Registry("capture-bound"), DriftWindows(100, 0.2), store, capture_rate=1.0)
+    model = served("capture-bound")
+    probs = np.array([[0.3, 0.7]])
+    monitor.answered(model, [Upload(photo)], probs)
+    assert store.started.wait(10)  # the monitor thread is stuck writing the first
+    for _ in range(5):
+        monitor.answered(model, [Upload(photo)], probs)
+    assert monitor._pending == 3 * len(photo)  # the first (being written) and two waiting
+    assert captured("capture-bound", "dropped") == 3
+    store.go.set()
+    assert monitor.wait_idle()
+    assert len(store.written) == 3 and monitor._pending == 0
+    assert captured("capture-bound", "stored") == 3
+    # every answer counted, captured or not
+    answered = REGISTRY.get_sample_value(
+        "predictions_total", {"model": "capture-bound", "version": "1", "label": "dogs"}
+    )
+    assert answered == 6
+    monitor.answered(model, [Upload(photo)], probs)  # room again
+    assert monitor.wait_idle() and len(store.written) == 4
