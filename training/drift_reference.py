@@ -21,7 +21,7 @@ import numpy as np
 
 from classifier import drift
 from classifier.errors import ModelStoreError
-from classifier.store import ModelStore
+from classifier.store import DEFAULT_MODEL, ModelStore, default_models_dir
 from training.cli import reports_errors
 from training.data import DatasetError, Split, load_split
 from training.options import AT_LEAST_ONE, check_fields, new_parser, option, options, parse
@@ -36,8 +36,11 @@ class ReferenceOptions:
         help="the version's training data folder (its validation/ split is read), or a "
         "folder of class folders"
     )
-    models_dir: Path = option(Path("models"), help="model store root")
-    model_name: str = option("cats_vs_dogs", help="model name")
+    models_dir: Path = option(
+        default_models_dir(),
+        help="model store root: MODELS_DIR, else the checkout's models/, as the service's",
+    )
+    model_name: str = option(DEFAULT_MODEL, help="model name")
     version: int | None = option(None, help="version (default: newest valid)", within=AT_LEAST_ONE)
     replace: bool = option(False, help="replace a reference the version already has")
 

@@ -17,7 +17,7 @@ from sklearn import metrics as skm
 from classifier.metadata import ModelMetadata
 from classifier.predictor import Predictor, answers, load_predictor
 from classifier.runtimes import RuntimeOptions
-from classifier.store import ModelStore, default_models_dir, sha256_file
+from classifier.store import DEFAULT_MODEL, ModelStore, default_models_dir, sha256_file
 from training.data import Split, held_out_dir, load_split
 from training.lineage import read_manifest, refuse_trained_on
 from training.options import AT_LEAST_ONE, check_fields, option, options
@@ -199,7 +199,7 @@ class VersionOptions:
         help="model store root: MODELS_DIR, else the checkout's models/, as the service's",
     )
     model_name: str = option(
-        "cats_vs_dogs", help="model name (the service's default model when not given)"
+        DEFAULT_MODEL, help="model name (the service's default model when not given)"
     )
     version: int | None = option(None, help="version (default: newest valid)", within=AT_LEAST_ONE)
 

@@ -233,6 +233,18 @@ def test_evaluate_and_model_card_share_one_declaration():
         VersionOptions(data_dir=Path("d"), version=0)
 
 
+def test_every_command_that_reads_a_version_reads_the_services_store_and_model():
+    """MODELS_DIR, else the checkout's models/, whatever the current directory; the service's
+    default model (training.train derives its name from --data-dir instead)."""
+    from classifier.store import DEFAULT_MODEL
+    from training.drift_reference import ReferenceOptions
+
+    for cls in (VersionOptions, ReferenceOptions):
+        options = cls(data_dir=Path("d"))
+        assert options.models_dir == default_models_dir(), cls
+        assert options.model_name == DEFAULT_MODEL, cls
+
+
 @pytest.mark.parametrize("module", [evaluate, model_card])
 def test_evaluate_and_model_card_refuse_a_bad_version(module, capsys):
     with pytest.raises(SystemExit) as info:
