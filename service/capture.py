@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 CAPTURED = ".captured"
 LABELLED = ".labelled.json"
 STALE_TEMP_S = 3600.0
-IMAGE_NAME = re.compile(r"^[0-9a-f]{64}\.(jpg|png|gif|bmp|webp)$")
+IMAGE_NAME = re.compile(rf"^[0-9a-f]{{64}}\.({'|'.join(photos.MEDIA_TYPES)})$")  # <sha256>.<ext>
 
 
 @dataclass(frozen=True)

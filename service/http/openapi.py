@@ -13,10 +13,11 @@ from pydantic.json_schema import models_json_schema
 
 from classifier.spec import ALLOWED_FORMATS, DEFAULT_SPEC
 from classifier.store import NAME_PATTERN
+from service.capture import IMAGE_NAME
 from service.errors import ERRORS, http_status
 from service.http import docs_page
 from service.protocols import tfserving, v2
-from service.protocols.loop import LIMIT
+from service.protocols.loop import DEFAULT_LIMIT, LIMIT
 from service.protocols.own_schemas import (
     FeedbackRequest,
     FeedbackUpload,
@@ -51,13 +52,13 @@ PARAMETERS = {
     ),
     "label": ({"type": "string", "examples": ["stable"]}, "a version label (VERSION_LABELS)"),
     "limit": (
-        {"type": "integer", "minimum": LIMIT[0], "maximum": LIMIT[1], "examples": [50]},
-        f"how many to list at most (default 50, at most {LIMIT[1]})",
+        {"type": "integer", "minimum": LIMIT[0], "maximum": LIMIT[1], "examples": [DEFAULT_LIMIT]},
+        f"how many to list at most (default {DEFAULT_LIMIT}, at most {LIMIT[1]})",
     ),
     "image": (
         {
             "type": "string",
-            "pattern": r"^[0-9a-f]{64}\.(jpg|png|gif|bmp|webp)$",
+            "pattern": IMAGE_NAME.pattern,
             "examples": [f"{'0' * 64}.jpg"],
         },
         "a captured image's file name, `<sha256>.<ext>` (from the captures list)",

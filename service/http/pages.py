@@ -8,7 +8,7 @@ from flask import Response, make_response, render_template, request
 
 from classifier.errors import ClassifierError
 from service import metrics
-from service.protocols import own_schemas
+from service.protocols import loop, own_schemas
 from service.protocols.rest import answer, dataplane
 
 
@@ -65,5 +65,5 @@ def label():
         model=request.args.get("model") or plane.registry.default_name,
         capture_rate=plane.settings.capture_rate,
         feedback_on=bool(plane.settings.feedback_dir),
-        limit=50,
+        limit=loop.DEFAULT_LIMIT,
     )

@@ -24,6 +24,7 @@ SHAPES = (
     f"field {LABEL!r}"
 )
 LIMIT = (1, 200)  # captured images listed at once
+DEFAULT_LIMIT = 50  # without ?limit= (and on the labelling page)
 
 
 def loop() -> Feedback:
@@ -118,7 +119,7 @@ def captures(name: str):
 def _limit() -> int:
     text = request.args.get("limit")
     if text is None:
-        return 50
+        return DEFAULT_LIMIT
     low, high = LIMIT
     if not text.strip().isdigit() or not low <= int(text) <= high:
         raise RequestError(
