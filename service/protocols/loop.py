@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as _dt
 
 from flask import Response, current_app, request
-from pydantic import ValidationError
 
 from service.dataplane import Upload
 from service.drift import DriftReport, reference_of
@@ -15,7 +14,8 @@ from service.errors import RequestError
 from service.feedback import Feedback, NotCaptured, Stored
 from service.photos import MEDIA_TYPES
 from service.protocols import own_schemas as schemas
-from service.protocols.rest import answer, dataplane, read_json
+from service.protocols.rest import answer, dataplane, parse
+from service.protocols.tensors import ProtocolError
 
 FIELD, LABEL = "image", "label"
 SHAPES = (
@@ -57,18 +57,15 @@ def feedback(name: str):
 
 
 def _feedback_json() -> schemas.FeedbackRequest:
+    """The JSON body; what is not JSON, or not this shape, is `invalid_feedback` naming it."""
     try:
-        data = read_json(request.get_data(cache=False), "the JSON body")
-    except RequestError as exc:
-        if exc.code == "invalid_json":
+        return parse(
+            schemas.FeedbackRequest, request.get_data(cache=False), "the JSON body", "the body"
+        )
+    except (ProtocolError, RequestError) as exc:
+        if exc.code in ("invalid_request", "invalid_json"):
             raise _invalid(exc.message) from None
         raise
-    try:
-        return schemas.FeedbackRequest.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "the body"
-        raise _invalid(f"{where}: {first['msg']}") from None
 
 
 def _invalid(why: str) -> RequestError:
