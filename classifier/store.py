@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from classifier.durable import fsync, write_json
+from classifier.durable import fsync, json_bytes, write_atomically, write_json
 from classifier.errors import ModelStoreError
 from classifier.filesystems import rename_refusal
 from classifier.metadata import (
@@ -276,14 +276,5 @@ class ModelStore:
             raise ModelStoreError(refusal, code="unsafe_store")
         data = {**json.loads((folder / METADATA_FILE).read_text(encoding="utf-8")), **sections}
         ModelMetadata.from_dict(data)  # never write what could not be loaded
-        handle, temp = tempfile.mkstemp(prefix=f".{METADATA_FILE}-", dir=folder)
-        os.close(handle)
-        try:
-            os.chmod(temp, 0o644)  # mkstemp makes it private; other readers (the API) need it
-            write_json(Path(temp), data)
-            os.replace(temp, folder / METADATA_FILE)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        fsync(folder)
+        write_atomically(folder / METADATA_FILE, json_bytes(data), prefix=f".{METADATA_FILE}-")
         return ModelMetadata.from_dict(data)

@@ -9,7 +9,7 @@
   checked with, whatever its protocol.
 - the feedback loop: monitor.py (after every answer, off the request path: the answers'
   metrics, drift.py's windows, capture.py's sample of the images), feedback.py (labelled
-  photos as training data), photos.py (content-addressed files written whole).
+  photos as training data), photos.py (photos named by their content and format).
 - protocols/: the thin adapters of each protocol (this service's own REST API, the Open
   Inference Protocol over REST and gRPC, TensorFlow Serving's REST API) with their schemas.
 - http/: the HTTP edge (the Flask app that gunicorn runs, routes, API keys, CORS, body limits,

@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from classifier.durable import TEMP_PREFIX, write_atomically
 from service import photos
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,12 @@ class CaptureStore:
         image = folder / "images" / capture.image
         written = 0
         if not image.exists():
-            photos.write_atomically(image, data, durable=False)
+            write_atomically(image, data, durable=False)
             written += len(data)
         record = json.dumps(asdict(capture), sort_keys=True).encode()
         path = folder / "requests" / f"{key(capture.request_id, capture.index)}.json"
         (folder / "requests" / f"{path.stem}{LABELLED}").unlink(missing_ok=True)  # id reused
-        photos.write_atomically(path, record, durable=False)
+        write_atomically(path, record, durable=False)
         stamp = capture.captured_at
         os.utime(path, (stamp, stamp))
         os.utime(image, (stamp, stamp))  # an image lives as long as its newest capture
@@ -168,7 +169,7 @@ class CaptureStore:
                                 st = entry.stat()
                             except OSError:
                                 continue
-                            if entry.name.startswith(photos.TEMP_PREFIX):
+                            if entry.name.startswith(TEMP_PREFIX):
                                 if st.st_mtime < now - STALE_TEMP_S:  # a crashed write's
                                     Path(entry.path).unlink(missing_ok=True)
                                 continue  # another worker's write in progress

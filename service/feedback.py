@@ -27,7 +27,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from classifier.durable import fsync, make_dirs
+from classifier.durable import fsync, make_dirs, write_atomically
 from classifier.errors import ClassifierError
 from service import calls, metrics, photos
 from service.capture import Capture, CaptureStore
@@ -109,7 +109,7 @@ class FeedbackStore:
             with self._lock(folder):
                 created = not target.exists()
                 if created:
-                    photos.write_atomically(target, data, durable=True)
+                    write_atomically(target, data, durable=True)
                 try:
                     self._append(folder / JOURNAL, entry)
                 except OSError:

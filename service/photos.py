@@ -1,19 +1,15 @@
 """Photos on disk, content-addressed: a photo is named by the SHA-256 of its bytes and the
-extension of its format, and every file is written whole or not at all (a temporary file
-beside it, renamed over it; fsynced where it must survive a crash)."""
+extension of its format (every file is written whole or not at all, fsynced where it must
+survive a crash: classifier.durable.write_atomically)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from classifier.durable import fsync
 from classifier.spec import ALLOWED_FORMATS
 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
@@ -28,7 +24,6 @@ MEDIA_TYPES = {
 # image (MPO: many phones' and cameras' photos) is opened as JPEG, decoded as one, and reported
 # as MPO.
 VARIANTS = {"MPO": "JPEG"}
-TEMP_PREFIX = ".tmp-"  # hidden: class-folder readers (training.data) never see one
 assert set(EXTENSIONS) == set(ALLOWED_FORMATS)
 
 
@@ -51,23 +46,3 @@ def png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def write_atomically(path: Path, data: bytes, *, durable: bool) -> None:
-    """Write `data` as `path`: into a hidden temporary file in the same folder, then renamed
-    over it, so a reader sees the whole file or none. `durable`: the file and the folder
-    entry are fsynced before this returns (they survive a crash)."""
-    handle, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            if durable:
-                out.flush()
-                os.fsync(out.fileno())
-        os.chmod(temp, 0o644)  # mkstemp makes it private; the trainer may run as another user
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    if durable:
-        fsync(path.parent)

@@ -56,14 +56,13 @@ def test_new_folders_and_the_journal_are_fsynced_in_their_parents(tmp_path, monk
     vanish in a crash with the folder entry that names it."""
     import classifier.durable
     import service.feedback
-    import service.photos
 
     synced = []
 
     def record(path):
         synced.append(Path(path))
 
-    for module in (classifier.durable, service.feedback, service.photos):
+    for module in (classifier.durable, service.feedback):
         monkeypatch.setattr(module, "fsync", record)
     store = FeedbackStore(tmp_path / "feedback")
     data = jpeg_bytes()
