@@ -294,7 +294,8 @@ def parse_labels(text: str) -> dict[str, int]:
     labels = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         label, _, version = part.partition("=")
-        if not label.strip() or not version.strip().isdigit() or int(version) < 1:
+        digits = version.strip()
+        if not label.strip() or not (digits.isascii() and digits.isdigit()) or int(digits) < 1:
             raise ValueError(f"labels must read label=version,...; got {part!r}")
         labels[label.strip()] = int(version)
     return labels

@@ -14,7 +14,7 @@ from service.errors import RequestError
 from service.feedback import Feedback, NotCaptured, Stored
 from service.photos import MEDIA_TYPES
 from service.protocols import own_schemas as schemas
-from service.protocols.rest import answer, dataplane, parse
+from service.protocols.rest import answer, dataplane, parse, whole_number_arg
 from service.protocols.tensors import ProtocolError
 
 FIELD, LABEL = "image", "label"
@@ -114,16 +114,8 @@ def captures(name: str):
 
 
 def _limit() -> int:
-    text = request.args.get("limit")
-    if text is None:
-        return DEFAULT_LIMIT
-    low, high = LIMIT
-    if not text.strip().isdigit() or not low <= int(text) <= high:
-        raise RequestError(
-            f"limit must be a whole number from {low} to {high}; got {text!r}",
-            code="invalid_parameter",
-        )
-    return int(text)
+    limit = whole_number_arg("limit", *LIMIT)
+    return DEFAULT_LIMIT if limit is None else limit
 
 
 def captured_image(name: str, image: str):

@@ -6,10 +6,9 @@ from __future__ import annotations
 from flask import request
 
 from classifier.predictor import top_classes
-from service.errors import RequestError
 from service.protocols import own_schemas as schemas
 from service.protocols import status
-from service.protocols.rest import answer, dataplane
+from service.protocols.rest import answer, dataplane, whole_number_arg
 from service.protocols.uploads import read_uploads
 
 
@@ -36,16 +35,7 @@ def predict(name: str, version: int | None = None):
 
 def _top_k(classes: int) -> int | None:
     """The `top_k` query parameter: a whole number from 1 to the model's class count."""
-    text = request.args.get("top_k")
-    if text is None:
-        return None
-    if not text.strip().isdigit() or not 1 <= int(text) <= classes:
-        raise RequestError(
-            f"top_k must be a whole number from 1 to {classes} (this model's classes); "
-            f"got {text!r}",
-            code="invalid_parameter",
-        )
-    return int(text)
+    return whole_number_arg("top_k", 1, classes, " (this model's classes)")
 
 
 def _prediction(p, filename: str | None, top_k: int | None) -> schemas.Prediction:

@@ -7,7 +7,7 @@ import base64
 import binascii
 import json
 
-from flask import Response, current_app, jsonify
+from flask import Response, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 
 from service.dataplane import DataPlane
@@ -31,6 +31,22 @@ def answer(payload: BaseModel, version: int | None = None) -> Response:
     if version is not None:
         response.headers["X-Model-Version"] = str(version)
     return response
+
+
+def whole_number_arg(name: str, low: int, high: int, note: str = "") -> int | None:
+    """The query parameter `name` as a whole number from `low` to `high` (None when not
+    given); invalid_parameter otherwise, `note` saying where the bounds come from. ASCII
+    digits only: str.isdigit also takes "²", which int() refuses."""
+    text = request.args.get(name)
+    if text is None:
+        return None
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or not low <= int(digits) <= high:
+        raise RequestError(
+            f"{name} must be a whole number from {low} to {high}{note}; got {text!r}",
+            code="invalid_parameter",
+        )
+    return int(digits)
 
 
 def read_json(data: bytes, what: str) -> object:

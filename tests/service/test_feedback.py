@@ -173,3 +173,11 @@ def test_a_captured_image_is_served_back_as_an_image_only(models_dir, tmp_path):
     assert response.mimetype == "image/gif"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "sandbox" in response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("value", ["0", "201", "x", "", "%C2%B2", "%D9%A3"])
+def test_a_bad_captures_limit_is_400_with_the_range(shared_app, value):
+    response = shared_app.test_client().get(f"/v1/models/pets/captures?limit={value}")
+    assert response.status_code == 400, response.get_json()
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_parameter" and "from 1 to 200" in error["message"]
