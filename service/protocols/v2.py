@@ -6,6 +6,7 @@ requests into these and write these back in their own encoding.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from importlib import metadata as package_metadata
 
@@ -138,7 +139,8 @@ def pixel_dtype(tensor: InputTensor) -> np.dtype:
 
 
 def element_count(tensor: InputTensor) -> int:
-    return int(np.prod(tensor.shape)) if tensor.shape else 0
+    """Exact, however large the declared shape (numpy's product wraps around at 2**63)."""
+    return math.prod(tensor.shape) if tensor.shape else 0
 
 
 def pixels_raw(tensor: InputTensor, raw: bytes, model: ServedModel, where: str) -> np.ndarray:
@@ -203,7 +205,9 @@ def output(
     if name not in tensors.OUTPUTS:
         raise ProtocolError(f"unknown output {name!r}; outputs: {list(tensors.OUTPUTS)}")
     if classification is not None and (
-        name != tensors.PROBABILITIES or not isinstance(classification, int)
+        name != tensors.PROBABILITIES
+        or not isinstance(classification, int)
+        or isinstance(classification, bool)  # JSON true is no k
     ):
         raise ProtocolError(
             f"classification takes a whole number, on output {tensors.PROBABILITIES!r} only"

@@ -170,6 +170,10 @@ BAD_JSON = {
         "inputs": [b64_input()],
         "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}],
     },
+    "classification true": {
+        "inputs": [b64_input()],
+        "outputs": [{"name": "probabilities", "parameters": {"classification": True}}],
+    },
     "invalid base64": {"inputs": [b64_input(data=["%%%"])]},
     "not an image": {"inputs": [b64_input(data=[base64.b64encode(b"hello").decode()])]},
     "pixels out of range": {
@@ -223,6 +227,10 @@ BAD_BINARY = {
         b"\0" * 12,
     ),
     "header not JSON": (b"{{{{" + b"\0" * 4, {"Inference-Header-Content-Length": "4"}),
+    "a shape whose size wraps around in int64": binary_request(
+        {"name": "input", "shape": [1, 2**62, 2**62, 3], "datatype": "UINT8", "parameters": {"binary_data_size": 0}},
+        b"",
+    ),
 }  # fmt: skip
 
 
@@ -232,6 +240,12 @@ def test_bad_binary_requests_get_400(server, request_parts):
     response = post_infer(server, body, headers)
     assert response.status_code == 400, response.text
     assert isinstance(response.json()["error"], str)
+
+
+def test_a_huge_declared_shape_is_said_as_it_is(server):
+    body, headers = BAD_BINARY["a shape whose size wraps around in int64"]
+    error = post_infer(server, body, headers).json()["error"]
+    assert f"needs {2**124 * 3} bytes" in error, error  # not "needs 0 bytes"
 
 
 def test_deep_json_and_unknown_paths_answer_in_the_protocol_shape(server):
