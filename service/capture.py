@@ -115,14 +115,17 @@ class CaptureStore:
         """Up to `limit` captures not labelled yet, newest first (by name and time only, then
         reading just those)."""
         requests = self.folder(model) / "requests"
+        entries = []
         try:
-            entries = [
-                (entry.stat().st_mtime, entry.path)
-                for entry in os.scandir(requests)
-                if entry.name.endswith(".json")
-                and not entry.name.endswith(LABELLED)
-                and not entry.name.startswith(".")
-            ]
+            with os.scandir(requests) as listing:
+                for entry in listing:
+                    name = entry.name
+                    if not name.endswith(".json") or name.endswith(LABELLED) or name[0] == ".":
+                        continue
+                    try:
+                        entries.append((entry.stat().st_mtime, entry.path))
+                    except OSError:  # labelled or swept meanwhile (another worker): not listed
+                        continue
         except OSError:
             return []
         found = []

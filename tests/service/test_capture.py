@@ -103,3 +103,41 @@ def test_a_crashed_write_is_cleaned_and_one_in_progress_is_left(tmp_path):
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     store.sweep()
     assert not stale.exists() and fresh.exists()
+
+
+def test_a_capture_labelled_while_the_queue_is_listed_leaves_the_others_listed(
+    tmp_path, monkeypatch
+):
+    """Another worker labels (renames) a capture between the listing and its stat: the
+    others are still listed, not an empty queue."""
+    store = CaptureStore(tmp_path, max_bytes=10**9, max_age_s=3600)
+    now = time.time()
+    for i in range(3):
+        data = jpeg_bytes(seed=i)
+        store.write(capture(f"req-{i}", data, now - 10 + i), data)
+    scandir = os.scandir
+    taken = []
+
+    class Racing:
+        """os.scandir whose first record is labelled by someone else once it is listed."""
+
+        def __init__(self, path):
+            self.listing = scandir(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.listing.close()
+
+        def __iter__(self):
+            for entry in self.listing:
+                if not taken and entry.name.endswith(".json"):
+                    taken.append(entry.name)
+                    os.replace(entry.path, entry.path.replace(".json", ".labelled.json"))
+                yield entry
+
+    monkeypatch.setattr(os, "scandir", Racing)
+    listed = store.unlabelled("pets", 10)
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert taken and len(listed) == 2
