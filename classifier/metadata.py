@@ -136,6 +136,12 @@ class ModelMetadata(BaseModel):
     def _distinct(cls, names: tuple[str, ...]) -> tuple[str, ...]:
         if len(set(names)) != len(names):
             raise ValueError("class names must be distinct")
+        # A class name is a folder name too (training's class folders, feedback's labels).
+        unsafe = [n for n in names if n.startswith(".") or set(n) & {"/", "\\", "\x00"}]
+        if unsafe:
+            raise ValueError(
+                f"{unsafe} cannot be folder names: no '/', '\\' or NUL, no leading '.'"
+            )
         return names
 
     @field_validator("files")

@@ -116,7 +116,7 @@ class FeedbackStore:
                     if created:
                         target.unlink(missing_ok=True)
                     raise
-                self._leave_other_classes(folder, stored)
+                self._leave_older_labels(folder, stored)
         except OSError as exc:
             log.error("feedback for %s not stored in %s: %s", stored.model, folder, exc)
             raise FeedbackNotStored(
@@ -156,6 +156,21 @@ class FeedbackStore:
         if new:  # the journal's own entry in the folder, as for a photo
             fsync(journal.parent)
 
+    @classmethod
+    def _leave_older_labels(cls, folder: Path, stored: Stored) -> None:
+        """Recorded already: a copy under an older label that cannot be removed now is
+        logged, not refused (a retry would record the feedback twice); the next feedback on
+        the photo removes it."""
+        try:
+            cls._leave_other_classes(folder, stored)
+        except OSError as exc:
+            log.error(
+                "feedback recorded, but an older label's copy of %s stays in %s: %s",
+                stored.image,
+                folder,
+                exc,
+            )
+
     @staticmethod
     def _leave_other_classes(folder: Path, stored: Stored) -> None:
         keep = Path(stored.image).parent.name
@@ -187,7 +202,8 @@ class Feedback:
             why = (
                 "capture is off on this server (CAPTURE_RATE=0)"
                 if not self.plane.settings.capture_rate
-                else "it was not captured, or no longer is"
+                else "it was not captured, or no longer is (or not yet: a capture is written "
+                "just after its answer, retry in a moment)"
             )
             raise NotCaptured(
                 f"no captured image {index} of request {request_id!r} for model "

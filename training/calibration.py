@@ -2,7 +2,9 @@
 temperature scaling to bring them closer.
 
 Temperature scaling divides the output layer's logits by one number T fitted on the
-validation photos (the answers do not change: the order of the logits stays). The fitted T
+validation photos. The answers do not change where they are decided at a logit of 0 (a
+softmax's most probable class, a sigmoid's threshold of 0.5: the order and the sign of the
+logits stay); with another --threshold, a sigmoid's answers move with the probabilities. The fitted T
 is folded into the output layer's weights (W/T, b/T) before export, so every runtime and
 every server that reads `model.onnx` (ONNX Runtime, OpenVINO, TensorFlow, the peers in
 ../shared/peers) returns the calibrated probabilities without knowing about T; the metadata

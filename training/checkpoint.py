@@ -33,6 +33,7 @@ STATE_FILE = "state.json"
 VARIABLES_FILE = "variables.npz"
 BEST_FILE = "best.npz"
 _EPOCH = re.compile(r"^epoch-(\d{4,})$")
+_STAMP = re.compile(r"\d{8}T\d{6}Z")  # TrainConfig.started
 
 
 @dataclass
@@ -152,6 +153,24 @@ class RunDir:
             best_weights=best,
             seconds=recorded["seconds"],
         )
+
+
+def prune_runs(new: Path, keep: int = 2) -> list[Path]:
+    """Remove the oldest default run folders of the model `new` is for (`<name>-<time>`
+    beside it: runs that were killed and never resumed; a finished one removes itself),
+    keeping the newest `keep`, so scheduled retrains that fail cannot fill the store."""
+    prefix = new.name.rsplit("-", 1)[0] + "-"
+    if not new.parent.is_dir():
+        return []
+    runs = sorted(
+        p
+        for p in new.parent.iterdir()
+        if p.is_dir() and p.name.startswith(prefix) and _STAMP.fullmatch(p.name[len(prefix) :])
+    )
+    stale = runs[: max(len(runs) - keep, 0)]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def _all_variables(model: keras.Model) -> list:

@@ -131,8 +131,8 @@ def validation_matches(
     val_files = [p for name in CLASSES.values() for p in image_files(validation / name)]
     val = np.stack([thumbnail(p.read_bytes()) for p in val_files])
     dropped = {}
-    for i in range(0, len(entries), 1024):
-        chunk = entries[i : i + 1024]
+    for i in range(0, len(entries), 256):  # 256 x 1,000 x 256 differences: 256 MiB at a time
+        chunk = entries[i : i + 256]
         train = np.stack([thumbnail(blobs[e.blob]) for e in chunk])
         distance = np.abs(train[:, None, :] - val[None, :, :]).mean(axis=2)
         nearest = distance.argmin(axis=1)

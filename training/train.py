@@ -37,7 +37,7 @@ from training.calibration import (
     probabilities,
     reliability,
 )
-from training.checkpoint import RunDir, RunState
+from training.checkpoint import RunDir, RunState, prune_runs
 from training.cli import reports_errors
 from training.config import RECIPES, TrainConfig
 from training.data import (
@@ -210,6 +210,9 @@ def open_run(config: TrainConfig, data_sha256: str) -> RunDir:
         run = RunDir.resume(config.resume, identity)
         print(f"resuming the run in {run.path}", file=sys.stderr)
     else:
+        if config.run_dir is None:
+            for stale in prune_runs(config.checkpoint_dir()):
+                print(f"removed an interrupted run's checkpoints: {stale}", file=sys.stderr)
         run = RunDir.start(config.checkpoint_dir(), identity)
         print(
             f"checkpoints in {run.path} (continue an interrupted run with --resume {run.path})",

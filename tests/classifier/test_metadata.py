@@ -34,6 +34,10 @@ def test_versions_before_draft_decoding_decode_at_full_size():
         ({"threshold": float("nan")}, "threshold"),
         ({"class_names": ["cats"]}, "class_names"),
         ({"class_names": ["cats", ""]}, "class_names.1"),
+        # class names are folder names too (training's, feedback's): none may leave its folder
+        ({"class_names": ["cats", ".."]}, "class_names': \\['\\.\\.'\\] cannot be folder names"),
+        ({"class_names": ["a/b", "dogs"]}, "class_names': \\['a/b'\\] cannot be folder names"),
+        ({"class_names": [".hidden", "dogs"]}, "class_names"),
         ({"name": 3}, "name"),
     ],
 )

@@ -37,6 +37,29 @@ def test_the_latest_label_wins_and_the_journal_keeps_both(tmp_path):
     assert [json.loads(line)["label"] for line in lines] == ["cats", "dogs"]
 
 
+def test_an_older_label_that_cannot_be_removed_leaves_the_feedback_recorded(
+    tmp_path, monkeypatch, caplog
+):
+    """The photo and the journal line are in: refusing now would have a retry record it
+    twice. The stale copy is logged and goes with the photo's next feedback."""
+    store = FeedbackStore(tmp_path)
+    data = jpeg_bytes()
+    store.add(stored("cats", data), data, {"label": "cats"})
+
+    def stuck(folder, stored):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(FeedbackStore, "_leave_other_classes", staticmethod(stuck))
+    store.add(stored("dogs", data), data, {"label": "dogs"})  # no FeedbackNotStored
+    assert (tmp_path / "pets" / "dogs" / f"{sha256(data)}.jpg").exists()
+    lines = (tmp_path / "pets" / "feedback.jsonl").read_text().splitlines()
+    assert [json.loads(line)["label"] for line in lines] == ["cats", "dogs"]
+    assert "an older label's copy" in caplog.text
+    monkeypatch.undo()
+    store.add(stored("dogs", data), data, {"label": "dogs"})
+    assert not list((tmp_path / "pets" / "cats").iterdir())
+
+
 def test_a_write_that_fails_stores_nothing(tmp_path):
     store = FeedbackStore(tmp_path)
     (tmp_path / "pets").mkdir()

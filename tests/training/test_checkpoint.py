@@ -125,3 +125,21 @@ def test_only_the_newest_epoch_is_kept(dataset, tmp_path):
     train_module.fit(config)
     assert RunDir(config.run_dir, {}).epochs() == [3]
     assert not [p for p in config.run_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_a_new_default_run_removes_all_but_the_two_newest_interrupted_ones(dataset, tmp_path):
+    """Runs killed and never resumed would fill the store a scheduled retrain writes to."""
+    runs = tmp_path / ".runs"
+    for name in (
+        "toy-20260101T000000Z", "toy-20260102T000000Z", "toy-20260103T000000Z",
+        "toy-notes", "other-20250101T000000Z",
+    ):  # fmt: skip
+        (runs / name).mkdir(parents=True)
+    config = TrainConfig(
+        data_dir=dataset, models_dir=tmp_path, model_name="toy", epochs=1, batch_size=8,
+        image_size=48,
+    )  # fmt: skip
+    train_module.train(config)
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "other-20250101T000000Z", "toy-20260102T000000Z", "toy-20260103T000000Z", "toy-notes",
+    ]  # fmt: skip
