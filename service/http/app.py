@@ -13,6 +13,7 @@ from service import logs, settings
 from service.dataplane import DataPlane
 from service.http import auth, cors, limits, observability, routes
 from service.http.errors import register_error_handlers
+from service.http.jsonbody import OrjsonProvider
 from service.loader import BatchingOptions, Loader
 from service.registry import Registry
 from service.settings import Settings
@@ -36,6 +37,7 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
         MAX_FORM_PARTS=cfg.max_form_parts,
         **flask_config,
     )
+    app.json = OrjsonProvider(app)
     app.json.sort_keys = False
     register_error_handlers(app)
     routes.register(app)  # first: its hook decides the error shape for the hooks below
