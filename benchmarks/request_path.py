@@ -1,0 +1,476 @@
+"""What the request path costs, per stage, beside decode and the model; and the ratio to the
+peers, in one run on one machine:
+
+1. in process, on the same photos: decoding (CPU per image, one thread) and the served model
+   (process CPU per image at batch 16);
+2. the service as `compare.sh` starts it (1 worker, 64 threads, batches up to 16, the model on
+   INFERENCE_THREADS=2), multipart uploads of those photos from keep-alive connections, at
+   each concurrency: images/s, latency, server CPU per image (its process tree, from /proc),
+   client CPU, cores in use; the request path = server CPU per image - decode - model;
+3. py-spy on the worker at the highest concurrency (the figures of 2 come from an unprofiled
+   pass): where its busy threads spend their samples, by stage (accept and parse, body read,
+   multipart, decode, queueing, model, encode, log, metrics, ...), as ms of CPU per image;
+   and with `--gil`, how much of the time one thread holds the interpreter lock, by stage;
+4. optional variants of the service (`--variant NAME:ENV=V,ENV=V`), e.g. more workers;
+5. with `--peers`, `../shared/peers/compare.sh project <peers>` right after, and the ratios:
+   images/s at c=32 against the best peer, c=1 p50 against the best peer's.
+
+    python -m benchmarks.request_path --peers litserve,mlserver --output runs/request_path.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from urllib3.filepost import encode_multipart_formdata
+
+from benchmarks.harness import REPO, Server, benchmark_parser, drive
+from classifier import hardware
+from classifier.predictor import load_predictor
+from classifier.preprocess import decode_image
+from classifier.store import ModelStore
+
+# compare.sh's settings for the project (../shared/peers/compare.sh, start_server)
+COMPARE_ENV = {
+    "WEB_CONCURRENCY": "1",
+    "GUNICORN_THREADS": "64",
+    "MAX_BATCH_SIZE": "16",
+    "BATCH_TIMEOUT_MS": "0",
+    "INFERENCE_THREADS": "2",
+    "GRPC_PORT": "0",
+    "MODEL_POLL_SECONDS": "0",
+}
+
+# Stages, first match wins, by the frames a py-spy sample holds (file or function names).
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("model", ("cpu_runtimes.py", "openvino", "onnxruntime", "_run_batch")),
+    ("decode", ("classifier/preprocess.py", "decode_uploads")),
+    ("log", ("service/logs.py", "service/access.py", "logging/")),
+    ("metrics", ("prometheus_client", "service/metrics.py")),
+    ("body read", ("gunicorn/http/body.py", "gunicorn/http/unreader.py", "get_data")),
+    ("multipart", ("python_multipart", "protocols/uploads.py", "formparser.py", "multipart.py")),
+    ("accept and parse", ("gunicorn/http/message.py", "gunicorn/http/parser.py", "create (")),
+    ("encode", ("flask/json", "orjson", "json/encoder.py", "rest.py", "_prediction", "pydantic")),
+    ("queueing, batch hand-off", ("classifier/batching.py", "concurrent/futures")),
+    ("response write", ("gunicorn/http/wsgi.py", "gunicorn/util.py")),
+    ("gunicorn loop (poll, keep-alive)", ("gunicorn/workers/gthread.py", "selectors.py")),
+    ("flask dispatch, hooks", ("flask/", "werkzeug/", "service/")),
+)
+OTHER = "other"
+
+
+def multipart_bodies(files: list[Path]) -> tuple[list[bytes], list[dict[str, str]]]:
+    """One multipart upload per photo, built once (as compare.sh's client builds them)."""
+    bodies, headers = [], []
+    for path in files:
+        body, ctype = encode_multipart_formdata(
+            {"image": (path.name, path.read_bytes(), "image/jpeg")}
+        )
+        bodies.append(body)
+        headers.append({"Content-Type": ctype})
+    return bodies, headers
+
+
+def in_process(store: ModelStore, name: str, photos: list[bytes], threads: int) -> dict:
+    """Decode CPU per image (one thread) and the served model's process CPU per image at 16."""
+    from classifier.runtimes import RuntimeOptions
+
+    predictor = load_predictor(store, name, options=RuntimeOptions(threads=threads))
+    spec = predictor.spec
+    for data in photos[:20]:
+        decode_image(data, spec)
+    started = time.thread_time()
+    images = np.stack([decode_image(data, spec) for data in photos])
+    decode_ms = (time.thread_time() - started) * 1000 / len(photos)
+    pool = np.resize(images, (max(64, len(images) // 16 * 16), *images.shape[1:]))  # repeats
+    batches = [pool[i : i + 16] for i in range(0, len(pool), 16)]
+    predictor.predict_proba(batches[0])
+    cpu, wall = time.process_time(), time.perf_counter()
+    for batch in batches:
+        predictor.predict_proba(batch)
+    model_ms = (time.process_time() - cpu) * 1000 / (16 * len(batches))
+    rate = 16 * len(batches) / (time.perf_counter() - wall)
+    runtime = predictor.runtime
+    return {
+        "runtime": f"{runtime.name}/{runtime.precision}",
+        "decode_ms_per_image": round(decode_ms, 3),
+        "model_ms_per_image": round(model_ms, 3),
+        "model_images_per_s_batch16": round(rate, 1),
+    }
+
+
+def tree(pid: int) -> list[int]:
+    """pid and every live descendant."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        found.append(p)
+        stack.extend(children.get(p, []))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure(server: Server, bodies, headers, concurrency: int, seconds: float) -> dict:
+    """One load step: throughput, latency, server and client CPU per image."""
+    pids = tree(server.process.pid)
+    count = 10**7  # bounded by time
+    server_cpu, client_cpu = cpu_seconds(pids), time.process_time()
+    result = drive(server.port, "/predict", bodies, concurrency, count, seconds, headers)
+    server_cpu = cpu_seconds(pids) - server_cpu
+    client_cpu = time.process_time() - client_cpu
+    ok = result.requests - result.errors
+    row = result.summary()
+    row.update(
+        seconds=round(result.seconds, 1),
+        server_cpu_ms_per_image=round(server_cpu * 1000 / max(ok, 1), 3),
+        client_cpu_ms_per_image=round(client_cpu * 1000 / max(ok, 1), 3),
+        cores_busy=round((server_cpu + client_cpu) / result.seconds, 2),
+        server_cores=round(server_cpu / result.seconds, 2),
+    )
+    return row
+
+
+def workers(server: Server) -> list[int]:
+    return [p for p in tree(server.process.pid) if p != server.process.pid]
+
+
+def threads_of(worker: int, py_spy: str) -> dict[int, str]:
+    """The worker's Python threads by native id and name (py-spy dump); the others are the
+    runtime's own threads."""
+    out = subprocess.run([py_spy, "dump", "-p", str(worker)], capture_output=True, text=True)
+    names = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("Thread "):
+            tid, _, rest = line[7:].partition(" ")
+            names[int(tid, 0)] = rest.split(": ", 1)[-1].strip('"')
+    return names
+
+
+def role(name: str | None, tid: int, worker: int) -> str:
+    if tid == worker or name == "MainThread":
+        return "gunicorn main thread (accept, poll, keep-alive)"
+    if name is None:
+        return "model (runtime threads)"
+    if name.startswith("batcher-"):
+        return "batcher thread (hand-off, model call)"
+    if "_monitor" in name:
+        return "log writer thread"
+    if name.startswith("ThreadPoolExecutor-0_"):
+        return "request threads"
+    return "other threads"
+
+
+def thread_cpu(worker: int) -> dict[int, float]:
+    tick, found = os.sysconf("SC_CLK_TCK"), {}
+    for tid in os.listdir(f"/proc/{worker}/task"):
+        try:
+            stat = Path(f"/proc/{worker}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def profile(server: Server, bodies, headers, concurrency: int, seconds: float) -> dict:
+    """Under load, the worker's CPU by thread (from /proc) and py-spy `--gil`: which stage the
+    thread holding the interpreter lock is in, for the request threads' samples."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    worker = workers(server)[0]
+    names = threads_of(worker, py_spy)
+    rate = 250
+    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+        argv = [py_spy, "record", "-p", str(worker), "-r", str(rate), "-d", str(int(seconds))]
+        argv += ["-f", "raw", "-o", out.name, "--nonblocking", "--gil", "--threads"]
+        spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)
+        before = thread_cpu(worker)
+        result = drive(server.port, "/predict", bodies, concurrency, 10**7, seconds - 1, headers)
+        after = thread_cpu(worker)
+        _, err = spy.communicate(timeout=seconds + 60)
+        if spy.returncode != 0:
+            raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-2000:]}")
+        stacks = Path(out.name).read_text().splitlines()
+    images = result.requests - result.errors
+    names = {**names, **threads_of(worker, py_spy)}
+    by_role: Counter = Counter()
+    for tid, cpu in after.items():
+        by_role[role(names.get(tid), tid, worker)] += cpu - before.get(tid, 0.0)
+    held: Counter = Counter()
+    leaves: Counter = Counter()
+    for line in stacks:
+        stack, _, count = line.rpartition(" ")
+        if role(_thread_name(stack), -1, worker) == "request threads":
+            held[stage_of(stack)] += int(count)
+            leaves[";".join(stack.split(";")[-4:])] += int(count)
+        held["all threads"] += int(count)
+    return {
+        "images": images,
+        "seconds": result.seconds,
+        "cpu_ms_per_image_by_thread": {
+            r: round(cpu * 1000 / max(images, 1), 3) for r, cpu in by_role.most_common()
+        },
+        "lock_held": round(held.pop("all threads", 0) / (rate * (seconds - 0.5)), 3),
+        "request_thread_lock_samples": dict(held.most_common()),
+        "request_thread_top_stacks": dict(leaves.most_common(25)),
+    }
+
+
+def waiting(server: Server, bodies, headers, concurrency: int, seconds: float) -> dict:
+    """py-spy `--idle`: where the request threads' time goes, waiting included (samples of
+    every request thread, busy or not, by stage)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    worker = workers(server)[0]
+    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+        argv = [py_spy, "record", "-p", str(worker), "-r", "100", "-d", str(int(seconds))]
+        argv += ["-f", "raw", "-o", out.name, "--nonblocking", "--idle", "--threads"]
+        spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)
+        drive(server.port, "/predict", bodies, concurrency, 10**7, seconds - 1, headers)
+        _, err = spy.communicate(timeout=seconds + 60)
+        if spy.returncode != 0:
+            raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-2000:]}")
+        stacks = Path(out.name).read_text().splitlines()
+    by_stage: Counter = Counter()
+    for line in stacks:
+        stack, _, count = line.rpartition(" ")
+        if role(_thread_name(stack), -1, worker) == "request threads":
+            leaf = stack.rsplit(";", 1)[-1]
+            if "_worker (concurrent/futures/thread.py" in leaf:
+                by_stage["idle in the thread pool (no request)"] += int(count)
+            else:
+                by_stage[stage_of(stack)] += int(count)
+    total = sum(by_stage.values()) or 1
+    return {stage: round(n / total, 4) for stage, n in by_stage.most_common()}
+
+
+def _thread_name(stack: str) -> str | None:
+    """py-spy --threads starts each stack with "thread (id): name"."""
+    head = stack.split(";", 1)[0]
+    return head.split("): ", 1)[1] if head.startswith("thread (") and "): " in head else None
+
+
+def stage_of(stack: str) -> str:
+    for stage, marks in STAGES:
+        if any(mark in stack for mark in marks):
+            return stage
+    return OTHER
+
+
+def run_service(label, env, models_dir, bodies, headers, levels, seconds, spy) -> dict:
+    rows, profiles = [], {}
+    with Server(models_dir, **env) as server:
+        server.wait_ready()
+        drive(server.port, "/predict", bodies, 32, 10**7, 5, headers)  # warm up
+        for concurrency in levels:
+            row = {"setup": label, **measure(server, bodies, headers, concurrency, seconds)}
+            rows.append(row)
+            print(f"  {label} c={concurrency}: {row}", flush=True)
+        rss = {str(pid): round(rss_mb(pid), 1) for pid in workers(server)}
+        if spy:
+            top = max(levels)
+            profiles = profile(server, bodies, headers, top, min(seconds, 15))
+            profiles["request_thread_time"] = waiting(server, bodies, headers, top, 10)
+            shown = {k: v for k, v in profiles.items() if k != "request_thread_top_stacks"}
+            print(f"  threads and py-spy --gil at c={top}: {shown}", flush=True)
+    return {"rows": rows, "worker_rss_mb": rss, "profiles": profiles}
+
+
+def peers(names: list[str], seconds: int) -> dict:
+    """compare.sh for the project and `names`, one after the other; its results by target."""
+    out = Path(tempfile.mkdtemp(prefix="compare-"))
+    env = {**os.environ, "OUT": str(out), "DURATION": str(seconds), "CONCURRENCY": "1 32"}
+    script = REPO.parent / "shared/peers/compare.sh"
+    subprocess.run(["bash", str(script), "project", *names], cwd=REPO, env=env, check=False)
+    results: dict[str, dict] = {}
+    for line in (out / "results.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        results.setdefault(row.get("label") or row["target"], {})[str(row["concurrency"])] = row
+    return {"folder": str(out), "results": results}
+
+
+def ratios(compared: dict) -> dict:
+    results = compared["results"]
+    project = results.get("project", {})
+    others = {name: rows for name, rows in results.items() if name != "project"}
+    if not project or not others:
+        return {}
+    rate = {n: r["32"]["images_per_s"] for n, r in others.items() if "32" in r}
+    p50 = {n: r["1"]["latency_ms"]["p50"] for n, r in others.items() if "1" in r}
+    best_rate, best_p50 = max(rate, key=rate.get), min(p50, key=p50.get)
+    return {
+        "c32_vs_best_peer": round(project["32"]["images_per_s"] / rate[best_rate], 2),
+        "best_peer_c32": best_rate,
+        "c1_p50_ms": project["1"]["latency_ms"]["p50"],
+        "best_peer_c1_p50_ms": p50[best_p50],
+        "best_peer_c1": best_p50,
+    }
+
+
+def stage_table(profiles: dict, decode_ms: float, concurrency: int) -> None:
+    """The worker's CPU per image by thread; the request threads' share split into decode
+    (its in-process cost) and the stages the lock-holding samples of those threads show."""
+    by_thread = profiles["cpu_ms_per_image_by_thread"]
+    request = by_thread.get("request threads", 0.0)
+    held = {k: v for k, v in profiles["request_thread_lock_samples"].items() if k != "decode"}
+    total = sum(held.values()) or 1
+    rest = max(request - decode_ms, 0.0)
+    print(
+        f"\nworker CPU per image at c={concurrency}, by thread and stage (py-spy --gil "
+        f"splits the request threads' CPU beyond decode; the lock was held "
+        f"{profiles['lock_held']:.0%} of the time):\n"
+    )
+    print("| where | stage | ms CPU per image |")
+    print("|---|---|---:|")
+    stages = {}
+    for name, ms in by_thread.items():
+        if name != "request threads":
+            print(f"| {name} | | {ms:.3f} |")
+    print(f"| request threads | decode (in-process cost) | {min(decode_ms, request):.3f} |")
+    for stage, samples in sorted(held.items(), key=lambda kv: -kv[1]):
+        stages[stage] = round(rest * samples / total, 3)
+        print(f"| request threads | {stage} | {stages[stage]:.3f} |")
+    print(f"| worker, all threads | | {sum(by_thread.values()):.3f} |")
+    profiles["request_thread_stages_ms_per_image"] = stages
+    spent = profiles.get("request_thread_time")
+    if spent:
+        print("\nwhere the request threads' time goes, waiting included (py-spy --idle):")
+        print(", ".join(f"{stage} {share:.0%}" for stage, share in spent.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = benchmark_parser("python -m benchmarks.request_path", __doc__)
+    p.add_argument("--model-name", default="cats_vs_dogs")
+    p.add_argument("--files", type=int, default=400, help="photos to send (and to time in process)")
+    p.add_argument("--concurrency", default="1,32", help="client connections, one step each")
+    p.add_argument("--seconds", type=float, default=20, help="seconds per load step")
+    p.add_argument("--no-profile", action="store_true", help="leave py-spy out")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME:ENV=V,ENV=V: the service again with these settings (repeatable)",
+    )
+    p.add_argument(
+        "--peers", default="", help="compare.sh targets after the project, e.g. litserve,mlserver"
+    )
+    p.add_argument("--peer-seconds", type=int, default=20, help="compare.sh's DURATION")
+    p.add_argument("--output", type=Path, help="write every figure to this JSON file")
+    args = p.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    files = sorted(args.data_dir.rglob("*.jpg"))[: args.files]
+    if not files:
+        sys.exit(f"no JPEG under {args.data_dir}")
+    host = hardware.describe()
+    print(f"host: {host}", flush=True)
+    photos = [f.read_bytes() for f in files]
+    store = ModelStore(args.models_dir)
+    local = in_process(store, args.model_name, photos, int(COMPARE_ENV["INFERENCE_THREADS"]))
+    floor = local["decode_ms_per_image"] + local["model_ms_per_image"]
+    print(f"in process: {local}; decode + model {floor:.3f} ms/image", flush=True)
+
+    bodies, headers = multipart_bodies(files)
+    env = {**COMPARE_ENV, "MODEL_NAME": args.model_name}
+    services = {
+        "service": run_service(
+            "service",
+            env,
+            args.models_dir,
+            bodies,
+            headers,
+            levels,
+            args.seconds,
+            not args.no_profile,
+        )
+    }
+    for variant in args.variant:
+        name, _, settings = variant.partition(":")
+        extra = dict(item.split("=", 1) for item in settings.split(",") if item)
+        services[name] = run_service(
+            name, {**env, **extra}, args.models_dir, bodies, headers, levels, args.seconds, False
+        )
+    compared = peers(args.peers.split(","), args.peer_seconds) if args.peers else None
+
+    print(
+        f"\nhost: {host.get('cpu')}; {local['runtime']}; decode {local['decode_ms_per_image']} + model {local['model_ms_per_image']} = {floor:.3f} ms CPU per image in process"
+    )
+    print(
+        "\n| setup | c | images/s | p50 ms | p99 ms | errors | server CPU ms/image | request path ms/image | cores busy (server + client) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, service in services.items():
+        for row in service["rows"]:
+            row["request_path_ms_per_image"] = round(row["server_cpu_ms_per_image"] - floor, 3)
+            print(
+                f"| {name} | {row['concurrency']} | {row['images_per_s']} | {row['p50_ms']} | {row['p99_ms']} | {row['errors']} | {row['server_cpu_ms_per_image']} | **{row['request_path_ms_per_image']}** | {row['cores_busy']} ({row['server_cores']} + {round(row['cores_busy'] - row['server_cores'], 2)}) |"
+            )
+        print(f"worker RSS after load ({name}): {service['worker_rss_mb']} MB")
+    profiles = services["service"]["profiles"]
+    if profiles:
+        stage_table(profiles, local["decode_ms_per_image"], max(levels))
+    summary = {}
+    if compared:
+        summary = ratios(compared)
+        print(f"\npeers (compare.sh, {compared['folder']}):")
+        for name, rows in compared["results"].items():
+            for c, row in sorted(rows.items(), key=lambda kv: int(kv[0])):
+                print(
+                    f"  {name:9s} c={c:>2s} {row['images_per_s']:7.1f} images/s p50 {row['latency_ms']['p50']:6.1f} ms, server CPU {(row.get('server') or {}).get('cpu_ms_per_image')} ms/image, errors {row.get('errors')}"
+                )
+        print(f"ratios: {summary}")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(
+            json.dumps(
+                {
+                    "host": host,
+                    "in_process": local,
+                    "services": services,
+                    "peers": compared,
+                    "ratios": summary,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
