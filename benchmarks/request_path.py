@@ -139,11 +139,15 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def memory_mb(pid: int) -> dict[str, float]:
+    """RSS, and PSS (shared pages split among the processes that map them: what one more
+    worker adds, roughly)."""
+    found = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key = line.split(":")[0]
+        if key in ("Rss", "Pss"):
+            found[key.lower()] = round(int(line.split()[1]) / 1024, 1)
+    return found
 
 
 def measure(server: Server, bodies, headers, concurrency: int, seconds: float) -> dict:
@@ -302,14 +306,14 @@ def run_service(label, env, models_dir, bodies, headers, levels, seconds, spy) -
             row = {"setup": label, **measure(server, bodies, headers, concurrency, seconds)}
             rows.append(row)
             print(f"  {label} c={concurrency}: {row}", flush=True)
-        rss = {str(pid): round(rss_mb(pid), 1) for pid in workers(server)}
+        rss = {str(pid): memory_mb(pid) for pid in workers(server)}
         if spy:
             top = max(levels)
             profiles = profile(server, bodies, headers, top, min(seconds, 15))
             profiles["request_thread_time"] = waiting(server, bodies, headers, top, 10)
             shown = {k: v for k, v in profiles.items() if k != "request_thread_top_stacks"}
             print(f"  threads and py-spy --gil at c={top}: {shown}", flush=True)
-    return {"rows": rows, "worker_rss_mb": rss, "profiles": profiles}
+    return {"rows": rows, "worker_memory_mb": rss, "profiles": profiles}
 
 
 def peers(names: list[str], seconds: int) -> dict:
@@ -441,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {name} | {row['concurrency']} | {row['images_per_s']} | {row['p50_ms']} | {row['p99_ms']} | {row['errors']} | {row['server_cpu_ms_per_image']} | **{row['request_path_ms_per_image']}** | {row['cores_busy']} ({row['server_cores']} + {round(row['cores_busy'] - row['server_cores'], 2)}) |"
             )
-        print(f"worker RSS after load ({name}): {service['worker_rss_mb']} MB")
+        print(f"worker memory after load ({name}), MB: {service['worker_memory_mb']}")
     profiles = services["service"]["profiles"]
     if profiles:
         stage_table(profiles, local["decode_ms_per_image"], max(levels))
