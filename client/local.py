@@ -49,6 +49,7 @@ class LocalClient(BaseClient):
             timeout_s=0.0,
             capacity=max(256, concurrency * batch_size),  # every thread's chunk fits at once
             name=name,
+            every_size=self.predictor.runtime.any_batch_size,
         ).start()
 
     def predict_chunk(self, paths: Sequence[Path]) -> list[Result]:
