@@ -31,9 +31,10 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import requests
 from urllib3.filepost import encode_multipart_formdata
 
-from benchmarks.harness import REPO, Server, benchmark_parser, drive
+from benchmarks.harness import REPO, Server, benchmark_parser, drive, free_port
 from classifier import hardware
 from classifier.predictor import load_predictor
 from classifier.preprocess import decode_image
@@ -150,16 +151,29 @@ def memory_mb(pid: int) -> dict[str, float]:
     return found
 
 
-def measure(server: Server, bodies, headers, concurrency: int, seconds: float) -> dict:
-    """One load step: throughput, latency, server and client CPU per image."""
+def batches(server: Server, name: str) -> tuple[int, int] | None:
+    """Model calls and images so far (every worker answers for itself: with several, one)."""
+    try:
+        batching = requests.get(f"{server.url}/v1/models/{name}", timeout=10).json()["batching"]
+    except (requests.RequestException, ValueError, KeyError):
+        return None
+    return batching["batches"], batching["images"]
+
+
+def measure(server: Server, bodies, headers, concurrency: int, seconds: float, name: str) -> dict:
+    """One load step: throughput, latency, server and client CPU per image, mean batch."""
     pids = tree(server.process.pid)
     count = 10**7  # bounded by time
+    before = batches(server, name)
     server_cpu, client_cpu = cpu_seconds(pids), time.process_time()
     result = drive(server.port, "/predict", bodies, concurrency, count, seconds, headers)
     server_cpu = cpu_seconds(pids) - server_cpu
     client_cpu = time.process_time() - client_cpu
+    after = batches(server, name)
     ok = result.requests - result.errors
     row = result.summary()
+    if before and after and after[0] > before[0]:
+        row["mean_batch"] = round((after[1] - before[1]) / (after[0] - before[0]), 2)
     row.update(
         seconds=round(result.seconds, 1),
         server_cpu_ms_per_image=round(server_cpu * 1000 / max(ok, 1), 3),
@@ -303,23 +317,64 @@ def run_service(label, env, models_dir, bodies, headers, levels, seconds, spy) -
         server.wait_ready()
         drive(server.port, "/predict", bodies, 32, 10**7, 5, headers)  # warm up
         for concurrency in levels:
-            row = {"setup": label, **measure(server, bodies, headers, concurrency, seconds)}
+            step = measure(server, bodies, headers, concurrency, seconds, env["MODEL_NAME"])
+            row = {"setup": label, **step}
             rows.append(row)
             print(f"  {label} c={concurrency}: {row}", flush=True)
         rss = {str(pid): memory_mb(pid) for pid in workers(server)}
         if spy:
             top = max(levels)
-            profiles = profile(server, bodies, headers, top, min(seconds, 15))
+            profiles = profile(server, bodies, headers, top, min(seconds, 12))
             profiles["request_thread_time"] = waiting(server, bodies, headers, top, 10)
             shown = {k: v for k, v in profiles.items() if k != "request_thread_top_stacks"}
             print(f"  threads and py-spy --gil at c={top}: {shown}", flush=True)
     return {"rows": rows, "worker_memory_mb": rss, "profiles": profiles}
 
 
+def deployed(replicas: int, env, models_dir, bodies, headers, levels, seconds) -> dict:
+    """The deployed path without Docker: deploy/nginx.conf (compose's defaults: per-client
+    limits off) in a real nginx in front of `replicas` services on 127.0.0.2, .3, ... sharing
+    one port, found as "api" by a DNS server on loopback standing in for Docker's (the tests'
+    own harness, tests/nginx_helpers.py). CPU counts the replicas and nginx."""
+    from tests.nginx_helpers import LoopbackDNS, Nginx, Replica
+
+    label = f"nginx + {replicas} replica{'s' * (replicas > 1)}"
+    dns, servers, proxy = LoopbackDNS(), [], None
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="deployed-"))
+    try:
+        servers = [Replica(models_dir, f"127.0.0.{2 + i}", port, **env) for i in range(replicas)]
+        for server in servers:
+            server.wait_ready(timeout=300)
+        dns.set("api", [server.host for server in servers])
+        proxy = Nginx(tmp, f"api:{port}", dns.port)
+        rows = []
+        pids = [p for s in servers for p in tree(s.process.pid)] + tree(proxy.process.pid)
+        drive(proxy.port, "/predict", bodies, 32, 10**7, 5, headers)  # warm up
+        for concurrency in levels:
+            cpu = cpu_seconds(pids)
+            result = drive(proxy.port, "/predict", bodies, concurrency, 10**7, seconds, headers)
+            cpu = cpu_seconds(pids) - cpu
+            ok = result.requests - result.errors
+            row = {"setup": label, **result.summary(), "statuses": result.statuses}
+            row["server_cpu_ms_per_image"] = round(cpu * 1000 / max(ok, 1), 3)
+            rows.append(row)
+            print(f"  {label} c={concurrency}: {row}", flush=True)
+        return {"rows": rows}
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        for server in servers:
+            server.stop()
+        dns.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def peers(names: list[str], seconds: int) -> dict:
     """compare.sh for the project and `names`, one after the other; its results by target."""
     out = Path(tempfile.mkdtemp(prefix="compare-"))
     env = {**os.environ, "OUT": str(out), "DURATION": str(seconds), "CONCURRENCY": "1 32"}
+    env.pop("PYTHONPATH", None)  # the peers' own venvs; the project runs from REPO
     script = REPO.parent / "shared/peers/compare.sh"
     subprocess.run(["bash", str(script), "project", *names], cwd=REPO, env=env, check=False)
     results: dict[str, dict] = {}
@@ -345,6 +400,13 @@ def ratios(compared: dict) -> dict:
         "best_peer_c1_p50_ms": p50[best_p50],
         "best_peer_c1": best_p50,
     }
+
+
+def _cores(row: dict) -> str:
+    if "cores_busy" not in row:
+        return "-"
+    client = round(row["cores_busy"] - row["server_cores"], 2)
+    return f"{row['cores_busy']} ({row['server_cores']} + {client})"
 
 
 def stage_table(profiles: dict, decode_ms: float, concurrency: int) -> None:
@@ -395,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
         "--peers", default="", help="compare.sh targets after the project, e.g. litserve,mlserver"
     )
     p.add_argument("--peer-seconds", type=int, default=20, help="compare.sh's DURATION")
+    p.add_argument(
+        "--deployed",
+        default="",
+        help="replica counts for the deployed path (nginx in front), e.g. 1,3; needs nginx "
+        "and the test extra (dnslib)",
+    )
     p.add_argument("--output", type=Path, help="write every figure to this JSON file")
     args = p.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -430,22 +498,26 @@ def main(argv: list[str] | None = None) -> int:
         services[name] = run_service(
             name, {**env, **extra}, args.models_dir, bodies, headers, levels, args.seconds, False
         )
+    for count in [int(n) for n in args.deployed.split(",") if n]:
+        deploy = deployed(count, env, args.models_dir, bodies, headers, levels, args.seconds)
+        services[deploy["rows"][0]["setup"]] = deploy
     compared = peers(args.peers.split(","), args.peer_seconds) if args.peers else None
 
     print(
         f"\nhost: {host.get('cpu')}; {local['runtime']}; decode {local['decode_ms_per_image']} + model {local['model_ms_per_image']} = {floor:.3f} ms CPU per image in process"
     )
     print(
-        "\n| setup | c | images/s | p50 ms | p99 ms | errors | server CPU ms/image | request path ms/image | cores busy (server + client) |"
+        "\n| setup | c | images/s | p50 ms | p99 ms | errors | mean batch | server CPU ms/image | request path ms/image | cores busy (server + client) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, service in services.items():
         for row in service["rows"]:
             row["request_path_ms_per_image"] = round(row["server_cpu_ms_per_image"] - floor, 3)
             print(
-                f"| {name} | {row['concurrency']} | {row['images_per_s']} | {row['p50_ms']} | {row['p99_ms']} | {row['errors']} | {row['server_cpu_ms_per_image']} | **{row['request_path_ms_per_image']}** | {row['cores_busy']} ({row['server_cores']} + {round(row['cores_busy'] - row['server_cores'], 2)}) |"
+                f"| {name} | {row['concurrency']} | {row['images_per_s']} | {row['p50_ms']} | {row['p99_ms']} | {row['errors']} | {row.get('mean_batch', '-')} | {row['server_cpu_ms_per_image']} | **{row['request_path_ms_per_image']}** | {_cores(row)} |"
             )
-        print(f"worker memory after load ({name}), MB: {service['worker_memory_mb']}")
+        if "worker_memory_mb" in service:
+            print(f"worker memory after load ({name}), MB: {service['worker_memory_mb']}")
     profiles = services["service"]["profiles"]
     if profiles:
         stage_table(profiles, local["decode_ms_per_image"], max(levels))
