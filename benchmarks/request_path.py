@@ -226,76 +226,87 @@ def thread_cpu(worker: int) -> dict[int, float]:
     return found
 
 
-def profile(server: Server, bodies, headers, concurrency: int, seconds: float) -> dict:
-    """Under load, the worker's CPU by thread (from /proc) and py-spy `--gil`: which stage the
-    thread holding the interpreter lock is in, for the request threads' samples."""
+RATE = 200  # py-spy samples per second
+
+
+def spy(server: Server, bodies, headers, concurrency: int, seconds: float, flag: str | None):
+    """py-spy on the (first) worker under load (raw stacks, by thread), and the worker's CPU by
+    thread over the same time. `flag`: None samples the threads that are running (the CPU),
+    "--gil" the one holding the interpreter lock, "--idle" every thread, waiting or not."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     worker = workers(server)[0]
-    names = threads_of(worker, py_spy)
-    rate = 250
     with tempfile.NamedTemporaryFile(suffix=".txt") as out:
-        argv = [py_spy, "record", "-p", str(worker), "-r", str(rate), "-d", str(int(seconds))]
-        argv += ["-f", "raw", "-o", out.name, "--nonblocking", "--gil", "--threads"]
-        spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        argv = [py_spy, "record", "-p", str(worker), "-r", str(RATE), "-d", str(int(seconds))]
+        argv += ["-f", "raw", "-o", out.name, "--nonblocking", "--threads"]
+        process = subprocess.Popen(
+            argv + ([flag] if flag else []), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         time.sleep(0.5)
         before = thread_cpu(worker)
         result = drive(server.port, "/predict", bodies, concurrency, 10**7, seconds - 1, headers)
         after = thread_cpu(worker)
-        _, err = spy.communicate(timeout=seconds + 60)
-        if spy.returncode != 0:
+        _, err = process.communicate(timeout=seconds + 60)
+        if process.returncode != 0:
             raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-2000:]}")
         stacks = Path(out.name).read_text().splitlines()
-    images = result.requests - result.errors
+    samples = []
+    for line in stacks:
+        stack, _, count = line.rpartition(" ")
+        samples.append((stack, int(count)))
+    return samples, before, after, result.requests - result.errors
+
+
+def request_stages(samples, worker: int) -> Counter:
+    """Samples of the request threads by stage; a thread waiting in the pool for its next
+    request is "idle in the thread pool"."""
+    by_stage: Counter = Counter()
+    for stack, count in samples:
+        if role(_thread_name(stack), -1, worker) != "request threads":
+            continue
+        if "_worker (concurrent/futures/thread.py" in stack.rsplit(";", 1)[-1]:
+            by_stage["idle in the thread pool (no request)"] += count
+        else:
+            by_stage[stage_of(stack)] += count
+    return by_stage
+
+
+def profile(server: Server, bodies, headers, concurrency: int, seconds: float) -> dict:
+    """The worker's CPU per image by thread (/proc); the request threads' CPU split by stage
+    in proportion to their running samples; the interpreter lock's share by stage (--gil);
+    and where the request threads' time goes, waiting included (--idle)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    worker = workers(server)[0]
+    names = threads_of(worker, py_spy)
+    samples, before, after, images = spy(server, bodies, headers, concurrency, seconds, None)
     names = {**names, **threads_of(worker, py_spy)}
     by_role: Counter = Counter()
     for tid, cpu in after.items():
         by_role[role(names.get(tid), tid, worker)] += cpu - before.get(tid, 0.0)
-    held: Counter = Counter()
+    per_image = {r: cpu * 1000 / max(images, 1) for r, cpu in by_role.most_common()}
+    running = request_stages(samples, worker)
+    running.pop("idle in the thread pool (no request)", None)
+    total = sum(running.values()) or 1
+    request_ms = per_image.get("request threads", 0.0)
+    stages = {stage: round(request_ms * n / total, 3) for stage, n in running.most_common()}
     leaves: Counter = Counter()
-    for line in stacks:
-        stack, _, count = line.rpartition(" ")
+    for stack, count in samples:
         if role(_thread_name(stack), -1, worker) == "request threads":
-            held[stage_of(stack)] += int(count)
-            leaves[";".join(stack.split(";")[-4:])] += int(count)
-        held["all threads"] += int(count)
+            leaves[";".join(stack.split(";")[-4:])] += count
+    gil, _, _, _ = spy(server, bodies, headers, concurrency, seconds, "--gil")
+    held = request_stages(gil, worker)
+    held_total = sum(count for _, count in gil)
+    idle, _, _, _ = spy(server, bodies, headers, concurrency, seconds, "--idle")
+    spent = request_stages(idle, worker)
+    spent_total = sum(spent.values()) or 1
     return {
         "images": images,
-        "seconds": result.seconds,
-        "cpu_ms_per_image_by_thread": {
-            r: round(cpu * 1000 / max(images, 1), 3) for r, cpu in by_role.most_common()
-        },
-        "lock_held": round(held.pop("all threads", 0) / (rate * (seconds - 0.5)), 3),
-        "request_thread_lock_samples": dict(held.most_common()),
+        "cpu_ms_per_image_by_thread": {r: round(ms, 3) for r, ms in per_image.items()},
+        "request_thread_stages_ms_per_image": stages,
         "request_thread_top_stacks": dict(leaves.most_common(25)),
+        "lock_held": round(held_total / (RATE * (seconds - 0.5)), 3),
+        "lock_share_by_stage": {k: round(v / (held_total or 1), 3) for k, v in held.most_common()},
+        "request_thread_time": {k: round(v / spent_total, 3) for k, v in spent.most_common()},
     }
-
-
-def waiting(server: Server, bodies, headers, concurrency: int, seconds: float) -> dict:
-    """py-spy `--idle`: where the request threads' time goes, waiting included (samples of
-    every request thread, busy or not, by stage)."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    worker = workers(server)[0]
-    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
-        argv = [py_spy, "record", "-p", str(worker), "-r", "100", "-d", str(int(seconds))]
-        argv += ["-f", "raw", "-o", out.name, "--nonblocking", "--idle", "--threads"]
-        spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(0.5)
-        drive(server.port, "/predict", bodies, concurrency, 10**7, seconds - 1, headers)
-        _, err = spy.communicate(timeout=seconds + 60)
-        if spy.returncode != 0:
-            raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-2000:]}")
-        stacks = Path(out.name).read_text().splitlines()
-    by_stage: Counter = Counter()
-    for line in stacks:
-        stack, _, count = line.rpartition(" ")
-        if role(_thread_name(stack), -1, worker) == "request threads":
-            leaf = stack.rsplit(";", 1)[-1]
-            if "_worker (concurrent/futures/thread.py" in leaf:
-                by_stage["idle in the thread pool (no request)"] += int(count)
-            else:
-                by_stage[stage_of(stack)] += int(count)
-    total = sum(by_stage.values()) or 1
-    return {stage: round(n / total, 4) for stage, n in by_stage.most_common()}
 
 
 def _thread_name(stack: str) -> str | None:
@@ -325,7 +336,6 @@ def run_service(label, env, models_dir, bodies, headers, levels, seconds, spy) -
         if spy:
             top = max(levels)
             profiles = profile(server, bodies, headers, top, min(seconds, 12))
-            profiles["request_thread_time"] = waiting(server, bodies, headers, top, 10)
             shown = {k: v for k, v in profiles.items() if k != "request_thread_top_stacks"}
             print(f"  threads and py-spy --gil at c={top}: {shown}", flush=True)
     return {"rows": rows, "worker_memory_mb": rss, "profiles": profiles}
@@ -409,31 +419,23 @@ def _cores(row: dict) -> str:
     return f"{row['cores_busy']} ({row['server_cores']} + {client})"
 
 
-def stage_table(profiles: dict, decode_ms: float, concurrency: int) -> None:
-    """The worker's CPU per image by thread; the request threads' share split into decode
-    (its in-process cost) and the stages the lock-holding samples of those threads show."""
+def stage_table(profiles: dict, concurrency: int) -> None:
+    """The worker's CPU per image by thread; the request threads' split by stage."""
     by_thread = profiles["cpu_ms_per_image_by_thread"]
-    request = by_thread.get("request threads", 0.0)
-    held = {k: v for k, v in profiles["request_thread_lock_samples"].items() if k != "decode"}
-    total = sum(held.values()) or 1
-    rest = max(request - decode_ms, 0.0)
+    lock = profiles["lock_share_by_stage"]
     print(
-        f"\nworker CPU per image at c={concurrency}, by thread and stage (py-spy --gil "
-        f"splits the request threads' CPU beyond decode; the lock was held "
-        f"{profiles['lock_held']:.0%} of the time):\n"
+        f"\nworker CPU per image at c={concurrency}, by thread, and the request threads' by "
+        f"stage (their running samples, py-spy); the interpreter lock was held "
+        f"{profiles['lock_held']:.0%} of the time, by request threads in these stages:\n"
     )
-    print("| where | stage | ms CPU per image |")
-    print("|---|---|---:|")
-    stages = {}
+    print("| where | stage | ms CPU per image | share of the lock's samples |")
+    print("|---|---|---:|---:|")
     for name, ms in by_thread.items():
         if name != "request threads":
-            print(f"| {name} | | {ms:.3f} |")
-    print(f"| request threads | decode (in-process cost) | {min(decode_ms, request):.3f} |")
-    for stage, samples in sorted(held.items(), key=lambda kv: -kv[1]):
-        stages[stage] = round(rest * samples / total, 3)
-        print(f"| request threads | {stage} | {stages[stage]:.3f} |")
-    print(f"| worker, all threads | | {sum(by_thread.values()):.3f} |")
-    profiles["request_thread_stages_ms_per_image"] = stages
+            print(f"| {name} | | {ms:.3f} | |")
+    for stage, ms in profiles["request_thread_stages_ms_per_image"].items():
+        print(f"| request threads | {stage} | {ms:.3f} | {lock.get(stage, 0):.0%} |")
+    print(f"| worker, all threads | | {sum(by_thread.values()):.3f} | |")
     spent = profiles.get("request_thread_time")
     if spent:
         print("\nwhere the request threads' time goes, waiting included (py-spy --idle):")
@@ -520,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"worker memory after load ({name}), MB: {service['worker_memory_mb']}")
     profiles = services["service"]["profiles"]
     if profiles:
-        stage_table(profiles, local["decode_ms_per_image"], max(levels))
+        stage_table(profiles, max(levels))
     summary = {}
     if compared:
         summary = ratios(compared)
