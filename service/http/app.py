@@ -40,7 +40,7 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     app.json = OrjsonProvider(app)
     app.json.sort_keys = False
     register_error_handlers(app)
-    routes.register(app)  # first: its hook decides the error shape for the hooks below
+    routes.register(app)
     observability.install(app, routes.INFERENCE_RULES)
     auth.install(app, cfg.api_keys_file, cfg.exempt_paths)
     limits.install(app)
