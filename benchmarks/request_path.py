@@ -188,6 +188,127 @@ def workers(server: Server) -> list[int]:
     return [p for p in tree(server.process.pid) if p != server.process.pid]
 
 
+class _Socket:
+    """Where gunicorn's response writer sends its bytes in `stage_costs`."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def sendall(self, data) -> None:
+        self.sent += len(data)
+
+    def send(self, data) -> int:
+        self.sent += len(data)
+        return len(data)
+
+
+def stage_costs(models_dir: Path, name: str, bodies, headers, threads: int) -> dict:
+    """One request at a time, in this process: gunicorn's own parser on the bytes a client
+    sends, the real app (its hooks, logging and metrics too), gunicorn's response writer into
+    a socket stand-in; the CPU of this thread per stage (the model runs in the batcher's
+    thread, not counted here; the log line's formatting and writing is timed apart, as the
+    writer thread does it). Nothing else runs, so this is each stage's own cost."""
+    import logging
+
+    from gunicorn.config import Config
+    from gunicorn.http import get_parser, wsgi
+
+    from classifier import batching
+    from service import access, dataplane, logs
+    from service.http.app import create_app
+    from service.protocols import own
+
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="metrics-"))
+    sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives with the run
+    sink.setFormatter(logs.JsonFormatter())
+    logging.getLogger().addHandler(sink)
+    logging.getLogger().setLevel(logging.INFO)
+    logs.write_from_one_thread()
+    app = create_app(
+        {
+            "models_dir": str(models_dir), "model_name": name, "model_poll_seconds": 0,
+            "grpc_port": 0, "inference_threads": threads, "max_batch_size": 16,
+        }
+    )  # fmt: skip
+    spent: Counter = Counter()
+
+    def timed(stage, function):
+        def wrapper(*args, **kwargs):
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[stage] += time.thread_time() - started
+
+        return wrapper
+
+    patches = [
+        (dataplane, "decode_uploads", "decode"),
+        (own, "read_uploads", "body read + multipart"),
+        (batching.Batcher, "predict", "queueing, batch hand-off"),
+        (own, "answer", "encode"),
+        (access, "finish", "log (the record) + inference metrics"),
+    ]
+    saved = [(target, attr, getattr(target, attr)) for target, attr, _ in patches]
+    for target, attr, stage in patches:
+        setattr(target, attr, timed(stage, getattr(target, attr)))
+    from werkzeug.wrappers import Request
+
+    get_data = Request.get_data
+    Request.get_data = timed("body read", get_data)
+    hooks = app.before_request_funcs[None], app.after_request_funcs[None]
+    app.before_request_funcs[None] = [timed("hooks before", f) for f in hooks[0]]
+    app.after_request_funcs[None] = [timed("hooks after (metrics, log)", f) for f in hooks[1]]
+    cfg = Config()
+    raw = [
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+        + h["Content-Type"].encode()
+        + f"\r\nContent-Length: {len(b)}\r\nConnection: keep-alive\r\n\r\n".encode()
+        + b
+        for b, h in zip(bodies, headers, strict=True)
+    ]
+    try:
+        for _round in (1, 2):  # the first round warms up
+            spent.clear()
+            for request in raw:
+                started = time.thread_time()
+                parser = get_parser(cfg, iter([request]), ("127.0.0.1", 1))
+                req = next(parser)
+                sock = _Socket()
+                resp, environ = wsgi.create(req, sock, ("127.0.0.1", 1), ("127.0.0.1", 8000), cfg)
+                parsed = time.thread_time()
+                spent["HTTP parse (gunicorn)"] += parsed - started
+                body = app(environ, resp.start_response)
+                answered = time.thread_time()
+                spent["app (all of it)"] += answered - parsed
+                for chunk in body:
+                    resp.write(chunk)
+                resp.close()
+                spent["response write (gunicorn)"] += time.thread_time() - answered
+    finally:
+        for target, attr, function in saved:
+            setattr(target, attr, function)
+        Request.get_data = get_data
+    record = logging.LogRecord("service.access", logging.INFO, "", 0, "%s", ("x",), None)
+    record.fields = {"event": "request", "request_id": "0" * 32, "status": 200}
+    started = time.thread_time()
+    for _ in range(1000):
+        sink.format(record)
+    spent["log line (writer thread: format)"] = (time.thread_time() - started) * len(raw) / 1000
+    spent["multipart"] = spent.pop("body read + multipart") - spent["body read"]
+    spent["hooks after (metrics)"] = (
+        spent.pop("hooks after (metrics, log)") - spent["log (the record) + inference metrics"]
+    )
+    inside = (
+        sum(v for k, v in spent.items() if k not in ("app (all of it)",))
+        - spent["HTTP parse (gunicorn)"]
+        - spent["response write (gunicorn)"]
+        - spent["log line (writer thread: format)"]
+    )
+    spent["flask dispatch, view (the rest)"] = spent.pop("app (all of it)") - inside
+    return {stage: round(s * 1000 / len(raw), 3) for stage, s in spent.most_common()}
+
+
 def threads_of(worker: int, py_spy: str) -> dict[int, str]:
     """The worker's Python threads by native id and name (py-spy dump); the others are the
     runtime's own threads."""
@@ -481,6 +602,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"in process: {local}; decode + model {floor:.3f} ms/image", flush=True)
 
     bodies, headers = multipart_bodies(files)
+    stages = stage_costs(
+        args.models_dir, args.model_name, bodies, headers, int(COMPARE_ENV["INFERENCE_THREADS"])
+    )
+    print(f"in process, one request at a time, CPU per image by stage: {stages}", flush=True)
     env = {**COMPARE_ENV, "MODEL_NAME": args.model_name}
     services = {
         "service": run_service(
@@ -520,6 +645,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "worker_memory_mb" in service:
             print(f"worker memory after load ({name}), MB: {service['worker_memory_mb']}")
+    print("\nin process, one request at a time (each stage's own cost, ms CPU per image):\n")
+    print("| stage | ms CPU per image |\n|---|---:|")
+    for stage, ms in stages.items():
+        print(f"| {stage} | {ms:.3f} |")
+    print(
+        f"| all of the request path here | {sum(stages.values()) - stages.get('decode', 0):.3f} |"
+    )
     profiles = services["service"]["profiles"]
     if profiles:
         stage_table(profiles, max(levels))
@@ -540,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "host": host,
                     "in_process": local,
+                    "stages_in_process": stages,
                     "services": services,
                     "peers": compared,
                     "ratios": summary,
