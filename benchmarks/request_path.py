@@ -160,15 +160,27 @@ def batches(server: Server, name: str) -> tuple[int, int] | None:
     return batching["batches"], batching["images"]
 
 
+def machine_cpu() -> tuple[float, float, float]:
+    """Seconds of CPU the whole machine has spent busy, idle, and stolen by the hypervisor."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle, iowait
+    steal = fields[7] if len(fields) > 7 else 0
+    return (sum(fields[:8]) - idle - steal) / tick, idle / tick, steal / tick
+
+
 def measure(server: Server, bodies, headers, concurrency: int, seconds: float, name: str) -> dict:
-    """One load step: throughput, latency, server and client CPU per image, mean batch."""
+    """One load step: throughput, latency, server and client CPU per image, mean batch, and
+    what the whole machine did meanwhile (busy, idle and stolen cores)."""
     pids = tree(server.process.pid)
     count = 10**7  # bounded by time
     before = batches(server, name)
+    machine = machine_cpu()
     server_cpu, client_cpu = cpu_seconds(pids), time.process_time()
     result = drive(server.port, "/predict", bodies, concurrency, count, seconds, headers)
     server_cpu = cpu_seconds(pids) - server_cpu
     client_cpu = time.process_time() - client_cpu
+    busy, idle, stolen = (b - a for a, b in zip(machine, machine_cpu(), strict=True))
     after = batches(server, name)
     ok = result.requests - result.errors
     row = result.summary()
@@ -180,6 +192,9 @@ def measure(server: Server, bodies, headers, concurrency: int, seconds: float, n
         client_cpu_ms_per_image=round(client_cpu * 1000 / max(ok, 1), 3),
         cores_busy=round((server_cpu + client_cpu) / result.seconds, 2),
         server_cores=round(server_cpu / result.seconds, 2),
+        machine_cores_busy=round(busy / result.seconds, 2),
+        machine_cores_idle=round(idle / result.seconds, 2),
+        machine_cores_stolen=round(stolen / result.seconds, 2),
     )
     return row
 
@@ -537,7 +552,8 @@ def _cores(row: dict) -> str:
     if "cores_busy" not in row:
         return "-"
     client = round(row["cores_busy"] - row["server_cores"], 2)
-    return f"{row['cores_busy']} ({row['server_cores']} + {client})"
+    machine = f"; machine busy {row['machine_cores_busy']}, idle {row['machine_cores_idle']}"
+    return f"{row['cores_busy']} ({row['server_cores']} + {client}){machine}"
 
 
 def stage_table(profiles: dict, concurrency: int) -> None:
@@ -634,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nhost: {host.get('cpu')}; {local['runtime']}; decode {local['decode_ms_per_image']} + model {local['model_ms_per_image']} = {floor:.3f} ms CPU per image in process"
     )
     print(
-        "\n| setup | c | images/s | p50 ms | p99 ms | errors | mean batch | server CPU ms/image | request path ms/image | cores busy (server + client) |"
+        "\n| setup | c | images/s | p50 ms | p99 ms | errors | mean batch | server CPU ms/image | request path ms/image | cores busy (server + client; whole machine) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, service in services.items():
