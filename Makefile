@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: serve test lint browser format clean train-setup
+.PHONY: serve test test-containers lint browser format clean train-setup
 
 # Serving needs no TensorFlow (ONNX Runtime or OpenVINO); training and the tests add it.
 $(VENV)/.base: pyproject.toml
@@ -33,29 +33,37 @@ $(CHECKOV_VENV)/.done:
 	touch $@
 
 serve: $(VENV)/.base
-	$(BIN)/classifier-serve
+	@$(BIN)/classifier-serve
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Tests drive Debian's Chromium (the demo page) and nginx (deploy/nginx.conf); installed
-# here when running as root, else those tests are skipped.
+# Tests drive Debian's Chromium (the demo and labelling pages), nginx (deploy/nginx.conf) and
+# promtool (deploy/prometheus; Debian's `prometheus` package ships it); installed here when
+# running as root, else those tests are skipped.
 browser:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
-	    || ! [ -x /usr/sbin/nginx ]; then \
+	    || ! [ -x /usr/sbin/nginx ] || ! command -v promtool >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's chromium, chromium-driver and nginx"; \
+	    echo "installing Debian's chromium, chromium-driver, nginx and prometheus (promtool)"; \
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      --no-install-recommends chromium chromium-driver nginx >/dev/null; } \
-	      || echo "could not install them: the browser and nginx tests will be skipped"; \
+	      --no-install-recommends chromium chromium-driver nginx prometheus >/dev/null; } \
+	      || echo "could not install them: the browser, nginx and promtool tests will be skipped"; \
 	  else \
-	    echo "chromium, chromedriver or nginx missing: their tests will be skipped"; \
+	    echo "chromium, chromedriver, nginx or promtool missing: their tests will be skipped"; \
 	  fi; \
 	fi
 
 test: lint browser $(CHECKOV_VENV)/.done
 	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest
+
+# The container test (tests/containers): builds both images from the Dockerfile through
+# docker-compose.yml and runs them on a real Docker engine, installing Debian's docker.io and
+# the compose plugin and starting dockerd when they are missing (root); where no engine can be
+# had it says so in one line and skips. CI runs it after `make test`.
+test-containers: $(VENV)/.test
+	$(BIN)/python -m pytest --containers -rfE tests/containers
 
 format: $(VENV)/.test
 	$(BIN)/ruff check --fix .

@@ -7,10 +7,25 @@ as the HTTP threads share the cores.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
+
+# No telemetry from either runtime, in this process only (tests/classifier/test_runtimes.py
+# checks that loading and running both writes nothing under HOME):
+# - ONNX Runtime (1.2x and newer, on Linux too) keeps a device id and an event cache under
+#   ~/.cache and may upload events unless ORT_DISABLE_TELEMETRY=1 is set before its first
+#   session; disable_telemetry_events() (below) only stops events after that.
+# - `import openvino` starts the telemetry of OpenVINO's model converter (ovc): a client id
+#   under ~/intel and an analytics event per import, unless ~/intel/openvino_telemetry says
+#   no (`opt_in_out --opt_out`, a setting of the whole account). Without the
+#   openvino-telemetry package ovc falls back to its own no-op stub; the None entry makes
+#   that package unimportable here.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+sys.modules.setdefault("openvino_telemetry", None)
 
 
 def model_output(out, n: int) -> np.ndarray:
@@ -31,6 +46,7 @@ class OnnxRuntime:
     def __init__(self, path: Path, threads: int = 0) -> None:
         import onnxruntime as ort
 
+        ort.disable_telemetry_events()
         options = ort.SessionOptions()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")

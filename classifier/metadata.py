@@ -31,6 +31,44 @@ SCHEMA_VERSION = 1
 ClassName = Annotated[StrictStr, Field(min_length=1)]
 Sha256 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
 Section = dict[str, Any] | None
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class ConfidenceHistogram(BaseModel):
+    """A histogram of the top-class probability: `fractions[i]` of the answers fell in
+    [edges[i], edges[i + 1])."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    edges: tuple[Fraction, ...] = Field(min_length=2, description="bin edges, increasing")
+    fractions: tuple[Fraction, ...] = Field(description="one fraction per bin")
+
+    @model_validator(mode="after")
+    def _bins(self) -> ConfidenceHistogram:
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:])):
+            raise ValueError("confidence edges must increase")
+        if len(self.fractions) != len(self.edges) - 1:
+            raise ValueError("confidence needs one fraction per bin (edges minus one)")
+        return self
+
+
+class DriftReference(BaseModel):
+    """What the version's answers look like on its validation photos, as it is served: the
+    population the service compares its recent answers with (classifier/drift.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    of: StrictStr = Field(description="the photos: `validation`")
+    count: StrictInt = Field(ge=1, description="how many photos")
+    class_mix: dict[ClassName, Fraction] = Field(
+        description="the fraction of the answers that went to each class"
+    )
+    confidence: ConfidenceHistogram = Field(
+        description="the histogram of the top-class probability"
+    )
+    recorded_by: StrictStr | None = Field(
+        None, description="`training` at publish time, or the tool that added it later"
+    )
 
 
 class ModelMetadata(BaseModel):
@@ -73,6 +111,13 @@ class ModelMetadata(BaseModel):
     )
     promotion: Section = Field(None, description="the retrain gate's decision, when retrained")
     libraries: Section = Field(None, description="library versions that trained it")
+    drift_reference: DriftReference | None = Field(
+        None,
+        description="the class mix and top-class probability histogram of the version's "
+        "answers on its validation photos, as served: what GET /v1/models/<name>/drift "
+        "compares recent answers with; absent in versions published before it was recorded "
+        "(`python -m training.drift_reference` adds it)",
+    )
 
     _raw: dict = PrivateAttr(default_factory=dict)
 
@@ -109,6 +154,16 @@ class ModelMetadata(BaseModel):
             raise ValueError(
                 f"a sigmoid head has two classes; {len(self.class_names)} need output.activation "
                 "softmax"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _reference_fits_the_classes(self) -> ModelMetadata:
+        ref = self.drift_reference
+        if ref is not None and tuple(ref.class_mix) != self.class_names:
+            raise ValueError(
+                f"drift_reference.class_mix names {list(ref.class_mix)}, not the classes "
+                f"{list(self.class_names)}"
             )
         return self
 

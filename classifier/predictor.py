@@ -102,6 +102,12 @@ class Predictor:
         ]
 
 
+def top_classes(probabilities: dict[str, float], k: int) -> list[tuple[str, float]]:
+    """The k most probable classes, best first (ties in class order): `?top_k` of the
+    service's answers and the client's `top_k`."""
+    return sorted(probabilities.items(), key=lambda item: -item[1])[:k]
+
+
 def load_predictor(
     store: ModelStore,
     name: str,
@@ -113,14 +119,15 @@ def load_predictor(
         metadata = store.latest_valid(name)
         if metadata is None:
             raise ModelStoreError(
-                f"no valid version of model {name!r} in {store.root}", code="model_not_found"
+                f"no valid version of model {name!r} in {store.root.absolute()}",
+                code="model_not_found",
             )
     else:
         versions = store.versions(name)
         if version not in versions:
             there = ", ".join(map(str, versions)) if versions else "none"
             raise ModelStoreError(
-                f"model {name!r} has no version {version} in {store.root} (versions there: "
+                f"model {name!r} has no version {version} in {store.root.absolute()} (versions there: "
                 f"{there})",
                 code="version_not_found",
             )

@@ -2,6 +2,10 @@
 
 A version folder is only ever created by renaming a complete, fsynced temporary folder, and
 a folder whose metadata is missing, invalid or whose checksums do not match is never loaded.
+One file may be left out of a copy of a version: its Keras file, where the version has its ONNX
+export (the serving image's copy, `python -m classifier.serving_copy`: ONNX Runtime and
+OpenVINO read only model.onnx). Every other listed file must be there, and every file that is
+there must match its checksum.
 """
 
 from __future__ import annotations
@@ -17,16 +21,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from classifier.durable import fsync, write_json
 from classifier.errors import ModelStoreError
 from classifier.filesystems import rename_refusal
-from classifier.metadata import METADATA_FILE, MODEL_FILE, SCHEMA_VERSION, ModelMetadata
+from classifier.metadata import (
+    METADATA_FILE,
+    MODEL_FILE,
+    ONNX_FILE,
+    SCHEMA_VERSION,
+    ModelMetadata,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # The shipped model: the service's MODEL_NAME and the client's --local model by default.
 DEFAULT_MODEL = "cats_vs_dogs"
+# Where the store is when MODELS_DIR is not set: the `models` folder of the checkout these
+# packages run from (a source tree or an editable install, as `make serve` makes), whatever
+# the current directory; installed without a checkout (`pip install .`), `models` in the
+# current directory. The service, `classify-images --local` and training all look there.
+MODELS_DIR_VARIABLE = "MODELS_DIR"
+DEFAULT_MODELS_FOLDER = "models"
 _NAME_RE = re.compile(NAME_PATTERN)
 _VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
 TEMP_PREFIX = ".publishing-"
+# Sections a published version's metadata.json may gain later: records about the version
+# that change none of its files, so none of its answers (`ModelStore.amend`).
+AMENDABLE = frozenset({"drift_reference"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,22 @@ def validate_name(name: str) -> str:
             code="invalid_model_name",
         )
     return name
+
+
+def checkout_root() -> Path | None:
+    """The source checkout holding these packages, or None for an installed copy."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def default_models_dir() -> Path:
+    """The model store when none is named: MODELS_DIR, else the checkout's `models` folder
+    (absolute), else `models` in the current directory."""
+    named = os.environ.get(MODELS_DIR_VARIABLE, "").strip()
+    if named:
+        return Path(named)
+    root = checkout_root()
+    return root / DEFAULT_MODELS_FOLDER if root else Path(DEFAULT_MODELS_FOLDER)
 
 
 def sha256_file(path: Path) -> str:
@@ -116,6 +152,12 @@ class ModelStore:
             path = folder / fname
             try:
                 actual = sha256_file(path)
+            except FileNotFoundError:
+                if fname == MODEL_FILE and ONNX_FILE in metadata.files:
+                    continue  # a serving copy; model.onnx is checked in this loop as well
+                raise ModelStoreError(
+                    f"{name} v{version}: {fname} is missing", code="incomplete_version"
+                ) from None
             except OSError as exc:
                 raise ModelStoreError(
                     f"{name} v{version}: cannot read {fname}: {exc}", code="incomplete_version"
@@ -184,7 +226,7 @@ class ModelStore:
                 if p.is_file() and p.name != METADATA_FILE
             }
             for path in staging.iterdir():
-                _fsync_file(path)
+                fsync(path)
             created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             while True:
                 version = max(self.versions(name), default=0) + 1
@@ -197,37 +239,51 @@ class ModelStore:
                     "created_at": created,
                 }
                 ModelMetadata.from_dict(metadata)  # never publish what could not be loaded
-                _write_json(staging / METADATA_FILE, metadata)
-                _fsync_dir(staging)
+                write_json(staging / METADATA_FILE, metadata)
+                fsync(staging)
                 try:
                     os.rename(staging, folder / str(version))
                 except OSError:
                     if (folder / str(version)).exists():
                         continue  # another publisher took this number; take the next
                     raise
-                _fsync_dir(folder)
+                fsync(folder)
                 return ModelMetadata.from_dict(metadata)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
+    def amend(self, name: str, version: int, sections: dict) -> ModelMetadata:
+        """Add or replace `sections` (only those in AMENDABLE) of a published version's
+        metadata.json, atomically: the version is checked first (checksums), the new metadata
+        validated, written to a temporary file beside it, fsynced and renamed over it.
 
-def _write_json(path: Path, data: dict) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        metadata.json is not among `files` (it holds their checksums): its model, classes and
+        files stay as they were, so the version answers exactly as before; the store checks
+        the new metadata as it checks any. A server that loaded the version keeps running it
+        and reads the new sections from its next scan of the store."""
+        refused = sorted(set(sections) - AMENDABLE)
+        if refused:
+            raise ModelStoreError(
+                f"metadata sections {refused} cannot change after publishing (amendable: "
+                f"{sorted(AMENDABLE)})",
+                code="invalid_metadata",
+            )
+        self.check(name, version)
+        folder = self.model_dir(name) / str(version)
+        refusal = rename_refusal(folder)
+        if refusal:
+            raise ModelStoreError(refusal, code="unsafe_store")
+        data = {**json.loads((folder / METADATA_FILE).read_text(encoding="utf-8")), **sections}
+        ModelMetadata.from_dict(data)  # never write what could not be loaded
+        handle, temp = tempfile.mkstemp(prefix=f".{METADATA_FILE}-", dir=folder)
+        os.close(handle)
+        try:
+            os.chmod(temp, 0o644)  # mkstemp makes it private; other readers (the API) need it
+            write_json(Path(temp), data)
+            os.replace(temp, folder / METADATA_FILE)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        fsync(folder)
+        return ModelMetadata.from_dict(data)

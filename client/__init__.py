@@ -3,21 +3,33 @@
     from client import Client
     results = Client("http://127.0.0.1:8000").predict(["a.jpg", "photos/b.png"])
 
-`LocalClient(models_dir, name)` has the same `predict`; it is imported on first use, so the
-HTTP client does not load the model runtimes.
+`predict` takes paths, image file bytes, binary file objects, PIL images and uint8 arrays,
+and gives one Prediction or Failure per input, in input order; `Client(url, api_key=...)`
+(default: $CLASSIFIER_API_KEY) raises AccessRefused when the server refuses the key.
+`LocalClient(models_dir, name)` has the same `predict` (the store the service reads by
+default); it is imported on first use, so the HTTP client does not load the model runtimes.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from client.base import AccessRefused
 from client.remote import Client, RetryPolicy
 from client.results import Failure, Prediction, Result
 
 if TYPE_CHECKING:
     from client.local import LocalClient
 
-__all__ = ["Client", "Failure", "LocalClient", "Prediction", "Result", "RetryPolicy"]
+__all__ = [
+    "AccessRefused",
+    "Client",
+    "Failure",
+    "LocalClient",
+    "Prediction",
+    "Result",
+    "RetryPolicy",
+]
 
 
 def __getattr__(name: str):

@@ -1,46 +1,67 @@
-"""What the HTTP and the in-process clients share: chunking, worker threads, result order."""
+"""What the HTTP and the in-process clients share: inputs, chunking, worker threads, results
+in input order, and stopping a run at once when the server refuses the client itself."""
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from pathlib import Path
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Self
 
+from client.inputs import Input, Item, to_items
 from client.results import Failure, Result
 
 log = logging.getLogger(__name__)
 
 
+class AccessRefused(Exception):
+    """The server refused this client (401 or 403: no API key, or one it does not accept):
+    no other image would fare better, so the run stops at once."""
+
+    def __init__(self, status: int, code: str, message: str, url: str) -> None:
+        super().__init__(f"{url} answered {status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.url = url
+
+
 class BaseClient(ABC):
-    """Sends `batch_size` images at a time from `concurrency` threads; each result names its file."""
+    """Sends `batch_size` images at a time from `concurrency` threads; each result names its
+    input (the path as given; `<bytes #i>`, `<image #i>`, `<array #i>` or a file object's
+    name otherwise) and results come back in input order."""
 
     def __init__(self, *, concurrency: int = 1, batch_size: int = 1) -> None:
         if concurrency < 1 or batch_size < 1:
             raise ValueError("concurrency and batch_size must be at least 1")
         self.concurrency = concurrency
         self.batch_size = batch_size
+        self._refused: AccessRefused | None = None  # set by the first refusal: the run stops
 
     @abstractmethod
-    def predict_chunk(self, paths: Sequence[Path]) -> list[Result]:
-        """One result per path, in order; never raises for a bad file or a failed request."""
+    def predict_chunk(self, items: Sequence[Item]) -> list[Result]:
+        """One result per item, in order; never raises for a bad file or a failed request,
+        only AccessRefused."""
 
-    def predict(self, paths: Iterable[str | Path]) -> list[Result]:
-        """One result per path, in the order given."""
-        futures = self._submit_all(paths)
-        return [result for future in futures for result in future.result()]
+    def predict(self, inputs: Iterable[Input]) -> list[Result]:
+        """One result per input, in the order given. Inputs: paths, image file bytes, binary
+        file objects, PIL images, uint8 arrays (height x width x 3). Raises AccessRefused
+        when the server refuses the client (401/403)."""
+        return list(self.iter_predict(inputs))
 
-    def iter_predict(self, paths: Iterable[str | Path]) -> Iterator[Result]:
-        """Results as they come back (for progress, and writing each as soon as it is known)."""
-        futures = self._submit_all(paths)
+    def iter_predict(self, inputs: Iterable[Input]) -> Iterator[Result]:
+        """The results in input order, each as soon as it and those before it are known
+        (the worker threads run ahead meanwhile). Raises AccessRefused as `predict` does."""
+        items = to_items(inputs)
+        self._refused = None  # a new run tries again (with a key changed meanwhile, say)
+        futures = self._submit_all(items)
         try:
-            for future in as_completed(futures):
+            for future in futures:
                 yield from future.result()
         finally:
             for future in futures:
-                future.cancel()  # an abandoned or interrupted run sends nothing more
+                future.cancel()  # an abandoned, refused or interrupted run sends nothing more
 
     def close(self) -> None:
         """Free what the client holds (connections, threads)."""
@@ -55,18 +76,24 @@ class BaseClient(ABC):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _submit_all(self, paths: Iterable[str | Path]) -> list[Future[list[Result]]]:
-        items = [Path(p) for p in paths]
+    def _submit_all(self, items: list[Item]) -> list[Future[list[Result]]]:
         size = self.batch_size
         chunks = [items[i : i + size] for i in range(0, len(items), size)]
         if getattr(self, "_pool", None) is None:
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="classify")
         return [self._pool.submit(self._safe_chunk, chunk) for chunk in chunks]
 
-    def _safe_chunk(self, paths: Sequence[Path]) -> list[Result]:
-        """A bug in one chunk becomes its files' errors, not the end of a long run."""
+    def _safe_chunk(self, items: Sequence[Item]) -> list[Result]:
+        """A bug in one chunk becomes its files' errors, not the end of a long run; a refusal
+        of the client itself ends the run."""
+        if self._refused is not None:  # another thread's request was refused: send nothing
+            raise self._refused
         try:
-            return self.predict_chunk(paths)
+            return self.predict_chunk(items)
+        except AccessRefused as exc:
+            self._refused = exc
+            raise
         except Exception as exc:
-            log.exception("unexpected error on %d files", len(paths))
-            return [Failure(str(p), "client_error", f"{type(exc).__name__}: {exc}") for p in paths]
+            log.exception("unexpected error on %d files", len(items))
+            message = f"{type(exc).__name__}: {exc}"
+            return [Failure(item.name, "client_error", message) for item in items]

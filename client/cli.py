@@ -5,25 +5,49 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from enum import IntEnum
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from classifier.errors import ClassifierError
-from client.base import BaseClient
+from classifier.store import MODELS_DIR_VARIABLE
+from client.base import AccessRefused, BaseClient
 from client.files import find_images
-from client.remote import Client, RetryPolicy, check_url
+from client.remote import API_KEY_VARIABLE, Client, RetryPolicy, check_url
 from client.results import FORMATS, OutputError, Result, Sink, choose_format, file_key, open_output
 
-EPILOG = """\
+
+class Exit(IntEnum):
+    """classify-images' exit statuses; --help lists them from here."""
+
+    OK = 0
+    SOME_FAILED = 1
+    USAGE = 2
+    REFUSED = 3
+    INTERRUPTED = 130
+
+
+EXIT_MEANINGS = {
+    Exit.OK: "every image has a prediction",
+    Exit.SOME_FAILED: "some images have error records (the others have predictions)",
+    Exit.USAGE: "bad usage, an --output that is not a results file, or (--local) no model",
+    Exit.REFUSED: "the server refused the API key (401/403): stopped at the first refusal",
+    Exit.INTERRUPTED: "interrupted (Ctrl-C); rerun with the same --output to go on",
+}
+
+EPILOG = f"""\
 Each image gives one record: file, label, every class's probability, model and version
-(CSV: columns file, label, p_<class>..., model, version, error, message); an image that
-cannot be read or decoded gives one error record (file, code, message) and the run goes on.
+(CSV: columns file, label, p_<class>..., model, version, error, message; with --top-k,
+JSONL records also list the k best classes as "top"); an image that cannot be read or
+decoded gives one error record (file, code, message) and the run goes on. Records come in
+the order of the inputs (folders searched in sorted order), whatever --concurrency.
 Rerunning with the same --output skips the files it already holds and appends the rest
 (files that failed because the server was busy or unreachable are tried again).
 
-exit status: 0 every image has a prediction, 1 some have errors, 2 bad usage."""
+exit status:
+{chr(10).join(f"  {int(code):<4}{meaning}" for code, meaning in EXIT_MEANINGS.items())}"""
 
 
 def positive_int(text: str) -> int:
@@ -66,8 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--models-dir",
         type=Path,
-        default=Path("models"),
-        help="--local: the model store (default: %(default)s)",
+        help=f"--local: the model store (default: the service's: ${MODELS_DIR_VARIABLE}, else "
+        "the models/ folder of the checkout this command runs from, whatever the current "
+        "directory)",
+    )
+    p.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"the service's API key, sent as Authorization: Bearer KEY (default: "
+        f"${API_KEY_VARIABLE}; the environment keeps it out of the process list)",
+    )
+    p.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="an extra HTTP header for every request (e.g. for a proxy); repeat for several",
+    )
+    p.add_argument(
+        "--top-k",
+        type=positive_int,
+        metavar="K",
+        help="also list each image's K most probable classes, best first (JSONL: top)",
     )
     p.add_argument(
         "--model-name",
@@ -139,21 +183,48 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--version needs --model-name")
     if args.output is not None and args.output.is_dir():
         parser.error(f"--output {args.output} is a folder")
+    if args.local and (args.api_key is not None or args.header):
+        parser.error("--api-key and --header are for --url (--local sends nothing)")
+    try:
+        args.header = dict(parse_header(text) for text in args.header)
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """'Name: value' -> (name, value); ValueError when it is not a header."""
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip() or any(c in name for c in " \t\r\n"):
+        raise ValueError(f"--header {text!r} is not 'Name: value'")
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"--header {name.strip()!r} has a line break in its value")
+    return name.strip(), value.strip()
 
 
 def make_client(args: argparse.Namespace) -> BaseClient:
     """The HTTP client, or the in-process one (which loads the model now)."""
-    common = {"concurrency": args.concurrency, "batch_size": args.batch_size}
+    common = {
+        "concurrency": args.concurrency,
+        "batch_size": args.batch_size,
+        "top_k": args.top_k,
+        "timeout_s": args.timeout,
+    }
     if args.local:
         from classifier.store import DEFAULT_MODEL
         from client.local import LocalClient
 
         name = args.model_name or DEFAULT_MODEL
-        return LocalClient(args.models_dir, name, args.version, timeout_s=args.timeout, **common)
+        return LocalClient(args.models_dir, name, args.version, **common)
     policy = RetryPolicy(tries=args.tries, total_s=args.retry_time, backoff_s=args.backoff)
     return Client(
-        args.url, args.model_name, args.version, retry=policy, timeout_s=args.timeout, **common
+        args.url,
+        args.model_name,
+        args.version,
+        api_key=args.api_key,
+        headers=args.header,
+        retry=policy,
+        **common,
     )
 
 
@@ -179,21 +250,29 @@ def run(client: BaseClient, paths: list[Path], sink: Sink, progress: bool) -> li
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The console script; returns the exit status (0 all predicted, 1 some errors, 2 usage)."""
+    """The console script; returns the exit status (Exit: --help lists them)."""
     try:
         args = parse(argv)
     except SystemExit as exc:  # --help (0) or bad usage (2)
-        return exc.code if isinstance(exc.code, int) else 2
+        return exc.code if isinstance(exc.code, int) else Exit.USAGE
     try:
         sink, done = open_output(args.output, args.format)
     except OutputError as exc:
         print(f"classify-images: error: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     try:
         return _classify(args, sink, done)
+    except AccessRefused as exc:
+        print(
+            f"classify-images: error: {exc.url} refused this client ({exc.status} {exc.code}: "
+            f"{exc.message.rstrip('.')}); stopped at the first refusal: give a valid key with "
+            f"--api-key or {API_KEY_VARIABLE}",
+            file=sys.stderr,
+        )
+        return Exit.REFUSED
     except KeyboardInterrupt:
         print("interrupted; rerun with the same --output to go on", file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
     finally:
         sink.close()
 
@@ -207,9 +286,13 @@ def _classify(args: argparse.Namespace, sink: Sink, done: dict[str, Result]) -> 
     if todo:
         try:
             client = make_client(args)
-        except (ClassifierError, ValueError) as exc:  # e.g. no such model in --models-dir
-            print(f"classify-images: error: {getattr(exc, 'message', exc)}", file=sys.stderr)
-            return 2
+        except ClassifierError as exc:  # e.g. no such model in the store: say where it looked
+            hint = "" if args.url else f" (--models-dir or {MODELS_DIR_VARIABLE} name another)"
+            print(f"classify-images: error: {exc.message}{hint}", file=sys.stderr)
+            return Exit.USAGE
+        except ValueError as exc:
+            print(f"classify-images: error: {exc}", file=sys.stderr)
+            return Exit.USAGE
         progress = sys.stderr.isatty() if args.progress is None else args.progress
         with client:
             results = run(client, todo, sink, progress)
@@ -220,4 +303,4 @@ def _classify(args: argparse.Namespace, sink: Sink, done: dict[str, Result]) -> 
         f"output ({failed} failed in all)",
         file=sys.stderr,
     )
-    return 1 if failed else 0
+    return Exit.SOME_FAILED if failed else Exit.OK

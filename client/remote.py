@@ -1,30 +1,37 @@
-"""The HTTP client: multipart batches to the service's predict route, with bounded retries."""
+"""The HTTP client: multipart batches to the service's predict route, with bounded retries,
+an API key and any extra headers; a refused key (401/403) stops the run."""
 
 from __future__ import annotations
 
 import email.utils
 import itertools
 import mimetypes
+import os
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import requests
 
-from client.base import BaseClient
-from client.files import read_file
-from client.results import Failure, Prediction, Result
+from client.base import AccessRefused, BaseClient
+from client.inputs import Item
+from client.results import Failure, Prediction, Result, top_of
+
+# The environment variable a Client (and classify-images) takes its API key from when it is
+# given none; sent as the service expects it (service/keys.py): Authorization: Bearer <key>.
+API_KEY_VARIABLE = "CLASSIFIER_API_KEY"
 
 # Statuses worth another try: a proxy without a backend, a full queue, a missed deadline.
 RETRY_STATUSES = frozenset({502, 503, 504})
 # Statuses about the request as a whole (too big, too many images): its files go one by one.
 SPLIT_STATUSES = frozenset({413})
+# Statuses about the client itself (no key, or a key not accepted): the run stops.
+REFUSED_STATUSES = frozenset({401, 403})
 
-Pending = tuple[int, Path, bytes]  # index in the chunk, file, its bytes
+Pending = tuple[int, Item, bytes]  # index in the chunk, input, its bytes
 
 
 @dataclass(frozen=True)
@@ -115,10 +122,25 @@ def error_of(response: requests.Response) -> tuple[str, str, int | None]:
     return code, str(error.get("message", "")), index if isinstance(index, int) else None
 
 
+def request_headers(api_key: str | None, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The headers every request carries: the extra ones, and the key as a Bearer token
+    (`api_key`, else $CLASSIFIER_API_KEY; none when both are empty)."""
+    extra = dict(headers or {})
+    key = api_key if api_key is not None else os.environ.get(API_KEY_VARIABLE, "")
+    if key.strip():
+        if any(name.lower() in ("authorization", "x-api-key") for name in extra):
+            raise ValueError("give the API key once: as api_key, or in an extra header")
+        extra["Authorization"] = f"Bearer {key.strip()}"
+    return extra
+
+
 class Client(BaseClient):
     """Predicts through one or more of the service's hosts (a retry goes to the next one).
 
-    `Client(url).predict(paths)` gives one Prediction or Failure per path, in order.
+    `Client(url).predict(inputs)` gives one Prediction or Failure per input, in order, and
+    raises AccessRefused when the server refuses the key (401/403). `api_key` (default:
+    $CLASSIFIER_API_KEY) is sent as `Authorization: Bearer`; `headers` go with every request;
+    `top_k` asks for each image's k best classes (`Prediction.top`).
     """
 
     def __init__(
@@ -127,6 +149,9 @@ class Client(BaseClient):
         model: str | None = None,
         version: int | None = None,
         *,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        top_k: int | None = None,
         concurrency: int = 1,
         batch_size: int = 1,
         retry: RetryPolicy | None = None,
@@ -137,7 +162,11 @@ class Client(BaseClient):
         self.urls = [check_url(u) for u in ([url] if isinstance(url, str) else url)]
         if not self.urls:
             raise ValueError("at least one URL is needed")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
         self.path = predict_path(model, version)
+        self.params = {"top_k": str(top_k)} if top_k is not None else {}
+        self.headers = request_headers(api_key, headers)
         self.retry = retry or RetryPolicy()
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
@@ -146,15 +175,15 @@ class Client(BaseClient):
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
 
-    def predict_chunk(self, paths: Sequence[Path]) -> list[Result]:
-        results: list[Result | None] = [None] * len(paths)
+    def predict_chunk(self, items: Sequence[Item]) -> list[Result]:
+        results: list[Result | None] = [None] * len(items)
         pending: list[Pending] = []
-        for index, path in enumerate(paths):
-            data = read_file(path)
+        for index, item in enumerate(items):
+            data = item.read()
             if isinstance(data, Failure):
                 results[index] = data
             else:
-                pending.append((index, path, data))
+                pending.append((index, item, data))
         while pending:
             pending = self._send(pending, results)
         return results  # type: ignore[return-value] - every slot is filled
@@ -169,24 +198,27 @@ class Client(BaseClient):
     def _send(self, pending: list[Pending], results: list[Result | None]) -> list[Pending]:
         """Send these files in one request; fill in what is settled, return what to resend."""
         try:
-            response = self._post([(path.name, data) for _, path, data in pending])
+            response = self._post([(item.upload_name, data) for _, item, data in pending])
         except GaveUp as exc:
-            for index, path, _ in pending:
-                results[index] = Failure(str(path), exc.code, exc.message)
+            for index, item, _ in pending:
+                results[index] = Failure(item.name, exc.code, exc.message)
             return []
+        if response.status_code in REFUSED_STATUSES:
+            code, message, _ = error_of(response)
+            raise AccessRefused(response.status_code, code, message, response.url)
         if response.status_code == 200:
             for (index, _, _), result in zip(pending, self._parse(response, pending), strict=True):
                 results[index] = result
             return []
         code, message, bad = error_of(response)
         if bad is not None and 0 <= bad < len(pending):  # one bad image: the others go again
-            index, path, _ = pending[bad]
-            results[index] = Failure(str(path), code, message)
+            index, item, _ = pending[bad]
+            results[index] = Failure(item.name, code, message)
             return pending[:bad] + pending[bad + 1 :]
         if response.status_code in SPLIT_STATUSES and len(pending) > 1:
             return [item for single in pending for item in self._send([single], results)]
-        for index, path, _ in pending:
-            results[index] = Failure(str(path), code, message)
+        for index, item, _ in pending:
+            results[index] = Failure(item.name, code, message)
         return []
 
     def _parse(self, response: requests.Response, pending: list[Pending]) -> list[Result]:
@@ -199,17 +231,18 @@ class Client(BaseClient):
                 raise ValueError(f"{len(answers)} predictions for {len(pending)} images")
             return [
                 Prediction(
-                    str(path),
+                    item.name,
                     str(answer["label"]),
                     {str(k): float(v) for k, v in answer["probabilities"].items()},
                     name,
                     version,
+                    top_of(answer.get("top")),
                 )
-                for (_, path, _), answer in zip(pending, answers, strict=True)
+                for (_, item, _), answer in zip(pending, answers, strict=True)
             ]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             message = f"not a predict answer from {response.url}: {exc}"
-            return [Failure(str(path), "bad_response", message) for _, path, _ in pending]
+            return [Failure(item.name, "bad_response", message) for _, item, _ in pending]
 
     def _post(self, files: list[tuple[str, bytes]]) -> requests.Response:
         """POST with retries, each try on the next host; raises GaveUp after the last one."""
@@ -237,7 +270,9 @@ class Client(BaseClient):
         parts = [("image", (name, data, _mimetype(name))) for name, data in files]
         timeout = (max(0.1, min(self.connect_timeout_s, left)), max(0.1, min(self.timeout_s, left)))
         try:
-            response = self._session().post(url, files=parts, timeout=timeout)
+            response = self._session().post(
+                url, files=parts, params=self.params, headers=self.headers, timeout=timeout
+            )
         except requests.Timeout as exc:
             return Refusal("timeout", f"no answer from {url} in time: {exc}")
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:

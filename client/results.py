@@ -37,13 +37,14 @@ CSV_TAIL = ("model", "version", "error", "message")
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image the model classified."""
+    """One image the model classified; `top` (with top_k) its k best classes, best first."""
 
     file: str
     label: str
     probabilities: dict[str, float]
     model: str
     version: int
+    top: tuple[tuple[str, float], ...] | None = None
 
     ok = True
 
@@ -99,13 +100,16 @@ def choose_format(output: Path | None, fmt: str | None) -> Format:
 def to_record(result: Result) -> dict:
     """The JSON object of one result (one JSONL line)."""
     if isinstance(result, Prediction):
-        return {
+        record = {
             "file": result.file,
             "label": result.label,
             "probabilities": result.probabilities,
             "model": result.model,
             "version": result.version,
         }
+        if result.top is not None:
+            record["top"] = [{"label": label, "probability": p} for label, p in result.top]
+        return record
     return {"file": result.file, "error": {"code": result.code, "message": result.message}}
 
 
@@ -120,7 +124,15 @@ def from_record(record: dict) -> Result:
         {str(k): float(v) for k, v in record["probabilities"].items()},
         str(record["model"]),
         int(record["version"]),
+        top_of(record.get("top")),
     )
+
+
+def top_of(entries: list[dict] | None) -> tuple[tuple[str, float], ...] | None:
+    """The `top` list of an answer or a record, as (label, probability) pairs."""
+    if entries is None:
+        return None
+    return tuple((str(e["label"]), float(e["probability"])) for e in entries)
 
 
 def read_jsonl(text: str) -> list[Result]:

@@ -7,6 +7,9 @@
 - registry.py, loader.py: which model versions this worker serves, and loading them.
 - calls.py, access.py, metrics.py, logs.py, keys.py: what every call is logged, counted and
   checked with, whatever its protocol.
+- the feedback loop: monitor.py (after every answer, off the request path: the answers'
+  metrics, drift.py's windows, capture.py's sample of the images), feedback.py (labelled
+  photos as training data), photos.py (content-addressed files written whole).
 - protocols/: the thin adapters of each protocol (this service's own REST API, the Open
   Inference Protocol over REST and gRPC, TensorFlow Serving's REST API) with their schemas.
 - http/: the HTTP edge (the Flask app that gunicorn runs, routes, API keys, CORS, body limits,

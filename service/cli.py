@@ -1,4 +1,5 @@
-"""`classifier-serve`: check the settings, then become gunicorn serving the app.
+"""`classifier-serve`: check the settings and that its ports are free, then become gunicorn
+serving the app.
 
 The Makefile, the Docker image, the tests and the benchmarks all start the service this way.
 """
@@ -6,7 +7,9 @@ The Makefile, the Docker image, the tests and the benchmarks all start the servi
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -34,10 +37,46 @@ def parser() -> argparse.ArgumentParser:
     )
 
 
+def port_refusal(host: str, port: int, variable: str) -> str | None:
+    """Why HOST:port cannot be listened on (taken, not an address here, not allowed), in one
+    line naming the setting; None when it can. Bound as gunicorn binds (SO_REUSEADDR) but
+    without SO_REUSEPORT, so that a gRPC port another server shares by SO_REUSEPORT counts as
+    taken too (the workers' own gRPC servers would otherwise split its calls with it)."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on HOST={host!r}: {exc.strerror}"
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                where = f"{host}:{port}"
+                if exc.errno == errno.EADDRINUSE:
+                    other = " (0: no gRPC)" if variable == "GRPC_PORT" else ""
+                    return (
+                        f"{variable}={port}: {where} is already in use (another server, or an "
+                        f"earlier `make serve` still running?): stop it, or set {variable} to "
+                        f"a free port{other}"
+                    )
+                return f"{variable}={port}: cannot listen on {where}: {exc.strerror}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    """A bad setting exits 2 with one line; otherwise exec gunicorn (same pid, signals reach it)."""
+    """A bad setting or a taken port exits 2 with one line; otherwise exec gunicorn (same pid,
+    signals reach it)."""
     parser().parse_args(argv)
-    load_or_exit()
+    settings = load_or_exit()
+    ports = [("PORT", settings.port)]
+    if settings.grpc_port:
+        ports.append(("GRPC_PORT", settings.grpc_port))
+    for variable, port in ports:
+        refusal = port_refusal(settings.host, port, variable)
+        if refusal:
+            print(f"error: {refusal}", file=sys.stderr)
+            raise SystemExit(2)
     argv = gunicorn_argv()
     os.execv(argv[0], argv)
 

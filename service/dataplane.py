@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from service import calls
 from service.errors import RequestError
 from service.registry import ModelState, Registry, ServedModel, VersionNotFound
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.monitor import Monitor
 
 
 @dataclass(frozen=True)
@@ -36,9 +40,12 @@ Images = Sequence[Upload] | np.ndarray  # encoded files, or pixels [N, H, W, 3]
 class DataPlane:
     """Health, lookups and inference for every protocol of one worker."""
 
-    def __init__(self, registry: Registry, settings: Settings) -> None:
+    def __init__(
+        self, registry: Registry, settings: Settings, monitor: Monitor | None = None
+    ) -> None:
         self.registry = registry
         self.settings = settings
+        self.monitor = monitor  # after each answer: live metrics, drift, capture (monitor.py)
 
     # -- health -------------------------------------------------------------------------------
 
@@ -83,21 +90,30 @@ class DataPlane:
             )
 
     def predict(
-        self, model: ServedModel, images: Images, timeout_s: float | None = None
+        self,
+        model: ServedModel,
+        images: Images,
+        timeout_s: float | None = None,
+        *,
+        observe: bool = True,
     ) -> np.ndarray:
         """Class probabilities (n, C) in class order, through the model's batcher: the count
         limit, then queue room (overload costs no decoding), then decoding in this thread,
         in parallel with the model. `timeout_s` shortens REQUEST_DEADLINE_MS (a call's own
-        deadline)."""
+        deadline). The answer goes to the monitor unless not `observe` (feedback's own)."""
         calls.note_images(len(images))
         self.check_count(len(images))
         model.batcher.check_room(len(images))
-        if not isinstance(images, np.ndarray):
-            images = decode_uploads(images, model.spec, self.settings.max_image_pixels)
+        pixels = images
+        if not isinstance(pixels, np.ndarray):
+            pixels = decode_uploads(pixels, model.spec, self.settings.max_image_pixels)
         deadline_s = self.settings.request_deadline_ms / 1000
         if timeout_s is not None:
             deadline_s = min(deadline_s, max(0.0, timeout_s))
-        return model.batcher.predict(images, deadline_s)
+        probs = model.batcher.predict(pixels, deadline_s)
+        if observe and self.monitor is not None:
+            self.monitor.answered(model, images, probs)  # the files as sent, for capture
+        return probs
 
     def classify(
         self, model: ServedModel, images: Images, timeout_s: float | None = None

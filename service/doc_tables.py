@@ -1,5 +1,6 @@
-"""Docs generated from their one declaration: the README's route, settings and error tables, and
-docs/metadata.schema.json. Tests fail when a generated part is stale.
+"""Docs generated from their one declaration: the README's contents (from its headings),
+route, settings and error tables, and docs/metadata.schema.json. Tests fail when a generated
+part is stale.
 
     python -m service.doc_tables --write
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import typing
 from pathlib import Path
 
@@ -74,15 +76,44 @@ def routes_table() -> str:
 
 TABLES = {"routes": routes_table, "settings": settings_table, "errors": errors_table}
 
+WALKTHROUGH = re.compile(r"<!-- walkthrough:begin.*?-->(.*?)<!-- walkthrough:end -->", re.DOTALL)
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces made '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def headings(text: str) -> list[str]:
+    """The `## ` headings outside code blocks, in order."""
+    prose = re.sub(r"(?ms)^```.*?^```", "", text)
+    return [line[3:].strip() for line in prose.splitlines() if line.startswith("## ")]
+
+
+def contents(text: str) -> str:
+    """The README's table of contents: the walk-through's sections, in order, then the rest."""
+    walk = WALKTHROUGH.search(text)
+    first = headings(walk.group(1)) if walk else []
+    rest = [h for h in headings(text) if h not in first and h != "Contents"]
+    lines = [
+        "Getting started, in order (every `sh` block runs as written, one after the other):",
+        "",
+    ]
+    lines += [f"{i}. [{h}](#{anchor(h)})" for i, h in enumerate(first, 1)]
+    lines += ["", "Reference:", ""]
+    lines += [f"- [{h}](#{anchor(h)})" for h in rest]
+    return "\n".join(lines)
+
 
 def render_readme(text: str) -> str:
-    """`text` with every generated table between its markers replaced by the current one."""
-    for name, render in TABLES.items():
+    """`text` with every generated part between its markers replaced by the current one."""
+    tables = {**TABLES, "contents": lambda: contents(text)}
+    for name, render in tables.items():
         pattern = re.compile(
             rf"(<!-- {name}:begin[^>]*-->\n).*?(\n<!-- {name}:end -->)", flags=re.DOTALL
         )
         if not pattern.search(text):
-            raise ValueError(f"README.md lacks the markers of the {name} table")
+            raise ValueError(f"README.md lacks the markers of the {name} table (or its body)")
         text = pattern.sub(lambda m, r=render: m.group(1) + r() + m.group(2), text)
     return text
 
@@ -100,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     readme = README.read_text()
-    fresh = render_readme(readme)
+    try:
+        fresh = render_readme(readme)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     stale = fresh != readme or METADATA_SCHEMA.read_text() != metadata_schema()
     if args.write:
         README.write_text(fresh)

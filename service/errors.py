@@ -70,6 +70,14 @@ ERRORS: tuple[ErrorKind, ...] = (
         "INVALID_ARGUMENT",
     ),
     ErrorKind(
+        400,
+        ("unknown_label", "invalid_feedback"),
+        "feedback whose label is not one of the model's classes (the message and "
+        '`details.classes` list them), or a feedback body that is neither JSON `{"request_id", '
+        '"label"}` nor a multipart `image` with a form field `label`',
+        "INVALID_ARGUMENT",
+    ),
+    ErrorKind(
         401,
         ("unauthorized",),
         "API keys are on and the request has none, or an unknown one (with `WWW-Authenticate`)",
@@ -79,6 +87,13 @@ ERRORS: tuple[ErrorKind, ...] = (
         404,
         ("model_not_found", "version_not_found", "not_found"),
         "unknown model, version not loaded, or unknown path",
+        "NOT_FOUND",
+    ),
+    ErrorKind(
+        404,
+        ("not_captured", "feedback_off"),
+        "feedback on a request id that was not captured (or no longer is), or on a server "
+        "without `FEEDBACK_DIR`",
         "NOT_FOUND",
     ),
     ErrorKind(
@@ -126,6 +141,13 @@ ERRORS: tuple[ErrorKind, ...] = (
         ("queue_full",),
         "the inference queue is full: back off and retry (`Retry-After`)",
         "RESOURCE_EXHAUSTED",
+    ),
+    ErrorKind(
+        503,
+        ("feedback_not_stored",),
+        "the feedback could not be written (`FEEDBACK_DIR` full or read-only): nothing was "
+        "stored, try again",
+        "UNAVAILABLE",
     ),
     ErrorKind(
         504, ("deadline_exceeded",), "no answer within `REQUEST_DEADLINE_MS`", "DEADLINE_EXCEEDED"

@@ -151,15 +151,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("name", help="who the key is for; it names the key in logs and metrics")
     p.add_argument("--append", type=Path, help="append the line to this keys file")
+    p.add_argument(
+        "--key-only",
+        action="store_true",
+        help="print only the key (with --append, which keeps the line), e.g. "
+        "export CLASSIFIER_API_KEY=$(classifier-api-key alice --append keys.txt --key-only)",
+    )
     args = p.parse_args(argv)
+    if args.key_only and not args.append:
+        p.error("--key-only needs --append: the line that lets the key in would be lost")
     try:
         key, line = new_key(args.name)
     except ValueError as exc:
         p.error(str(exc))
     if args.append:
-        with open(args.append, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-    print(f"key:  {key}\nline: {line}")
+        try:
+            with open(args.append, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+        except OSError as exc:
+            p.exit(1, f"{p.prog}: error: cannot append to {args.append}: {exc.strerror}\n")
+    print(key if args.key_only else f"key:  {key}\nline: {line}")
     return 0
 
 

@@ -99,6 +99,64 @@ MODEL_VERSION = Gauge(
     multiprocess_mode="livemax",
 )
 
+# -- the feedback loop: answers, feedback, drift, capture (service/monitor.py, feedback.py) --
+
+CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+PREDICTIONS = Counter(
+    "predictions_total",
+    "Images answered, by the class answered: the class mix of the answers",
+    ["model", "version", "label"],
+)
+CONFIDENCE = Histogram(
+    "prediction_confidence",
+    "The top class's probability of each answer",
+    ["model", "version"],
+    buckets=CONFIDENCE_BUCKETS,
+)
+FEEDBACK = Counter(
+    "feedback_total",
+    "Feedback received, by the version that answered and whether its answer was right "
+    "(unknown: the model could not answer the uploaded photo then)",
+    ["model", "version", "correct"],
+)
+DRIFT_PSI = Gauge(
+    "model_drift_psi",
+    "Population stability index of the last DRIFT_WINDOW answers against the version's "
+    "validation answers, by what is compared (class_mix, confidence); highest over workers",
+    ["model", "version", "kind"],
+    multiprocess_mode="livemax",
+)
+DRIFTING = Gauge(
+    "model_drifting",
+    "1 when the answers drift (a PSI at DRIFT_PSI_THRESHOLD or above) in any worker's window",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
+DRIFT_ANSWERS = Gauge(
+    "model_drift_window_answers",
+    "Answers in the drift windows, summed over workers (each holds at most DRIFT_WINDOW)",
+    ["model", "version"],
+    multiprocess_mode="livesum",
+)
+MONITOR_DROPPED = Counter(
+    "monitor_dropped_answers_total",
+    "Answers left out of the loop's metrics, drift and capture: its queue was full",
+)
+CAPTURED = Counter(
+    "capture_images_total", "Images captured for labelling, by result", ["model", "result"]
+)
+CAPTURE_REMOVED = Counter(
+    "capture_removed_total",
+    "Captured files removed by the bounds (age: CAPTURE_MAX_AGE_HOURS, size: CAPTURE_MAX_BYTES)",
+    ["reason"],
+)
+CAPTURE_BYTES = Gauge(
+    "capture_stored_bytes",
+    "Bytes the captured requests take (all workers share the folder)",
+    multiprocess_mode="livemax",
+)
+
 
 def observe_batch(model: str, version: int, images: int, wait_s: float, compute_s: float) -> None:
     INFERENCE_COUNT.labels(model, str(version)).inc(images)

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from classifier.errors import ClassifierError
 from classifier.runtimes import DEVICES, PRECISIONS, RUNTIMES, bf16_refusal, runtime_refusal
 from classifier.spec import DEFAULT_MAX_PIXELS
-from classifier.store import DEFAULT_MODEL, validate_name
+from classifier.store import DEFAULT_MODEL, default_models_dir, validate_name
 from service.registry import VersionPolicy
 
 Runtime = Literal[RUNTIMES]  # type: ignore[valid-type]
@@ -65,7 +65,13 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field("info", description="log level")
 
     # -- models -------------------------------------------------------------------------
-    models_dir: str = Field("models", description="model store root")
+    models_dir: str = Field(
+        "",
+        validate_default=True,
+        description="model store root; empty: the `models` folder of the checkout the service "
+        "runs from (`make serve`'s), whatever the current directory (installed without a "
+        "checkout: `models` in the current directory)",
+    )
     model_name: str = Field(DEFAULT_MODEL, description="the default model, served on `/predict`")
     model_poll_seconds: float = Field(
         2.0, ge=0, description="how often each worker looks for new versions (0: never)"
@@ -110,7 +116,7 @@ class Settings(BaseSettings):
         "NAME` makes one); empty: no keys needed. Re-read when it changes",
     )
     api_key_exempt_paths: str = Field(
-        "/healthz,/readyz,/,/grpc.health.v1.Health/*",
+        "/healthz,/readyz,/,/label,/grpc.health.v1.Health/*",
         description="paths served without a key when keys are on, comma-separated; a "
         "trailing `*` matches a prefix; gRPC methods by their path `/package.Service/Method`",
     )
@@ -156,6 +162,42 @@ class Settings(BaseSettings):
         gt=0,
         description="a request not answered by then gets 504 and leaves the queue",
     )
+
+    # -- the feedback loop: capture, feedback, drift --------------------------------------
+    feedback_dir: str = Field(
+        "",
+        description="folder of labelled feedback (`<model>/<label>/<sha256>.<ext>` and "
+        "`<model>/feedback.jsonl`) and of captured requests (`.captured/`); empty: no "
+        "feedback and no capture",
+    )
+    capture_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="fraction of served images kept under `FEEDBACK_DIR/.captured/` with their "
+        "request id, version, answer and time, for labelling (0: none; needs `FEEDBACK_DIR`)",
+    )
+    capture_max_bytes: int = Field(
+        1024**3,
+        ge=1,
+        description="most bytes the captured requests may take (1 GiB); the oldest go first",
+    )
+    capture_max_age_hours: float = Field(
+        24 * 30.0, gt=0, description="captured requests older than this are removed (30 days)"
+    )
+    drift_window: int = Field(
+        1000, ge=1, description="answers per model and worker that drift is measured over"
+    )
+    drift_psi_threshold: float = Field(
+        0.2,
+        gt=0,
+        description="population stability index from which a model's answers are drifting",
+    )
+
+    @field_validator("models_dir")
+    @classmethod
+    def _models_dir(cls, value: str) -> str:
+        return value or str(default_models_dir())
 
     @field_validator("model_name")
     @classmethod
@@ -209,6 +251,12 @@ class Settings(BaseSettings):
                 f"QUEUE_CAPACITY ({self.queue_capacity}) must hold at least one full request "
                 f"(MAX_IMAGES_PER_REQUEST={self.max_images_per_request})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _capture_has_a_folder(self) -> Settings:
+        if self.capture_rate > 0 and not self.feedback_dir:
+            raise ValueError("CAPTURE_RATE needs FEEDBACK_DIR: the folder captures are kept in")
         return self
 
     def environment(self) -> dict[str, object]:

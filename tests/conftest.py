@@ -10,6 +10,27 @@ import pytest
 from service.http.app import create_app
 from tests.helpers import SHARED_DATA, app_config, publish_model
 
+CONTAINERS = Path(__file__).resolve().parent / "containers"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--containers",
+        action="store_true",
+        help="run tests/containers (make test-containers): builds the images and runs them "
+        "on a Docker engine that it installs and starts when missing; skipped otherwise",
+    )
+
+
+def pytest_ignore_collect(collection_path, config):
+    """tests/containers only with --containers: minutes of builds, and root for the engine."""
+    if not config.getoption("containers") and CONTAINERS in (
+        collection_path,
+        *collection_path.parents,
+    ):
+        return True
+    return None
+
 
 @pytest.fixture(scope="session")
 def models_template(tmp_path_factory) -> Path:

@@ -80,11 +80,33 @@ def test_image_dependencies_are_the_projects_own():
     assert "tensorflow" not in serving and "keras" not in serving
 
 
+def stage_parents() -> dict[str, str]:
+    """Each stage of the Dockerfile and the image or stage it starts FROM."""
+    lines = [line.split() for line in DOCKERFILE.splitlines() if line.startswith("FROM ")]
+    return {words[-1]: words[1] for words in lines}
+
+
+def ancestry(stage: str) -> list[str]:
+    parents, chain = stage_parents(), [stage]
+    while chain[-1] in parents:
+        chain.append(parents[chain[-1]])
+    return chain
+
+
 def test_the_default_target_serves_without_tensorflow_and_compose_builds_both():
-    stages = [line.split()[-1] for line in DOCKERFILE.splitlines() if line.startswith("FROM ")]
+    stages = list(stage_parents())
     assert stages[-1] == "serve" and "train" in stages
     serve_stage = DOCKERFILE.split("AS serve\n")[1]
-    assert "--from=build-serve" in serve_stage and "build-train" not in serve_stage
+    copies = [line.split()[1:] for line in serve_stage.splitlines() if line.startswith("COPY ")]
+    copied = [
+        (words[0].removeprefix("--from="), next(w for w in words if not w.startswith("--")))
+        for words in copies
+    ]
+    assert dict((path, stage) for stage, path in copied).keys() == {"/opt/venv", "/models"}
+    for stage, _ in copied:  # nothing of the trainer's environment reaches the serving image
+        assert "build-train" not in ancestry(stage), stage
+    [venv] = [stage for stage, path in copied if path == "/opt/venv"]
+    assert "build-serve" in ancestry(venv)
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
     assert compose["api"]["build"]["target"] == "${API_TARGET:-serve}"
     assert compose["trainer"]["build"]["target"] == "train"
@@ -103,10 +125,22 @@ def compose(name: str) -> dict:
     return yaml.safe_load((REPO / name).read_text())
 
 
-def test_compose_api_and_trainer_share_the_models_volume():
+def test_compose_api_and_trainer_share_the_models_volume_seeded_once():
     services = compose("docker-compose.yml")["services"]
-    api, trainer = services["api"], services["trainer"]
-    assert "models:/models" in api["volumes"] and "models:/models" in trainer["volumes"]
+    api, trainer, seed = services["api"], services["trainer"], services["models-init"]
+    store = {"type": "volume", "source": "models", "target": "/models", "volume": {"nocopy": True}}
+    assert store in api["volumes"] and store in trainer["volumes"]
+    # One container seeds a new volume, with the Kubernetes initContainer's script, from the
+    # image's models (MODELS_DIR) into the volume; the API and the trainer wait for it.
+    script = "./deploy/k8s/base/seed_models.py"
+    assert (REPO / script).is_file()
+    [mount] = [v for v in seed["volumes"] if v.startswith(script + ":")]
+    assert seed["command"] == ["python", mount.split(":")[1], "/models", "/store"]
+    assert "models:/store" in seed["volumes"] and seed["image"] == api["image"]
+    assert "build" not in seed and seed["pull_policy"] == "never" and seed["restart"] == "no"
+    assert re.search(r"install -d -o app -g app /store\b", DOCKERFILE)  # the app may write it
+    for waits in (api, trainer):
+        assert waits["depends_on"]["models-init"]["condition"] == "service_completed_successfully"
     assert api["ports"] and api["healthcheck"]["test"] and api["restart"] == "unless-stopped"
     assert trainer["profiles"] == ["train"]
     assert trainer["command"][:3] == ["python", "-m", "training.retrain"]
@@ -124,6 +158,27 @@ def test_compose_trainer_command_is_a_valid_retrain_command():
     config = train.config_from(p, train.parse_args(p, argv), argv)
     assert config.data_dir == Path("/data") and config.models_dir == Path("/models")
     assert config.epochs == train.RECIPES["shipped"]["epochs"]  # retrains with the shipped recipe
+
+
+def test_compose_api_writes_feedback_and_the_trainer_reads_it():
+    """The API writes FEEDBACK_DIR on a volume the trainer reads as --extra-data, read-only."""
+    services = compose("docker-compose.yml")["services"]
+    api, trainer = services["api"], services["trainer"]
+    folder = api["environment"]["FEEDBACK_DIR"]
+    assert f"feedback:{folder}" in api["volumes"]
+    assert f"feedback:{folder}:ro" in trainer["volumes"]
+    assert api["environment"]["CAPTURE_RATE"] == "${CAPTURE_RATE:-0}"  # off unless asked for
+    command = trainer["command"]
+    extra = command[command.index("--extra-data") + 1]
+    model = command[command.index("--model-name") + 1]
+    assert extra == f"{folder}/{model}"
+    # the image makes the folder its user owns (a new named volume takes its owner), and
+    # leaves FEEDBACK_DIR unset: feedback is off unless a deployment asks for it
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(rf"install -d -o app -g app( /\w+)* {folder}\b", dockerfile)
+    assert "FEEDBACK_DIR" not in "".join(
+        re.findall(r"^ENV .*?(?:\n\S|\Z)", dockerfile, re.S | re.M)
+    )
 
 
 def test_gpu_reservation_is_an_override():

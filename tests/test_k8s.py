@@ -294,7 +294,7 @@ def test_every_container_is_limited_unprivileged_and_pinned(kustomization):
             writable = {m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")}
             assert "/tmp" in writable, f"{where}: read-only root without a writable /tmp"
             if c in spec["containers"]:
-                # gunicorn (~/.gunicorn), ONNX Runtime (~/.cache) and Keras write under HOME.
+                # gunicorn (~/.gunicorn) and Keras write under HOME.
                 env = {e["name"]: e.get("value") for e in c.get("env", [])}
                 assert env.get("HOME") in writable, f"{where}: HOME is not writable"
 
@@ -405,6 +405,35 @@ def test_model_store_is_read_only_for_servers_and_written_by_trainer_and_seed(ku
         assert modes == (
             ["ReadWriteOnce"] if kustomization == "overlays/local" else ["ReadWriteMany"]
         )
+
+
+@needs_kubectl
+@pytest.mark.parametrize("kustomization", SERVING)
+def test_servers_write_feedback_and_the_trainer_reads_it(kustomization):
+    """Every server mounts the feedback volume read-write at FEEDBACK_DIR; the retrain pod
+    mounts it read-only where its --extra-data points."""
+    objects = rendered(kustomization)
+    for what, spec, _ in k8s.server_pods(objects):
+        server = k8s.server_container(spec)
+        [volume] = [
+            v["name"]
+            for v in spec["volumes"]
+            if v.get("persistentVolumeClaim", {}).get("claimName") == "image-classifier-feedback"
+        ]
+        [mount] = [m for m in server["volumeMounts"] if m["name"] == volume]
+        assert not mount.get("readOnly"), what
+        assert mount["mountPath"] == setting(k8s.settings_of(objects, server), "FEEDBACK_DIR")
+        assert setting(k8s.settings_of(objects, server), "CAPTURE_RATE") == 0
+    [claim] = k8s.find(objects, "PersistentVolumeClaim", "image-classifier-feedback")
+    modes = ["ReadWriteOnce"] if kustomization == "overlays/local" else ["ReadWriteMany"]
+    assert claim["spec"]["accessModes"] == modes
+    [trainer] = k8s.one(rendered("retrain"), "Job", "retrain")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    extra = trainer["command"][trainer["command"].index("--extra-data") + 1]
+    [mount] = [m for m in trainer["volumeMounts"] if m["name"] == "feedback"]
+    assert mount["readOnly"] is True
+    assert extra == f"{setting(settings_env(objects), 'FEEDBACK_DIR')}/cats_vs_dogs"
 
 
 @needs_kubectl

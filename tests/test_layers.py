@@ -25,6 +25,11 @@ CORE = (
     "service.keys",
     "service.logs",
     "service.metrics",
+    "service.monitor",
+    "service.drift",
+    "service.capture",
+    "service.feedback",
+    "service.photos",
 )
 
 

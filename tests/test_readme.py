@@ -1,18 +1,22 @@
 """Every sh and python snippet of the README's request sections runs as written against the
-shipped model served by the product's own command (only the port is changed)."""
+shipped model served by the product's own command, beside a copy of samples/ (only the port
+is changed). tests/test_readme_walkthrough.py runs the front part's sh blocks in order on a
+fresh clone."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from benchmarks.harness import Server
-from tests.helpers import REPO, SHIPPED_MODELS, encode, jpeg_bytes, noise_image
+from tests.helpers import REPO, SHIPPED_MODELS, jpeg_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -32,9 +36,7 @@ def snippets(language: str) -> list[str]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("readme")
-    (folder / "cat.jpg").write_bytes(jpeg_bytes((320, 240), seed=1))
-    (folder / "photo.jpg").write_bytes(jpeg_bytes((300, 200), seed=2))
-    (folder / "dog.png").write_bytes(encode(noise_image((200, 160), seed=3), "PNG"))
+    shutil.copytree(REPO / "samples", folder / "samples")  # the photos the snippets send
     with Server(SHIPPED_MODELS, MODEL_POLL_SECONDS="0") as server:
         yield server.wait_ready(), folder
 
@@ -70,3 +72,43 @@ def test_sh_snippet(served, index):
 def test_python_snippet(served, index):
     out = run([sys.executable, "-c", port_of(snippets("python")[index], served)], served)
     assert "dogs" in out or "cats" in out
+
+
+LOOP = "## Closing the loop"
+
+
+def loop_snippets() -> list[str]:
+    readme = (REPO / "README.md").read_text()
+    start = readme.index(LOOP)
+    return re.findall(r"```sh\n(.*?)```", readme[start : readme.index("\n## ", start + 1)], re.S)
+
+
+def test_the_loop_walkthrough_runs_as_written(tmp_path):
+    """Classify with a request id, correct it by that id and by upload, read the drift: on a
+    server with a feedback folder and capture on."""
+    import requests
+
+    for name, data in (
+        ("photo.jpg", jpeg_bytes((300, 200), seed=2)),
+        ("cat.jpg", jpeg_bytes(seed=1)),
+    ):
+        (tmp_path / name).write_bytes(data)
+    env = {
+        "MODEL_POLL_SECONDS": "0",
+        "FEEDBACK_DIR": str(tmp_path / "feedback"),
+        "CAPTURE_RATE": "1",
+    }
+    classify, correct, drift = loop_snippets()
+    with Server(SHIPPED_MODELS, **env) as server:
+        served = (server.wait_ready(), tmp_path)
+        out = run(["bash", "-euo", "pipefail", "-c", port_of(classify, served)], served)
+        assert '"label"' in out
+        captures = f"{server.url}/v1/models/cats_vs_dogs/captures"
+        while not requests.get(captures, timeout=10).json()["captures"]:
+            time.sleep(0.05)  # the capture is written just after the answer
+        out = run(["bash", "-euo", "pipefail", "-c", port_of(correct, served)], served)
+        assert out.count('"correct":') == 2 and '"request_id":"photo-1"' in out
+        out = run(["bash", "-euo", "pipefail", "-c", port_of(drift, served)], served)
+        assert '"drifting"' in out and '"recorded_by"' in out
+    lines = (tmp_path / "feedback" / "cats_vs_dogs" / "feedback.jsonl").read_text().splitlines()
+    assert len(lines) == 2

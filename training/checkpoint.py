@@ -25,6 +25,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from classifier.durable import fsync, write_json
 from training.data import DatasetError
 
 RUN_FILE = "run.json"
@@ -72,7 +73,7 @@ class RunDir:
                 "another --run-dir"
             )
         path.mkdir(parents=True, exist_ok=True)
-        _write_json(path / RUN_FILE, identity)
+        write_json(path / RUN_FILE, identity)
         return cls(path, identity)
 
     @classmethod
@@ -109,7 +110,7 @@ class RunDir:
             _save_variables(staging / VARIABLES_FILE, model)
             if state.best_weights is not None:
                 np.savez(staging / BEST_FILE, *state.best_weights)
-            _write_json(
+            write_json(
                 staging / STATE_FILE,
                 {
                     "epoch": state.epoch,
@@ -120,10 +121,10 @@ class RunDir:
                 },
             )
             for path in staging.iterdir():
-                _fsync(path)
-            _fsync(staging)
+                fsync(path)
+            fsync(staging)
             os.rename(staging, self.path / f"epoch-{state.epoch:04d}")
-            _fsync(self.path)
+            fsync(self.path)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -183,17 +184,3 @@ def _load_variables(path: Path, model: keras.Model) -> None:
             raise DatasetError(f"{path} holds another model's variables: it cannot be resumed")
         for i, variable in enumerate(variables):
             variable.assign(data[f"v{i}"])
-
-
-def _write_json(path: Path, data: dict) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

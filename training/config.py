@@ -11,7 +11,7 @@ from pathlib import Path
 
 from classifier.errors import ModelStoreError
 from classifier.spec import DEFAULT_SPEC, InputSpec
-from classifier.store import NAME_PATTERN, validate_name
+from classifier.store import NAME_PATTERN, default_models_dir, validate_name
 from training.model import (
     OPTIMIZERS,
     PRECISION_CHOICES,
@@ -39,7 +39,11 @@ class TrainConfig:
     not at all (see train.build_metadata)."""
 
     data_dir: Path = option(help="folder with train/ and validation/", recorded=False)
-    models_dir: Path = option(Path("models"), help="model store root", recorded=False)
+    models_dir: Path = option(
+        default_models_dir(),
+        help="model store root: MODELS_DIR, else the checkout's models/, as the service's",
+        recorded=False,
+    )
     model_name: str | None = option(
         None,
         help="name to publish under; a model's classes never change, so new classes need a "
@@ -244,22 +248,6 @@ RECIPES: dict[str, dict] = {
         "keep_best": False,
         "precision": "auto",
     },
-    # v3's recipe, for a few thousand photos: many more epochs, the best one kept.
-    "small-data": {
-        "epochs": 150,
-        "batch_size": 32,
-        "optimizer": "adamw",
-        "learning_rate": 1e-3,
-        "schedule": "cosine",
-        "warmup_epochs": 3,
-        "weight_decay": 0.02,
-        "augmentation": True,
-        "rotation": 0.1,
-        "zoom": 0.2,
-        "translation": 0.1,
-        "contrast": 0.2,
-        "dropout": 0.5,
-        "keep_best": True,
-        "precision": "auto",
-    },
 }
+# v3's recipe, for a few thousand photos: the same with many more epochs, the best one kept.
+RECIPES["small-data"] = {**RECIPES["shipped"], "epochs": 150, "warmup_epochs": 3, "keep_best": True}

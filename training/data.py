@@ -45,6 +45,21 @@ class Split:
     files: list[PhotoFile] = field(default_factory=list)
     where: str = ""
 
+    def without(self, sha256s: set[str]) -> tuple[Split, int]:
+        """This split less the photos whose SHA-256 is in `sha256s`, and how many left."""
+        keep = [i for i, f in enumerate(self.files) if f.sha256 not in sha256s]
+        if len(keep) == len(self.files):
+            return self, 0
+        kept = Split(
+            images=self.images[keep],
+            labels=self.labels[keep],
+            class_names=self.class_names,
+            skipped=self.skipped,
+            files=[self.files[i] for i in keep],
+            where=self.where,
+        )
+        return kept, len(self.files) - len(keep)
+
     def counts(self) -> dict[str, int]:
         return {name: int((self.labels == i).sum()) for i, name in enumerate(self.class_names)}
 
@@ -142,10 +157,14 @@ def load_split(
 
 
 def check_extra(folder: Path, class_names: list[str]) -> list[str]:
-    """The class folders of an extra training folder (labelled feedback): some of the
-    model's classes, with at least one photo in all; refused when it names another class."""
+    """The class folders of an extra training folder (labelled feedback) that hold photos:
+    some of the model's classes; refused when it names another class or is not a folder. A
+    folder with no photo yet, or none at all yet (a scheduled retrain before any feedback
+    came in: the service makes it on the first), adds nothing: []."""
+    if not folder.exists():
+        return []
     if not folder.is_dir():
-        raise DatasetError(f"no such folder: {folder}")
+        raise DatasetError(f"{folder} is not a folder")
     found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     unknown = [name for name in found if name not in class_names]
     if unknown:
@@ -153,16 +172,32 @@ def check_extra(folder: Path, class_names: list[str]) -> list[str]:
             f"{folder} has class folders {unknown} that are not among the model's classes "
             f"{class_names}"
         )
-    if not any(image_files(folder / name) for name in found):
-        raise DatasetError(f"{folder} holds no photo in a class folder ({', '.join(class_names)})")
-    return found
+    return [name for name in found if image_files(folder / name)]
 
 
-def load_extra(folder: Path, spec: InputSpec, class_names: list[str], progress: bool = True):
-    """Photos to add to training from an extra folder (see check_extra)."""
+def load_extra(
+    folder: Path, spec: InputSpec, class_names: list[str], progress: bool = True
+) -> Split | None:
+    """Photos to add to training from an extra folder (see check_extra); None when it holds
+    none yet (said on stderr)."""
     found = check_extra(folder, class_names)
+    if not found:
+        print(f"{folder} holds no photo (yet): nothing added from it", file=sys.stderr)
+        return None
     origin = (f"{folder.parent.name}/{folder.name}", "")
     return _load(folder, found, class_names, spec, origin, progress, every_class=False)
+
+
+def file_hashes(split_dir: Path) -> set[str]:
+    """The SHA-256 of every file in a split's class folders (read, not decoded)."""
+    if not split_dir.is_dir():
+        return set()
+    return {
+        hashlib.sha256(path.read_bytes()).hexdigest()
+        for class_dir in split_dir.iterdir()
+        if class_dir.is_dir() and not class_dir.name.startswith(".")
+        for path in image_files(class_dir)
+    }
 
 
 def _load(

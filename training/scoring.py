@@ -17,7 +17,7 @@ from sklearn import metrics as skm
 from classifier.metadata import ModelMetadata
 from classifier.predictor import Predictor, answers, load_predictor
 from classifier.runtimes import RuntimeOptions
-from classifier.store import ModelStore, sha256_file
+from classifier.store import ModelStore, default_models_dir, sha256_file
 from training.data import Split, held_out_dir, load_split
 from training.lineage import read_manifest, refuse_trained_on
 from training.options import AT_LEAST_ONE, check_fields, option, options
@@ -194,7 +194,10 @@ class VersionOptions:
         help="labelled photos: a split of class folders, or a folder with test/ or "
         "validation/ (test/ when both)"
     )
-    models_dir: Path = option(Path("models"), help="model store root")
+    models_dir: Path = option(
+        default_models_dir(),
+        help="model store root: MODELS_DIR, else the checkout's models/, as the service's",
+    )
     model_name: str = option(
         "cats_vs_dogs", help="model name (the service's default model when not given)"
     )

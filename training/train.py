@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from classifier import preprocess
+from classifier import drift, preprocess
 from classifier.metadata import MODEL_FILE, ONNX_FILE, ModelMetadata
 from classifier.spec import InputSpec
 from classifier.store import ModelStore
@@ -46,6 +46,7 @@ from training.data import (
     Split,
     check_extra,
     check_split,
+    file_hashes,
     load_extra,
     load_split,
 )
@@ -89,6 +90,7 @@ class Fitted:
     metrics: dict
     wall_seconds: float
     calibration: Calibrated | None = None
+    drift_reference: dict | None = None  # its answers on validation (classifier/drift.py)
 
 
 def check_data(config: TrainConfig) -> list[str]:
@@ -123,13 +125,13 @@ def fit(config: TrainConfig) -> Fitted:
     class_names = check_data(config)
     keras.utils.set_random_seed(config.seed)
     spec = config.spec()
+    val_split = load_split(config.data_dir / "validation", spec, class_names)
     train_split = Split.concat(
         [
             load_split(config.data_dir / "train", spec, class_names),
-            *(load_extra(folder, spec, class_names) for folder in config.extra_data),
+            *extra_photos(config, spec, class_names, val_split),
         ]
     )
-    val_split = load_split(config.data_dir / "validation", spec, class_names)
     run = open_run(config, lineage.data_hash(train_split, val_split))
 
     precision = resolve_precision(config.precision)
@@ -152,14 +154,52 @@ def fit(config: TrainConfig) -> Fitted:
     # Scored, published and gated as it will be served; the only place the graph is built.
     serving = serving_model(model)
     calibration = calibrate(serving, val_split, config.batch_size) if config.calibrate else None
-    metrics = validation_scores(serving, val_split, config.batch_size, config.threshold)
+    probs = probabilities_in_batches(serving.predict_on_batch, val_split.images, config.batch_size)
+    metrics = validation_scores(serving, val_split, config.batch_size, config.threshold, probs)
+    reference = {
+        **drift.reference(probs, class_names, config.threshold),
+        "recorded_by": "training",
+    }
     history = state.history
     metrics["train_final"] = {"accuracy": history["accuracy"][-1], "loss": history["loss"][-1]}
     metrics["best_epoch"] = state.best_epoch if config.keep_best else config.epochs
     elapsed = time.monotonic() - started
     return Fitted(
-        serving, spec, precision, history, train_split, val_split, metrics, elapsed, calibration
+        serving,
+        spec,
+        precision,
+        history,
+        train_split,
+        val_split,
+        metrics,
+        elapsed,
+        calibration,
+        reference,
     )
+
+
+def extra_photos(
+    config: TrainConfig, spec: InputSpec, class_names: list[str], val_split: Split
+) -> list[Split]:
+    """The photos of the --extra-data folders, less any that are held-out photos (validation,
+    or DIR/test where retrain judges): feedback on a validation photo trained on would make
+    the gate judge the challenger on photos it has seen."""
+    held_out = {f.sha256 for f in val_split.files} | file_hashes(config.data_dir / "test")
+    extras = []
+    for folder in config.extra_data:
+        split = load_extra(folder, spec, class_names)
+        if split is None:
+            continue
+        split, left_out = split.without(held_out)
+        if left_out:
+            print(
+                f"{folder}: {left_out} photos left out, they are held-out photos of "
+                f"{config.data_dir.name} (validation or test)",
+                file=sys.stderr,
+            )
+        if split.files:
+            extras.append(split)
+    return extras
 
 
 def open_run(config: TrainConfig, data_sha256: str) -> RunDir:
@@ -369,9 +409,17 @@ def export_model(serving: keras.Model, folder: Path) -> None:
     serving.export(str(folder / ONNX_FILE), format="onnx", verbose=False)
 
 
-def validation_scores(model: keras.Model, split: Split, batch_size: int, threshold: float) -> dict:
-    """Scores of an in-memory `model` on the validation split, with its cross-entropy."""
-    probs = probabilities_in_batches(model.predict_on_batch, split.images, batch_size)
+def validation_scores(
+    model: keras.Model,
+    split: Split,
+    batch_size: int,
+    threshold: float,
+    probs: np.ndarray | None = None,
+) -> dict:
+    """Scores of an in-memory `model` on the validation split, with its cross-entropy
+    (`probs`: its class probabilities there, when already computed)."""
+    if probs is None:
+        probs = probabilities_in_batches(model.predict_on_batch, split.images, batch_size)
     scores = score(probs, split.labels, split.class_names, threshold)
     return {"validation": {**scores, "loss": cross_entropy(probs, split.labels)}}
 
@@ -407,6 +455,7 @@ def build_metadata(config: TrainConfig, fitted: Fitted) -> dict:
         },
         "metrics": fitted.metrics,
         "calibration": fitted.calibration.to_dict() if fitted.calibration else None,
+        "drift_reference": fitted.drift_reference,
         "libraries": {
             "python": platform.python_version(),
             "tensorflow": tf.__version__,

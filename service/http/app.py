@@ -10,11 +10,15 @@ from flask import Flask
 from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
 from service import logs, settings
+from service.capture import CaptureStore
 from service.dataplane import DataPlane
+from service.drift import DriftWindows
+from service.feedback import Feedback, FeedbackStore
 from service.http import auth, cors, limits, observability, routes
 from service.http.errors import register_error_handlers
 from service.http.jsonbody import OrjsonProvider
 from service.loader import BatchingOptions, Loader
+from service.monitor import Monitor
 from service.registry import Registry
 from service.settings import Settings
 
@@ -65,13 +69,45 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
         policy=cfg.policy,
         retire_after_s=cfg.request_deadline_ms / 1000 + 1,
     )
-    app.extensions.update(dataplane=DataPlane(registry, cfg), loader=loader)
+    captures = (
+        CaptureStore(cfg.feedback_dir, cfg.capture_max_bytes, cfg.capture_max_age_hours * 3600)
+        if cfg.feedback_dir
+        else None
+    )
+    windows = DriftWindows(cfg.drift_window, cfg.drift_psi_threshold)
+    plane = DataPlane(registry, cfg, Monitor(registry, windows, captures, cfg.capture_rate))
+    store = FeedbackStore(cfg.feedback_dir) if cfg.feedback_dir else None
+    app.extensions.update(dataplane=plane, loader=loader, feedback=Feedback(plane, store, captures))
     log.info("starting worker", extra={"fields": {"event": "start", "settings": cfg.environment()}})
     loader.warn_about_the_filesystem()
     loader.load_all()
+    if store is not None:
+        store.prepare(registry.names())
+    say_if_nothing_serves(loader, cfg)
     if cfg.model_poll_seconds > 0:
         loader.start_polling(cfg.model_poll_seconds)
     return app
+
+
+def say_if_nothing_serves(loader: Loader, cfg: Settings) -> None:
+    """One line at start when the default model has no loadable version, naming the folder
+    looked in (and why its versions were refused): the worker still starts, answers 503
+    `model_not_ready` and takes the first valid version published there."""
+    state = loader.registry.state(cfg.model_name)
+    if state.loaded:
+        return
+    folder = loader.store.model_dir(cfg.model_name).absolute()
+    why = "; ".join(
+        [f"v{v}: {reason}" for v, (_, reason) in sorted(state.failures.items())]
+        + [f"v{s.version}: {s.error}" for s in state.scanned if s.error]
+    )
+    log.error(
+        "no loadable model: no valid version of %r in %s%s; /readyz and the predict routes "
+        "answer 503 until one is published there (MODELS_DIR names another store)",
+        cfg.model_name,
+        folder,
+        f" ({why})" if why else "",
+    )
 
 
 def _split(config: Settings | Mapping[str, object] | None) -> tuple[Settings, dict]:

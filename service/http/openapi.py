@@ -16,7 +16,13 @@ from classifier.store import NAME_PATTERN
 from service.errors import ERRORS, http_status
 from service.http import docs_page
 from service.protocols import tfserving, v2
-from service.protocols.own_schemas import InstancesRequest, MultipartImages
+from service.protocols.loop import LIMIT
+from service.protocols.own_schemas import (
+    FeedbackRequest,
+    FeedbackUpload,
+    InstancesRequest,
+    MultipartImages,
+)
 from service.protocols.payloads import EXAMPLE_MODEL, EXAMPLE_PROBABILITIES, dump
 from service.protocols.tfserving_schemas import (
     TfClassifyRequest,
@@ -44,6 +50,18 @@ PARAMETERS = {
         "a loaded version of the model",
     ),
     "label": ({"type": "string", "examples": ["stable"]}, "a version label (VERSION_LABELS)"),
+    "limit": (
+        {"type": "integer", "minimum": LIMIT[0], "maximum": LIMIT[1], "examples": [50]},
+        f"how many to list at most (default 50, at most {LIMIT[1]})",
+    ),
+    "image": (
+        {
+            "type": "string",
+            "pattern": r"^[0-9a-f]{64}\.(jpg|png|gif|bmp|webp)$",
+            "examples": [f"{'0' * 64}.jpg"],
+        },
+        "a captured image's file name, `<sha256>.<ext>` (from the captures list)",
+    ),
     "filename": (
         {"type": "string", "examples": list(docs_page.PAGE_ASSETS)},
         "a file of Swagger UI's release (`.js` or `.css`)",
@@ -82,6 +100,18 @@ BODIES: dict[str, dict] = {
             },
         },
     },
+    "feedback": {
+        "required": True,
+        "description": (
+            "JSON naming a captured request (its X-Request-ID) and the right class, or "
+            "multipart with the photo in the file field `image` and the class in the field "
+            "`label`."
+        ),
+        "content": {
+            "application/json": {"schema": _ref(FeedbackRequest)},
+            "multipart/form-data": {"schema": _ref(FeedbackUpload)},
+        },
+    },
     "tf_classify": {
         "required": True,
         "content": {"application/json": {"schema": _ref(TfClassifyRequest)}},
@@ -99,6 +129,8 @@ BODIES: dict[str, dict] = {
     },
 }
 BODY_MODELS = (
+    FeedbackRequest,
+    FeedbackUpload,
     InstancesRequest,
     TfPredictRequest,
     MultipartImages,
@@ -156,7 +188,8 @@ def _operation(route) -> dict:
             BODIES[route.body], _named(_request_models(route))
         )
     answer = _body(route.answer, route.description or route.summary)
-    responses = {"200": _with_examples(answer, _answer_examples(route.answer))}
+    success = str(route.status)
+    responses = {success: _with_examples(answer, _answer_examples(route.answer))}
     if route.body == "v2_infer":  # binary outputs come as the header and the tensors' bytes
         responses["200"]["content"]["application/octet-stream"] = {"schema": BINARY}
     if route.inference:
@@ -177,9 +210,14 @@ def _body(answer, description: str) -> dict:
     if isinstance(answer, str):  # a media type, not JSON of ours
         schema = {"type": "object"} if answer == "application/json" else {"type": "string"}
         return {"description": description, "content": {answer: {"schema": schema}}}
+    media = [a for a in answer if isinstance(a, str)] if isinstance(answer, tuple) else []
+    content = {kind: {"schema": {"type": "string"}} for kind in media}
     models = _models(answer)
     schema = _ref(models[0]) if len(models) == 1 else {"anyOf": [_ref(m) for m in models]}
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+    return {
+        "description": description,
+        "content": {**content, "application/json": {"schema": schema}},
+    }
 
 
 def _errors(codes: tuple[str, ...], shapes: tuple[type[BaseModel], ...]) -> dict[str, dict]:
@@ -215,7 +253,11 @@ def _models(answer) -> tuple[type[BaseModel], ...]:
     """The payload models of an answer: one, several, or none for a media type."""
     if isinstance(answer, str):
         return ()
-    return answer if isinstance(answer, tuple) else (answer,)
+    return (
+        tuple(a for a in answer if not isinstance(a, str))
+        if isinstance(answer, tuple)
+        else (answer,)
+    )
 
 
 def _request_models(route) -> tuple[type[BaseModel], ...]:

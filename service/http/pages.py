@@ -1,18 +1,36 @@
-"""The HTTP edge's pages: the demo page and Prometheus' /metrics (the /docs page is
+"""The HTTP edge's pages: the demo page (or, to clients that do not ask for HTML, KServe's
+V1 liveness), the labelling page and Prometheus' /metrics (the /docs page is
 service/http/docs_page.py)."""
 
 from __future__ import annotations
 
-from flask import Response, render_template
+from flask import Response, make_response, render_template, request
 
 from classifier.errors import ClassifierError
 from service import metrics
-from service.protocols.rest import dataplane
+from service.protocols import own_schemas
+from service.protocols.rest import answer, dataplane
 
 
 def prometheus_metrics():
     body, content_type = metrics.render()
     return Response(body, content_type=content_type)
+
+
+def wants_html() -> bool:
+    """Whether the client asked for HTML over JSON (a browser does; `*/*`, KServe's SDK and
+    curl do not)."""
+    accept = request.accept_mimetypes
+    return accept["text/html"] > accept["application/json"]
+
+
+def root():
+    """`GET /`: the demo page for browsers; KServe's V1 liveness, `{"status": "alive"}`, for
+    every other client."""
+    response = demo() if wants_html() else answer(own_schemas.Alive(status="alive"))
+    response = make_response(response)
+    response.vary.add("Accept")
+    return response
 
 
 def demo():
@@ -34,4 +52,18 @@ def demo():
         not_ready=not_ready,
         max_images=plane.settings.max_images_per_request,
         max_upload_bytes=plane.settings.max_upload_bytes,
+    )
+
+
+def label():
+    """The labelling page of `?model=` (default: the default model). It holds no data: it
+    loads the captured images with the API's own calls (and the API key typed in, when keys
+    are on), so it is served without a key."""
+    plane = dataplane()
+    return render_template(
+        "label.html",
+        model=request.args.get("model") or plane.registry.default_name,
+        capture_rate=plane.settings.capture_rate,
+        feedback_on=bool(plane.settings.feedback_dir),
+        limit=50,
     )

@@ -13,21 +13,35 @@ from pydantic import BaseModel
 from service import keys
 from service.errors import STATUS
 from service.http import docs_page, openapi, pages
-from service.protocols import own, tfserving, v2_rest, v2_schemas
+from service.protocols import loop, own, tfserving, v2_rest, v2_schemas
 from service.protocols import own_schemas as schemas
 from service.protocols import tfserving_schemas as tf_schemas
 from service.protocols.payloads import ErrorResponse, SimpleError
 from service.protocols.rest import settings
 from service.settings import Settings
 
+# Feedback's own errors (service/feedback.py); a predict request never meets them.
+FEEDBACK_ONLY = (
+    "unknown_label", "invalid_feedback", "not_captured", "feedback_off", "feedback_not_stored",
+)  # fmt: skip
 # A predict request can meet every error but those of routing (and of keys: documented only
 # where keys are on, see service/http/openapi.py).
-NOT_PREDICT = ("not_found", "method_not_allowed", "unauthorized")
+NOT_PREDICT = ("not_found", "method_not_allowed", "unauthorized", *FEEDBACK_ONLY)
 PREDICT_ERRORS = tuple(code for code in STATUS if code not in NOT_PREDICT)
 OWN_PREDICT_ERRORS = tuple(code for code in PREDICT_ERRORS if code != "invalid_request")
 LOOKUP_ERRORS = ("model_not_found", "version_not_found", "model_not_ready")
+IMAGE_ERRORS = (
+    "empty_file", "not_an_image", "unsupported_format", "empty_image", "truncated_image",
+    "corrupt_image", "image_too_large",
+)  # fmt: skip
+FEEDBACK_ERRORS = (
+    *FEEDBACK_ONLY, *IMAGE_ERRORS, "model_not_found", "model_not_ready", "payload_too_large",
+    "unsupported_media_type", "bad_request", "invalid_json",
+)  # fmt: skip
 
-Answer = type[BaseModel] | tuple[type[BaseModel], ...] | str
+# The 200 body: a payload model, several (any of them), a media type, or media types and
+# models together (content negotiation: GET / gives HTML or JSON).
+Answer = type[BaseModel] | str | tuple[type[BaseModel] | str, ...]
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,7 @@ class Route:
     query: tuple[str, ...] = ()  # query parameters (service.http.openapi.PARAMETERS)
     inference: bool = False  # counted in the inference metrics
     tags: tuple[str, ...] = ()
+    status: int = 200  # of a success
 
     @property
     def rule(self) -> str:
@@ -60,16 +75,17 @@ class Route:
 
 
 OWN, V2, TF = ("this service",), ("Open Inference Protocol (V2)",), ("TensorFlow Serving",)
+KSERVE_V1 = ("KServe V1",)  # KServe's V1 protocol: TensorFlow Serving's predict, plus these
 SIMPLE = (SimpleError,)
 EITHER = (ErrorResponse, SimpleError)
 
 
-def _predict(path: str, summary: str, view: Callable, answer: Answer, shapes) -> Route:
+def _predict(path: str, summary: str, view: Callable, answer: Answer, shapes, also=()) -> Route:
     own = shapes == (ErrorResponse,)
     return Route(
         "POST", path, view, summary, answer, body="predict",
         errors=OWN_PREDICT_ERRORS if own else PREDICT_ERRORS, error_shapes=shapes,
-        inference=True, tags=OWN if own else OWN + TF, query=("top_k",),
+        inference=True, tags=(OWN if own else OWN + TF) + also, query=("top_k",),
     )  # fmt: skip
 
 
@@ -85,14 +101,14 @@ BOTH = (schemas.PredictResponse, tf_schemas.TfPredictResponse)
 
 ROUTES: tuple[Route, ...] = (
     _predict("/predict", "Predict with the default model", own.predict_default, schemas.PredictResponse, (ErrorResponse,)),
-    _predict("/v1/models/{name}:predict", "Predict with a model", tfserving.predict, BOTH, EITHER),
+    _predict("/v1/models/{name}:predict", "Predict with a model", tfserving.predict, BOTH, EITHER, also=KSERVE_V1),
     _predict("/v1/models/{name}/versions/{version}:predict", "Predict with a model version", tfserving.predict, BOTH, EITHER),
     _predict("/v1/models/{name}/labels/{label}:predict", "Predict with a labelled version", tfserving.predict, BOTH, EITHER),
     _tf("POST", "/v1/models/{name}:classify", tfserving.classify, "Classify (TensorFlow Serving)", tf_schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
     _tf("POST", "/v1/models/{name}/versions/{version}:classify", tfserving.classify, "Classify with a version (TensorFlow Serving)", tf_schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
     _tf("POST", "/v1/models/{name}/labels/{label}:classify", tfserving.classify, "Classify with a labelled version (TensorFlow Serving)", tf_schemas.TfClassifyResponse, body="tf_classify", errors=PREDICT_ERRORS, inference=True),
     Route("GET", "/v1/models", own.list_models, "List models", schemas.ModelList, tags=OWN),
-    Route("GET", "/v1/models/{name}", own.model_status, "Model status", schemas.ModelStatus, "versions, states, metadata, and TensorFlow Serving's model_version_status", errors=("model_not_found",), tags=OWN + TF),
+    Route("GET", "/v1/models/{name}", own.model_status, "Model status", schemas.ModelStatus, "versions, states, metadata, TensorFlow Serving's model_version_status and KServe V1's ready", errors=("model_not_found",), tags=OWN + TF + KSERVE_V1),
     _tf("GET", "/v1/models/{name}/versions/{version}", tfserving.version_status, "Version status (TensorFlow Serving)", tf_schemas.TfModelStatus, errors=("model_not_found", "version_not_found")),
     _tf("GET", "/v1/models/{name}/labels/{label}", tfserving.version_status, "Labelled version status (TensorFlow Serving)", tf_schemas.TfModelStatus, errors=("model_not_found", "version_not_found")),
     _tf("GET", "/v1/models/{name}/metadata", tfserving.metadata, "Model metadata (TensorFlow Serving)", tf_schemas.TfModelMetadata, errors=LOOKUP_ERRORS),
@@ -106,13 +122,18 @@ ROUTES: tuple[Route, ...] = (
     _v2("GET", "/v2/models/{name}/versions/{version}/ready", v2_rest.model_ready, "Version ready (V2)", v2_schemas.V2ModelReady, errors=LOOKUP_ERRORS),
     _v2("POST", "/v2/models/{name}/infer", v2_rest.infer, "Infer (V2)", v2_schemas.V2InferResponse, body="v2_infer", errors=PREDICT_ERRORS, inference=True),
     _v2("POST", "/v2/models/{name}/versions/{version}/infer", v2_rest.infer, "Infer with a version (V2)", v2_schemas.V2InferResponse, body="v2_infer", errors=PREDICT_ERRORS, inference=True),
+    Route("POST", "/v1/models/{name}/feedback", loop.feedback, "Feedback on an answer", schemas.FeedbackResponse, "the right class of a captured request's image (JSON with its request id) or of a photo sent with it (multipart), stored as training data in FEEDBACK_DIR/<model>/<class>/", body="feedback", errors=FEEDBACK_ERRORS, status=201, tags=OWN),
+    Route("GET", "/v1/models/{name}/captures", loop.captures, "Captured images to label", schemas.CaptureList, "the images kept by CAPTURE_RATE and not labelled yet, newest first, with the model's answer", errors=("model_not_found", "model_not_ready", "invalid_parameter"), query=("limit",), tags=OWN),
+    Route("GET", "/v1/models/{name}/captures/{image}", loop.captured_image, "A captured image", "image/*", "the file as it was sent (a tensor of pixels as PNG)", errors=("model_not_found", "not_captured"), tags=OWN),
+    Route("GET", "/v1/models/{name}/drift", loop.drift, "Drift of a model's answers", schemas.DriftResponse, "the population stability index of the class mix and of the top-class probability of the last DRIFT_WINDOW answers (this worker's) against the serving version's answers on its validation photos", errors=("model_not_found", "model_not_ready"), tags=OWN),
     Route("GET", "/healthz", own.healthz, "Liveness", schemas.Health, "the process is alive", tags=OWN),
     Route("GET", "/readyz", own.readyz, "Readiness", schemas.Readiness, "the default model is loaded and warmed up", not_ready=schemas.Readiness, tags=OWN),
     Route("GET", "/metrics", pages.prometheus_metrics, "Prometheus metrics", "text/plain", "Prometheus text exposition format", tags=OWN),
     Route("GET", "/openapi.json", lambda: jsonify(spec(settings())), "API description", "application/json", tags=OWN),
     Route("GET", "/docs", lambda: docs_page.page(spec(settings())), "API documentation page", "text/html", "Swagger UI over /openapi.json, for people", tags=OWN),
     Route("GET", "/docs/assets/{filename}", docs_page.asset, "API documentation page asset", "text/*", "Swagger UI's JavaScript (`text/javascript`) or CSS (`text/css`), shipped by the flask-swagger-ui package", errors=("not_found",), tags=OWN),
-    Route("GET", "/", pages.demo, "Demo page", "text/html", "drop an image, see the prediction", tags=OWN),
+    Route("GET", "/", pages.root, "Demo page, or liveness", ("text/html", schemas.Alive), "for browsers (Accept: text/html), the demo page: drop an image, see the prediction; for other clients, KServe V1's liveness", tags=OWN + KSERVE_V1),
+    Route("GET", "/label", pages.label, "Labelling page", "text/html", "the captured images not labelled yet, newest first, with the model's answer; one click or key per class sends the feedback", tags=OWN),
 )  # fmt: skip
 
 INFERENCE_RULES = frozenset(route.rule for route in ROUTES if route.inference)

@@ -1,7 +1,8 @@
 """The protocol wing: thin adapters from each protocol to the data plane (service/dataplane.py),
 each with its own schemas, and what they share.
 
-- own.py, own_schemas.py, uploads.py, status.py: this service's own REST API.
+- own.py, own_schemas.py, uploads.py, status.py: this service's own REST API; loop.py: its
+  feedback, captures and drift routes.
 - v2.py: the Open Inference Protocol (V2), whatever carries it: metadata, input tensors read
   into images, output tensors; v2_rest.py, v2_schemas.py: over REST; v2_grpc.py,
   v2_messages.py, grpc_predict_v2.proto: over gRPC.

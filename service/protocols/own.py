@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import request
 
+from classifier.predictor import top_classes
 from service.errors import RequestError
 from service.protocols import own_schemas as schemas
 from service.protocols import status
@@ -54,7 +55,7 @@ def _prediction(p, filename: str | None, top_k: int | None) -> dict:
     if filename is not None:
         fields["filename"] = filename
     if top_k is not None:
-        best = sorted(p.probabilities.items(), key=lambda item: -item[1])[:top_k]
+        best = top_classes(p.probabilities, top_k)
         fields["top"] = [{"label": c, "probability": v} for c, v in best]
     return fields
 

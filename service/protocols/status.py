@@ -58,6 +58,7 @@ def describe(state: ModelState, default_name: str) -> own.ModelStatus:
     runtime = served.predictor.runtime if served else None
     return own.ModelStatus(
         name=state.name,
+        ready=served is not None,
         default=state.name == default_name,
         serving_version=max(loaded) if loaded else None,
         loaded_versions=sorted(loaded),

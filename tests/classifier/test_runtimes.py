@@ -1,3 +1,8 @@
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -5,7 +10,7 @@ from classifier import hardware, runtimes
 from classifier.cpu_runtimes import OnnxRuntime
 from classifier.errors import ModelStoreError
 from classifier.keras_runtime import KerasRuntime, configure_tensorflow
-from classifier.metadata import ONNX_FILE
+from classifier.metadata import MODEL_FILE, ONNX_FILE
 from classifier.runtimes import BF16_TOLERANCE, RuntimeOptions, load_runtime
 from classifier.store import ModelStore
 from tests.helpers import publish_model
@@ -69,6 +74,60 @@ def test_auto_picks_the_fastest_path_for_the_hardware(
     assert runtimes.choose(RuntimeOptions(precision=precision), has_onnx) == expected
 
 
+def test_auto_on_a_gpu_serves_a_copy_without_its_keras_file_on_the_cpu(monkeypatch, caplog):
+    monkeypatch.setattr(hardware, "native_bf16", lambda flags=None: False)
+    monkeypatch.setattr(hardware, "gpu_count", lambda: 1)
+    monkeypatch.setattr(runtimes.importlib.util, "find_spec", lambda name: object())
+    assert runtimes.choose(RuntimeOptions(), True, has_keras=False) == ("onnx", "fp32")
+    assert "has no model.keras" in caplog.text
+
+
+@pytest.fixture
+def serving_copy(store, tmp_path) -> ModelStore:
+    """The pets model as the serving image ships it: without its Keras file."""
+    shutil.copytree(store.model_dir("pets"), tmp_path / "pets")
+    (tmp_path / "pets" / "1" / MODEL_FILE).unlink()
+    return ModelStore(tmp_path)
+
+
+def test_a_serving_copy_is_served_from_its_onnx_file(serving_copy, batch, store):
+    metadata = serving_copy.check("pets", 1)
+    folder = serving_copy.model_dir("pets") / "1"
+    auto = load_runtime(folder, metadata, RuntimeOptions())
+    assert auto.name in ("onnx", "openvino")
+    reference = runtime(store, runtime="onnx")(batch)
+    assert (
+        np.abs(load_runtime(folder, metadata, RuntimeOptions("onnx"))(batch) - reference).max() == 0
+    )
+    with pytest.raises(ModelStoreError, match=f"no {MODEL_FILE}.*RUNTIME=keras") as info:
+        load_runtime(folder, metadata, RuntimeOptions("keras"))
+    assert info.value.code == "model_load_failed"
+
+
+def test_loading_and_running_writes_no_telemetry(store, tmp_path):
+    """ONNX Runtime keeps a device id and an event cache under HOME unless told not to;
+    OpenVINO's inference writes nothing. Both, in a fresh process with an empty HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    script = (
+        "import numpy as np, sys\n"
+        "from classifier.cpu_runtimes import OnnxRuntime, OpenVinoRuntime\n"
+        "for rt in (OnnxRuntime(sys.argv[1]), OpenVinoRuntime(sys.argv[1], precision='fp32')):\n"
+        "    rt(np.zeros((1, 64, 64, 3), np.uint8))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "ORT_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(store.model_dir("pets") / "1" / ONNX_FILE)],
+        env={**env, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "telemetry" not in result.stderr.lower()
+    assert [str(p.relative_to(home)) for p in home.rglob("*")] == []
+
+
 def test_auto_on_this_host_serves_what_choose_says(store):
     name, precision = runtimes.choose(RuntimeOptions(), has_onnx=True)
     rt = runtime(store, runtime="auto")
@@ -83,6 +142,23 @@ def test_a_bf16_path_that_fails_parity_falls_back_to_fp32(store, monkeypatch):
     if rt.name == "openvino":  # exactly equal answers: nothing to fall back from
         pytest.skip("bf16 gave exactly the fp32 answers")
     assert (rt.name, rt.precision) == ("onnx", "fp32") and "parity" in rt.note
+
+
+def test_a_bf16_path_that_answers_otherwise_on_a_probe_falls_back_to_fp32(store, monkeypatch):
+    """Close probabilities are not enough: a probe answered otherwise fails the check."""
+    monkeypatch.setattr(hardware, "native_bf16", lambda flags=None: True)
+    answers = iter([np.zeros(4, int), np.ones(4, int)])  # bf16's, then fp32's
+    monkeypatch.setattr(runtimes, "_answers", lambda outputs, metadata: next(answers))
+    rt = runtime(store, runtime="openvino", precision="bf16")
+    assert (rt.name, rt.precision) == ("onnx", "fp32")
+    assert rt.note == "bf16 failed its parity check (another answer on a probe); fp32"
+
+
+def test_the_answers_compared_are_a_sigmoids_threshold_and_a_softmaxs_top_class(store):
+    metadata = store.check("pets", 1)
+    sigmoid = runtimes._answers(np.array([0.2, metadata.threshold, 0.9]), metadata)
+    assert list(sigmoid) == [0, 1, 1]
+    assert list(runtimes._answers(np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]), metadata)) == [1, 0]
 
 
 def test_bf16_where_it_cannot_run_is_refused(monkeypatch):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from classifier.errors import ModelStoreError
-from classifier.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
+from classifier.metadata import METADATA_FILE, MODEL_FILE, ONNX_FILE, ModelMetadata
 from classifier.predictor import load_predictor
 from classifier.spec import InputSpec
 from classifier.store import TEMP_PREFIX, ModelStore, validate_name
@@ -116,6 +116,51 @@ def test_missing_listed_file_and_bad_json(tmp_path):
     assert store.latest_valid("pets") is None
 
 
+def write_with_onnx(folder: Path) -> dict:
+    write_fake()(folder)
+    (folder / ONNX_FILE).write_bytes(b"onnx bytes")
+    return dict(FIELDS)
+
+
+def test_a_copy_without_its_keras_file_is_valid_where_it_has_its_onnx_file(tmp_path):
+    """The serving image's copy: model.keras left out, every other file there and intact."""
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_with_onnx)
+    store.publish("pets", write_fake())  # no export: its Keras file is its only model
+    for version in (1, 2):
+        os.remove(tmp_path / "pets" / str(version) / MODEL_FILE)
+    assert store.check("pets", 1).files.keys() >= {MODEL_FILE, ONNX_FILE}
+    with pytest.raises(ModelStoreError, match=f"{MODEL_FILE} is missing") as info:
+        store.check("pets", 2)
+    assert info.value.code == "incomplete_version"
+    assert store.latest_valid("pets").version == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({MODEL_FILE: b"tampered"}, "checksum_mismatch"),  # a Keras file there is checked
+        ({ONNX_FILE: b"tampered"}, "checksum_mismatch"),
+        ({ONNX_FILE: None}, "incomplete_version"),  # the ONNX file itself may not be left out
+        ({"history.json": None}, "incomplete_version"),  # nor any other file
+    ],
+)
+def test_a_copy_without_its_keras_file_still_refuses_damage(tmp_path, change, code):
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_with_onnx)
+    folder = tmp_path / "pets" / "1"
+    os.remove(folder / MODEL_FILE)
+    for name, content in change.items():
+        if content is None:
+            os.remove(folder / name)
+        else:
+            (folder / name).write_bytes(content)
+    with pytest.raises(ModelStoreError) as info:
+        store.check("pets", 1)
+    assert info.value.code == code
+    assert store.latest_valid("pets") is None
+
+
 def test_metadata_must_match_its_folder(tmp_path):
     store = ModelStore(tmp_path)
     store.publish("pets", write_fake())
@@ -203,3 +248,56 @@ def test_unknown_model_is_model_not_found(tmp_path):
     with pytest.raises(ModelStoreError) as info:
         load_predictor(ModelStore(tmp_path), "nothing")
     assert info.value.code == "model_not_found"
+
+
+# -- amending a published version's metadata --------------------------------------------------
+
+REFERENCE = {
+    "of": "validation",
+    "count": 4,
+    "class_mix": {"cats": 0.5, "dogs": 0.5},
+    "confidence": {"edges": [0.5, 0.75, 1.0], "fractions": [0.25, 0.75]},
+}
+
+
+def test_amend_adds_a_drift_reference_and_changes_no_file(tmp_path):
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake())
+    folder = tmp_path / "pets" / "1"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != METADATA_FILE}
+    old = json.loads((folder / METADATA_FILE).read_text())
+    amended = store.amend("pets", 1, {"drift_reference": REFERENCE})
+    assert amended.drift_reference.class_mix == {"cats": 0.5, "dogs": 0.5}
+    assert store.check("pets", 1).drift_reference == amended.drift_reference
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != METADATA_FILE} == before
+    new = json.loads((folder / METADATA_FILE).read_text())
+    assert {k: v for k, v in new.items() if k != "drift_reference"} == old
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*before, METADATA_FILE])
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"class_names": ["a", "b"]}, "cannot change after publishing"),
+        ({"files": {}}, "cannot change after publishing"),
+        ({"drift_reference": {**REFERENCE, "class_mix": {"a": 0.5, "b": 0.5}}}, "class_mix"),
+        ({"drift_reference": {**REFERENCE, "count": 0}}, "drift_reference.count"),
+    ],
+)
+def test_amend_refuses_other_sections_and_a_reference_that_does_not_fit(
+    tmp_path, sections, message
+):
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake())
+    text = (tmp_path / "pets" / "1" / METADATA_FILE).read_text()
+    with pytest.raises(ModelStoreError, match=message):
+        store.amend("pets", 1, sections)
+    assert (tmp_path / "pets" / "1" / METADATA_FILE).read_text() == text
+
+
+def test_amend_refuses_a_version_whose_files_do_not_match(tmp_path):
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake())
+    (tmp_path / "pets" / "1" / MODEL_FILE).write_bytes(b"tampered")
+    with pytest.raises(ModelStoreError, match="checksum"):
+        store.amend("pets", 1, {"drift_reference": REFERENCE})

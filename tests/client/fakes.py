@@ -15,7 +15,8 @@ from tests.helpers import encode, jpeg_bytes, noise_image
 
 class FlakyServer:
     """Answers `status` (with Retry-After when given) to the first `fail_first` POSTs, then
-    forwards each POST to `upstream`; with no upstream it keeps refusing. Counts requests."""
+    forwards each POST to `upstream` (with its content type, API key and request id); with no
+    upstream it keeps refusing. Counts requests."""
 
     def __init__(
         self,
@@ -60,10 +61,11 @@ class FlakyServer:
                     headers = {"Retry-After": fake.retry_after} if fake.retry_after else {}
                     self._answer(fake.status, json.dumps(error).encode(), headers)
                     return
+                passed = {"content-type", "authorization", "x-api-key", "x-request-id"}
                 answer = requests.post(
                     f"{fake.upstream}{self.path}",
                     data=body,
-                    headers={"Content-Type": self.headers["Content-Type"]},
+                    headers={k: v for k, v in self.headers.items() if k.lower() in passed},
                     timeout=30,
                 )
                 self._answer(answer.status_code, answer.content, {})

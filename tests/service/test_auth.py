@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from service.http.app import create_app
-from service.keys import new_key, read_keys
+from service.keys import digest, new_key, read_keys
 from service.settings import SettingsError
 from tests.helpers import app_config, jpeg_bytes
 
@@ -137,3 +137,15 @@ def test_the_command_prints_a_key_and_its_line(tmp_path):
     assert stored.name == "ci-bot" and key not in keys.read_text()
     bad = subprocess.run([command, "no spaces"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2
+
+
+def test_the_command_prints_only_the_key_for_a_variable(tmp_path):
+    command = str(Path(sys.executable).parent / "classifier-api-key")
+    keys = tmp_path / "keys"
+    argv = [command, "alice", "--append", str(keys), "--key-only"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=True)
+    [key] = result.stdout.split()
+    [stored] = read_keys(keys)
+    assert stored.name == "alice" and stored.digest == digest(key)
+    lost = subprocess.run([command, "alice", "--key-only"], capture_output=True, text=True)
+    assert lost.returncode == 2 and "needs --append" in lost.stderr and lost.stdout == ""

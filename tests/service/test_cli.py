@@ -23,5 +23,10 @@ def test_serve_command_is_installed_and_runs_gunicorn_on_the_app():
 
 
 def test_readme_documents_the_serve_and_test_commands():
+    """The two headline commands, in the quick start: `make serve` as a block the
+    walk-through runs (tests/test_readme_walkthrough.py), `make test` as one it does not."""
     readme = (REPO / "README.md").read_text()
-    assert "    make serve\n" in readme and "    make test\n" in readme
+    quick = readme[
+        readme.index("## Quick start") : readme.index("\n## ", readme.index("## Quick start"))
+    ]
+    assert "```sh server\nmake serve\n```" in quick and "\n    make test\n" in quick

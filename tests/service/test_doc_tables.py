@@ -1,5 +1,7 @@
 """Generated docs are current: README tables and the metadata schema match their declarations."""
 
+import re
+
 import pytest
 
 from service import doc_tables
@@ -33,3 +35,19 @@ def test_a_stale_table_is_found():
     assert doc_tables.render_readme(stale) == readme
     with pytest.raises(ValueError, match="settings"):
         doc_tables.render_readme(readme.replace("<!-- settings:end -->", ""))
+
+
+def test_every_link_within_the_readme_finds_its_heading():
+    readme = doc_tables.README.read_text()
+    anchors = {doc_tables.anchor(h) for h in doc_tables.headings(readme)}
+    links = set(re.findall(r"\]\(#([^)]+)\)", readme))
+    assert links and links <= anchors, links - anchors
+
+
+def test_the_contents_follow_the_headings():
+    readme = doc_tables.README.read_text()
+    moved = readme.replace("## How a request is served", "## How a request is answered")
+    assert "(#how-a-request-is-answered)" in doc_tables.render_readme(moved)
+    assert doc_tables.anchor("Classifying a folder: `classify-images` and the Python client") == (
+        "classifying-a-folder-classify-images-and-the-python-client"
+    )

@@ -56,6 +56,12 @@ BAD = [
     ("LOG_LEVEL", "loud"),
     ("PRECISION", "fp64"),
     ("RUNTIME", "tensorrt"),
+    ("CAPTURE_RATE", "1.5"),
+    ("CAPTURE_RATE", "-0.1"),
+    ("CAPTURE_MAX_BYTES", "0"),
+    ("CAPTURE_MAX_AGE_HOURS", "0"),
+    ("DRIFT_WINDOW", "0"),
+    ("DRIFT_PSI_THRESHOLD", "0"),
 ]
 
 
@@ -71,6 +77,13 @@ def test_each_bad_setting_is_refused_with_its_name_and_value(monkeypatch, name, 
 def test_settings_that_cannot_work_together_are_refused(models_dir):
     with pytest.raises(SettingsError, match="QUEUE_CAPACITY"):
         create_app(app_config(models_dir, QUEUE_CAPACITY=4, MAX_IMAGES_PER_REQUEST=8))
+
+
+def test_capture_needs_a_feedback_folder():
+    with pytest.raises(SettingsError, match="CAPTURE_RATE needs FEEDBACK_DIR"):
+        load({"CAPTURE_RATE": 0.1})
+    assert load({"CAPTURE_RATE": 0.1, "FEEDBACK_DIR": "feedback"}).capture_rate == 0.1
+    assert load().capture_rate == 0 and load().feedback_dir == ""  # off by default
 
 
 def test_unknown_override_is_not_a_setting():

@@ -137,6 +137,37 @@ def test_extra_data_with_a_class_the_model_lacks_is_refused_before_training(
     assert "['birds'] that are not among the model's classes ['cats', 'dogs']" in err
 
 
+def test_extra_data_leaves_out_held_out_photos_and_an_empty_folder_adds_nothing(
+    published, tmp_path, capsys
+):
+    """Feedback on a validation photo (the same bytes) never reaches training, where the gate
+    would judge the challenger on a photo it has seen; a feedback folder with no photo yet (a
+    weekly retrain before any feedback), or none yet, adds nothing instead of stopping the
+    run."""
+    data, _ = published
+    feedback, empty = tmp_path / "feedback" / "toy", tmp_path / "empty" / "toy"
+    missing = tmp_path / "not-yet" / "toy"
+    (feedback / "dogs").mkdir(parents=True)
+    (empty / "cats").mkdir(parents=True)
+    validation = sorted((data / "validation" / "dogs").iterdir())[0]
+    (feedback / "dogs" / "seen.jpg").write_bytes(validation.read_bytes())
+    (feedback / "dogs" / "new.png").write_bytes(
+        reencode(sorted((data / "train" / "dogs").iterdir())[0].read_bytes())
+    )
+    argv = [
+        "--data-dir", str(data), "--models-dir", str(tmp_path / "models"), "--model-name", "toy",
+        "--epochs", "1", "--batch-size", "8", "--image-size", "48",
+        "--extra-data", str(feedback), "--extra-data", str(empty), "--extra-data", str(missing),
+    ]  # fmt: skip
+    assert train_module.main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"{feedback}: 1 photos left out, they are held-out photos" in err
+    assert f"{empty} holds no photo (yet): nothing added from it" in err
+    assert f"{missing} holds no photo (yet): nothing added from it" in err
+    rows = read_manifest(tmp_path / "models" / "toy" / "1")
+    assert [r["path"] for r in rows if r["source"] == "feedback/toy"] == ["dogs/new.png"]
+
+
 def reencode(data: bytes) -> bytes:
     import io
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from classifier.store import default_models_dir
 from training import evaluate, model_card, retrain
 from training import train as train_module
 from training.config import TrainConfig
@@ -32,7 +33,7 @@ from training.scoring import VersionOptions
 # docker-compose and the shipped model's recorded command use them.
 TRAIN_DEFAULTS = {
     "--data-dir": None,
-    "--models-dir": Path("models"),
+    "--models-dir": default_models_dir(),  # the checkout's models/ (was the current directory's)
     "--model-name": None,  # derived from --data-dir (it was cats_vs_dogs: see test_names)
     "--epochs": 30,
     "--batch-size": 32,

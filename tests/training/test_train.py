@@ -10,6 +10,7 @@ from classifier.runtimes import RuntimeOptions
 from classifier.spec import InputSpec
 from classifier.store import ModelStore
 from tests.helpers import SHIPPED_MODELS, make_dataset
+from training import retrain
 from training import train as train_module
 from training.config import RECIPES, TrainConfig
 from training.data import DatasetError, Split, find_classes, load_split
@@ -173,10 +174,16 @@ def test_cli_refuses_inconsistent_options(bad, message, tmp_path, capsys):
 
 def test_metadata_records_the_options_as_the_shipped_model_does(tmp_path):
     """The recorded options are derived from the config's fields: the shipped model's command
-    line, parsed again, must give back its "training" section key for key."""
-    shipped = json.loads((SHIPPED_MODELS / "cats_vs_dogs/3/metadata.json").read_text())
-    recorded = shipped["training"]
-    config = parse(shlex.split(recorded["command"])[3:])
+    line, parsed again, must give back its "training" section key for key (but the data
+    manifest, which publishing adds)."""
+    newest = max(int(p.name) for p in (SHIPPED_MODELS / "cats_vs_dogs").iterdir())
+    shipped = json.loads((SHIPPED_MODELS / f"cats_vs_dogs/{newest}/metadata.json").read_text())
+    recorded = dict(shipped["training"])
+    recorded.pop("data_manifest")
+    _, _, module, *argv = shlex.split(recorded["command"])
+    tool = {"training.train": train_module, "training.retrain": retrain}[module]
+    p = tool.parser()
+    config = train_module.config_from(p, train_module.parse_args(p, argv), argv)
 
     def split(counts: dict[str, int]) -> Split:
         labels = np.repeat([0.0, 1.0], list(counts.values()))
@@ -307,3 +314,22 @@ def test_a_published_version_records_its_calibration_and_every_runtime_serves_it
     }
     for runtime, probs in answers.items():
         assert probs == pytest.approx(answers["keras"], abs=1e-5), runtime
+
+
+def test_a_published_version_records_its_drift_reference_as_served(trained):
+    """The class mix and confidence histogram of the version's answers on validation, from the
+    calibrated model it serves: what the service's drift is measured against."""
+    from classifier import drift
+
+    config, result = trained
+    reference = result.metadata.drift_reference
+    assert reference is not None and reference.recorded_by == "training"
+    assert reference.count == 16 and reference.of == "validation"
+    store = ModelStore(config.models_dir)
+    predictor = load_predictor(store, "toy", 1, RuntimeOptions(runtime="onnx"))
+    images = load_split(config.data_dir / "validation", InputSpec(64, 64), progress=False).images
+    served = drift.reference(predictor.predict(images), predictor.class_names, 0.5)
+    assert dict(reference.class_mix) == served["class_mix"]
+    assert list(reference.confidence.fractions) == pytest.approx(
+        served["confidence"]["fractions"], abs=1 / 16 + 1e-9
+    )

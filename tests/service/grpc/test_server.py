@@ -24,6 +24,7 @@ from tritonclient.utils import InferenceServerException
 from benchmarks.harness import Server
 from classifier.preprocess import decode_image
 from classifier.spec import InputSpec
+from service.cli import APP, CONFIG
 from service.keys import new_key
 from service.protocols import v2_messages
 from tests.helpers import encode, jpeg_bytes, noise_image
@@ -335,11 +336,15 @@ def test_grpc_port_zero_turns_grpc_off(models_template):
 
 
 def test_a_grpc_port_taken_by_another_program_stops_the_start(models_template):
+    """gunicorn started without classifier-serve (which refuses a taken port before it, see
+    tests/service/test_serve_start.py): the worker's own bind fails, and says so."""
+    gunicorn = ["gunicorn", "-c", str(CONFIG), APP]
     with socket.socket() as taken:  # no SO_REUSEPORT: the workers cannot share it
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        with Server(models_template, MODEL_NAME=MODEL, MODEL_POLL_SECONDS="0", GRPC_PORT=port) as s:
+        env = {"MODEL_NAME": MODEL, "MODEL_POLL_SECONDS": "0", "GRPC_PORT": port}
+        with Server(models_template, gunicorn, **env) as s:
             assert s.process.wait(timeout=120) != 0
     assert f"cannot serve gRPC on 127.0.0.1:{port}" in s.output()
 

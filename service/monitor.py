@@ -1,0 +1,195 @@
+"""What happens after an answer, off the request path: the live metrics of the answers (class
+mix, top-class probability), the drift windows and their gauges, and capture.
+
+The data plane hands every answer over here (`Monitor.answered`, in the request thread: the
+capture sample is drawn there, then one non-blocking put on a bounded queue; it never blocks
+and never raises). One thread per worker does the rest: metrics, drift windows, writing the
+captured images (service/capture.py), refreshing the drift gauges every few seconds and
+keeping the captures within their bounds. When its queue is full, answers are left out and
+counted (`monitor_dropped_answers_total`); the requests are not slowed. No Flask here.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from classifier.errors import ClassifierError
+from classifier.predictor import answers
+from service import calls, metrics, photos
+from service.capture import Capture, CaptureStore
+from service.drift import DriftWindows, reference_of
+from service.registry import Registry, ServedModel
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 4096  # answered calls waiting for the monitor thread
+REFRESH_S = 2.0  # drift gauges are this fresh
+SWEEP_S = 60.0  # captures are swept at least this often (age), and after SWEEP_SHARE
+SWEEP_SHARE = 0.05  # of CAPTURE_MAX_BYTES written since the last sweep
+
+
+@dataclass(frozen=True)
+class Answered:
+    model: ServedModel
+    probs: np.ndarray
+    sampled: list[tuple[int, object]]  # (index, Upload or pixels) of the images to capture
+    request_id: str
+    when: float
+
+
+class Monitor:
+    """The after-answer work of one worker."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        windows: DriftWindows,
+        captures: CaptureStore | None = None,
+        capture_rate: float = 0.0,
+    ) -> None:
+        self.registry = registry
+        self.windows = windows
+        self.captures = captures
+        self.capture_rate = capture_rate if captures is not None else 0.0
+        self._queue: queue.Queue[Answered | None] = queue.Queue(maxsize=QUEUE_SIZE)
+        self._written = 0
+        self._next_sweep = 0.0
+        self._next_refresh = 0.0
+        self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
+        self._thread.start()
+
+    # -- the request thread -----------------------------------------------------------------------
+
+    def answered(self, model: ServedModel, images, probs: np.ndarray) -> None:
+        """Hand an answer over; never blocks, never raises."""
+        try:
+            rate = self.capture_rate
+            sampled = (
+                [(i, images[i]) for i in range(len(probs)) if random.random() < rate]
+                if rate
+                else []
+            )
+            call = calls.current()
+            request_id = call.request_id if call else uuid.uuid4().hex
+            self._queue.put_nowait(Answered(model, probs, sampled, request_id, time.time()))
+        except queue.Full:
+            metrics.MONITOR_DROPPED.inc()
+        except Exception:  # the answer is sent whatever happens here
+            log.exception("answer not handed to the monitor")
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Until every answer handed over so far is handled (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self._queue.unfinished_tasks
+
+    # -- the monitor thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=REFRESH_S)
+            except queue.Empty:
+                item = None
+            try:
+                if item is not None:
+                    self._observe(item)
+                now = time.monotonic()
+                if now >= self._next_refresh:
+                    self._next_refresh = now + REFRESH_S
+                    self.refresh_gauges()
+                if self.captures is not None and (
+                    now >= self._next_sweep or self._written > SWEEP_SHARE * self.captures.max_bytes
+                ):
+                    self._next_sweep, self._written = now + SWEEP_S, 0
+                    self._sweep()
+            except Exception:  # the thread must outlive any surprise
+                log.exception("monitor failed on an answer")
+            finally:
+                if item is not None:
+                    self._queue.task_done()
+
+    def _observe(self, item: Answered) -> None:
+        model, probs = item.model, item.probs
+        predictor = model.predictor
+        sigmoid = predictor.metadata.activation == "sigmoid"
+        answered = np.asarray(answers(probs, predictor.metadata.threshold if sigmoid else None))
+        top = probs.max(axis=1)
+        version = str(model.version)
+        names = predictor.class_names
+        for index, count in zip(*np.unique(answered, return_counts=True), strict=True):
+            metrics.PREDICTIONS.labels(model.name, version, names[index]).inc(int(count))
+        histogram = metrics.CONFIDENCE.labels(model.name, version)
+        for p in top.tolist():
+            histogram.observe(p)
+        self.windows.add(model.name, model.version, answered, top)
+        for index, image in item.sampled:
+            self._capture(item, index, image, names[answered[index]])
+
+    def _capture(self, item: Answered, index: int, image, label: str) -> None:
+        model = item.model
+        try:
+            data = image if isinstance(image, np.ndarray) else image.data
+            data = photos.png(data) if isinstance(data, np.ndarray) else data
+            name = f"{photos.sha256(data)}.{photos.extension(data)}"
+            names = model.predictor.class_names
+            capture = Capture(
+                request_id=item.request_id,
+                index=index,
+                model=model.name,
+                version=model.version,
+                label=label,
+                probabilities=dict(zip(names, map(float, item.probs[index]), strict=True)),
+                captured_at=item.when,
+                image=name,
+            )
+            self._written += self.captures.write(capture, data)
+        except (OSError, ValueError) as exc:
+            metrics.CAPTURED.labels(model.name, "failed").inc()
+            log.warning("capture of %s image %d failed: %s", item.request_id, index, exc)
+            return
+        metrics.CAPTURED.labels(model.name, "stored").inc()
+
+    def _sweep(self) -> None:
+        result = self.captures.sweep()
+        metrics.CAPTURE_BYTES.set(result["bytes"])
+        for reason in ("age", "size"):
+            if result[reason]:
+                metrics.CAPTURE_REMOVED.labels(reason).inc(result[reason])
+
+    def refresh_gauges(self) -> None:
+        """The drift gauges of the windows that changed; a version no longer loaded has its
+        window dropped and its gauges zeroed (multiprocess gauges cannot be removed)."""
+        loaded = {(m.name, m.version): m for m in self.registry.served()}
+        for key in self.windows.versions():
+            if key not in loaded:
+                self.windows.drop(key)
+                name, version = key[0], str(key[1])
+                for kind in ("class_mix", "confidence"):
+                    metrics.DRIFT_PSI.labels(name, version, kind).set(0)
+                metrics.DRIFTING.labels(name, version).set(0)
+                metrics.DRIFT_ANSWERS.labels(name, version).set(0)
+        for key in self.windows.changed() & set(loaded):
+            model = loaded[key]
+            try:
+                report = self.windows.report(model, reference_of(self.registry, model))
+            except ClassifierError:
+                continue
+            version = str(model.version)
+            metrics.DRIFT_ANSWERS.labels(model.name, version).set(report.answers)
+            if report.psi_class_mix is not None:
+                metrics.DRIFT_PSI.labels(model.name, version, "class_mix").set(report.psi_class_mix)
+                metrics.DRIFT_PSI.labels(model.name, version, "confidence").set(
+                    report.psi_confidence
+                )
+            if report.drifting is not None:
+                metrics.DRIFTING.labels(model.name, version).set(int(report.drifting))
