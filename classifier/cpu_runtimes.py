@@ -41,6 +41,7 @@ class OnnxRuntime:
     name = "onnx"
     device = "cpu"
     precision = "fp32"
+    any_batch_size = True  # a new batch size costs nothing once it has run: no padding
 
     def __init__(self, path: Path, threads: int = 0) -> None:
         import onnxruntime as ort
@@ -74,6 +75,7 @@ class OpenVinoRuntime:
 
     name = "openvino"
     device = "cpu"
+    any_batch_size = True  # dynamic batch: each size once at warm-up, none padded
 
     def __init__(self, path: Path, threads: int = 0, precision: str = "bf16") -> None:
         import openvino as ov

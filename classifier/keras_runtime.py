@@ -80,6 +80,7 @@ class KerasRuntime:
     """A Keras model behind one tf.function with a fixed signature: it never retraces."""
 
     name = "keras"
+    any_batch_size = False  # each batch size is a new trace: powers of two only
 
     def __init__(
         self,

@@ -40,6 +40,7 @@ class Runtime(Protocol):
     name: str
     device: str
     precision: str
+    any_batch_size: bool  # runs every batch size without padding to a power of two
 
     def __call__(self, images: np.ndarray) -> np.ndarray: ...
 

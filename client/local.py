@@ -57,6 +57,7 @@ class LocalClient(BaseClient):
             timeout_s=0.0,
             capacity=max(256, concurrency * batch_size),  # every thread's chunk fits at once
             name=name,
+            every_size=self.predictor.runtime.any_batch_size,
         ).start()
 
     def predict_chunk(self, items: Sequence[Item]) -> list[Result]:

@@ -18,3 +18,14 @@
 Nothing outside http/ imports Flask, and nothing outside grpc/ and the gRPC adapter imports
 grpc; service/ never imports training/.
 """
+
+
+def __getattr__(name: str):
+    """`service:create_app()`: the app factory by the name ../shared/peers/compare.sh starts it
+    with (gunicorn -c service/gunicorn.conf.py 'service:create_app()'). Imported on first use,
+    so importing `service` loads no Flask."""
+    if name == "create_app":
+        from service.http.app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

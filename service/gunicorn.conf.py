@@ -24,8 +24,10 @@ settings = load_or_exit()
 
 bind = f"{settings.host}:{settings.port}"
 workers = settings.web_concurrency
-# Threads let one worker take concurrent requests while its model runs.
-worker_class = "gthread"
+# Threads let one worker take concurrent requests while its model runs: gunicorn's gthread,
+# with a kept-alive connection's next request answered by the thread it is on
+# (service/http/worker.py says why).
+worker_class = "service.http.worker.ThreadWorker"
 threads = settings.gunicorn_threads
 # TensorFlow is not fork-safe: never build the app (and its model) in the master.
 preload_app = False

@@ -222,6 +222,7 @@ class Loader:
             on_batch=lambda n, _padded, wait, compute: metrics.observe_batch(
                 predictor.name, predictor.version, n, wait, compute
             ),
+            every_size=predictor.runtime.any_batch_size,
         )
         batcher.warm_up(predictor.spec.shape)
         return ServedModel(predictor, batcher.start())

@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     web_concurrency: int = Field(
         1,
         ge=1,
-        description="gunicorn worker processes (one per GPU; on a CPU host one worker uses "
-        "every core)",
+        description="gunicorn worker processes (one per GPU; on a CPU host each holds its own "
+        "model, about 250 MB more per worker: docs/benchmarks.md weighs one against two)",
     )
     gunicorn_threads: int = Field(
         64, ge=1, description="request threads per worker: enough to keep the batcher fed"

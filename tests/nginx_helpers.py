@@ -1,11 +1,14 @@
-"""deploy/nginx.conf run by a real nginx on loopback: a private copy of the config, a tiny DNS
-server standing in for Docker's, and service replicas on loopback addresses sharing one port.
+"""deploy/nginx.conf run by a real nginx on loopback: a private copy of the config (the
+template filled in as the nginx image's entrypoint fills it, with compose's defaults), a tiny
+DNS server standing in for Docker's, and service replicas on loopback addresses sharing one
+port.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -26,6 +29,26 @@ RESOLVER = "resolver 127.0.0.11 valid=5s ipv6=off;"
 ACCESS_LOG = "access_log /var/log/nginx/access.log proxied;"
 GRPC_LISTEN = "listen 8081 http2;"
 GRPC_UPSTREAM = "set $api_grpc_upstream api:8001;"
+
+
+def compose_nginx_environment() -> dict[str, str]:
+    """The nginx service's environment in docker-compose.yml, with each `${VAR:-default}`
+    at its default."""
+    import yaml  # the test extra's
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    environment = compose["services"]["nginx"]["environment"]
+    return {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in environment.items()}
+
+
+def render(template: str, environment: dict[str, str]) -> str:
+    """What the nginx image's entrypoint (20-envsubst-on-templates.sh) writes: `${NAME}` replaced
+    for each variable set whose name matches NGINX_ENVSUBST_FILTER; nginx's own `$vars` kept."""
+    keep = re.compile(environment.get("NGINX_ENVSUBST_FILTER", ""))
+    names = [name for name in environment if keep.search(name)]
+    for name in names:
+        template = template.replace(f"${{{name}}}", environment[name])
+    return template
 
 
 class LoopbackDNS:
@@ -76,11 +99,13 @@ def nginx_config(
     dns_port: int,
     grpc_listen: int | None = None,
     grpc_upstream: str = "api:8001",
+    environment: dict[str, str] | None = None,
 ) -> Path:
     """The deployment config with loopback values: its own ports (HTTP, gRPC), `upstream` and
     `grpc_upstream` ("name:port") for the replicas, the test's DNS server (answers kept 1 s),
-    and paths under `tmp`."""
-    text = CONFIG.read_text()
+    and paths under `tmp`; the template filled in with compose's defaults and `environment`."""
+    text = render(CONFIG.read_text(), {**compose_nginx_environment(), **(environment or {})})
+    assert "${" not in text, "a ${VAR} of the template has no value in docker-compose.yml"
     replacements = {
         LISTEN: f"listen 127.0.0.1:{listen};",
         GRPC_LISTEN: f"listen 127.0.0.1:{grpc_listen or free_port()} http2;",
@@ -119,13 +144,18 @@ class Nginx:
     """nginx in the foreground on 127.0.0.1 with the checked config; never reloaded."""
 
     def __init__(
-        self, tmp: Path, upstream: str, dns_port: int, grpc_upstream: str = "api:8001"
+        self,
+        tmp: Path,
+        upstream: str,
+        dns_port: int,
+        grpc_upstream: str = "api:8001",
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.grpc_port = free_port()
         self.config = nginx_config(
-            tmp, self.port, upstream, dns_port, self.grpc_port, grpc_upstream
+            tmp, self.port, upstream, dns_port, self.grpc_port, grpc_upstream, environment
         )
         check = check_config(self.config)
         assert check.returncode == 0, check.stderr

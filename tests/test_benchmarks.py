@@ -63,3 +63,29 @@ def test_grpc_against_rest_benchmark_runs_both_forms(tmp_path, capsys):
     ]
     assert all(r["errors"] == 0 and r["requests"] == 8 for r in rows)
     assert "| grpc | 2 |" in capsys.readouterr().out
+
+
+def test_request_path_benchmark_prints_the_cost_per_stage(tmp_path, capsys):
+    """A tiny run with the profile (speed is not tested): every stage row is printed."""
+    import json
+
+    from benchmarks import request_path
+    from tests.helpers import jpeg_bytes, publish_model
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        (photos / f"{i}.jpg").write_bytes(jpeg_bytes(seed=i))
+    models = tmp_path / "models"
+    publish_model(models, "pets")
+    output = tmp_path / "run.json"
+    argv = ["--data-dir", str(photos), "--models-dir", str(models), "--model-name", "pets"]
+    argv += ["--files", "4", "--concurrency", "1,2", "--seconds", "3", "--output", str(output)]
+    assert request_path.main(argv) == 0
+    run = json.loads(output.read_text())
+    rows = run["services"]["service"]["rows"]
+    assert [r["concurrency"] for r in rows] == [1, 2] and all(r["errors"] == 0 for r in rows)
+    assert all("request_path_ms_per_image" in r for r in rows)
+    out = capsys.readouterr().out
+    assert "| request threads |" in out and "| worker, all threads |" in out
+    assert "where the request threads' time goes" in out

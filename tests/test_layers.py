@@ -44,10 +44,16 @@ def loaded_after(code: str) -> set[str]:
     return set(result.stdout.split())
 
 
-def imports(path: Path) -> set[str]:
-    """The modules a file imports (absolute names, as this code base writes them)."""
+def imports(path: Path, top_level: bool = False) -> set[str]:
+    """The modules a file imports (absolute names, as this code base writes them); with
+    `top_level`, only those imported while it loads (not inside a function)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    inside = {id(n) for f in functions for n in ast.walk(f)} if top_level else set()
+    for node in ast.walk(tree):
+        if id(node) in inside:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -83,9 +89,11 @@ def test_packages_keep_to_their_side(package, never):
 
 
 def test_no_import_circle_in_the_service():
+    """Among the imports made while a module loads: an import inside a function (such as
+    `service.create_app`'s) runs after both modules have loaded."""
     modules = {module_name(p): p for p in (REPO / "service").rglob("*.py")}
     graph = {
-        name: {m for m in imports(path) if m in modules and m != name}
+        name: {m for m in imports(path, top_level=True) if m in modules and m != name}
         for name, path in modules.items()
     }
     visiting, done = [], set()
@@ -103,3 +111,12 @@ def test_no_import_circle_in_the_service():
 
     for name in graph:
         visit(name)
+
+
+def test_service_create_app_is_the_app_factory_and_loads_flask_only_when_used():
+    """`gunicorn 'service:create_app()'` (../shared/peers/compare.sh) starts the same app."""
+    assert "flask" not in loaded_after("import service")
+    import service
+    from service.http.app import create_app
+
+    assert service.create_app is create_app

@@ -2,13 +2,14 @@
 
 Slow clients do not hold the service's threads; request ids pass through; a full replica's
 503s are retried on another; replicas added to DNS get traffic without a reload; per-client
-limits answer 429 in the service's JSON format. Uses Debian's nginx (make test installs it
+limits are off by default and, turned on, answer 429 in the service's JSON format. Uses Debian's nginx (make test installs it
 as root) and a DNS server on 127.0.0.1 in place of Docker's; traffic stays on 127.0.0.0/8
 and every client stops by itself.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -138,11 +139,29 @@ def service(dns, tmp_path_factory):
 
 @pytest.fixture
 def nginx(dns, service, tmp_path):
-    """A fresh nginx (empty limit zones) in front of `service`, found as "api" in DNS."""
+    """A fresh nginx in front of `service`, found as "api" in DNS, as compose runs it."""
     dns.set("api", ["127.0.0.1"])
     proxy = Nginx(
         tmp_path, f"api:{service.port}", dns.port, grpc_upstream=f"api:{service.grpc_port}"
     )
+    yield proxy
+    proxy.stop()
+
+
+# The per-client limits as deploy/nginx.conf documents them for a public API.
+PUBLIC = {
+    "NGINX_CLIENT_LIMITS": "on",
+    "NGINX_CLIENT_RATE": "20",
+    "NGINX_CLIENT_BURST": "40",
+    "NGINX_CLIENT_CONNECTIONS": "16",
+}
+
+
+@pytest.fixture
+def limited_nginx(dns, service, tmp_path):
+    """As `nginx`, with the per-client limits on (fresh, empty limit zones)."""
+    dns.set("api", ["127.0.0.1"])
+    proxy = Nginx(tmp_path, f"api:{service.port}", dns.port, environment=PUBLIC)
     yield proxy
     proxy.stop()
 
@@ -290,7 +309,8 @@ def test_a_replica_added_to_dns_gets_traffic_without_a_reload(dns, replicas, tmp
     )
 
 
-def test_a_burst_from_one_client_is_limited_and_other_clients_are_not(nginx):
+def test_a_burst_from_one_client_is_limited_and_other_clients_are_not(limited_nginx):
+    nginx = limited_nginx
     statuses, refused = [], None
     deadline = time.monotonic() + 20
     with requests.Session() as session:  # sequential: bounded by count and time
@@ -324,7 +344,8 @@ def test_a_burst_from_one_client_is_limited_and_other_clients_are_not(nginx):
     print(f"client-a: {statuses.count(200)} answered, then 429 (of {len(statuses)})")
 
 
-def test_requests_in_flight_are_limited_per_client(nginx):
+def test_requests_in_flight_are_limited_per_client(limited_nginx):
+    nginx = limited_nginx
     body = jpeg_bytes((200, 150))
     with slow_clients(nginx.port, body, 16, headers="X-API-Key: uploader\r\n"):
         same = post(nginx.url, key="uploader")
@@ -332,3 +353,26 @@ def test_requests_in_flight_are_limited_per_client(nginx):
     assert same.status_code == 429 and same.headers["Retry-After"] == "1"
     assert same.json()["error"]["code"] == "rate_limited"
     assert other.status_code == 200
+
+
+def test_without_nginx_client_limits_one_client_gets_what_the_replicas_serve(nginx):
+    """compose's default: no per-client rate or in-flight limit (an application server
+    calling from one address is not refused while the replicas have room)."""
+    body = jpeg_bytes((200, 150))
+    with requests.Session() as session:  # far past the public burst of 40
+        statuses = [session.get(f"{nginx.url}/healthz").status_code for _ in range(150)]
+    assert statuses == [200] * 150
+    with slow_clients(nginx.port, body, 20, headers="X-API-Key: uploader\r\n"):
+        assert post(nginx.url, key="uploader").status_code == 200  # 21 in flight
+
+
+def test_the_limits_are_settings_of_the_compose_file():
+    from tests.nginx_helpers import CONFIG, compose_nginx_environment
+
+    environment = compose_nginx_environment()
+    template = CONFIG.read_text()
+    named = set(re.findall(r"\$\{(NGINX_CLIENT_\w+)\}", template))
+    assert named == {k for k in environment if k.startswith("NGINX_CLIENT_")}
+    assert environment["NGINX_CLIENT_LIMITS"] == "off"
+    for name in named:  # the public numbers are documented where they are set
+        assert name in template.split("worker_processes")[0]

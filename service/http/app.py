@@ -16,6 +16,7 @@ from service.drift import DriftWindows
 from service.feedback import Feedback, FeedbackStore
 from service.http import auth, cors, limits, observability, routes
 from service.http.errors import register_error_handlers
+from service.http.jsonbody import OrjsonProvider
 from service.loader import BatchingOptions, Loader
 from service.monitor import Monitor
 from service.registry import Registry
@@ -40,9 +41,10 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
         MAX_FORM_PARTS=cfg.max_form_parts,
         **flask_config,
     )
+    app.json = OrjsonProvider(app)
     app.json.sort_keys = False
     register_error_handlers(app)
-    routes.register(app)  # first: its hook decides the error shape for the hooks below
+    routes.register(app)
     observability.install(app, routes.INFERENCE_RULES)
     auth.install(app, cfg.api_keys_file, cfg.exempt_paths)
     limits.install(app)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, g, has_app_context, jsonify
+from flask import Flask, Response, has_request_context, jsonify
 from werkzeug.exceptions import HTTPException
 
 from classifier.errors import ClassifierError
 from service import calls
 from service.errors import STATUS, http_status
+from service.http.routes import error_style
 from service.protocols.payloads import ErrorBody, ErrorResponse, SimpleError, dump
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,10 @@ def error_response(
 ) -> tuple[Response, int]:
     """The JSON error body; `status` only for Werkzeug's errors, which bring their own."""
     status = status or http_status(code)
-    simple = False
     calls.note_error(code)  # for the access log line and the failure metric
-    if has_app_context():
-        simple = g.get("error_style") == "simple"
-    if simple:  # V2 and TensorFlow Serving: {"error": "message"}
+    if (
+        has_request_context() and error_style() == "simple"
+    ):  # V2 and TensorFlow Serving: {"error": "message"}
         response = jsonify(dump(SimpleError(error=message)))
     else:
         body = ErrorBody(code=code, message=message)

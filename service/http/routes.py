@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-from flask import Blueprint, Flask, g, jsonify, request
+from flask import Blueprint, Flask, jsonify, request
 from pydantic import BaseModel
 
 from service import keys
@@ -157,7 +157,9 @@ BY_RULE = {route.rule: route for route in ROUTES}
 
 def error_style() -> str:
     """How this request's errors are shaped: "simple" ({"error": "message"}) where its
-    protocol wants it, from before the view runs (API keys and limits refuse earlier)."""
+    protocol wants it. Decided from the matched route (or the path), so it holds for errors
+    raised before the view runs too (API keys and limits refuse earlier); asked only when
+    an error is answered (service/http/errors.py), not on every request."""
     rule = request.url_rule.rule if request.url_rule else None
     route = BY_RULE.get(rule)
     if route is None:  # unmatched: by the protocol the path belongs to
@@ -174,7 +176,3 @@ def register(app: Flask) -> None:
     for route in ROUTES:
         bp.add_url_rule(route.rule, route.endpoint, route.view, methods=[route.method])
     app.register_blueprint(bp)
-
-    @app.before_request
-    def _error_style() -> None:
-        g.error_style = error_style()

@@ -3,8 +3,13 @@ or JSON base64."""
 
 from __future__ import annotations
 
+import logging
+
 from flask import Request
 from pydantic import ValidationError
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser
+from werkzeug.http import parse_options_header
 
 from service.dataplane import Upload
 from service.errors import RequestError
@@ -13,6 +18,10 @@ from service.protocols.rest import decode_base64, read_json
 
 FIELD = "image"
 JSON_SHAPE = '{"instances": [{"b64": "<base64 image>"}, ...]}'
+
+# A body the fast path does not take is parsed again by Werkzeug, which decides what it is:
+# the parser's own warnings about it would only repeat that.
+logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 
 def read_uploads(request: Request) -> list[Upload]:
@@ -51,11 +60,114 @@ def _missing(why: str) -> RequestError:
 
 
 def _from_multipart(request: Request) -> list[Upload]:
-    files = request.files.getlist(FIELD)
+    uploads = _image_parts(request)
+    if uploads is not None:
+        return uploads
+    files = request.files.getlist(FIELD)  # Werkzeug's parser: anything but a plain body
     if not files:
         others = sorted(set(request.files) | set(request.form))
         raise _missing(f"no file field {FIELD!r} (found: {others or 'nothing'})")
     return [Upload(f.read(), f.filename or None) for f in files]
+
+
+def _image_parts(request: Request) -> list[Upload] | None:
+    """The files of the field `image`, when the body is a plain, well-formed multipart body;
+    None for anything else, which Werkzeug's parser then reads, so its answers (and its
+    limits' errors) are unchanged.
+
+    Werkzeug's parser compiles two regular expressions for each body's boundary and costs
+    about 0.2 ms of CPU per 40 kB photo; python-multipart reads the same body in a tenth of
+    that. "Plain" means: CRLF line breaks, the first delimiter at the start, the delimiter
+    nowhere but between the parts, clean header lines, every part within MAX_FORM_PARTS
+    and every non-file field within MAX_FORM_MEMORY_SIZE, and at least one file `image`.
+    On such a body both parsers find the same parts with the same names and file names
+    (tests/service/test_uploads.py checks them against each other).
+    """
+    boundary = request.mimetype_params.get("boundary", "")
+    if not boundary.isascii() or not 0 < len(boundary) <= 70:  # RFC 2046's longest
+        return None
+    body = request.get_data(cache=True)  # kept: Werkzeug's parser reads it if need be
+    delimiter = b"--" + boundary.encode()
+    if not body.startswith(delimiter + b"\r\n"):
+        return None
+    parts = _Parts(request.max_form_parts, request.max_form_memory_size)
+    parser = MultipartParser(boundary.encode(), parts.callbacks)
+    try:
+        parser.write(body)
+    except (MultipartParseError, _NotPlain):
+        return None
+    if not parts.ended or body.count(delimiter) != len(parts.found) + 1:
+        return None
+    images = [
+        Upload(data, filename or None)
+        for name, filename, data in parts.found
+        if name == FIELD and filename is not None
+    ]
+    return images or None
+
+
+class _NotPlain(Exception):
+    """The body is not one the fast path takes."""
+
+
+class _Parts:
+    """python-multipart's callbacks: each part's name, file name (None for a field) and data,
+    its headers read as Werkzeug reads them."""
+
+    def __init__(self, max_parts: int | None, max_field_bytes: int | None) -> None:
+        self.max_parts = max_parts
+        self.max_field_bytes = max_field_bytes
+        self.found: list[tuple[str | None, str | None, bytes]] = []
+        self.ended = False
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._data: list[bytes] = []
+        self.callbacks = {
+            "on_part_begin": self._begin,
+            "on_header_field": self._field,
+            "on_header_value": self._value,
+            "on_part_data": self._chunk,
+            "on_part_end": self._end,
+            "on_end": self._done,
+        }
+
+    def _begin(self) -> None:
+        self._headers, self._data = [], []
+
+    def _field(self, data: bytes, start: int, end: int) -> None:
+        self._headers.append((data[start:end], b""))
+
+    def _value(self, data: bytes, start: int, end: int) -> None:
+        name, value = self._headers[-1]
+        self._headers[-1] = (name, value + data[start:end])
+
+    def _chunk(self, data: bytes, start: int, end: int) -> None:
+        self._data.append(data[start:end])
+
+    def _end(self) -> None:
+        if self.max_parts is not None and len(self.found) >= self.max_parts:
+            raise _NotPlain  # Werkzeug answers 413
+        disposition = None
+        for name, value in self._headers:
+            if b"\n" in value or b"\r" in value:
+                raise _NotPlain
+            try:
+                text = value.decode().strip(" \t")
+            except UnicodeDecodeError:
+                raise _NotPlain from None
+            if disposition is None and name.lower() == b"content-disposition":
+                disposition = text
+        if disposition is None:
+            raise _NotPlain
+        options = parse_options_header(disposition)[1]
+        data = b"".join(self._data)
+        filename = options.get("filename")
+        limit = self.max_field_bytes
+        if filename is None and limit is not None and len(data) > limit:
+            raise _NotPlain  # Werkzeug answers 413
+        self.found.append((options.get("name"), filename, data))
+
+    def _done(self) -> None:
+        self.ended = True
 
 
 def _from_json(request: Request) -> list[Upload]:

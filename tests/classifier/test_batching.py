@@ -180,3 +180,22 @@ def test_check_room_refuses_before_any_work(make_batcher):
     with pytest.raises(QueueFull):
         batcher.check_room(1)
     gate.set()
+
+
+def test_every_size_runs_a_batch_as_it_is():
+    assert padded_sizes(5, every=True) == [1, 2, 3, 4, 5]
+    seen = []
+
+    def run(batch):
+        seen.append(len(batch))
+        return batch.reshape(len(batch), -1)[:, :1].astype(np.float32)
+
+    batcher = Batcher(run, max_batch_size=8, every_size=True)
+    batcher.warm_up((2, 2, 3))
+    assert seen == list(range(1, 9))  # each size once at warm-up
+    batcher.start()
+    try:
+        out = batcher.predict(np.ones((3, 2, 2, 3), np.uint8), timeout_s=5)
+    finally:
+        batcher.stop()
+    assert out.shape == (3, 1) and seen[-1] == 3  # three images, no padding to four

@@ -10,6 +10,8 @@ top. They stay on the engine as a cache, like the images the test builds.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -59,7 +61,10 @@ def ensure(engine: Engine) -> dict[str, str]:
     python, version = python_image()
     how = {}
     for image, dockerfile in ((python, "python.Dockerfile"), (nginx_image(), "nginx.Dockerfile")):
-        if engine.docker("image", "inspect", image, check=False).returncode == 0:
+        found = engine.docker("image", "inspect", image, check=False)
+        if found.returncode == 0 and not stale(
+            engine, found.stdout, HERE / "standins" / dockerfile
+        ):
             how[image] = "on the engine"
             continue
         try:
@@ -77,6 +82,30 @@ def ensure(engine: Engine) -> dict[str, str]:
     return how
 
 
+DIGEST_LABEL = "standin.digest"
+
+
+def digest(dockerfile: Path) -> str:
+    """What a stand-in is built from: its Dockerfile and the scripts beside it."""
+    files = [dockerfile, *sorted(dockerfile.parent.glob("*.sh"))]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+
+
+def stale(engine: Engine, inspected: str, dockerfile: Path) -> bool:
+    """A stand-in built from an older definition: its digest label differs, or it has none
+    but was built on this test's Debian (before stand-ins were labelled). A real image has
+    neither, and is kept."""
+    info = json.loads(inspected)[0]
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    if DIGEST_LABEL in labels:
+        return labels[DIGEST_LABEL] != digest(dockerfile)
+    debian = engine.docker("image", "inspect", DEBIAN, check=False)
+    if debian.returncode != 0:
+        return False
+    base = json.loads(debian.stdout)[0]["RootFS"]["Layers"][:1]
+    return info["RootFS"]["Layers"][:1] == base
+
+
 def build_standin(engine: Engine, image: str, dockerfile: Path) -> None:
     if engine.docker("image", "inspect", DEBIAN, check=False).returncode != 0:
         import_debian(engine)
@@ -86,9 +115,11 @@ def build_standin(engine: Engine, image: str, dockerfile: Path) -> None:
             shutil.copytree(HOST_CAS, cas)
         else:
             cas.mkdir()
+        for script in dockerfile.parent.glob("*.sh"):
+            shutil.copy2(script, context)
         engine.docker(
             "build", "--quiet", "--build-arg", f"BASE={DEBIAN}", "--tag", image,
-            "--file", str(dockerfile), context,
+            "--label", f"{DIGEST_LABEL}={digest(dockerfile)}", "--file", str(dockerfile), context,
         )  # fmt: skip
 
 

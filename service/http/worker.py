@@ -1,0 +1,41 @@
+"""gunicorn's gthread worker, with kept-alive connections served by the thread they are on.
+
+gthread hands every kept-alive connection back to its main thread after each response: the
+main thread polls it, and when the next request comes submits the connection to the thread
+pool again; per request that is a pipe write, two epoll changes and two thread wake-ups, all
+under the interpreter lock the request threads need. While the worker has a thread for
+every connection it holds, this worker lets the thread that answered wait for the
+connection's next request itself, briefly (a client that keeps its connection usually sends
+the next request within milliseconds); past LINGER_S, or once connections outnumber the
+threads, the connection goes back to the main thread's poller as before, and the keep-alive
+timeout, graceful shutdown and max_requests behave as in gthread.
+"""
+
+from __future__ import annotations
+
+import select
+
+from gunicorn.workers import gthread
+
+LINGER_S = 0.1
+
+
+class ThreadWorker(gthread.ThreadWorker):
+    def handle(self, conn):
+        keep = super().handle(conn)
+        while keep is True and self._next_request_here(conn):
+            keep = super().handle(conn)
+        return keep
+
+    def _next_request_here(self, conn) -> bool:
+        """Whether the connection's next request is there (or comes within LINGER_S) while
+        this thread may keep it."""
+        if not self.alive or self.nr_conns > self.cfg.threads:
+            return False
+        if conn.parser.unreader.buf.getvalue():  # already read ahead (pipelined)
+            return True
+        try:
+            readable, _, _ = select.select([conn.sock], [], [], LINGER_S)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)

@@ -1,0 +1,89 @@
+"""service/http/worker.py on a real gunicorn: kept-alive connections are answered by the
+thread they are on, more connections than threads still all get answers, an idle
+connection is closed after the keep-alive timeout, and SIGTERM is not held up."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import threading
+import time
+
+import pytest
+
+from benchmarks.harness import Server
+from tests.helpers import jpeg_bytes, publish_model
+
+pytestmark = pytest.mark.e2e
+
+JPEG = {"Content-Type": "image/jpeg"}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("worker-models")
+    publish_model(root, "pets")
+    return root
+
+
+def test_the_service_runs_this_worker(models):
+    with Server(models, MODEL_NAME="pets", MODEL_POLL_SECONDS="0") as server:
+        server.wait_ready()
+        assert '"Using worker: service.http.worker.ThreadWorker"' in server.output()
+
+
+def test_kept_alive_connections_beyond_the_threads_are_all_answered(models):
+    env = {"MODEL_NAME": "pets", "MODEL_POLL_SECONDS": "0", "GUNICORN_THREADS": "2"}
+    body = jpeg_bytes((64, 48))
+    with Server(models, **env) as server:
+        server.wait_ready()
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def client() -> None:  # 5 connections, 2 threads: each keeps its connection
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            for _ in range(10):
+                conn.request("POST", "/predict", body, JPEG)
+                response = conn.getresponse()
+                response.read()
+                with lock:
+                    statuses.append(response.status)
+                time.sleep(0.02)
+            conn.close()
+
+        threads = [threading.Thread(target=client) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert statuses == [200] * 50
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(models):
+    with Server(models, MODEL_NAME="pets", MODEL_POLL_SECONDS="0") as server:
+        server.wait_ready()
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        assert response.status == 200 and response.read()
+        started = time.monotonic()
+        rest = conn.sock.recv(65536)  # b"" once the worker closes it (gunicorn keepalive: 5 s)
+        waited = time.monotonic() - started
+        conn.close()
+        assert rest == b"" and 4 <= waited <= 12, waited
+
+
+def test_sigterm_is_not_held_up_by_a_kept_alive_connection(models):
+    server = Server(models, MODEL_NAME="pets", MODEL_POLL_SECONDS="0")
+    try:
+        server.wait_ready()
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read()
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(30)
+        assert time.monotonic() - started < 10
+        conn.close()
+    finally:
+        server.stop()
