@@ -71,10 +71,14 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """The gRPC calls in flight finish within GRACEFUL_TIMEOUT of SIGTERM, as HTTP ones do."""
+    """The gRPC calls in flight finish within GRACEFUL_TIMEOUT of SIGTERM, as HTTP ones do;
+    then the captures already answered are written (the monitor's thread is a daemon)."""
     grpc_server = getattr(worker, "grpc_server", None)
     if grpc_server is not None:
         grpc_server.stop(settings.graceful_timeout).wait(settings.graceful_timeout)
+    plane = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("dataplane")
+    if plane is not None and plane.monitor is not None:
+        plane.monitor.wait_idle(min(5.0, settings.graceful_timeout))
 
 
 def post_fork(server, worker):

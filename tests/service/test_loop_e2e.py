@@ -16,6 +16,7 @@ import requests
 from PIL import Image
 
 from benchmarks.harness import Server
+from service.capture import CaptureStore
 from service.keys import new_key
 from service.photos import sha256
 from tests.helpers import REPO, encode, jpeg_bytes, make_dataset, noise_image
@@ -386,3 +387,20 @@ def test_two_workers_share_captures_and_feedback(trained, tmp_path):
                 if line.startswith("{") and '"event": "request"' in line}  # fmt: skip
     assert len(pids) == 2, "both workers served"
     assert sorted(e["request_id"] for e in journal(tmp_path)) == sorted(ids)
+
+
+def test_captures_answered_before_a_stop_are_written(trained, tmp_path):
+    """SIGTERM right after the answers: the worker writes what its monitor holds before it
+    exits (its thread is a daemon and would die with the worker)."""
+    _, models = trained
+    env = {"MODEL_NAME": MODEL, "FEEDBACK_DIR": str(tmp_path), "CAPTURE_RATE": "1",
+           "MAX_UPLOAD_BYTES": str(20 * MAX_UPLOAD)}  # fmt: skip
+    with Server(models, **env) as server:
+        server.wait_ready()
+        for i in range(3):
+            images = [jpeg_bytes(size=(120, 120), seed=300 + 64 * i + j) for j in range(64)]
+            predict(server, images, f"stop-{i}")
+        assert server.stop() == 0
+    store = CaptureStore(tmp_path, max_bytes=10**9, max_age_s=10**6)
+    for i in range(3):
+        assert all(store.find(MODEL, f"stop-{i}", j) for j in range(64)), server.output()
