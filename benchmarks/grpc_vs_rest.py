@@ -19,7 +19,7 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks.harness import LoadResult, Server, benchmark_parser, drive
+from benchmarks.harness import LoadResult, Server, benchmark_parser, drive, shares_of
 from benchmarks.serving import batch_counters, load_bodies, v2_binary
 from service.protocols import v2_messages
 from service.protocols.tensors import pack_bytes
@@ -46,9 +46,7 @@ def drive_grpc(
     lock = threading.Lock()
     result = LoadResult(concurrency, 0, 0.0)
     stop_at = time.monotonic() + max_seconds
-    shares = [
-        count // concurrency + (1 if i < count % concurrency else 0) for i in range(concurrency)
-    ]
+    shares = shares_of(count, concurrency)
 
     def client(index: int, share: int) -> None:
         options = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own

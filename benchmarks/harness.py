@@ -113,6 +113,11 @@ class Server:
         self.stop()
 
 
+def shares_of(count: int, concurrency: int) -> list[int]:
+    """`count` requests split as evenly as can be between `concurrency` clients."""
+    return [count // concurrency + (i < count % concurrency) for i in range(concurrency)]
+
+
 @dataclass
 class LoadResult:
     concurrency: int
@@ -158,9 +163,7 @@ def drive(
     lock = threading.Lock()
     result = LoadResult(concurrency, 0, 0.0)
     stop_at = time.monotonic() + max_seconds
-    shares = [
-        count // concurrency + (1 if i < count % concurrency else 0) for i in range(concurrency)
-    ]
+    shares = shares_of(count, concurrency)
 
     def client(index: int, share: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)

@@ -1,7 +1,18 @@
 """The training-pipeline benchmark runs end to end (on a tiny dataset: speed is not tested)."""
 
 from benchmarks import training_pipeline
-from tests.helpers import make_dataset
+from tests.helpers import jpeg_bytes, make_dataset, publish_model
+
+
+def tiny_store(tmp_path) -> list[str]:
+    """Four photos and a model "pets": the options every serving benchmark takes for them."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        (photos / f"{i}.jpg").write_bytes(jpeg_bytes(seed=i))
+    models = tmp_path / "models"
+    publish_model(models, "pets")
+    return ["--data-dir", str(photos), "--models-dir", str(models), "--model-name", "pets"]
 
 
 def test_training_pipeline_benchmark_times_every_variant(tmp_path, capsys):
@@ -18,16 +29,9 @@ def test_serving_benchmark_runs_every_request_form(tmp_path, capsys):
     import json
 
     from benchmarks import serving
-    from tests.helpers import jpeg_bytes, publish_model
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(4):
-        (photos / f"{i}.jpg").write_bytes(jpeg_bytes(seed=i))
-    models = tmp_path / "models"
-    publish_model(models, "pets")
     output = tmp_path / "run.json"
-    argv = ["--data-dir", str(photos), "--models-dir", str(models), "--model-name", "pets"]
+    argv = tiny_store(tmp_path)
     argv += ["--files", "4", "--concurrency", "2", "--requests", "8", "--batch-sizes", "2"]
     argv += ["--protocol-concurrency", "2", "--skip-naive", "--output", str(output)]
     assert serving.main(argv) == 0
@@ -42,16 +46,9 @@ def test_grpc_against_rest_benchmark_runs_both_forms(tmp_path, capsys):
     import json
 
     from benchmarks import grpc_vs_rest
-    from tests.helpers import jpeg_bytes, publish_model
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(4):
-        (photos / f"{i}.jpg").write_bytes(jpeg_bytes(seed=i))
-    models = tmp_path / "models"
-    publish_model(models, "pets")
     output = tmp_path / "run.json"
-    argv = ["--data-dir", str(photos), "--models-dir", str(models), "--model-name", "pets"]
+    argv = tiny_store(tmp_path)
     argv += ["--files", "4", "--concurrency", "1,2", "--requests", "8", "--output", str(output)]
     assert grpc_vs_rest.main(argv) == 0
     rows = json.loads(output.read_text())["rows"]
@@ -70,16 +67,9 @@ def test_request_path_benchmark_prints_the_cost_per_stage(tmp_path, capsys):
     import json
 
     from benchmarks import request_path
-    from tests.helpers import jpeg_bytes, publish_model
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(4):
-        (photos / f"{i}.jpg").write_bytes(jpeg_bytes(seed=i))
-    models = tmp_path / "models"
-    publish_model(models, "pets")
     output = tmp_path / "run.json"
-    argv = ["--data-dir", str(photos), "--models-dir", str(models), "--model-name", "pets"]
+    argv = tiny_store(tmp_path)
     argv += ["--files", "4", "--concurrency", "1,2", "--seconds", "3", "--output", str(output)]
     assert request_path.main(argv) == 0
     run = json.loads(output.read_text())
