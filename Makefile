@@ -56,7 +56,7 @@ browser:
 	fi
 
 test: lint browser $(CHECKOV_VENV)/.done
-	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest
+	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest --durations=15
 
 # The container test (tests/containers): builds both images from the Dockerfile through
 # docker-compose.yml and runs them on a real Docker engine, installing Debian's docker.io and
