@@ -19,7 +19,14 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks.harness import LoadResult, Server, benchmark_parser, drive, shares_of
+from benchmarks.harness import (
+    LoadResult,
+    Server,
+    benchmark_parser,
+    drive,
+    run_clients,
+    shares_of,
+)
 from benchmarks.serving import batch_counters, load_bodies, v2_binary
 from service.protocols import v2_messages
 from service.protocols.tensors import pack_bytes
@@ -70,13 +77,7 @@ def drive_grpc(
             result.requests += len(latencies)
             result.errors += sum(n for code, n in codes.items() if code != "OK")
 
-    threads = [threading.Thread(target=client, args=(i, s)) for i, s in enumerate(shares)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    result.seconds = time.perf_counter() - started
+    result.seconds = run_clients(client, shares)
     return result
 
 

@@ -118,6 +118,17 @@ def shares_of(count: int, concurrency: int) -> list[int]:
     return [count // concurrency + (i < count % concurrency) for i in range(concurrency)]
 
 
+def run_clients(client, shares: list[int]) -> float:
+    """Run `client(index, share)` in a thread per share, all at once; the wall seconds taken."""
+    threads = [threading.Thread(target=client, args=(i, s)) for i, s in enumerate(shares)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
 @dataclass
 class LoadResult:
     concurrency: int
@@ -195,11 +206,5 @@ def drive(
             for key, value in statuses.items():
                 result.statuses[key] = result.statuses.get(key, 0) + value
 
-    threads = [threading.Thread(target=client, args=(i, s)) for i, s in enumerate(shares)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    result.seconds = time.perf_counter() - started
+    result.seconds = run_clients(client, shares)
     return result
