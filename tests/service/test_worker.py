@@ -12,30 +12,23 @@ import time
 import pytest
 
 from benchmarks.harness import Server
-from tests.helpers import jpeg_bytes, publish_model
+from tests.helpers import jpeg_bytes
 
 pytestmark = pytest.mark.e2e
 
 JPEG = {"Content-Type": "image/jpeg"}
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("worker-models")
-    publish_model(root, "pets")
-    return root
-
-
-def test_the_service_runs_this_worker(models):
-    with Server(models, MODEL_NAME="pets", MODEL_POLL_SECONDS="0") as server:
+def test_the_service_runs_this_worker(models_template):
+    with Server(models_template, MODEL_NAME="pets", MODEL_POLL_SECONDS="0") as server:
         server.wait_ready()
         assert '"Using worker: service.http.worker.ThreadWorker"' in server.output()
 
 
-def test_kept_alive_connections_beyond_the_threads_are_all_answered(models):
+def test_kept_alive_connections_beyond_the_threads_are_all_answered(models_template):
     env = {"MODEL_NAME": "pets", "MODEL_POLL_SECONDS": "0", "GUNICORN_THREADS": "2"}
     body = jpeg_bytes((64, 48))
-    with Server(models, **env) as server:
+    with Server(models_template, **env) as server:
         server.wait_ready()
         statuses: list[int] = []
         lock = threading.Lock()
@@ -59,8 +52,8 @@ def test_kept_alive_connections_beyond_the_threads_are_all_answered(models):
         assert statuses == [200] * 50
 
 
-def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(models):
-    with Server(models, MODEL_NAME="pets", MODEL_POLL_SECONDS="0") as server:
+def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(models_template):
+    with Server(models_template, MODEL_NAME="pets", MODEL_POLL_SECONDS="0") as server:
         server.wait_ready()
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         conn.request("GET", "/healthz")
@@ -73,8 +66,8 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(mod
         assert rest == b"" and 4 <= waited <= 12, waited
 
 
-def test_sigterm_is_not_held_up_by_a_kept_alive_connection(models):
-    server = Server(models, MODEL_NAME="pets", MODEL_POLL_SECONDS="0")
+def test_sigterm_is_not_held_up_by_a_kept_alive_connection(models_template):
+    server = Server(models_template, MODEL_NAME="pets", MODEL_POLL_SECONDS="0")
     try:
         server.wait_ready()
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
