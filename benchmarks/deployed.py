@@ -11,13 +11,12 @@ published port (the direct path, same container).
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import benchmark_parser, drive
+from benchmarks.harness import benchmark_parser, drive, write_results
 from benchmarks.request_path import multipart_bodies
 from classifier import hardware
 
@@ -87,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {row['setup']} | {row['concurrency']} | {row['images_per_s']} | "
             f"{row['p50_ms']} | {row['p99_ms']} | {row['errors']} | {row['statuses']} |"
         )
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps({"host": host, **result}, indent=2))
+    write_results(args.output, {"host": host, **result})
     return 0
 
 

@@ -12,7 +12,6 @@ phase is bounded in count and time.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from benchmarks.harness import (
     drive,
     run_clients,
     shares_of,
+    write_results,
 )
 from benchmarks.serving import batch_counters, load_bodies, v2_binary
 from service.protocols import v2_messages
@@ -156,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"  {row}", flush=True)
     print(table(rows))
-    if args.output:
-        args.output.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    write_results(args.output, {"rows": rows})
     return 1 if any(r["errors"] for r in rows) else 0
 
 

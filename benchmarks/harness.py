@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import signal
 import socket
@@ -111,6 +112,14 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def write_results(path: Path | None, results) -> None:
+    """A run's figures as JSON at `path` (its folder made), where `--output` asked for it."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def shares_of(count: int, concurrency: int) -> list[int]:

@@ -34,7 +34,7 @@ import numpy as np
 import requests
 from urllib3.filepost import encode_multipart_formdata
 
-from benchmarks.harness import REPO, Server, benchmark_parser, drive, free_port
+from benchmarks.harness import REPO, Server, benchmark_parser, drive, free_port, write_results
 from classifier import hardware
 from classifier.predictor import load_predictor
 from classifier.preprocess import decode_image
@@ -681,21 +681,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {name:9s} c={c:>2s} {row['images_per_s']:7.1f} images/s p50 {row['latency_ms']['p50']:6.1f} ms, server CPU {(row.get('server') or {}).get('cpu_ms_per_image')} ms/image, errors {row.get('errors')}"
                 )
         print(f"ratios: {summary}")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(
-            json.dumps(
-                {
-                    "host": host,
-                    "in_process": local,
-                    "stages_in_process": stages,
-                    "services": services,
-                    "peers": compared,
-                    "ratios": summary,
-                },
-                indent=2,
-            )
-        )
+    write_results(
+        args.output,
+        {
+            "host": host,
+            "in_process": local,
+            "stages_in_process": stages,
+            "services": services,
+            "peers": compared,
+            "ratios": summary,
+        },
+    )
     return 0
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from benchmarks.harness import REPO, Server, benchmark_parser, drive
+from benchmarks.harness import REPO, Server, benchmark_parser, drive, write_results
 from classifier import hardware, runtimes
 from classifier.predictor import load_predictor
 from classifier.preprocess import decode_image
@@ -396,24 +396,21 @@ def main(argv: list[str] | None = None) -> int:
         f"  ceiling {best['images_per_s']} img/s = {best['images_per_s'] / peak_images:.2f} "
         f"of the {served_path[1]} peak"
     )
-    if args.output:
-        args.output.write_text(
-            json.dumps(
-                {
-                    "host": host,
-                    "model": {"name": args.model_name, "version": meta.version},
-                    "mflops_per_image": flops / 1e6,
-                    "peak_gflops": peaks,
-                    "served_path": served,
-                    "peak_images_per_s": peak_images,
-                    "ceiling": ceiling_rows,
-                    "accuracy": accuracy_rows,
-                    "single_image_ms": single_ms,
-                    "service": service_rows,
-                },
-                indent=2,
-            )
-        )
+    write_results(
+        args.output,
+        {
+            "host": host,
+            "model": {"name": args.model_name, "version": meta.version},
+            "mflops_per_image": flops / 1e6,
+            "peak_gflops": peaks,
+            "served_path": served,
+            "peak_images_per_s": peak_images,
+            "ceiling": ceiling_rows,
+            "accuracy": accuracy_rows,
+            "single_image_ms": single_ms,
+            "service": service_rows,
+        },
+    )
     return 0
 
 

@@ -9,12 +9,11 @@ stops by itself after --seconds.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.harness import Server, benchmark_parser, drive
+from benchmarks.harness import Server, benchmark_parser, drive, write_results
 
 
 def process_tree_rss_mb(pid: int) -> float:
@@ -95,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.plot:
         plot(samples, args.plot)
-    if args.output:
-        args.output.write_text(json.dumps(samples, indent=2))
+    write_results(args.output, samples)
     return 0
 
 
