@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from classifier.predictor import answers
+from classifier.runtimes import answers
 
 CONFIDENCE_BINS = 10  # equal-width bins of the top-class probability, from 1/C to 1
 PSI_FLOOR = 1e-4  # an empty bin counts as this fraction (PSI is infinite on a zero)

@@ -9,19 +9,11 @@ import numpy as np
 
 from classifier.errors import ModelStoreError
 from classifier.metadata import ModelMetadata
-from classifier.runtimes import Runtime, RuntimeOptions, load_runtime
+from classifier.runtimes import Runtime, RuntimeOptions, answers, load_runtime
 from classifier.spec import InputSpec
 from classifier.store import ModelStore
 
 PIXEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
-
-
-def answers(probs: np.ndarray, threshold: float | None) -> np.ndarray:
-    """The class index answered for each row of probabilities (n, C): with a threshold (two
-    classes), the second class from it up; without, the most probable."""
-    if threshold is not None:
-        return (probs[:, 1] >= threshold).astype(int)
-    return np.argmax(probs, axis=1)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,15 @@ PRECISIONS = ("auto", "fp32", "bf16")
 BF16_TOLERANCE = 1e-2
 
 
+def answers(outputs: np.ndarray, threshold: float | None) -> np.ndarray:
+    """The class index each row answers, from class probabilities (n, C) or a runtime's own
+    outputs (a sigmoid's P(class 1), (n,)): with a threshold (two classes), the second class
+    from it up; without, the most probable."""
+    if threshold is not None:
+        return ((outputs if outputs.ndim == 1 else outputs[:, -1]) >= threshold).astype(int)
+    return np.argmax(outputs, axis=1)
+
+
 class Runtime(Protocol):
     name: str
     device: str
@@ -196,7 +205,8 @@ def _parity_checked(runtime, folder: Path, metadata: ModelMetadata, options: Run
     probes = probe_images(metadata.input_spec.shape)
     low, exact = runtime(probes), reference(probes)
     diff = float(np.max(np.abs(low - exact)))
-    same = bool((_answers(low, metadata) == _answers(exact, metadata)).all())
+    threshold = metadata.decision_threshold
+    same = bool((answers(low, threshold) == answers(exact, threshold)).all())
     if np.isfinite(diff) and diff <= BF16_TOLERANCE and same:
         runtime.parity = diff
         return runtime
@@ -210,11 +220,3 @@ def _parity_checked(runtime, folder: Path, metadata: ModelMetadata, options: Run
     )
     reference.note = f"bf16 failed its parity check ({why}); fp32"
     return reference
-
-
-def _answers(outputs: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
-    """The class each row of raw outputs answers: a sigmoid's from the threshold up, a
-    softmax's most probable."""
-    if outputs.ndim == 1:
-        return (outputs >= metadata.threshold).astype(int)
-    return np.argmax(outputs, axis=1)

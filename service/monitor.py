@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from classifier.errors import ClassifierError
-from classifier.predictor import answers
+from classifier.runtimes import answers
 from service import calls, metrics, photos
 from service.capture import Capture, CaptureStore
 from service.drift import DriftWindows, reference_of

@@ -148,7 +148,7 @@ def test_a_bf16_path_that_answers_otherwise_on_a_probe_falls_back_to_fp32(store,
     """Close probabilities are not enough: a probe answered otherwise fails the check."""
     monkeypatch.setattr(hardware, "native_bf16", lambda flags=None: True)
     answers = iter([np.zeros(4, int), np.ones(4, int)])  # bf16's, then fp32's
-    monkeypatch.setattr(runtimes, "_answers", lambda outputs, metadata: next(answers))
+    monkeypatch.setattr(runtimes, "answers", lambda outputs, threshold: next(answers))
     rt = runtime(store, runtime="openvino", precision="bf16")
     assert (rt.name, rt.precision) == ("onnx", "fp32")
     assert rt.note == "bf16 failed its parity check (another answer on a probe); fp32"
@@ -156,9 +156,12 @@ def test_a_bf16_path_that_answers_otherwise_on_a_probe_falls_back_to_fp32(store,
 
 def test_the_answers_compared_are_a_sigmoids_threshold_and_a_softmaxs_top_class(store):
     metadata = store.check("pets", 1)
-    sigmoid = runtimes._answers(np.array([0.2, metadata.threshold, 0.9]), metadata)
+    threshold = metadata.decision_threshold
+    sigmoid = runtimes.answers(np.array([0.2, metadata.threshold, 0.9]), threshold)
     assert list(sigmoid) == [0, 1, 1]
-    assert list(runtimes._answers(np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]), metadata)) == [1, 0]
+    two_classes = np.array([[0.8, 0.2], [1 - metadata.threshold, metadata.threshold], [0.1, 0.9]])
+    assert list(runtimes.answers(two_classes, threshold)) == [0, 1, 1]
+    assert list(runtimes.answers(np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]), None)) == [1, 0]
 
 
 def test_bf16_where_it_cannot_run_is_refused(monkeypatch):
