@@ -32,9 +32,8 @@ def error_response(
     """The JSON error body; `status` only for Werkzeug's errors, which bring their own."""
     status = status or http_status(code)
     calls.note_error(code)  # for the access log line and the failure metric
-    if (
-        has_request_context() and error_style() == "simple"
-    ):  # V2 and TensorFlow Serving: {"error": "message"}
+    # V2 and TensorFlow Serving: {"error": "message"}
+    if has_request_context() and error_style() == "simple":
         response = jsonify(dump(SimpleError(error=message)))
     else:
         body = ErrorBody(code=code, message=message)
