@@ -15,8 +15,8 @@ import numpy as np
 from sklearn import metrics as skm
 
 from classifier.metadata import ModelMetadata
-from classifier.predictor import Predictor, answers, load_predictor
-from classifier.runtimes import RuntimeOptions
+from classifier.predictor import Predictor, load_predictor
+from classifier.runtimes import RuntimeOptions, answers
 from classifier.store import DEFAULT_MODEL, ModelStore, default_models_dir, sha256_file
 from training.data import Split, held_out_dir, load_split
 from training.lineage import read_manifest, refuse_trained_on
