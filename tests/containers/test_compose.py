@@ -106,7 +106,7 @@ def test_the_gpu_override_renders(compose):
 
 def test_nginx_reaches_every_replica_and_keeps_the_request_id(stack, engine):
     sent = [f"container-test-{uuid.uuid4().hex[:12]}-{i}" for i in range(30)]
-    photo = next((REPO.parent / "shared/data/cats_vs_dogs/validation/cats").glob("*.jpg"))
+    photo = REPO / "samples" / "cat.jpg"  # shipped: no ../shared needed
     for request_id in sent:
         answer = requests.post(
             f"http://127.0.0.1:{stack.port}/predict",
@@ -201,7 +201,7 @@ class Load:
     answer) and the versions that answered."""
 
     def __init__(self, port: int) -> None:
-        photo = next((REPO.parent / "shared/data/cats_vs_dogs/validation/dogs").glob("*.jpg"))
+        photo = REPO / "samples" / "dog.jpg"
         self.body = photo.read_bytes()
         self.url = f"http://127.0.0.1:{port}/predict"
         self.statuses: Counter = Counter()
