@@ -1,8 +1,11 @@
 """Dynamic batching: concurrent requests' images become few, fixed-size model calls.
 
-Request threads `submit` images into a bounded queue; one inference thread per model takes up
-to `max_batch_size` of them, waiting at most `timeout_s` after the first, pads the batch to
-the next allowed size, runs it, and hands each caller its own results. The allowed sizes are
+Request threads `submit` images into a bounded queue; an inference thread of the model takes
+up to `max_batch_size` of them, waiting at most `timeout_s` after the first, pads the batch to
+the next allowed size, runs it, and hands each caller its own results. A model has one such
+thread, or `lanes` of them where its runtime can overlap calls: a batch taken while no other
+runs and none waits runs `alone` (on every inference thread), the others overlap (one thread
+each), so a lone request is fast and a loaded model keeps every core on its own work. The allowed sizes are
 powers of two up to the maximum (so TensorFlow traces few shapes and its memory stays
 bounded), or every size for a runtime to which a new batch size costs nothing once it has run
 (ONNX Runtime, OpenVINO: padding 9 images to 16 would cost 7 images' compute).
@@ -93,11 +96,14 @@ class BatchStats:
 
 
 class Batcher:
-    """One inference thread fed by a bounded queue of single images."""
+    """Inference threads (one, or `lanes`) fed by a bounded queue of single images.
+
+    With one lane `run(batch)` is called; with more, `run(batch, alone=...)`.
+    """
 
     def __init__(
         self,
-        run: Callable[[np.ndarray], np.ndarray],
+        run: Callable[..., np.ndarray],
         *,
         max_batch_size: int = 16,
         timeout_s: float = 0.0,
@@ -105,8 +111,12 @@ class Batcher:
         name: str = "model",
         on_batch: Callable[[int, int, float, float], None] | None = None,
         every_size: bool = False,
+        lanes: int = 1,
     ) -> None:
+        if lanes < 1:
+            raise ValueError("lanes must be at least 1")
         self._run = run
+        self.lanes = lanes
         self.max_batch_size = max_batch_size
         self.sizes = padded_sizes(max_batch_size, every_size)
         self.timeout_s = timeout_s
@@ -117,16 +127,26 @@ class Batcher:
         self._queue: collections.deque[_Item] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._running = 0  # batches taken and not yet answered (under _cond)
+        self._stats_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
 
     def warm_up(self, shape: tuple[int, ...]) -> None:
-        """Run every padded size once, so no request pays for a first call."""
+        """Run every padded size once (alone and overlapped), so no request pays for a first
+        call."""
         for size in self.sizes:
-            self._run(np.zeros((size, *shape), dtype=np.uint8))
+            batch = np.zeros((size, *shape), dtype=np.uint8)
+            for alone in (True, False) if self.lanes > 1 else (True,):
+                self._call(batch, alone)
 
     def start(self) -> Batcher:
-        self._thread = threading.Thread(target=self._loop, name=f"batcher-{self.name}", daemon=True)
-        self._thread.start()
+        for lane in range(self.lanes):
+            suffix = f"-{lane + 1}" if self.lanes > 1 else ""
+            thread = threading.Thread(
+                target=self._loop, name=f"batcher-{self.name}{suffix}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -134,8 +154,9 @@ class Batcher:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        until = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, until - time.monotonic()))
 
     def queued(self) -> int:
         return len(self._queue)
@@ -174,8 +195,9 @@ class Batcher:
             ) from None
         return np.stack(results)
 
-    def _take(self) -> list[_Item] | None:
-        """Block for the first item, then gather more until the batch is full or time is up."""
+    def _take(self) -> tuple[list[_Item], bool] | None:
+        """Block for the first item, then gather more until the batch is full or time is up;
+        with it, whether it runs alone (no other batch running, none waiting)."""
         with self._cond:
             while not self._queue:
                 if self._stopping:
@@ -191,27 +213,43 @@ class Batcher:
                 if remaining <= 0 or self._stopping:
                     break
                 self._cond.wait(remaining)
-        return batch
+            alone = self._running == 0 and not self._queue
+            self._running += 1
+            if self._queue:
+                self._cond.notify()  # another lane takes what is left
+        return batch, alone
 
     def _loop(self) -> None:
         while True:
-            batch = self._take()
-            if batch is None:
+            taken = self._take()
+            if taken is None:
                 return
-            now = time.monotonic()
-            live = []
-            for item in batch:
-                if not item.future.set_running_or_notify_cancel():
-                    continue  # its caller gave up
-                if item.deadline <= now:
-                    self.stats.expired += 1
-                    item.future.set_exception(DeadlineExceeded("the request deadline passed"))
-                    continue
-                live.append(item)
-            if live:
-                self._run_batch(live, now)
+            try:
+                self._answer(*taken)
+            finally:
+                with self._cond:
+                    self._running -= 1
 
-    def _run_batch(self, items: list[_Item], started: float) -> None:
+    def _answer(self, batch: list[_Item], alone: bool) -> None:
+        """Drop what was given up or is late, and run the rest."""
+        now = time.monotonic()
+        live = []
+        for item in batch:
+            if not item.future.set_running_or_notify_cancel():
+                continue  # its caller gave up
+            if item.deadline <= now:
+                with self._stats_lock:
+                    self.stats.expired += 1
+                item.future.set_exception(DeadlineExceeded("the request deadline passed"))
+                continue
+            live.append(item)
+        if live:
+            self._run_batch(live, now, alone)
+
+    def _call(self, batch: np.ndarray, alone: bool) -> np.ndarray:
+        return self._run(batch, alone=alone) if self.lanes > 1 else self._run(batch)
+
+    def _run_batch(self, items: list[_Item], started: float, alone: bool) -> None:
         n = len(items)
         size = pad_to(self.sizes, n)
         dtype = np.result_type(*(item.image.dtype for item in items))  # uint8, or float32 pixels
@@ -219,9 +257,10 @@ class Batcher:
         for i, item in enumerate(items):
             batch[i] = item.image
         try:
-            rows = np.asarray(self._run(batch)).reshape(size, -1)[:n]  # one row per image
+            rows = np.asarray(self._call(batch, alone)).reshape(size, -1)[:n]  # a row per image
         except Exception as exc:
-            self.stats.failed_batches += 1
+            with self._stats_lock:
+                self.stats.failed_batches += 1
             log.exception("batch of %d failed in model %s", n, self.name)
             error = InferenceFailed("inference failed")
             error.__cause__ = exc
@@ -229,9 +268,10 @@ class Batcher:
                 item.future.set_exception(error)
             return
         finished = time.monotonic()
-        self.stats.batches += 1
-        self.stats.images += n
-        self.stats.sizes[n] += 1
+        with self._stats_lock:
+            self.stats.batches += 1
+            self.stats.images += n
+            self.stats.sizes[n] += 1
         if self._on_batch is not None:
             wait = started - min(item.enqueued for item in items)
             self._on_batch(n, size, wait, finished - started)

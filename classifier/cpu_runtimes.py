@@ -36,25 +36,26 @@ def model_output(out, n: int) -> np.ndarray:
 
 
 class OnnxRuntime:
-    """ONNX Runtime on the CPU: no idle spinning (HTTP threads share the cores)."""
+    """ONNX Runtime on the CPU: no idle spinning (HTTP threads share the cores).
+
+    With `lanes` above 1 it keeps a second session of one thread, which up to `lanes` calls
+    share at once: a batch that runs alone takes every thread, batches that overlap take one
+    each. Threads of one call wait for each other at every layer, so when the cores are
+    shared, overlapping one-thread calls get more from them (docs/benchmarks.md).
+    """
 
     name = "onnx"
     device = "cpu"
     precision = "fp32"
     any_batch_size = True  # a new batch size costs nothing once it has run: no padding
 
-    def __init__(self, path: Path, threads: int = 0) -> None:
+    def __init__(self, path: Path, threads: int = 0, lanes: int = 1) -> None:
         import onnxruntime as ort
 
         ort.disable_telemetry_events()
-        options = ort.SessionOptions()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = _onnx_session(ort, path, threads)
+        self.lanes = max(1, lanes)
+        self._narrow = _onnx_session(ort, path, 1) if self.lanes > 1 else None
         self._input = self.session.get_inputs()[0].name
 
     @property
@@ -65,9 +66,21 @@ class OnnxRuntime:
     def output_shape(self) -> tuple:
         return tuple(d if isinstance(d, int) else None for d in self.session.get_outputs()[0].shape)
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        out = self.session.run(None, {self._input: images.astype(np.float32)})[0]
+    def __call__(self, images: np.ndarray, alone: bool = True) -> np.ndarray:
+        session = self.session if alone or self._narrow is None else self._narrow
+        out = session.run(None, {self._input: images.astype(np.float32)})[0]
         return model_output(out, len(images))
+
+
+def _onnx_session(ort, path: Path, threads: int):
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class OpenVinoRuntime:
@@ -76,6 +89,7 @@ class OpenVinoRuntime:
     name = "openvino"
     device = "cpu"
     any_batch_size = True  # dynamic batch: each size once at warm-up, none padded
+    lanes = 1  # one infer request: one call at a time
 
     def __init__(self, path: Path, threads: int = 0, precision: str = "bf16") -> None:
         import openvino as ov
@@ -103,7 +117,7 @@ class OpenVinoRuntime:
     def output_shape(self) -> tuple:
         return _dims(self._output.get_partial_shape())
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def __call__(self, images: np.ndarray, alone: bool = True) -> np.ndarray:
         with self._lock:
             out = self._request.infer({0: images.astype(np.float32, copy=False)})[self._output]
         return model_output(out, len(images))

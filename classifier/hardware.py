@@ -39,6 +39,14 @@ def native_bf16(flags: frozenset[str] | set[str] | None = None) -> bool:
     return bool((cpu_flags() if flags is None else flags) & BF16_FLAGS)
 
 
+def cores() -> int:
+    """CPU cores this process may run on (its affinity, not the whole machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def gpu_count() -> int:
     """NVIDIA GPUs this process may use, counted from their device files (no CUDA init)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")

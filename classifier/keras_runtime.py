@@ -81,6 +81,7 @@ class KerasRuntime:
 
     name = "keras"
     any_batch_size = False  # each batch size is a new trace: powers of two only
+    lanes = 1  # one call at a time
 
     def __init__(
         self,
@@ -102,7 +103,7 @@ class KerasRuntime:
 
         self._infer = infer
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def __call__(self, images: np.ndarray, alone: bool = True) -> np.ndarray:
         with self._tf.device(self.device):
             out = self._infer(self._tf.convert_to_tensor(images.astype(np.float32, copy=False)))
         return model_output(out.numpy(), len(images))

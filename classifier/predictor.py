@@ -52,9 +52,10 @@ class Predictor:
     def class_names(self) -> tuple[str, ...]:
         return self.metadata.class_names
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: np.ndarray, alone: bool = True) -> np.ndarray:
         """Class probabilities (n, C) in class order for a batch (n, height, width, 3) of
-        uint8, or float32 pixels in the same 0-255 range (a client's own tensors)."""
+        uint8, or float32 pixels in the same 0-255 range (a client's own tensors); `alone`
+        False: the call overlaps others, on one of the runtime's lanes."""
         if (
             images.dtype not in PIXEL_DTYPES
             or images.ndim != 4
@@ -67,7 +68,8 @@ class Predictor:
         if len(images) == 0:
             return np.zeros((0, len(self.class_names)), dtype=np.float64)
         # float64, so that 1 - p of a sigmoid is exact, as it always was on the wire
-        out = np.asarray(self.runtime(images), dtype=np.float64).reshape(len(images), -1)
+        out = self.runtime(images, alone=alone)
+        out = np.asarray(out, dtype=np.float64).reshape(len(images), -1)
         if self.metadata.activation == "sigmoid":
             return np.concatenate([1.0 - out, out], axis=1)
         return out

@@ -50,19 +50,23 @@ class Runtime(Protocol):
     device: str
     precision: str
     any_batch_size: bool  # runs every batch size without padding to a power of two
+    lanes: int  # calls that may overlap, each on one thread (1: one call at a time)
 
-    def __call__(self, images: np.ndarray) -> np.ndarray: ...
+    def __call__(self, images: np.ndarray, alone: bool = True) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How to run a model: runtime, device, precision, Keras mixed precision, CPU threads."""
+    """How to run a model: runtime, device, precision, Keras mixed precision, CPU threads,
+    and lanes: how many calls may overlap on one thread each, where the runtime allows it
+    (ONNX Runtime; 0: one per thread)."""
 
     runtime: str = "auto"
     device: str = "auto"
     precision: str = "auto"
     mixed_precision: bool = False
     threads: int = 0
+    lanes: int = 1
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -73,6 +77,12 @@ class RuntimeOptions:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.threads < 0:
             raise ValueError("threads must be >= 0")
+        if self.lanes < 0:
+            raise ValueError("lanes must be >= 0")
+
+    def onnx_lanes(self) -> int:
+        """Lanes for ONNX Runtime: as asked, or one per inference thread."""
+        return self.lanes or self.threads or hardware.cores()
 
 
 def has_tensorflow() -> bool:
@@ -143,7 +153,7 @@ def _load(name: str, precision: str, folder: Path, metadata: ModelMetadata, opti
         )
     try:
         if name == "onnx":
-            return OnnxRuntime(folder / ONNX_FILE, options.threads)
+            return OnnxRuntime(folder / ONNX_FILE, options.threads, options.onnx_lanes())
         if name == "openvino":
             return OpenVinoRuntime(folder / ONNX_FILE, options.threads, precision)
         return _load_keras(folder, metadata, options)

@@ -58,6 +58,7 @@ class LocalClient(BaseClient):
             capacity=max(256, concurrency * batch_size),  # every thread's chunk fits at once
             name=name,
             every_size=self.predictor.runtime.any_batch_size,
+            lanes=self.predictor.runtime.lanes,
         ).start()
 
     def predict_chunk(self, items: Sequence[Item]) -> list[Result]:

@@ -223,6 +223,7 @@ class Loader:
                 predictor.name, predictor.version, n, wait, compute
             ),
             every_size=predictor.runtime.any_batch_size,
+            lanes=predictor.runtime.lanes,
         )
         batcher.warm_up(predictor.spec.shape)
         return ServedModel(predictor, batcher.start())

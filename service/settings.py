@@ -148,6 +148,14 @@ class Settings(BaseSettings):
     inference_threads: int = Field(
         0, ge=0, description="CPU threads for one model call (0: all cores)"
     )
+    inference_lanes: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime: batches that may run at once under load, one thread each, "
+        "while a batch alone runs on every inference thread (0: one per inference thread; "
+        "1: one batch at a time). Two lanes cost about 190 MB more per worker and loaded "
+        "version than one (batches up to 16; docs/benchmarks.md)",
+    )
     max_batch_size: int = Field(16, ge=1, description="most images in one model call")
     batch_timeout_ms: float = Field(
         0.0, ge=0, description="how long a batch waits for more images after its first"

@@ -60,6 +60,7 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
             precision=cfg.precision,
             mixed_precision=cfg.mixed_precision,
             threads=cfg.inference_threads,
+            lanes=cfg.inference_lanes,
         ),
         batching=BatchingOptions(
             max_batch_size=cfg.max_batch_size,

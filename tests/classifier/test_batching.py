@@ -199,3 +199,66 @@ def test_every_size_runs_a_batch_as_it_is():
     finally:
         batcher.stop()
     assert out.shape == (3, 1) and seen[-1] == 3  # three images, no padding to four
+
+
+class Lanes:
+    """A model whose calls overlap: records each call's `alone` and how many ran at once."""
+
+    def __init__(self, delay: float = 0.05) -> None:
+        self.delay = delay
+        self.calls: list[tuple[int, bool]] = []
+        self.running = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: np.ndarray, alone: bool = True) -> np.ndarray:
+        with self._lock:
+            self.calls.append((len(batch), alone))
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        time.sleep(self.delay)
+        with self._lock:
+            self.running -= 1
+        return batch.reshape(len(batch), -1).mean(axis=1, keepdims=True) / 255.0
+
+
+def test_a_lone_batch_runs_alone_and_batches_under_load_overlap(make_batcher):
+    run = Lanes()
+    batcher = make_batcher(run, max_batch_size=4, lanes=2, every_size=True)
+    assert batcher.predict(np.stack([image(9)]), timeout_s=5)[:, 0] == pytest.approx([9 / 255])
+    assert run.calls == [(1, True)]  # nothing else running, nothing waiting: every thread
+    run.calls.clear()
+    images = np.stack([image(v) for v in range(12)])
+    futures = batcher.submit(images, time.monotonic() + 10)
+    assert [f.result(5)[0] for f in futures] == pytest.approx([v / 255 for v in range(12)])
+    assert run.most_at_once == 2  # two lanes at once, never more
+    assert sum(n for n, _ in run.calls) == 12
+    assert all(not alone for _, alone in run.calls[:2])  # taken with more waiting: overlapped
+    assert batcher.stats.images == 13 and batcher.stats.batches == len(run.calls) + 1
+
+
+def test_one_lane_never_overlaps_and_calls_the_plain_signature(make_batcher):
+    run = Recorder(delay=0.01)  # takes no `alone`: one lane must not pass it
+    batcher = make_batcher(run, max_batch_size=2)
+    futures = batcher.submit(np.stack([image(v) for v in range(6)]), time.monotonic() + 10)
+    assert [f.result(5) for f in futures] == pytest.approx([v / 255 for v in range(6)])
+
+
+def test_warm_up_with_lanes_runs_each_size_alone_and_overlapped():
+    run = Lanes(delay=0.0)
+    Batcher(run, max_batch_size=3, lanes=2, every_size=True).warm_up(SHAPE)
+    assert run.calls == [(1, True), (1, False), (2, True), (2, False), (3, True), (3, False)]
+
+
+def test_stop_ends_every_lane():
+    batcher = Batcher(Lanes(delay=0.01), max_batch_size=2, lanes=3).start()
+    futures = batcher.submit(np.stack([image(v) for v in range(7)]), time.monotonic() + 10)
+    batcher.stop()
+    assert [f.result(5)[0] for f in futures] == pytest.approx([v / 255 for v in range(7)])
+    assert not any(
+        thread.is_alive()
+        for thread in threading.enumerate()
+        if thread.name.startswith("batcher-model-")
+    )
+    with pytest.raises(ValueError):
+        Batcher(Lanes(), lanes=0)

@@ -2,6 +2,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -208,3 +209,19 @@ def test_options_are_validated():
         RuntimeOptions(runtime="tensorrt")
     with pytest.raises(ValueError):
         RuntimeOptions(device="tpu")
+    with pytest.raises(ValueError):
+        RuntimeOptions(lanes=-1)
+
+
+def test_onnx_lanes_answer_as_a_lone_call_does(store, batch):
+    lanes = runtime(store, runtime="onnx", threads=2, lanes=0)  # 0: one per inference thread
+    assert lanes.lanes == 2
+    alone = lanes(batch)
+    with ThreadPoolExecutor(2) as pool:
+        overlapped = list(pool.map(lambda _: lanes(batch, alone=False), range(6)))
+    for out in overlapped:
+        assert np.abs(out - alone).max() <= 1e-5
+    assert runtime(store, runtime="onnx", threads=2, lanes=1).lanes == 1
+    assert runtime(store, runtime="openvino", precision="fp32", threads=2, lanes=0).lanes == 1
+    assert RuntimeOptions().onnx_lanes() == 1  # a library caller gets one unless it asks
+    assert RuntimeOptions(lanes=0).onnx_lanes() == hardware.cores()
