@@ -81,6 +81,7 @@ class BatchStats:
     rejected: int = 0
     expired: int = 0
     failed_batches: int = 0
+    overlapped: int = 0  # batches run beside another, on one thread each (lanes)
     sizes: collections.Counter = field(default_factory=collections.Counter)
 
     def to_dict(self) -> dict:
@@ -89,6 +90,7 @@ class BatchStats:
             "images": self.images,
             "mean_batch_size": round(self.images / self.batches, 3) if self.batches else None,
             "batch_sizes": {str(k): v for k, v in sorted(self.sizes.items())},
+            "overlapped_batches": self.overlapped,
             "rejected_queue_full": self.rejected,
             "expired_deadline": self.expired,
             "failed_batches": self.failed_batches,
@@ -272,6 +274,7 @@ class Batcher:
             self.stats.batches += 1
             self.stats.images += n
             self.stats.sizes[n] += 1
+            self.stats.overlapped += not alone
         if self._on_batch is not None:
             wait = started - min(item.enqueued for item in items)
             self._on_batch(n, size, wait, finished - started)

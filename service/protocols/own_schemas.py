@@ -100,12 +100,14 @@ class BatchingInfo(Payload):
     max_batch_size: int
     padded_sizes: list[int]
     timeout_ms: float
+    lanes: int
     queue_capacity: int
     queued: int
     batches: int
     images: int
     mean_batch_size: float | None
     batch_sizes: dict[str, int]
+    overlapped_batches: int
     rejected_queue_full: int
     expired_deadline: int
     failed_batches: int
@@ -137,12 +139,14 @@ class ModelStatus(Payload):
                 "max_batch_size": 16,
                 "padded_sizes": [1, 2, 4, 8, 16],
                 "timeout_ms": 0.0,
+                "lanes": 1,
                 "queue_capacity": 256,
                 "queued": 0,
                 "batches": 4,
                 "images": 7,
                 "mean_batch_size": 1.75,
                 "batch_sizes": {"1": 2, "2": 1, "3": 1},
+                "overlapped_batches": 0,
                 "rejected_queue_full": 0,
                 "expired_deadline": 0,
                 "failed_batches": 0,

@@ -83,6 +83,7 @@ def _batching(batcher: Batcher) -> own.BatchingInfo:
         max_batch_size=batcher.max_batch_size,
         padded_sizes=batcher.sizes,
         timeout_ms=batcher.timeout_s * 1000,
+        lanes=batcher.lanes,
         queue_capacity=batcher.capacity,
         queued=batcher.queued(),
         **batcher.stats.to_dict(),

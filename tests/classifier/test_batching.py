@@ -235,6 +235,7 @@ def test_a_lone_batch_runs_alone_and_batches_under_load_overlap(make_batcher):
     assert sum(n for n, _ in run.calls) == 12
     assert all(not alone for _, alone in run.calls[:2])  # taken with more waiting: overlapped
     assert batcher.stats.images == 13 and batcher.stats.batches == len(run.calls) + 1
+    assert batcher.stats.overlapped == sum(not alone for _, alone in run.calls) >= 2
 
 
 def test_one_lane_never_overlaps_and_calls_the_plain_signature(make_batcher):

@@ -282,12 +282,17 @@ def test_the_runtime_and_precision_are_reported_in_status_and_metrics(client):
 
 
 def test_batching_settings_are_reported(client, shared_app):
-    batching = client.get("/v1/models/pets").get_json()["batching"]
+    status = client.get("/v1/models/pets").get_json()
+    batching = status["batching"]
     assert batching["max_batch_size"] == shared_app.extensions["dataplane"].settings.max_batch_size
     assert batching["padded_sizes"][-1] == batching["max_batch_size"]
+    assert batching["lanes"] >= 1 and (
+        status["runtime"]["name"] == "onnx" or batching["lanes"] == 1
+    )
     client.post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
     after = client.get("/v1/models/pets").get_json()["batching"]
     assert after["images"] >= 1 and after["batches"] >= 1
+    assert after["overlapped_batches"] == batching["overlapped_batches"]  # alone: every thread
 
 
 def test_request_past_its_deadline_is_504(models_dir):
