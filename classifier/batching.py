@@ -4,11 +4,12 @@ Request threads `submit` images into a bounded queue; an inference thread of the
 up to `max_batch_size` of them, waiting at most `timeout_s` after the first, pads the batch to
 the next allowed size, runs it, and hands each caller its own results. A model has one such
 thread, or `lanes` of them where its runtime can overlap calls: a batch taken while no other
-runs and none waits runs `alone` (on every inference thread), the others overlap (one thread
-each), so a lone request is fast and a loaded model keeps every core on its own work. The allowed sizes are
-powers of two up to the maximum (so TensorFlow traces few shapes and its memory stays
-bounded), or every size for a runtime to which a new batch size costs nothing once it has run
-(ONNX Runtime, OpenVINO: padding 9 images to 16 would cost 7 images' compute).
+runs and none waits runs `alone` (on every inference thread), the others overlap (sharing
+the threads), so a lone request is fast and a loaded model keeps every core on its own work.
+The allowed sizes are powers of two up to the maximum (so TensorFlow traces few shapes and
+its memory stays bounded), or every size for a runtime to which a new batch size costs nothing
+once it has run (ONNX Runtime, OpenVINO: padding 9 images to 16 would cost 7 images'
+compute).
 
 No HTTP here: the service's data plane (service/dataplane.py) and the in-process client
 (client/local.py) both use it.
@@ -81,7 +82,7 @@ class BatchStats:
     rejected: int = 0
     expired: int = 0
     failed_batches: int = 0
-    overlapped: int = 0  # batches run beside another, on one thread each (lanes)
+    overlapped: int = 0  # batches run beside another, sharing the threads (lanes)
     sizes: collections.Counter = field(default_factory=collections.Counter)
 
     def to_dict(self) -> dict:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier import hardware
+
 # No telemetry from either runtime, in this process only (tests/classifier/test_runtimes.py
 # checks that loading and running both writes nothing under HOME):
 # - ONNX Runtime (1.2x and newer, on Linux too) keeps a device id and an event cache under
@@ -38,10 +40,11 @@ def model_output(out, n: int) -> np.ndarray:
 class OnnxRuntime:
     """ONNX Runtime on the CPU: no idle spinning (HTTP threads share the cores).
 
-    With `lanes` above 1 it keeps a second session of one thread, which up to `lanes` calls
-    share at once: a batch that runs alone takes every thread, batches that overlap take one
-    each. Threads of one call wait for each other at every layer, so when the cores are
-    shared, overlapping one-thread calls get more from them (docs/benchmarks.md).
+    With `lanes` above 1 it keeps a second session, which up to `lanes` calls share at once,
+    each on `threads // lanes` threads: a batch that runs alone takes every thread, batches
+    that overlap share them. Threads of one call wait for each other at every layer, so when
+    the cores are shared, overlapping calls on fewer threads get more from them
+    (docs/benchmarks.md).
     """
 
     name = "onnx"
@@ -55,7 +58,8 @@ class OnnxRuntime:
         ort.disable_telemetry_events()
         self.session = _onnx_session(ort, path, threads)
         self.lanes = max(1, lanes)
-        self._narrow = _onnx_session(ort, path, 1) if self.lanes > 1 else None
+        shared = max(1, (threads or hardware.cores()) // self.lanes)
+        self._narrow = _onnx_session(ort, path, shared) if self.lanes > 1 else None
         self._input = self.session.get_inputs()[0].name
 
     @property

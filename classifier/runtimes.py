@@ -58,8 +58,8 @@ class Runtime(Protocol):
 @dataclass(frozen=True)
 class RuntimeOptions:
     """How to run a model: runtime, device, precision, Keras mixed precision, CPU threads,
-    and lanes: how many calls may overlap on one thread each, where the runtime allows it
-    (ONNX Runtime; 0: one per thread)."""
+    and lanes: how many calls may overlap, sharing the threads, where the runtime allows it
+    (ONNX Runtime; 0: two where there are two threads or more)."""
 
     runtime: str = "auto"
     device: str = "auto"
@@ -81,8 +81,9 @@ class RuntimeOptions:
             raise ValueError("lanes must be >= 0")
 
     def onnx_lanes(self) -> int:
-        """Lanes for ONNX Runtime: as asked, or one per inference thread."""
-        return self.lanes or self.threads or hardware.cores()
+        """Lanes for ONNX Runtime: as asked, or two where there are two threads or more (two
+        calls at once is what was measured; each lane's working memory is about 100 MB)."""
+        return self.lanes or min(2, self.threads or hardware.cores())
 
 
 def has_tensorflow() -> bool:

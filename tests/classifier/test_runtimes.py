@@ -214,14 +214,19 @@ def test_options_are_validated():
 
 
 def test_onnx_lanes_answer_as_a_lone_call_does(store, batch):
-    lanes = runtime(store, runtime="onnx", threads=2, lanes=0)  # 0: one per inference thread
+    lanes = runtime(store, runtime="onnx", threads=2, lanes=0)  # 0: two where threads >= 2
     assert lanes.lanes == 2
     alone = lanes(batch)
     with ThreadPoolExecutor(2) as pool:
         overlapped = list(pool.map(lambda _: lanes(batch, alone=False), range(6)))
     for out in overlapped:
         assert np.abs(out - alone).max() <= 1e-5
+    assert lanes._narrow.get_session_options().intra_op_num_threads == 1  # 2 threads / 2 lanes
+    wider = runtime(store, runtime="onnx", threads=4, lanes=2)
+    assert wider._narrow.get_session_options().intra_op_num_threads == 2
     assert runtime(store, runtime="onnx", threads=2, lanes=1).lanes == 1
     assert runtime(store, runtime="openvino", precision="fp32", threads=2, lanes=0).lanes == 1
     assert RuntimeOptions().onnx_lanes() == 1  # a library caller gets one unless it asks
-    assert RuntimeOptions(lanes=0).onnx_lanes() == hardware.cores()
+    assert RuntimeOptions(lanes=0).onnx_lanes() == min(2, hardware.cores())
+    assert RuntimeOptions(lanes=0, threads=1).onnx_lanes() == 1
+    assert RuntimeOptions(lanes=0, threads=16).onnx_lanes() == 2  # two calls share 16 threads
