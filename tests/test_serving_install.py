@@ -18,7 +18,9 @@ from tests.helpers import REPO, SHIPPED_MODELS, jpeg_bytes
 
 pytestmark = pytest.mark.e2e
 
-RSS_LIMIT_MB = 350
+# No TensorFlow (it alone adds about 680 MB): ONNX Runtime's two sessions (lanes) after warm-up
+# and one request measured 355 MB, OpenVINO bf16 about 300-350.
+RSS_LIMIT_MB = 450
 
 
 @pytest.fixture(scope="module")
