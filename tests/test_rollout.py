@@ -170,6 +170,9 @@ def start_replica(models: Path, port: int | None = None) -> Server:
         "RUNTIME": "onnx",
         "MODEL_POLL_SECONDS": str(POLL_SECONDS),
         "INFERENCE_THREADS": "1",  # three replicas share two cores
+        # HTTP only: a gRPC port picked free before a replica starts can be taken meanwhile by
+        # one of the load's many connections through nginx (their local ports are ephemeral).
+        "GRPC_PORT": "0",
     }
     server = Server(models, **env, **({"PORT": str(port)} if port else {}))
     if port:  # Server picked a free port of its own; the environment above overrides it
