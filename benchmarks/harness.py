@@ -92,6 +92,18 @@ class Server:
         self.stop()
         raise TimeoutError(f"gunicorn not ready in {timeout}s:\n{self.output()}")
 
+    def wait_workers(self, count: int, marker: str = "warmed up", timeout: float = 120) -> None:
+        """Until `count` workers have logged a line with `marker` (their model loaded and warmed
+        up, by default): /readyz answers as soon as the first worker does."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = {json.loads(line)["pid"] for line in self.output().splitlines()
+                    if line.startswith("{") and marker in line}  # fmt: skip
+            if len(pids) >= count:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"fewer than {count} workers logged {marker!r}:\n{self.output()}")
+
     def stop(self, timeout: float = 40) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -50,7 +50,7 @@ class Runtime(Protocol):
     device: str
     precision: str
     any_batch_size: bool  # runs every batch size without padding to a power of two
-    lanes: int  # calls that may overlap, each on one thread (1: one call at a time)
+    lanes: int  # calls that may overlap, sharing the threads (1: one call at a time)
 
     def __call__(self, images: np.ndarray, alone: bool = True) -> np.ndarray: ...
 

@@ -362,18 +362,6 @@ def test_a_grpc_call_is_captured_under_its_request_id(served):
     assert sent.status_code == 201 and sent.json()["predicted"]["label"] == capture["label"]
 
 
-def wait_for_workers(server, count: int, timeout: float = 120) -> None:
-    """Until `count` workers say their model is warmed up: /readyz answers from the first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = {json.loads(line)["pid"] for line in server.output().splitlines()
-                if line.startswith("{") and "warmed up" in line}  # fmt: skip
-        if len(pids) >= count:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"fewer than {count} workers ready:\n{server.output()}")
-
-
 def test_two_workers_share_captures_and_feedback(trained, tmp_path):
     """A request captured by one worker is labelled through whichever worker takes the
     feedback; the journal gets every line once."""
@@ -382,7 +370,7 @@ def test_two_workers_share_captures_and_feedback(trained, tmp_path):
            "FEEDBACK_DIR": str(tmp_path), "CAPTURE_RATE": "1", "GRPC_PORT": "0"}  # fmt: skip
     with Server(models, **env) as server:
         server.wait_ready()
-        wait_for_workers(server, 2)
+        server.wait_workers(2)
         ids = [f"two-{i}" for i in range(12)]
         pids = set()
         for i, request_id in enumerate(ids):  # a new connection each: both workers answer

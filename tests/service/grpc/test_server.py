@@ -361,9 +361,7 @@ def test_every_worker_serves_the_port_and_finishes_its_calls_on_sigterm(models_t
     }
     with Server(models_template, **env) as server:
         server.wait_ready()
-        deadline = time.monotonic() + 60
-        while server.output().count("gRPC listening") < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)  # the second worker may still be loading its model
+        server.wait_workers(2, "gRPC listening")  # the second may still be loading its model
         for i in range(16):  # each on a connection of its own
             with grpc.insecure_channel(
                 server.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)]
