@@ -104,6 +104,19 @@ class Server:
             time.sleep(0.2)
         raise TimeoutError(f"fewer than {count} workers logged {marker!r}:\n{self.output()}")
 
+    def logged(self, wanted, at_least: int = 1, timeout: float = 10) -> list[dict]:
+        """The access log lines (`"event": "request"`) that `wanted` accepts, once there are
+        `at_least`: a worker's log lines are written by a thread of its own, a moment after
+        the answer went out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [json.loads(x) for x in self.output(tail=1 << 30).splitlines()
+                     if x.startswith("{")]  # fmt: skip
+            found = [x for x in lines if x.get("event") == "request" and wanted(x)]
+            if len(found) >= at_least or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
     def stop(self, timeout: float = 40) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

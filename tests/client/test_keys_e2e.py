@@ -4,10 +4,8 @@ with one line and its own exit status; extra headers reach the server."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -117,21 +115,10 @@ def test_extra_headers_reach_the_server(keyed, photos):
     headers = {"X-API-Key": key, "X-Request-ID": "client-header-test"}
     [result] = Client(server.url, headers=headers, api_key="").predict([photos / "00.jpg"])
     assert isinstance(result, Prediction)
-    assert logged_request(server, "client-header-test")["status"] == 200
+    [line] = server.logged(lambda x: x["request_id"] == "client-header-test")
+    assert line["status"] == 200
     with pytest.raises(ValueError, match="once"):
         Client(server.url, api_key=key, headers={"x-api-key": key})
-
-
-def logged_request(server, request_id: str, timeout: float = 10) -> dict:
-    """The access log line of a request (written by the worker's log thread soon after)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = [json.loads(x) for x in server.output().splitlines() if x.startswith("{")]
-        found = [x for x in lines if x.get("request_id") == request_id]
-        if found or time.monotonic() > deadline:
-            assert len(found) == 1, server.output()
-            return found[0]
-        time.sleep(0.1)
 
 
 def test_a_header_that_is_not_one_is_bad_usage(keyed, photos, capsys):

@@ -9,6 +9,7 @@ requests in flight and exit 0 well before Docker would kill it.
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -17,6 +18,7 @@ import uuid
 import numpy as np
 import pytest
 import requests
+from urllib3.filepost import encode_multipart_formdata
 
 from benchmarks.harness import free_port
 from classifier.predictor import load_predictor
@@ -156,36 +158,49 @@ def test_holds_no_tensorflow_and_a_serving_copy_both_runtimes_serve(engine, imag
     assert {line.split()[-1] for line in served if line} == {"onnx", "openvino"}
 
 
+class _Upload(io.BytesIO):
+    """A request body that tells when the client has sent all of it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.sent = threading.Event()
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        if not chunk:
+            self.sent.set()
+        return chunk
+
+
 def test_docker_stop_drains_the_requests_in_flight_and_exits_0(serving, figures):
     """Requests of many images each are in flight when `docker stop` is sent: every one is
     answered 200, and gunicorn exits 0 (a drain, not Docker's kill after its timeout)."""
-    body = [("image", (f"{i}.jpg", jpeg_bytes((640, 480), seed=i))) for i in range(DRAIN_IMAGES)]
+    fields = [("image", (f"{i}.jpg", jpeg_bytes((640, 480), seed=i))) for i in range(DRAIN_IMAGES)]
+    data, content_type = encode_multipart_formdata(fields)
+    uploads = [_Upload(data) for _ in range(DRAIN_CLIENTS)]
     results: list[tuple[float, int | str]] = []
     lock = threading.Lock()
 
-    def client() -> None:
+    def client(upload: _Upload) -> None:
         try:
-            status = requests.post(serving.url + "/predict", files=body, timeout=120).status_code
+            status = requests.post(
+                serving.url + "/predict", data=upload, timeout=120,
+                headers={"Content-Type": content_type},
+            ).status_code  # fmt: skip
         except requests.RequestException as exc:
             status = type(exc).__name__
+        upload.sent.set()
         with lock:
             results.append((time.monotonic(), status))
 
-    def inferred() -> float:
-        text = requests.get(serving.url + "/metrics", timeout=5).text
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("inference_count_total{")
-        )
-
-    before = inferred()
-    threads = [threading.Thread(target=client) for _ in range(DRAIN_CLIENTS)]
+    threads = [threading.Thread(target=client, args=(upload,)) for upload in uploads]
     for thread in threads:
         thread.start()
+    # A body of this size is sent whole only once a worker's thread reads it: every request
+    # is then in flight, not waiting in the listen queue, which a stop would drop.
     deadline = time.monotonic() + 60
-    while inferred() == before and time.monotonic() < deadline:  # the first batch is done
-        time.sleep(0.02)
+    for upload in uploads:
+        upload.sent.wait(max(0.0, deadline - time.monotonic()))
     stopped = time.monotonic()
     stop = serving.engine.docker("stop", "--time", "60", serving.name, check=False)
     stop_seconds = time.monotonic() - stopped

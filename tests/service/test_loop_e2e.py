@@ -372,7 +372,6 @@ def test_two_workers_share_captures_and_feedback(trained, tmp_path):
         server.wait_ready()
         server.wait_workers(2)
         ids = [f"two-{i}" for i in range(12)]
-        pids = set()
         for i, request_id in enumerate(ids):  # a new connection each: both workers answer
             predict(server, [jpeg_bytes(seed=100 + i)], request_id)
         for request_id in ids:
@@ -383,9 +382,8 @@ def test_two_workers_share_captures_and_feedback(trained, tmp_path):
                 headers={"Connection": "close"}, timeout=10,
             )  # fmt: skip
             assert response.status_code == 201, response.text
-        log = server.output()
-        pids = {json.loads(line)["pid"] for line in log.splitlines()
-                if line.startswith("{") and '"event": "request"' in line}  # fmt: skip
+        served = server.logged(lambda line: True, at_least=2 * len(ids))  # predicts, feedback
+        pids = {line["pid"] for line in served}
     assert len(pids) == 2, "both workers served"
     assert sorted(e["request_id"] for e in journal(tmp_path)) == sorted(ids)
 

@@ -4,7 +4,6 @@ off, and the same answers as REST."""
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import time
@@ -58,18 +57,6 @@ def refusal(call) -> InferenceServerException:
     with pytest.raises(InferenceServerException) as caught:
         call()
     return caught.value
-
-
-def logged(server: Server, wanted, at_least: int = 1, wait_s: float = 10) -> list[dict]:
-    """The server's access log lines that `wanted` accepts, once there are `at_least` (a
-    worker's log lines are written by a thread of its own, a moment after the answer)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
-        found = [line for line in lines if line.get("event") == "request" and wanted(line)]
-        if len(found) >= at_least or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
 
 
 def test_health_and_metadata_calls(client, server):
@@ -245,7 +232,7 @@ def test_grpc_calls_are_logged_and_counted_like_rest(client, server):
     metrics = requests.get(f"{server.url}/metrics", timeout=10).text
     assert f'grpc_server_handled_total{{grpc_code="OK",grpc_method="{INFER}"}}' in metrics
     assert 'inference_request_success_total{model="pets",version="1"}' in metrics
-    [line] = logged(server, lambda line: line["request_id"] == "grpc-logged-1")
+    [line] = server.logged(lambda line: line["request_id"] == "grpc-logged-1")
     assert line["endpoint"] == INFER and line["status"] == "OK" and line["method"] == "GRPC"
     assert line["model"] == "pets" and line["version"] == 1 and line["images"] == 1
 
@@ -281,7 +268,7 @@ def test_with_keys_on_calls_need_a_bearer_key_but_health_does_not(keyed):
     with grpc.insecure_channel(server.grpc_target) as channel:
         answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert answer.status == health_pb2.HealthCheckResponse.SERVING
-    assert logged(server, lambda line: line.get("api_key") == "grpc-test")
+    assert server.logged(lambda line: line.get("api_key") == "grpc-test")
 
 
 def test_the_call_deadline_bounds_the_wait(keyed):
@@ -299,7 +286,7 @@ def test_the_call_deadline_bounds_the_wait(keyed):
             )
         )
     assert late.status() == "StatusCode.DEADLINE_EXCEEDED"
-    expired = logged(server, lambda line: line.get("error") == "deadline_exceeded")
+    expired = server.logged(lambda line: line.get("error") == "deadline_exceeded")
     assert expired and expired[-1]["latency_ms"] < 1400
 
 
@@ -368,7 +355,7 @@ def test_every_worker_serves_the_port_and_finishes_its_calls_on_sigterm(models_t
             ) as channel:
                 health = health_pb2_grpc.HealthStub(channel)
                 health.Check(health_pb2.HealthCheckRequest(), metadata=(("x-request-id", f"w{i}"),))
-        lines = logged(server, lambda line: line["request_id"][:1] == "w", at_least=16)
+        lines = server.logged(lambda line: line["request_id"][:1] == "w", at_least=16)
         pids = {line["pid"] for line in lines}
         assert len(pids) == 2, pids
         with (
