@@ -56,7 +56,7 @@ browser:
 	fi
 
 # What the tests need is set up side by side (the test venv then lint, Debian's packages, and
-# checkov's venv: a minute or four of pip resolving on its own), then the tests run.
+# checkov's venv: one to four minutes of pip fetching on its own), then the tests run.
 test:
 	$(MAKE) --jobs=3 --output-sync=target lint browser $(CHECKOV_VENV)/.done
 	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest --durations=15
