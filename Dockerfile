@@ -5,29 +5,46 @@
 #          (CPU TensorFlow by default; CUDA: --build-arg TF_VARIANT=gpu), all shipped files
 ARG PYTHON_VERSION=3.11
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS source
+FROM python:${PYTHON_VERSION}-slim-bookworm AS venv
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
-WORKDIR /src
 # Dependencies come from the project's own pyproject.toml, where every one is pinned with
-# bounds: there is no second list to drift (hence DL3013 does not apply).
-COPY pyproject.toml README.md ./
-COPY classifier ./classifier
-COPY service ./service
-COPY training ./training
-COPY client ./client
+# bounds: there is no second list to drift (hence DL3013 does not apply). They are installed
+# first, through the project without its code (and an empty README, which its metadata
+# names), then the project alone: a change to the code or the README rebuilds only that
+# last, small layer, not the wheels under it.
+WORKDIR /deps
+COPY pyproject.toml ./
 
-FROM source AS build-serve
+FROM venv AS deps-serve
 # hadolint ignore=DL3013
-RUN pip install .
+RUN touch README.md && pip install . && pip uninstall --yes image-classifier-service
 
-# The trainer's environment adds TensorFlow and the training libraries to the serving one.
-FROM build-serve AS build-train
+# The trainer's dependencies add TensorFlow and the training libraries to the serving ones.
+FROM deps-serve AS deps-train
 ARG TF_VARIANT=cpu
 # hadolint ignore=DL3013
-RUN pip install ".[${TF_VARIANT}]"
+RUN pip install ".[${TF_VARIANT}]" && pip uninstall --yes image-classifier-service
+
+# The project itself, as both environments install it.
+FROM scratch AS code
+COPY pyproject.toml README.md /src/
+COPY classifier /src/classifier
+COPY service /src/service
+COPY training /src/training
+COPY client /src/client
+
+FROM deps-serve AS build-serve
+COPY --from=code /src /src
+WORKDIR /src
+RUN pip install --no-deps .
+
+FROM deps-train AS build-train
+COPY --from=code /src /src
+WORKDIR /src
+RUN pip install --no-deps .
 
 # The serving environment without what serving never loads (docs/benchmarks.md, "The images"):
 # pip and setuptools (the installs are done), the wheels' test suites, OpenVINO's GPU and NPU

@@ -72,8 +72,15 @@ def test_runs_as_a_numeric_non_root_user():
 
 
 def test_image_dependencies_are_the_projects_own():
-    installs = [run for run in instruction("RUN") if "pip install" in run]
-    assert installs == ["pip install .", 'pip install ".[${TF_VARIANT}]"']
+    """Every install is of the project's own pyproject.toml: its dependencies (through the
+    project without its code), then the project alone."""
+    commands = [command.strip() for run in instruction("RUN") for command in run.split("&&")]
+    installs = [command for command in commands if "pip install" in command]
+    assert installs == [
+        "pip install .",
+        'pip install ".[${TF_VARIANT}]"',
+        *["pip install --no-deps ."] * 2,
+    ]
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert {"cpu", "gpu", "train"} <= set(project["optional-dependencies"])
     serving = " ".join(project["dependencies"])
