@@ -97,8 +97,7 @@ class Server:
         up, by default): /readyz answers as soon as the first worker does."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            pids = {json.loads(line)["pid"] for line in self.output().splitlines()
-                    if line.startswith("{") and marker in line}  # fmt: skip
+            pids = {line["pid"] for line in self.log_lines() if marker in line.get("message", "")}
             if len(pids) >= count:
                 return
             time.sleep(0.2)
@@ -110,9 +109,7 @@ class Server:
         the answer went out."""
         deadline = time.monotonic() + timeout
         while True:
-            lines = [json.loads(x) for x in self.output(tail=1 << 30).splitlines()
-                     if x.startswith("{")]  # fmt: skip
-            found = [x for x in lines if x.get("event") == "request" and wanted(x)]
+            found = [x for x in self.log_lines() if x.get("event") == "request" and wanted(x)]
             if len(found) >= at_least or time.monotonic() > deadline:
                 return found
             time.sleep(0.1)
@@ -131,6 +128,11 @@ class Server:
         """The last `tail` characters the server printed."""
         self._log.seek(0)
         return self._log.read().decode(errors="replace")[-tail:]
+
+    def log_lines(self) -> list[dict]:
+        """Every JSON line the server printed, from its start (`output` keeps only a tail)."""
+        lines = self.output(tail=1 << 30).splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
 
     def __enter__(self) -> Server:
         return self

@@ -102,7 +102,7 @@ def test_metrics_add_up_across_workers(models_dir):
         assert value(found, "inference_count_total", model="pets", version="1") == 12
         assert value(found, "model_load_total", model="pets", result="success") == 2  # 2 workers
         server.stop()
-        lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+        lines = server.log_lines()
         requests_logged = [line for line in lines if line.get("event") == "request"]
         assert sum(1 for line in requests_logged if line["endpoint"] == "/predict") == 12
         starts = [line for line in lines if line.get("event") == "start"]

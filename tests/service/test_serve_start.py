@@ -4,7 +4,6 @@ serves on (503 until a version is published)."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -75,8 +74,7 @@ def test_no_loadable_model_is_said_in_one_line_naming_the_folder(tmp_path):
         while "no loadable model" not in server.output() and time.monotonic() < deadline:
             assert server.process.poll() is None, server.output()
             time.sleep(0.2)
-        lines = [json.loads(x) for x in server.output().splitlines() if x.startswith("{")]
-        [said] = [x for x in lines if "no loadable model" in x["message"]]
+        [said] = [x for x in server.log_lines() if "no loadable model" in x["message"]]
         assert said["level"] == "error"
         assert f"'cats_vs_dogs' in {empty / 'cats_vs_dogs'};" in said["message"]
         assert "MODELS_DIR" in said["message"]
