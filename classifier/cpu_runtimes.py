@@ -8,6 +8,7 @@ as the HTTP threads share the cores.
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
 from pathlib import Path
@@ -88,30 +89,40 @@ def _onnx_session(ort, path: Path, threads: int):
 
 
 class OpenVinoRuntime:
-    """OpenVINO on the CPU, reading model.onnx directly; `precision` "bf16" or "fp32"."""
+    """OpenVINO on the CPU, reading model.onnx directly; `precision` "bf16" or "fp32".
+
+    With `lanes` above 1, as OnnxRuntime: a second compiled model with one stream per lane
+    (the threads divided among them) and an infer request each, for batches that overlap;
+    a batch alone runs on the one-stream model and every thread.
+    """
 
     name = "openvino"
     device = "cpu"
     any_batch_size = True  # dynamic batch: each size once at warm-up, none padded
-    lanes = 1  # one infer request: one call at a time
 
-    def __init__(self, path: Path, threads: int = 0, precision: str = "bf16") -> None:
+    def __init__(self, path: Path, threads: int = 0, precision: str = "bf16", lanes: int = 1):
         import openvino as ov
 
         self.precision = precision
+        self.lanes = max(1, lanes)
         core = ov.Core()
         model = core.read_model(str(path))
         config = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-            "PERFORMANCE_HINT": "LATENCY",  # one stream: the batcher calls from one thread
-            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",  # streams as set below, not as the hint would
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(model, "CPU", config)
+        self.compiled = core.compile_model(model, "CPU", {**config, "NUM_STREAMS": 1})
         self._request = self.compiled.create_infer_request()
         self._output = self.compiled.output(0)
         self._lock = threading.Lock()  # one infer request; warm-up and probes share it
+        self._narrow: queue.SimpleQueue | None = None
+        if self.lanes > 1:
+            narrow = core.compile_model(model, "CPU", {**config, "NUM_STREAMS": self.lanes})
+            self._narrow = queue.SimpleQueue()
+            for _ in range(self.lanes):  # the batcher overlaps at most `lanes` calls
+                self._narrow.put(narrow.create_infer_request())
 
     @property
     def input_shape(self) -> tuple:
@@ -122,8 +133,16 @@ class OpenVinoRuntime:
         return _dims(self._output.get_partial_shape())
 
     def __call__(self, images: np.ndarray, alone: bool = True) -> np.ndarray:
-        with self._lock:
-            out = self._request.infer({0: images.astype(np.float32, copy=False)})[self._output]
+        inputs = {0: images.astype(np.float32, copy=False)}
+        if alone or self._narrow is None:
+            with self._lock:
+                out = self._request.infer(inputs)[0]
+        else:
+            request = self._narrow.get()
+            try:
+                out = request.infer(inputs)[0]  # a copy (share_outputs is off)
+            finally:
+                self._narrow.put(request)
         return model_output(out, len(images))
 
 

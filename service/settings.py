@@ -151,10 +151,11 @@ class Settings(BaseSettings):
     inference_lanes: int = Field(
         0,
         ge=0,
-        description="ONNX Runtime: batches that may run at once under load, sharing the "
-        "inference threads, while a batch alone runs on all of them (0: two where there are "
-        "two threads or more; 1: one batch at a time). Two lanes cost about 190 MB more per "
-        "worker and loaded version than one (batches up to 16; docs/benchmarks.md)",
+        description="ONNX Runtime and OpenVINO: batches that may run at once under load, "
+        "sharing the inference threads, while a batch alone runs on all of them (0: two on "
+        "ONNX Runtime where there are two threads or more, one on OpenVINO; 1: one batch at a "
+        "time). Two lanes cost about 190 MB more per worker and loaded version than one "
+        "(batches up to 16; docs/benchmarks.md)",
     )
     max_batch_size: int = Field(16, ge=1, description="most images in one model call")
     batch_timeout_ms: float = Field(

@@ -216,17 +216,37 @@ def test_options_are_validated():
 def test_onnx_lanes_answer_as_a_lone_call_does(store, batch):
     lanes = runtime(store, runtime="onnx", threads=2, lanes=0)  # 0: two where threads >= 2
     assert lanes.lanes == 2
-    alone = lanes(batch)
-    with ThreadPoolExecutor(2) as pool:
-        overlapped = list(pool.map(lambda _: lanes(batch, alone=False), range(6)))
-    for out in overlapped:
-        assert np.abs(out - alone).max() <= 1e-5
+    assert_overlapped_calls_answer_as_alone(lanes, batch)
     assert lanes._narrow.get_session_options().intra_op_num_threads == 1  # 2 threads / 2 lanes
     wider = runtime(store, runtime="onnx", threads=4, lanes=2)
     assert wider._narrow.get_session_options().intra_op_num_threads == 2
     assert runtime(store, runtime="onnx", threads=2, lanes=1).lanes == 1
+    assert RuntimeOptions().cpu_lanes("onnx") == 1  # a library caller gets one unless it asks
+    assert RuntimeOptions(lanes=0).cpu_lanes("onnx") == min(2, hardware.cores())
+    assert RuntimeOptions(lanes=0, threads=1).cpu_lanes("onnx") == 1
+    assert RuntimeOptions(lanes=0, threads=16).cpu_lanes("onnx") == 2  # two calls, 16 threads
+    assert RuntimeOptions(lanes=0, threads=16).cpu_lanes("openvino") == 1  # asked for only
+    assert RuntimeOptions(lanes=3).cpu_lanes("openvino") == 3
+
+
+def test_openvino_lanes_answer_as_a_lone_call_does(store, batch):
     assert runtime(store, runtime="openvino", precision="fp32", threads=2, lanes=0).lanes == 1
-    assert RuntimeOptions().onnx_lanes() == 1  # a library caller gets one unless it asks
-    assert RuntimeOptions(lanes=0).onnx_lanes() == min(2, hardware.cores())
-    assert RuntimeOptions(lanes=0, threads=1).onnx_lanes() == 1
-    assert RuntimeOptions(lanes=0, threads=16).onnx_lanes() == 2  # two calls share 16 threads
+    lanes = runtime(store, runtime="openvino", precision="fp32", threads=2, lanes=2)
+    assert_overlapped_calls_answer_as_alone(lanes, batch)
+    requests = [lanes._narrow.get() for _ in range(2)]  # one infer request per lane
+    assert lanes._narrow.empty()
+    narrow = requests[0].get_compiled_model()
+    assert narrow.get_property("NUM_STREAMS") == 2
+    assert narrow.get_property("INFERENCE_NUM_THREADS") == 2  # one each
+    assert lanes.compiled.get_property("NUM_STREAMS") == 1  # alone: one stream, both threads
+    one = runtime(store, runtime="openvino", precision="fp32", threads=2, lanes=1)
+    assert one.lanes == 1 and one._narrow is None
+    assert np.array_equal(one(batch, alone=False), one(batch))  # one lane: always the wide path
+
+
+def assert_overlapped_calls_answer_as_alone(rt, batch) -> None:
+    alone = rt(batch)
+    with ThreadPoolExecutor(4) as pool:  # more callers than lanes
+        overlapped = list(pool.map(lambda _: rt(batch, alone=False), range(8)))
+    for out in overlapped:
+        assert np.abs(out - alone).max() <= 1e-5
