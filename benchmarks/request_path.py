@@ -6,7 +6,8 @@ peers, in one run on one machine:
 2. the service as `compare.sh` starts it (1 worker, 64 threads, batches up to 16, the model on
    INFERENCE_THREADS=2), multipart uploads of those photos from keep-alive connections, at
    each concurrency: images/s, latency, server CPU per image (its process tree, from /proc),
-   client CPU, cores in use; the request path = server CPU per image - decode - model;
+   client CPU, cores in use; the request path = server CPU per image - decode - model, the
+   latter two measured again just before and after each step (the host's speed moves);
 3. py-spy on the worker at the highest concurrency (the figures of 2 come from an unprofiled
    pass): where its busy threads spend their samples, by stage (accept and parse, body read,
    multipart, decode, queueing, model, encode, log, metrics, ...), as ms of CPU per image;
@@ -81,32 +82,44 @@ def multipart_bodies(files: list[Path]) -> tuple[list[bytes], list[dict[str, str
     return bodies, headers
 
 
-def in_process(store: ModelStore, name: str, photos: list[bytes], threads: int) -> dict:
-    """Decode CPU per image (one thread) and the served model's process CPU per image at 16."""
-    from classifier.runtimes import RuntimeOptions
+class InProcess:
+    """Decode CPU per image (one thread) and the served model's process CPU per image at 16,
+    on the same photos, measurable again at any time: this host's speed moves by up to 2x
+    within minutes, so each load step is bracketed by a measurement just before and after."""
 
-    predictor = load_predictor(store, name, options=RuntimeOptions(threads=threads))
-    spec = predictor.spec
-    for data in photos[:20]:
-        decode_image(data, spec)
-    started = time.thread_time()
-    images = np.stack([decode_image(data, spec) for data in photos])
-    decode_ms = (time.thread_time() - started) * 1000 / len(photos)
-    pool = np.resize(images, (max(64, len(images) // 16 * 16), *images.shape[1:]))  # repeats
-    batches = [pool[i : i + 16] for i in range(0, len(pool), 16)]
-    predictor.predict_proba(batches[0])
-    cpu, wall = time.process_time(), time.perf_counter()
-    for batch in batches:
-        predictor.predict_proba(batch)
-    model_ms = (time.process_time() - cpu) * 1000 / (16 * len(batches))
-    rate = 16 * len(batches) / (time.perf_counter() - wall)
-    runtime = predictor.runtime
-    return {
-        "runtime": f"{runtime.name}/{runtime.precision}",
-        "decode_ms_per_image": round(decode_ms, 3),
-        "model_ms_per_image": round(model_ms, 3),
-        "model_images_per_s_batch16": round(rate, 1),
-    }
+    def __init__(self, store: ModelStore, name: str, photos: list[bytes], threads: int) -> None:
+        from classifier.runtimes import RuntimeOptions
+
+        self.predictor = load_predictor(store, name, options=RuntimeOptions(threads=threads))
+        self.photos = photos
+        for data in photos[:20]:
+            decode_image(data, self.predictor.spec)
+
+    def measure(self) -> dict:
+        spec = self.predictor.spec
+        started = time.thread_time()
+        images = np.stack([decode_image(data, spec) for data in self.photos])
+        decode_ms = (time.thread_time() - started) * 1000 / len(self.photos)
+        pool = np.resize(images, (max(64, len(images) // 16 * 16), *images.shape[1:]))  # repeats
+        batches = [pool[i : i + 16] for i in range(0, len(pool), 16)]
+        self.predictor.predict_proba(batches[0])
+        cpu, wall = time.process_time(), time.perf_counter()
+        for batch in batches:
+            self.predictor.predict_proba(batch)
+        model_ms = (time.process_time() - cpu) * 1000 / (16 * len(batches))
+        rate = 16 * len(batches) / (time.perf_counter() - wall)
+        runtime = self.predictor.runtime
+        return {
+            "runtime": f"{runtime.name}/{runtime.precision}",
+            "decode_ms_per_image": round(decode_ms, 3),
+            "model_ms_per_image": round(model_ms, 3),
+            "model_images_per_s_batch16": round(rate, 1),
+        }
+
+    def floor(self) -> float:
+        """Decode + model, ms of CPU per image, now."""
+        now = self.measure()
+        return now["decode_ms_per_image"] + now["model_ms_per_image"]
 
 
 def tree(pid: int) -> list[int]:
@@ -458,14 +471,15 @@ def stage_of(stack: str) -> str:
     return OTHER
 
 
-def run_service(label, env, models_dir, bodies, headers, levels, seconds, spy) -> dict:
+def run_service(label, env, models_dir, bodies, headers, levels, seconds, spy, local) -> dict:
     rows, profiles = [], {}
     with Server(models_dir, **env) as server:
         server.wait_ready()
         drive(server.port, "/predict", bodies, 32, 10**7, 5, headers)  # warm up
         for concurrency in levels:
+            before = local.floor()
             step = measure(server, bodies, headers, concurrency, seconds, env["MODEL_NAME"])
-            row = {"setup": label, **step}
+            row = {"setup": label, **step, **bracketed(step, before, local.floor())}
             rows.append(row)
             print(f"  {label} c={concurrency}: {row}", flush=True)
         rss = {str(pid): memory_mb(pid) for pid in workers(server)}
@@ -477,7 +491,17 @@ def run_service(label, env, models_dir, bodies, headers, levels, seconds, spy) -
     return {"rows": rows, "worker_memory_mb": rss, "profiles": profiles}
 
 
-def deployed(replicas: int, env, models_dir, bodies, headers, levels, seconds) -> dict:
+def bracketed(step: dict, before: float, after: float) -> dict:
+    """The request path against decode + model measured in process just before and after
+    the step (their mean), with both figures: how much the host's speed moved meanwhile."""
+    floor = (before + after) / 2
+    return {
+        "in_process_ms_per_image": [round(before, 3), round(after, 3)],
+        "request_path_ms_per_image": round(step["server_cpu_ms_per_image"] - floor, 3),
+    }
+
+
+def deployed(replicas: int, env, models_dir, bodies, headers, levels, seconds, local) -> dict:
     """The deployed path without Docker: deploy/nginx.conf (compose's defaults: per-client
     limits off) in a real nginx in front of `replicas` services on 127.0.0.2, .3, ... sharing
     one port, found as "api" by a DNS server on loopback standing in for Docker's (the tests'
@@ -498,12 +522,14 @@ def deployed(replicas: int, env, models_dir, bodies, headers, levels, seconds) -
         pids = [p for s in servers for p in tree(s.process.pid)] + tree(proxy.process.pid)
         drive(proxy.port, "/predict", bodies, 32, 10**7, 5, headers)  # warm up
         for concurrency in levels:
+            before = local.floor()
             cpu = cpu_seconds(pids)
             result = drive(proxy.port, "/predict", bodies, concurrency, 10**7, seconds, headers)
             cpu = cpu_seconds(pids) - cpu
             ok = result.requests - result.errors
             row = {"setup": label, **result.summary(), "statuses": result.statuses}
             row["server_cpu_ms_per_image"] = round(cpu * 1000 / max(ok, 1), 3)
+            row.update(bracketed(row, before, local.floor()))
             rows.append(row)
             print(f"  {label} c={concurrency}: {row}", flush=True)
         return {"rows": rows}
@@ -613,7 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"host: {host}", flush=True)
     photos = [f.read_bytes() for f in files]
     store = ModelStore(args.models_dir)
-    local = in_process(store, args.model_name, photos, int(COMPARE_ENV["INFERENCE_THREADS"]))
+    measurer = InProcess(store, args.model_name, photos, int(COMPARE_ENV["INFERENCE_THREADS"]))
+    local = measurer.measure()
     floor = local["decode_ms_per_image"] + local["model_ms_per_image"]
     print(f"in process: {local}; decode + model {floor:.3f} ms/image", flush=True)
 
@@ -633,16 +660,20 @@ def main(argv: list[str] | None = None) -> int:
             levels,
             args.seconds,
             not args.no_profile,
+            measurer,
         )
     }
     for variant in args.variant:
         name, _, settings = variant.partition(":")
         extra = dict(item.split("=", 1) for item in settings.split(",") if item)
+        settings = {**env, **extra}
         services[name] = run_service(
-            name, {**env, **extra}, args.models_dir, bodies, headers, levels, args.seconds, False
+            name, settings, args.models_dir, bodies, headers, levels, args.seconds, False, measurer
         )
     for count in [int(n) for n in args.deployed.split(",") if n]:
-        deploy = deployed(count, env, args.models_dir, bodies, headers, levels, args.seconds)
+        deploy = deployed(
+            count, env, args.models_dir, bodies, headers, levels, args.seconds, measurer
+        )
         services[deploy["rows"][0]["setup"]] = deploy
     compared = peers(args.peers.split(","), args.peer_seconds) if args.peers else None
 
@@ -650,14 +681,14 @@ def main(argv: list[str] | None = None) -> int:
         f"\nhost: {host.get('cpu')}; {local['runtime']}; decode {local['decode_ms_per_image']} + model {local['model_ms_per_image']} = {floor:.3f} ms CPU per image in process"
     )
     print(
-        "\n| setup | c | images/s | p50 ms | p99 ms | errors | mean batch | server CPU ms/image | request path ms/image | cores busy (server + client; whole machine) |"
+        "\n| setup | c | images/s | p50 ms | p99 ms | errors | mean batch | server CPU ms/image | decode + model in process, before / after | request path ms/image | cores busy (server + client; whole machine) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, service in services.items():
         for row in service["rows"]:
-            row["request_path_ms_per_image"] = round(row["server_cpu_ms_per_image"] - floor, 3)
+            around = " / ".join(f"{ms:.2f}" for ms in row["in_process_ms_per_image"])
             print(
-                f"| {name} | {row['concurrency']} | {row['images_per_s']} | {row['p50_ms']} | {row['p99_ms']} | {row['errors']} | {row.get('mean_batch', '-')} | {row['server_cpu_ms_per_image']} | **{row['request_path_ms_per_image']}** | {_cores(row)} |"
+                f"| {name} | {row['concurrency']} | {row['images_per_s']} | {row['p50_ms']} | {row['p99_ms']} | {row['errors']} | {row.get('mean_batch', '-')} | {row['server_cpu_ms_per_image']} | {around} | **{row['request_path_ms_per_image']}** | {_cores(row)} |"
             )
         if "worker_memory_mb" in service:
             print(f"worker memory after load ({name}), MB: {service['worker_memory_mb']}")

@@ -77,6 +77,7 @@ def test_request_path_benchmark_prints_the_cost_per_stage(tmp_path, capsys):
     rows = run["services"]["service"]["rows"]
     assert [r["concurrency"] for r in rows] == [1, 2] and all(r["errors"] == 0 for r in rows)
     assert all("request_path_ms_per_image" in r for r in rows)
+    assert all(len(r["in_process_ms_per_image"]) == 2 for r in rows)  # before and after
     out = capsys.readouterr().out
     assert "| request threads |" in out and "| worker, all threads |" in out
     assert "where the request threads' time goes" in out
