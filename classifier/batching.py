@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
@@ -135,12 +135,15 @@ class Batcher:
         self._threads: list[threading.Thread] = []
 
     def warm_up(self, shape: tuple[int, ...]) -> None:
-        """Run every padded size once (alone and overlapped), so no request pays for a first
-        call."""
+        """Run every padded size once alone and, with lanes, once on every lane at the same
+        time (a runtime may keep state per lane: OpenVINO per stream), so no request pays
+        for a first call."""
         for size in self.sizes:
             batch = np.zeros((size, *shape), dtype=np.uint8)
-            for alone in (True, False) if self.lanes > 1 else (True,):
-                self._call(batch, alone)
+            self._call(batch, True)
+            if self.lanes > 1:
+                with ThreadPoolExecutor(self.lanes) as pool:
+                    list(pool.map(self._call, [batch] * self.lanes, [False] * self.lanes))
 
     def start(self) -> Batcher:
         for lane in range(self.lanes):

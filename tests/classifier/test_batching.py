@@ -245,10 +245,11 @@ def test_one_lane_never_overlaps_and_calls_the_plain_signature(make_batcher):
     assert [f.result(5) for f in futures] == pytest.approx([v / 255 for v in range(6)])
 
 
-def test_warm_up_with_lanes_runs_each_size_alone_and_overlapped():
-    run = Lanes(delay=0.0)
+def test_warm_up_with_lanes_runs_each_size_alone_and_on_every_lane_at_once():
+    run = Lanes(delay=0.05)
     Batcher(run, max_batch_size=3, lanes=2, every_size=True).warm_up(SHAPE)
-    assert run.calls == [(1, True), (1, False), (2, True), (2, False), (3, True), (3, False)]
+    assert run.calls == [(n, alone) for n in (1, 2, 3) for alone in (True, False, False)]
+    assert run.most_at_once == 2  # both lanes held at once: each of them runs every size
 
 
 def test_stop_ends_every_lane():
