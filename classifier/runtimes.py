@@ -84,7 +84,7 @@ class RuntimeOptions:
         """Lanes for ONNX Runtime or OpenVINO: as asked; by default (0) two on ONNX Runtime
         where there are two threads or more (two calls at once is what was measured; each
         lane's working memory is about 100 MB), one on OpenVINO (its second compiled model
-        holds about 190 MB more after warm-up, and what it gains in bf16 is not measured)."""
+        holds about 250-300 MB more, and what it gains in bf16 is not measured)."""
         if self.lanes:
             return self.lanes
         return min(2, self.threads or hardware.cores()) if runtime == "onnx" else 1
