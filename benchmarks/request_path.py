@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -83,17 +84,27 @@ def multipart_bodies(files: list[Path]) -> tuple[list[bytes], list[dict[str, str
     return bodies, headers
 
 
+def runtime_options(env: dict):
+    """The runtime settings the service gets from `env` over this process's environment (as
+    harness.Server passes them), for the in-process figures of the same setup."""
+    from classifier.runtimes import RuntimeOptions
+
+    env = {**os.environ, **env}
+    return RuntimeOptions(
+        runtime=env.get("RUNTIME", "auto"),
+        precision=env.get("PRECISION", "auto"),
+        threads=int(env.get("INFERENCE_THREADS", 0)),
+        lanes=int(env.get("INFERENCE_LANES", 0)),
+    )
+
+
 class InProcess:
     """Decode CPU per image (one thread) and the served model's process CPU per image at 16,
     on the same photos, measurable again at any time: this host's speed moves by up to 2x
     within minutes, so each load step is bracketed by a measurement just before and after."""
 
-    def __init__(self, store: ModelStore, name: str, photos: list[bytes], threads: int) -> None:
-        from classifier.runtimes import RuntimeOptions
-
-        # The service's runtime settings (lanes as it has them: 0 is its default)
-        options = RuntimeOptions(threads=threads, lanes=0)
-        self.predictor = load_predictor(store, name, options=options)
+    def __init__(self, store: ModelStore, name: str, photos: list[bytes], env: dict) -> None:
+        self.predictor = load_predictor(store, name, options=runtime_options(env))
         self.photos = photos
         for data in photos[:20]:
             decode_image(data, self.predictor.spec)
@@ -109,10 +120,11 @@ class InProcess:
         batches = [pool[i : i + 16] for i in range(0, len(pool), 16)]
         lanes = self.predictor.runtime.lanes
         alone = lanes == 1
-        self.predictor.predict(batches[0], alone=alone)
-        cpu, wall = time.process_time(), time.perf_counter()
         with ThreadPoolExecutor(lanes) as pool_of_lanes:
-            list(pool_of_lanes.map(lambda b: self.predictor.predict(b, alone=alone), batches))
+            run = partial(self.predictor.predict, alone=alone)
+            list(pool_of_lanes.map(run, batches[:lanes]))  # a first call on every lane
+            cpu, wall = time.process_time(), time.perf_counter()
+            list(pool_of_lanes.map(run, batches))
         model_ms = (time.process_time() - cpu) * 1000 / (16 * len(batches))
         rate = 16 * len(batches) / (time.perf_counter() - wall)
         runtime = self.predictor.runtime
@@ -646,7 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"host: {host}", flush=True)
     photos = [f.read_bytes() for f in files]
     store = ModelStore(args.models_dir)
-    measurer = InProcess(store, args.model_name, photos, int(COMPARE_ENV["INFERENCE_THREADS"]))
+    env = {**COMPARE_ENV, "MODEL_NAME": args.model_name}
+    measurer = InProcess(store, args.model_name, photos, env)
     local = measurer.measure()
     floor = local["decode_ms_per_image"] + local["model_ms_per_image"]
     print(f"in process: {local}; decode + model {floor:.3f} ms/image", flush=True)
@@ -656,7 +669,6 @@ def main(argv: list[str] | None = None) -> int:
         args.models_dir, args.model_name, bodies, headers, int(COMPARE_ENV["INFERENCE_THREADS"])
     )
     print(f"in process, one request at a time, CPU per image by stage: {stages}", flush=True)
-    env = {**COMPARE_ENV, "MODEL_NAME": args.model_name}
     services = {
         "service": run_service(
             "service",
@@ -671,12 +683,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     }
     for variant in args.variant:
-        name, _, settings = variant.partition(":")
-        extra = dict(item.split("=", 1) for item in settings.split(",") if item)
+        name, _, listed = variant.partition(":")
+        extra = dict(item.split("=", 1) for item in listed.split(",") if item)
         settings = {**env, **extra}
+        own = InProcess(store, args.model_name, photos, settings)  # its runtime, its lanes
         services[name] = run_service(
-            name, settings, args.models_dir, bodies, headers, levels, args.seconds, False, measurer
+            name, settings, args.models_dir, bodies, headers, levels, args.seconds, False, own
         )
+        del own
     for count in [int(n) for n in args.deployed.split(",") if n]:
         deploy = deployed(
             count, env, args.models_dir, bodies, headers, levels, args.seconds, measurer

@@ -135,14 +135,13 @@ class Batcher:
         self._threads: list[threading.Thread] = []
 
     def warm_up(self, shape: tuple[int, ...]) -> None:
-        """Run every padded size once alone and, with lanes, once on every lane at the same
-        time (a runtime may keep state per lane: OpenVINO per stream), so no request pays
-        for a first call."""
-        for size in self.sizes:
-            batch = np.zeros((size, *shape), dtype=np.uint8)
-            self._call(batch, True)
-            if self.lanes > 1:
-                with ThreadPoolExecutor(self.lanes) as pool:
+        """Every padded size once alone, and on every lane at once (OpenVINO keeps state per
+        stream), so that no request pays for a first call."""
+        with ThreadPoolExecutor(self.lanes) as pool:
+            for size in self.sizes:
+                batch = np.zeros((size, *shape), dtype=np.uint8)
+                self._call(batch, True)
+                if self.lanes > 1:
                     list(pool.map(self._call, [batch] * self.lanes, [False] * self.lanes))
 
     def start(self) -> Batcher:

@@ -93,18 +93,21 @@ class OpenVinoRuntime:
 
     With `lanes` above 1, as OnnxRuntime: a second compiled model with one stream per lane
     (the threads divided among them) and an infer request each, for batches that overlap;
-    a batch alone runs on the one-stream model and every thread.
+    a batch alone runs on the one-stream model and every thread. A stream needs a thread of
+    its own, so there are never more lanes than threads.
     """
 
     name = "openvino"
     device = "cpu"
     any_batch_size = True  # dynamic batch: each size once at warm-up, none padded
 
-    def __init__(self, path: Path, threads: int = 0, precision: str = "bf16", lanes: int = 1):
+    def __init__(
+        self, path: Path, threads: int = 0, precision: str = "bf16", lanes: int = 1
+    ) -> None:
         import openvino as ov
 
         self.precision = precision
-        self.lanes = max(1, lanes)
+        self.lanes = max(1, min(lanes, threads or hardware.cores()))
         core = ov.Core()
         model = core.read_model(str(path))
         config = {
@@ -116,13 +119,15 @@ class OpenVinoRuntime:
         self.compiled = core.compile_model(model, "CPU", {**config, "NUM_STREAMS": 1})
         self._request = self.compiled.create_infer_request()
         self._output = self.compiled.output(0)
-        self._lock = threading.Lock()  # one infer request; warm-up and probes share it
-        self._narrow: queue.SimpleQueue | None = None
+        self._lock = threading.Lock()  # the lone calls' request; warm-up and probes share it
+        self.narrow_model = None
+        self._narrow: queue.SimpleQueue[ov.InferRequest] | None = None
         if self.lanes > 1:
-            narrow = core.compile_model(model, "CPU", {**config, "NUM_STREAMS": self.lanes})
+            streams = {**config, "NUM_STREAMS": self.lanes}
+            self.narrow_model = core.compile_model(model, "CPU", streams)
             self._narrow = queue.SimpleQueue()
             for _ in range(self.lanes):  # the batcher overlaps at most `lanes` calls
-                self._narrow.put(narrow.create_infer_request())
+                self._narrow.put(self.narrow_model.create_infer_request())
 
     @property
     def input_shape(self) -> tuple:

@@ -81,10 +81,8 @@ class RuntimeOptions:
             raise ValueError("lanes must be >= 0")
 
     def cpu_lanes(self, runtime: str) -> int:
-        """Lanes for ONNX Runtime or OpenVINO: as asked; by default (0) two on ONNX Runtime
-        where there are two threads or more (two calls at once is what was measured; each
-        lane's working memory is about 100 MB), one on OpenVINO (its second compiled model
-        holds about 250-300 MB more, and what it gains in bf16 is not measured)."""
+        """As asked; by default two on ONNX Runtime where there are two threads (measured),
+        one on OpenVINO (its second model costs 240-320 MB; no bf16 gain measured yet)."""
         if self.lanes:
             return self.lanes
         return min(2, self.threads or hardware.cores()) if runtime == "onnx" else 1
