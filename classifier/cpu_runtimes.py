@@ -113,6 +113,9 @@ class OpenVinoRuntime:
         config = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",  # streams as set below, not as the hint would
+            # Pinned, every process's threads take the first cores: two workers (or replicas)
+            # with one thread each shared one core of two (docs/benchmarks.md)
+            "ENABLE_CPU_PINNING": False,
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads

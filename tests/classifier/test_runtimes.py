@@ -239,6 +239,8 @@ def test_openvino_lanes_answer_as_a_lone_call_does(store, batch):
     assert lanes.narrow_model.get_property("NUM_STREAMS") == 2
     assert lanes.narrow_model.get_property("INFERENCE_NUM_THREADS") == 2  # in all, one a stream
     assert lanes.compiled.get_property("NUM_STREAMS") == 1  # alone: one stream, both threads
+    for model in (lanes.compiled, lanes.narrow_model):  # processes would pin the same cores
+        assert model.get_property("ENABLE_CPU_PINNING") is False
     held = [lanes._narrow.get() for _ in range(2)]  # one infer request per lane
     assert lanes._narrow.empty()
     assert lanes(batch).shape == (len(batch),)  # a lone call needs no lane's request
