@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from classifier import hardware
 from classifier.errors import ClassifierError
 from classifier.runtimes import DEVICES, PRECISIONS, RUNTIMES, bf16_refusal, runtime_refusal
 from classifier.spec import DEFAULT_MAX_PIXELS
@@ -146,7 +147,10 @@ class Settings(BaseSettings):
         description="run the TensorFlow model in float16 with float32 weights and output (GPU)",
     )
     inference_threads: int = Field(
-        0, ge=0, description="CPU threads for one model call (0: all cores)"
+        0,
+        ge=0,
+        description="CPU threads for one model call (0: this worker's share of the cores, "
+        "cores ÷ WEB_CONCURRENCY, at least one)",
     )
     inference_lanes: int = Field(
         0,
@@ -287,6 +291,12 @@ class Settings(BaseSettings):
     @property
     def labels(self) -> dict[str, int]:
         return parse_labels(self.version_labels)
+
+    @property
+    def worker_threads(self) -> int:
+        """INFERENCE_THREADS, or this worker's share of the cores: workers that each took
+        every core would run more model threads than there are cores."""
+        return self.inference_threads or max(1, hardware.cores() // self.web_concurrency)
 
     @property
     def policy(self) -> VersionPolicy:

@@ -59,7 +59,7 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
             device=cfg.device,
             precision=cfg.precision,
             mixed_precision=cfg.mixed_precision,
-            threads=cfg.inference_threads,
+            threads=cfg.worker_threads,
             lanes=cfg.inference_lanes,
         ),
         batching=BatchingOptions(

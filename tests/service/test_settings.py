@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from classifier import hardware
 from service.http.app import create_app
 from service.settings import Settings, SettingsError, load
 from tests.helpers import REPO, app_config
@@ -141,3 +142,17 @@ def test_keras_without_tensorflow_installed_is_refused(monkeypatch):
     monkeypatch.setenv("RUNTIME", "keras")
     with pytest.raises(SettingsError, match="needs TensorFlow"):
         load()
+
+
+def test_each_worker_takes_its_share_of_the_cores(models_dir, monkeypatch):
+    """INFERENCE_THREADS=0 divides the cores among the workers: each taking them all would
+    run more model threads than there are cores."""
+    monkeypatch.setattr(hardware, "cores", lambda: 4)
+    assert load().worker_threads == 4
+    assert load({"WEB_CONCURRENCY": 2}).worker_threads == 2
+    assert load({"WEB_CONCURRENCY": 8}).worker_threads == 1  # at least one
+    assert load({"WEB_CONCURRENCY": 2, "INFERENCE_THREADS": 3}).worker_threads == 3  # as asked
+    app = create_app(app_config(models_dir, WEB_CONCURRENCY=2, RUNTIME="onnx"))
+    runtime = app.extensions["loader"].registry.get("pets").predictor.runtime
+    assert runtime.session.get_session_options().intra_op_num_threads == 2
+    assert runtime.lanes == 2  # two threads: two lanes of one
