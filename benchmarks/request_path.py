@@ -84,27 +84,17 @@ def multipart_bodies(files: list[Path]) -> tuple[list[bytes], list[dict[str, str
     return bodies, headers
 
 
-def runtime_options(env: dict):
-    """The runtime settings the service gets from `env` over this process's environment (as
-    harness.Server passes them), for the in-process figures of the same setup."""
-    from classifier.runtimes import RuntimeOptions
-
-    env = {**os.environ, **env}
-    return RuntimeOptions(
-        runtime=env.get("RUNTIME", "auto"),
-        precision=env.get("PRECISION", "auto"),
-        threads=int(env.get("INFERENCE_THREADS", 0)),
-        lanes=int(env.get("INFERENCE_LANES", 0)),
-    )
-
-
 class InProcess:
     """Decode CPU per image (one thread) and the served model's process CPU per image at 16,
     on the same photos, measurable again at any time: this host's speed moves by up to 2x
     within minutes, so each load step is bracketed by a measurement just before and after."""
 
     def __init__(self, store: ModelStore, name: str, photos: list[bytes], env: dict) -> None:
-        self.predictor = load_predictor(store, name, options=runtime_options(env))
+        from service.settings import load
+
+        # the runtime, precision, threads and lanes the service gets from `env` over this
+        # process's environment (as harness.Server passes them)
+        self.predictor = load_predictor(store, name, options=load(env).runtime_options)
         self.photos = photos
         for data in photos[:20]:
             decode_image(data, self.predictor.spec)

@@ -16,7 +16,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from classifier import hardware
 from classifier.errors import ClassifierError
-from classifier.runtimes import DEVICES, PRECISIONS, RUNTIMES, bf16_refusal, runtime_refusal
+from classifier.runtimes import (
+    DEVICES,
+    PRECISIONS,
+    RUNTIMES,
+    RuntimeOptions,
+    bf16_refusal,
+    runtime_refusal,
+)
 from classifier.spec import DEFAULT_MAX_PIXELS
 from classifier.store import DEFAULT_MODEL, default_models_dir, validate_name
 from service.registry import VersionPolicy
@@ -297,6 +304,18 @@ class Settings(BaseSettings):
         """INFERENCE_THREADS, or this worker's share of the cores: workers that each took
         every core would run more model threads than there are cores."""
         return self.inference_threads or max(1, hardware.cores() // self.web_concurrency)
+
+    @property
+    def runtime_options(self) -> RuntimeOptions:
+        """How each worker runs its models (the service, and benchmarks that run the same)."""
+        return RuntimeOptions(
+            runtime=self.runtime,
+            device=self.device,
+            precision=self.precision,
+            mixed_precision=self.mixed_precision,
+            threads=self.worker_threads,
+            lanes=self.inference_lanes,
+        )
 
     @property
     def policy(self) -> VersionPolicy:

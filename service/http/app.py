@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from classifier.runtimes import RuntimeOptions
 from classifier.store import ModelStore
 from service import logs, settings
 from service.capture import CaptureStore
@@ -54,14 +53,7 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     loader = Loader(
         ModelStore(cfg.models_dir),
         registry,
-        runtime=RuntimeOptions(
-            runtime=cfg.runtime,
-            device=cfg.device,
-            precision=cfg.precision,
-            mixed_precision=cfg.mixed_precision,
-            threads=cfg.worker_threads,
-            lanes=cfg.inference_lanes,
-        ),
+        runtime=cfg.runtime_options,
         batching=BatchingOptions(
             max_batch_size=cfg.max_batch_size,
             timeout_s=cfg.batch_timeout_ms / 1000,

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from classifier import hardware
+from classifier.runtimes import RuntimeOptions
 from service.http.app import create_app
 from service.settings import Settings, SettingsError, load
 from tests.helpers import REPO, app_config
@@ -125,8 +126,6 @@ def test_serving_binds_loopback_unless_told_and_containers_say_so(monkeypatch):
 
 
 def test_bf16_where_the_cpu_lacks_it_is_refused_in_one_line(monkeypatch):
-    from classifier import hardware
-
     monkeypatch.setattr(hardware, "native_bf16", lambda flags=None: False)
     monkeypatch.setenv("PRECISION", "bf16")
     with pytest.raises(SettingsError, match="PRECISION=bf16: this CPU computes bf16 natively"):
@@ -152,6 +151,8 @@ def test_each_worker_takes_its_share_of_the_cores(models_dir, monkeypatch):
     assert load({"WEB_CONCURRENCY": 2}).worker_threads == 2
     assert load({"WEB_CONCURRENCY": 8}).worker_threads == 1  # at least one
     assert load({"WEB_CONCURRENCY": 2, "INFERENCE_THREADS": 3}).worker_threads == 3  # as asked
+    options = load({"WEB_CONCURRENCY": 2, "RUNTIME": "onnx", "PRECISION": "fp32"}).runtime_options
+    assert options == RuntimeOptions("onnx", precision="fp32", threads=2, lanes=0)
     app = create_app(app_config(models_dir, WEB_CONCURRENCY=2, RUNTIME="onnx"))
     runtime = app.extensions["loader"].registry.get("pets").predictor.runtime
     assert runtime.session.get_session_options().intra_op_num_threads == 2
