@@ -56,10 +56,16 @@ browser:
 	fi
 
 # What the tests need is set up side by side (the test venv then lint, Debian's packages, and
-# checkov's venv: one to four minutes of pip fetching on its own), then the tests run.
+# checkov's venv: one to four minutes of pip fetching on its own), then the tests run, a file
+# at a time on TEST_WORKERS processes (pytest-xdist; module fixtures stay in one process): one
+# per core, at most four, since each test's servers and trainings take cores and memory of
+# their own. TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test:
 	$(MAKE) --jobs=3 --output-sync=target lint browser $(CHECKOV_VENV)/.done
-	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest --durations=15
+	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest --durations=15 \
+	  --numprocesses=$(TEST_WORKERS) --dist=loadfile
 
 # The container test (tests/containers): builds both images from the Dockerfile through
 # docker-compose.yml and runs them on a real Docker engine, installing Debian's docker.io and
