@@ -5,7 +5,10 @@ service/protocols/rest.py)."""
 from __future__ import annotations
 
 from flask import Flask, request
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import RequestEntityTooLarge
+
+from service.errors import RequestError
 
 
 def install(app: Flask) -> None:
@@ -13,5 +16,11 @@ def install(app: Flask) -> None:
     def _chunked_body_within_limit() -> None:
         """Werkzeug stops reading a chunked body at the limit without a word: refuse it."""
         chunked = request.content_length is None and request.headers.get("Transfer-Encoding")
-        if chunked and len(request.get_data(cache=True)) >= app.config["MAX_CONTENT_LENGTH"]:
+        if not chunked:
+            return
+        try:
+            body = request.get_data(cache=True)
+        except (ParseException, NoMoreData) as exc:  # gunicorn's, on broken chunk framing
+            raise RequestError(f"the chunked body is malformed: {exc}") from None
+        if len(body) >= app.config["MAX_CONTENT_LENGTH"]:
             raise RequestEntityTooLarge()

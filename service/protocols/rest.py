@@ -43,7 +43,10 @@ def whole_number_arg(name: str, low: int, high: int, note: str = "") -> int | No
     if text is None:
         return None
     digits = text.strip()
-    if not (digits.isascii() and digits.isdigit()) or not low <= int(digits) <= high:
+    # int() refuses more than 4,300 digits (ValueError): no bound here needs 19
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 18) or not (
+        low <= int(digits) <= high
+    ):
         raise RequestError(
             f"{name} must be a whole number from {low} to {high}{note}; got {text!r}",
             code="invalid_parameter",

@@ -161,7 +161,7 @@ def pixels_values(tensor: InputTensor, values: object, model: ServedModel) -> np
     dtype = pixel_dtype(tensor)
     try:
         flat = np.asarray(values, dtype=np.float64).reshape(-1)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: an int past float64
         raise _misfit(tensor) from None
     if dtype == np.uint8 and np.any((flat != np.round(flat)) | (flat < 0) | (flat > 255)):
         raise ProtocolError(f"UINT8 input {tensors.PIXELS_INPUT!r} holds values outside 0-255")

@@ -107,7 +107,8 @@ def _version(text: str) -> int | None:
     """A model version as the protocol sends it: empty for the default, else a number."""
     if not text:
         return None
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+    # int() refuses more than 4,300 digits (ValueError); no version has 19
+    if not (text.isascii() and text.isdigit() and len(text) <= 18) or int(text) < 1:
         raise ProtocolError(f"a model version is a whole number from 1, got {text!r}")
     return int(text)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 
 import pytest
 
@@ -74,3 +75,15 @@ def test_a_chunked_body_over_the_limit_is_413_not_truncated(tmp_path):
 
         assert chunked(photo) == 200
         assert chunked(photo + b"\0" * 60_000) == 413  # a JPEG padded past the limit
+        # broken chunk framing (a size that is not hex, a chunk without its CRLF): 400 in the
+        # route's shape, not gunicorn's parse error as a 500
+        for framing in (b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcXX0\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+                sock.sendall(
+                    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                    b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + framing
+                )
+                answer = b"".join(iter(lambda s=sock: s.recv(65536), b""))
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400"), answer
+            assert json.loads(body)["error"]["code"] == "bad_request", answer

@@ -59,7 +59,10 @@ def test_top_k_lists_the_best_classes_sorted(two_models):
 
 
 # %C2%B2 is "²" and %D9%A3 an Arabic-Indic 3: str.isdigit takes both, int() refuses the first
-@pytest.mark.parametrize("value", ["0", "-1", "abc", "4", "1.5", "", "%C2%B2", "%D9%A3"])
+# and 5,000 digits are past what int() takes (it raises ValueError over 4,300)
+@pytest.mark.parametrize(
+    "value", ["0", "-1", "abc", "4", "1.5", "", "%C2%B2", "%D9%A3", "9" * 5000, "0" * 5000 + "2"]
+)
 def test_a_bad_top_k_is_400_with_the_range(two_models, value):
     _, client = two_models
     response = client.post(

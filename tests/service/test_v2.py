@@ -183,6 +183,9 @@ BAD_JSON = {
         "inputs": [{"name": "input", "shape": [1, 2, 2, 3], "datatype": "FP32", "data": [1.0] * 12}]
     },
     "no data": {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES"}]},
+    "a number past float64": {
+        "inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": [10**400]}]
+    },
 }  # fmt: skip
 
 

@@ -158,6 +158,11 @@ def test_rest_and_grpc_give_the_same_probabilities(client, server):
             "NOT_FOUND",
             "version 9",
         ),
+        (
+            lambda c: c.infer(MODEL, [images_input(jpeg_bytes())], model_version="9" * 5000),
+            "INVALID_ARGUMENT",
+            "a model version is a whole number from 1",
+        ),
         (lambda c: c.is_model_ready("nope"), "NOT_FOUND", "not found"),
         (lambda c: c.get_model_metadata("nope"), "NOT_FOUND", "not found"),
         (
