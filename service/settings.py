@@ -327,15 +327,24 @@ class Settings(BaseSettings):
         return cls(**{key.lower(): value for key, value in (overrides or {}).items()})
 
 
+def whole_number(text: str) -> int | None:
+    """`text` as a whole number, or None: ASCII digits only (str.isdigit also takes "²",
+    which int() refuses), at most 18 of them (int() refuses over 4,300, and no version or
+    bound here needs 19)."""
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
+    return None
+
+
 def parse_labels(text: str) -> dict[str, int]:
     """`stable=3,canary=4` -> {"stable": 3, "canary": 4}."""
     labels = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        label, _, version = part.partition("=")
-        digits = version.strip()
-        if not label.strip() or not (digits.isascii() and digits.isdigit()) or int(digits) < 1:
+        label, _, digits = part.partition("=")
+        version = whole_number(digits.strip())
+        if not label.strip() or version is None or version < 1:
             raise ValueError(f"labels must read label=version,...; got {part!r}")
-        labels[label.strip()] = int(version)
+        labels[label.strip()] = version
     return labels
 
 

@@ -14,7 +14,7 @@ from service.dataplane import DataPlane
 from service.errors import RequestError
 from service.protocols.payloads import dump
 from service.protocols.tensors import ProtocolError
-from service.settings import Settings
+from service.settings import Settings, whole_number
 
 
 def dataplane() -> DataPlane:
@@ -37,21 +37,17 @@ def answer(payload: BaseModel | dict, version: int | None = None) -> Response:
 
 def whole_number_arg(name: str, low: int, high: int, note: str = "") -> int | None:
     """The query parameter `name` as a whole number from `low` to `high` (None when not
-    given); invalid_parameter otherwise, `note` saying where the bounds come from. ASCII
-    digits only: str.isdigit also takes "²", which int() refuses."""
+    given); invalid_parameter otherwise, `note` saying where the bounds come from."""
     text = request.args.get(name)
     if text is None:
         return None
-    digits = text.strip()
-    # int() refuses more than 4,300 digits (ValueError): no bound here needs 19
-    if not (digits.isascii() and digits.isdigit() and len(digits) <= 18) or not (
-        low <= int(digits) <= high
-    ):
+    value = whole_number(text.strip())
+    if value is None or not low <= value <= high:
         raise RequestError(
             f"{name} must be a whole number from {low} to {high}{note}; got {text!r}",
             code="invalid_parameter",
         )
-    return int(digits)
+    return value
 
 
 def read_json(data: bytes, what: str) -> object:

@@ -23,6 +23,7 @@ from service.protocols import tensors, v2
 from service.protocols import v2_messages as messages
 from service.protocols.tensors import ProtocolError
 from service.registry import ModelNotReady, ServedModel
+from service.settings import whole_number
 
 SERVICE = messages.SERVICE
 CONTENTS = {"FP32": "fp32_contents", "UINT8": "uint_contents"}  # pixel datatypes' fields
@@ -107,10 +108,10 @@ def _version(text: str) -> int | None:
     """A model version as the protocol sends it: empty for the default, else a number."""
     if not text:
         return None
-    # int() refuses more than 4,300 digits (ValueError); no version has 19
-    if not (text.isascii() and text.isdigit() and len(text) <= 18) or int(text) < 1:
+    version = whole_number(text)
+    if version is None or version < 1:
         raise ProtocolError(f"a model version is a whole number from 1, got {text!r}")
-    return int(text)
+    return version
 
 
 def _raw(request: Message, tensor: Message) -> bytes | None:
