@@ -71,6 +71,28 @@ class DriftReference(BaseModel):
     )
 
 
+class CalibrationErrors(BaseModel):
+    """The expected calibration error on the photos the temperature was fitted on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    before: Fraction = Field(description="as trained")
+    after: Fraction = Field(description="with the temperature: as served")
+
+
+class Calibration(BaseModel):
+    """Temperature scaling as training recorded it (other fields it wrote are kept as
+    written: the method, the loss before and after, the reliability bins)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    temperature: float = Field(
+        gt=0, allow_inf_nan=False, description="the logits were divided by it (> 0)"
+    )
+    fitted_on: StrictStr = Field(description="the photos it was fitted on: `validation`")
+    expected_calibration_error: CalibrationErrors
+
+
 class ModelMetadata(BaseModel):
     """What a version folder says of itself; the store refuses a folder that does not fit."""
 
@@ -103,7 +125,7 @@ class ModelMetadata(BaseModel):
         "(data_manifest: the file listing every photo with its SHA-256, and that file's hash)",
     )
     metrics: Section = Field(None, description="validation scores when it was published")
-    calibration: Section = Field(
+    calibration: Calibration | None = Field(
         None,
         description="temperature scaling fitted on validation and folded into the model's "
         "output layer (the served probabilities are the calibrated ones), with the "

@@ -10,6 +10,7 @@ there must match its checksum.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -200,6 +201,28 @@ class ModelStore:
                 code="class_mismatch",
             )
 
+    def check_publishable(self, name: str) -> None:
+        """Whether this process could publish a version of `name` now (training asks before
+        its hour of work), leaving nothing behind. Raises OSError (not a folder, not
+        writable) or ModelStoreError (unsafe_store)."""
+        folder = self.model_dir(name)
+        created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self._publish_folder(name)))
+        finally:
+            for path in created:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+
+    def _publish_folder(self, name: str) -> Path:
+        """models/<name>/, made if need be, once renames there are known to be atomic."""
+        folder = self.model_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        refusal = rename_refusal(folder)
+        if refusal:
+            raise ModelStoreError(refusal, code="unsafe_store")
+        return folder
+
     def publish(self, name: str, write: Callable[[Path], dict]) -> ModelMetadata:
         """Publish a new version atomically and return its metadata.
 
@@ -207,11 +230,7 @@ class ModelStore:
         returns the metadata fields it knows; the store adds name, version, checksums and
         time, fsyncs everything, then renames the folder to the next free version number.
         """
-        folder = self.model_dir(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        refusal = rename_refusal(folder)
-        if refusal:
-            raise ModelStoreError(refusal, code="unsafe_store")
+        folder = self._publish_folder(name)
         staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=folder))
         try:
             staging.chmod(0o755)  # mkdtemp makes it private; other readers (the API) need it

@@ -7,6 +7,8 @@
                               dropout's random generator states) and of the optimizer (moments,
                               step count, which is the schedule's position)
         best.npz              the best epoch's weights (--keep-best)
+    RUN_DIR/published.json    the version the run published (a kept run folder): it is
+                              not resumed again, which would publish the same model twice
 
 The order of the images in each epoch is a function of the seed and the epoch
 (data.epoch_order), so a resumed run computes exactly what an uninterrupted one would have.
@@ -32,6 +34,7 @@ RUN_FILE = "run.json"
 STATE_FILE = "state.json"
 VARIABLES_FILE = "variables.npz"
 BEST_FILE = "best.npz"
+PUBLISHED_FILE = "published.json"
 _EPOCH = re.compile(r"^epoch-(\d{4,})$")
 _STAMP = re.compile(r"\d{8}T\d{6}Z")  # TrainConfig.started
 
@@ -68,6 +71,7 @@ class RunDir:
     @classmethod
     def start(cls, path: Path, identity: dict) -> RunDir:
         """A new run: the folder must not hold one already."""
+        refuse_published(path, "--run-dir")
         if (path / RUN_FILE).exists():
             raise DatasetError(
                 f"{path} already holds a run: continue it with --resume {path}, or choose "
@@ -153,6 +157,27 @@ class RunDir:
             best_weights=best,
             seconds=recorded["seconds"],
         )
+
+
+def mark_published(path: Path, name: str, version: int) -> None:
+    """Record in a kept run folder which version it published."""
+    write_json(path / PUBLISHED_FILE, {"name": name, "version": version})
+
+
+def refuse_published(path: Path | None, flag: str = "--resume") -> None:
+    """Refuse to resume (`path`: --resume's folder) a run that already published its model:
+    it would publish the same model again as a new version."""
+    if path is None or not (path / PUBLISHED_FILE).exists():
+        return
+    try:
+        record = json.loads((path / PUBLISHED_FILE).read_text())
+        published = f"{record['name']} v{record['version']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        published = "its model"
+    raise DatasetError(
+        f"{flag} {path}: this run is finished, it published {published}; train again with "
+        "a new --run-dir (or none)"
+    )
 
 
 def prune_runs(new: Path, keep: int = 2) -> list[Path]:

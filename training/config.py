@@ -182,7 +182,9 @@ class GateOptions:
     """When retrain publishes a challenger (see retrain.decide)."""
 
     tolerance: float = option(
-        0.01, help="how far below the champion's held-out accuracy the challenger may be"
+        0.01,
+        help="how far below the champion's held-out accuracy the challenger may be",
+        within=PROBABILITY,
     )
     force: bool = option(False, help="publish the challenger even if it is worse")
     class_recall_tolerance: float = option(

@@ -22,7 +22,7 @@ import numpy as np
 from classifier import drift
 from classifier.errors import ModelStoreError
 from classifier.store import DEFAULT_MODEL, ModelStore, default_models_dir
-from training.cli import reports_errors
+from training.cli import EPILOG, reports_errors
 from training.data import DatasetError, Split, load_split
 from training.options import AT_LEAST_ONE, check_fields, new_parser, option, options, parse
 from training.scoring import load_version, probabilities_in_batches, version_manifest
@@ -97,7 +97,7 @@ def record(options: ReferenceOptions) -> dict:
 
 @reports_errors
 def main(argv: list[str] | None = None) -> int:
-    p = new_parser("python -m training.drift_reference", __doc__, ReferenceOptions)
+    p = new_parser("python -m training.drift_reference", __doc__, ReferenceOptions, epilog=EPILOG)
     options = parse(p, ReferenceOptions, argv)
     reference = record(options)
     mix = ", ".join(f"{name} {share:.1%}" for name, share in reference["class_mix"].items())

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from classifier.store import ModelStore
-from training.cli import reports_errors
+from training.cli import EPILOG, reports_errors
 from training.options import new_parser, option, options, parse
 from training.report import data_label, markdown_tables, now_iso, reports_folder, write_report
 from training.scoring import (
@@ -54,7 +54,7 @@ def evaluate_version(
 
 @reports_errors
 def main(argv: list[str] | None = None) -> int:
-    p = new_parser("python -m training.evaluate", __doc__, EvaluateOptions)
+    p = new_parser("python -m training.evaluate", __doc__, EvaluateOptions, epilog=EPILOG)
     options = parse(p, EvaluateOptions, argv)
     report, where = evaluate_version(
         options.models_dir,

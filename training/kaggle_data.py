@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.cli import reports_errors
+from training.cli import EPILOG, reports_errors
 from training.data import DatasetError, image_files
 
 CLASSES = {"cat": "cats", "dog": "dogs"}
@@ -193,7 +193,7 @@ def _git(git_dir: Path, *args: str, stdin: bytes | None = None) -> bytes:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m training.kaggle_data", description=__doc__.split("\n\n")[0]
+        prog="python -m training.kaggle_data", description=__doc__.split("\n\n")[0], epilog=EPILOG
     )
     p.add_argument(
         "--snapshot", type=Path, required=True, help="git directory of the snapshot (bare is fine)"

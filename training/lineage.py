@@ -3,13 +3,17 @@
     split   source   path   class   sha256
 
 `source` is the data folder the photo came from (the training data's folder name, or an
-extra folder's), `path` the photo's path inside it. The manifest's SHA-256 is recorded in
-metadata.json (`training.data_manifest`), and it is what a resumed run checks it trains on.
+extra folder's), `path` the photo's path inside it. A backslash, tab, line feed or carriage
+return in a field is written as `\\`, `\t`, `\n` or `\r`, and a name that is not UTF-8 keeps
+its bytes (surrogateescape): any file name stays on its own line, in its own field. The
+manifest's SHA-256 is recorded in metadata.json (`training.data_manifest`), and it is what a
+resumed run checks it trains on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -27,15 +31,35 @@ def rows(split_name: str, split: Split) -> list[tuple[str, ...]]:
     ]
 
 
-def manifest_text(train: Split, validation: Split) -> str:
+def manifest_rows(train: Split, validation: Split) -> list[dict[str, str]]:
+    """The manifest these two splits would be published with, as `read_manifest` reads one."""
+    return [dict(zip(HEADER, row)) for row in rows("train", train) + rows("validation", validation)]
+
+
+ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+ESCAPED = re.compile(r"\\([\\tnr])")
+UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+
+
+def escape(field: str) -> str:
+    return field.translate(str.maketrans(ESCAPES))
+
+
+def unescape(field: str) -> str:
+    return ESCAPED.sub(lambda m: UNESCAPES[m[1]], field)
+
+
+def manifest_bytes(train: Split, validation: Split) -> bytes:
     lines = ["\t".join(HEADER)]
-    lines += ["\t".join(row) for row in rows("train", train) + rows("validation", validation)]
-    return "\n".join(lines) + "\n"
+    lines += [
+        "\t".join(map(escape, row)) for row in rows("train", train) + rows("validation", validation)
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
 
 def data_hash(train: Split, validation: Split) -> str:
     """The SHA-256 of the manifest of these two splits."""
-    return hashlib.sha256(manifest_text(train, validation).encode()).hexdigest()
+    return hashlib.sha256(manifest_bytes(train, validation)).hexdigest()
 
 
 def source_counts(split: Split) -> dict[str, dict[str, int]]:
@@ -50,11 +74,11 @@ def source_counts(split: Split) -> dict[str, dict[str, int]]:
 def write_manifest(folder: Path, train: Split, validation: Split) -> dict:
     """Write the manifest into a version folder; returns its metadata record (file, hash and
     counts per split, source and class)."""
-    text = manifest_text(train, validation)
-    (folder / MANIFEST_FILE).write_text(text, encoding="utf-8")
+    data = manifest_bytes(train, validation)
+    (folder / MANIFEST_FILE).write_bytes(data)
     return {
         "file": MANIFEST_FILE,
-        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "sha256": hashlib.sha256(data).hexdigest(),
         "photos": len(train.labels) + len(validation.labels),
         "counts": {"train": source_counts(train), "validation": source_counts(validation)},
     }
@@ -65,9 +89,13 @@ def read_manifest(version_folder: Path) -> list[dict[str, str]] | None:
     path = version_folder / MANIFEST_FILE
     if not path.is_file():
         return None
-    header, *lines = path.read_text(encoding="utf-8").splitlines()
+    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    header, *lines = text.removesuffix("\n").split("\n")  # not splitlines: only \n ends a row
     keys = header.split("\t")
-    return [dict(zip(keys, line.split("\t"), strict=True)) for line in lines]
+    try:
+        return [dict(zip(keys, map(unescape, line.split("\t")), strict=True)) for line in lines]
+    except ValueError:
+        raise DatasetError(f"{path} is not a data manifest (a line without its 5 fields)") from None
 
 
 def refuse_trained_on(split: Split, manifest: list[dict[str, str]] | None, model: str) -> None:

@@ -1,11 +1,13 @@
 """Figures and numbers for a model card: calibration, confidence bands, answers off-domain.
 
-python -m training.model_card --data-dir ../shared/data/cats_vs_dogs/validation --version 3
+python -m training.model_card --data-dir ../shared/data/cats_vs_dogs/validation --version 4 \
+    --output docs/model-card
 
 Scores a stored version exactly as the service runs it (its default runtime, `decode_image`),
-writes `reliability.png`, `other_pictures.png` and `model_card.json` into `--output`, and
-prints the tables as Markdown. Two classes: calibration of P(second class). More: calibration
-of the top answer's probability (how often an answer given with probability p is right).
+writes `reliability.png`, `other_pictures.png` and `model_card.json` into `--output` (by
+default a new folder under the model's reports/, beside evaluate's), and prints the tables as
+Markdown. Two classes: calibration of P(second class). More: calibration of the top answer's
+probability (how often an answer given with probability p is right).
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import brier_score_loss
 
+from classifier.metadata import Calibration
 from classifier.predictor import Predictor
 from classifier.preprocess import decode_image
 from classifier.store import ModelStore
 from training.calibration import plot_reliability, reliability, top_answers
-from training.cli import reports_errors
+from training.cli import EPILOG, reports_errors
 from training.options import new_parser, option, options, parse
 from training.plots import pyplot
-from training.report import confusion_markdown, data_label, per_class_markdown
+from training.report import confusion_markdown, data_label, per_class_markdown, reports_folder
 from training.scoring import (
     VersionOptions,
     class_probabilities,
@@ -40,7 +43,12 @@ BANDS = (0.5, 0.7, 0.9, 0.97)
 
 @options
 class CardOptions(VersionOptions):
-    output: Path = option(Path("docs/model-card"), help="folder for figures and JSON")
+    output: Path | None = option(
+        None,
+        help="folder for the figures and model_card.json "
+        "(default: models/<name>/reports/<time>-model-card-v<N>; the shipped model's card "
+        "was written with --output docs/model-card)",
+    )
 
 
 def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -199,14 +207,14 @@ def build_card(
     return card
 
 
-def temperature_scaling(calibration: dict | None) -> dict | None:
+def temperature_scaling(calibration: Calibration | None) -> dict | None:
     """What training recorded of its temperature scaling (None: not calibrated)."""
-    if not calibration:
+    if calibration is None:
         return None
     return {
-        "temperature": calibration["temperature"],
-        "fitted_on": calibration["fitted_on"],
-        "validation_ece": calibration["expected_calibration_error"],
+        "temperature": calibration.temperature,
+        "fitted_on": calibration.fitted_on,
+        "validation_ece": calibration.expected_calibration_error.model_dump(),
     }
 
 
@@ -300,17 +308,18 @@ def markdown(card: dict) -> str:
 
 @reports_errors
 def main(argv: list[str] | None = None) -> int:
-    p = new_parser("python -m training.model_card", __doc__, CardOptions)
+    p = new_parser("python -m training.model_card", __doc__, CardOptions, epilog=EPILOG)
     options = parse(p, CardOptions, argv)
     store = ModelStore(options.models_dir)
     predictor = load_version(store, options.model_name, options.version)
+    output = options.output or reports_folder(
+        store, options.model_name, f"model-card-v{predictor.version}"
+    )
     card = build_card(
-        predictor,
-        split_folder(options.data_dir),
-        options.output,
-        version_manifest(store, predictor),
+        predictor, split_folder(options.data_dir), output, version_manifest(store, predictor)
     )
     print(markdown(card))
+    print(f"figures and model_card.json: {output}", file=sys.stderr)
     return 0
 
 

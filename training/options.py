@@ -136,9 +136,11 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(flag(f.name), **settings)
 
 
-def new_parser(prog: str, doc: str, *option_classes: type) -> argparse.ArgumentParser:
+def new_parser(
+    prog: str, doc: str, *option_classes: type, epilog: str | None = None
+) -> argparse.ArgumentParser:
     """A parser described by the first paragraph of `doc`, with the options of each class."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0], epilog=epilog)
     for cls in option_classes:
         add_options(parser, cls)
     return parser

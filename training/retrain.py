@@ -10,7 +10,8 @@ published when its accuracy is at most --tolerance below the champion's and its 
 every class at most --class-recall-tolerance below the champion's on that class, or with
 --force; the report and the decision say which rule decided. Either way a report
 (report.json and report.html) is written: inside the new version, or under
-models/<name>/reports/ when nothing was published. Exit status: 0 published, 3 not.
+models/<name>/reports/ when nothing was published. Exit status: 0 published, 3 not; 2 and 4
+as for the other training commands (training/cli.py).
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from classifier.metadata import ModelMetadata
 from classifier.store import ModelStore
 from training import train as training
 from training.calibration import reliability
-from training.cli import reports_errors
+from training.cli import Exit, epilog, reports_errors
 from training.config import GateOptions
 from training.data import check_split, held_out_dir
-from training.lineage import source_counts
+from training.lineage import manifest_rows, source_counts
 from training.options import add_options, build
 from training.report import (
     REPORT_HTML,
@@ -43,7 +44,7 @@ from training.report import (
 )
 from training.scoring import Scored, load_export, load_version, score_on, version_manifest
 
-NOT_PROMOTED = 3
+NOT_PROMOTED = Exit.NOT_PROMOTED
 
 
 EPSILON = 1e-9  # a fall of exactly the tolerance is within it, whatever the float rounding
@@ -162,12 +163,15 @@ def score_challenger(
     config: training.TrainConfig, fitted: training.Fitted, exported: Path, folder: Path
 ) -> Scored:
     """Export the challenger as publishing would and score those files as the champion is
-    scored: same loading code, same runtime."""
+    scored: same loading code, same runtime, and refused on photos it was trained on."""
     training.export_model(fitted.model, exported)
     store = ModelStore(config.models_dir)
     version = max(store.versions(config.model_name), default=0) + 1  # if it were published now
     fields = training.build_metadata(config, fitted)
-    return score_on(load_export(exported, config.model_name, version, fields), folder)
+    manifest = manifest_rows(fitted.train_split, fitted.val_split)
+    return score_on(
+        load_export(exported, config.model_name, version, fields), folder, manifest=manifest
+    )
 
 
 @dataclass
@@ -265,7 +269,11 @@ def promote(
 
 def parser() -> argparse.ArgumentParser:
     """The training options, then the gate's."""
-    p = training.parser(prog="python -m training.retrain", description=__doc__.split("\n\n")[0])
+    p = training.parser(
+        prog="python -m training.retrain",
+        description=__doc__.split("\n\n")[0],
+        epilog=epilog(*Exit),
+    )
     add_options(p, GateOptions)
     return p
 

@@ -37,8 +37,8 @@ from training.calibration import (
     probabilities,
     reliability,
 )
-from training.checkpoint import RunDir, RunState, prune_runs
-from training.cli import reports_errors
+from training.checkpoint import RunDir, RunState, mark_published, prune_runs, refuse_published
+from training.cli import EPILOG, reports_errors
 from training.config import RECIPES, TrainConfig
 from training.data import (
     DatasetError,
@@ -108,12 +108,15 @@ def check_data(config: TrainConfig) -> list[str]:
             f"--threshold is for two classes; {config.data_dir / 'train'} has {len(names)} "
             "(the answer is the most probable class)"
         )
-    ModelStore(config.models_dir).refuse_other_classes(
+    store = ModelStore(config.models_dir)
+    store.refuse_other_classes(
         config.model_name,
         names,
         what="this data",
         advice="a model's classes never change, choose a new --model-name for these classes",
     )
+    store.check_publishable(config.model_name)
+    refuse_published(config.resume)
     return names
 
 
@@ -126,12 +129,23 @@ def fit(config: TrainConfig) -> Fitted:
     keras.utils.set_random_seed(config.seed)
     spec = config.spec()
     val_split = load_split(config.data_dir / "validation", spec, class_names)
+    held_out = {f.sha256 for f in val_split.files} | file_hashes(config.data_dir / "test")
     train_split = Split.concat(
         [
-            load_split(config.data_dir / "train", spec, class_names),
-            *extra_photos(config, spec, class_names, val_split),
+            not_held_out(
+                load_split(config.data_dir / "train", spec, class_names),
+                held_out,
+                config.data_dir / "train",
+                config.data_dir.name,
+            ),
+            *extra_photos(config, spec, class_names, held_out),
         ]
     )
+    if empty := [name for name, count in train_split.counts().items() if not count]:
+        raise DatasetError(
+            f"no photo of {empty} is left to train on: each is also a held-out photo "
+            f"(validation or test) of {config.data_dir.name}"
+        )
     run = open_run(config, lineage.data_hash(train_split, val_split))
 
     precision = resolve_precision(config.precision)
@@ -178,25 +192,31 @@ def fit(config: TrainConfig) -> Fitted:
     )
 
 
+def not_held_out(split: Split, held_out: set[str], folder: Path, data: str) -> Split:
+    """`split` less its held-out photos (the same bytes as a validation photo, or one of
+    DIR/test where retrain judges): a model trained on them would be calibrated, kept-best
+    and gated on photos it has seen."""
+    split, left_out = split.without(held_out)
+    if left_out:
+        print(
+            f"{folder}: {left_out} photos left out, they are held-out photos of {data} "
+            "(validation or test)",
+            file=sys.stderr,
+        )
+    return split
+
+
 def extra_photos(
-    config: TrainConfig, spec: InputSpec, class_names: list[str], val_split: Split
+    config: TrainConfig, spec: InputSpec, class_names: list[str], held_out: set[str]
 ) -> list[Split]:
-    """The photos of the --extra-data folders, less any that are held-out photos (validation,
-    or DIR/test where retrain judges): feedback on a validation photo trained on would make
-    the gate judge the challenger on photos it has seen."""
-    held_out = {f.sha256 for f in val_split.files} | file_hashes(config.data_dir / "test")
+    """The photos of the --extra-data folders, less any that are held-out photos: feedback on
+    a validation photo must not be trained on either."""
     extras = []
     for folder in config.extra_data:
         split = load_extra(folder, spec, class_names)
         if split is None:
             continue
-        split, left_out = split.without(held_out)
-        if left_out:
-            print(
-                f"{folder}: {left_out} photos left out, they are held-out photos of "
-                f"{config.data_dir.name} (validation or test)",
-                file=sys.stderr,
-            )
+        split = not_held_out(split, held_out, folder, config.data_dir.name)
         if split.files:
             extras.append(split)
     return extras
@@ -367,13 +387,17 @@ def publish(
         return fields
 
     metadata = ModelStore(config.models_dir).publish(config.model_name, write)
-    finish_run(config)
+    finish_run(config, metadata)
     return metadata
 
 
-def finish_run(config: TrainConfig) -> None:
-    """A finished run's checkpoints go, unless --run-dir or --resume named their folder."""
-    if config.run_dir is None and config.resume is None:
+def finish_run(config: TrainConfig, published: ModelMetadata | None = None) -> None:
+    """A finished run's checkpoints go, unless --run-dir or --resume named their folder:
+    that one then records what it published, so that it is not resumed to publish again."""
+    if config.run_dir is not None or config.resume is not None:
+        if published is not None:
+            mark_published(config.checkpoint_dir(), published.name, published.version)
+    else:
         shutil.rmtree(config.checkpoint_dir(), ignore_errors=True)
         with contextlib.suppress(OSError):
             config.checkpoint_dir().parent.rmdir()  # .runs, when no other run is there
@@ -476,11 +500,14 @@ DESCRIPTION = (
 
 
 def parser(
-    prog: str = "python -m training.train", description: str = DESCRIPTION
+    prog: str = "python -m training.train", description: str = DESCRIPTION, epilog: str = EPILOG
 ) -> argparse.ArgumentParser:
     """--recipe and the options of TrainConfig; training.retrain adds its own to the same parser."""
     p = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--recipe",

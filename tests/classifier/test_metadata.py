@@ -46,3 +46,30 @@ def test_a_bad_field_is_named(change, field):
     with pytest.raises(ModelStoreError, match=f"metadata field '{field}") as info:
         ModelMetadata.from_dict({**data, **change})
     assert info.value.code == "invalid_metadata"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"temperature": 0}, "calibration.temperature"),
+        ({"temperature": -1.5}, "calibration.temperature"),
+        ({"temperature": float("inf")}, "calibration.temperature"),
+        ({"temperature": None}, "calibration.temperature"),
+        ({"fitted_on": 7}, "calibration.fitted_on"),
+        ({"expected_calibration_error": {"before": 0.1}}, "calibration.expected_calibration_error"),
+    ],
+)
+def test_a_calibration_record_that_says_nothing_sound_is_refused(change, field):
+    """The model card and retrain report read the temperature and its errors: a version
+    whose record lacks them, or holds a temperature no model could be divided by, is not
+    published or served."""
+    data = json.loads((SHIPPED_MODELS / "cats_vs_dogs" / "4" / "metadata.json").read_text())
+    calibration = {**data["calibration"], **change}
+    with pytest.raises(ModelStoreError, match=f"metadata field '{field}"):
+        ModelMetadata.from_dict({**data, "calibration": calibration})
+    del calibration["temperature"]
+    with pytest.raises(ModelStoreError, match=r"metadata field 'calibration\.temperature': Field"):
+        ModelMetadata.from_dict({**data, "calibration": calibration})
+    assert (
+        ModelMetadata.from_dict(data).calibration.temperature == data["calibration"]["temperature"]
+    )

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+from classifier.store import ModelStore
 from tests.helpers import make_dataset
 from training import train as train_module
 from training.checkpoint import RunDir
@@ -106,6 +107,7 @@ def test_resuming_on_other_data_is_refused(dataset, tmp_path, capsys):
         train_module.main([*common, "--epochs", "1", "--image-size", "48", "--run-dir", str(run)])
         == 0
     )
+    (run / "published.json").unlink()  # as if its publish had failed: it may be resumed
     (dataset / "train" / "cats" / "cats.0.jpg").rename(tmp_path / "moved.jpg")
     try:
         code = train_module.main(
@@ -143,3 +145,22 @@ def test_a_new_default_run_removes_all_but_the_two_newest_interrupted_ones(datas
     assert sorted(p.name for p in runs.iterdir()) == [
         "other-20250101T000000Z", "toy-20260102T000000Z", "toy-20260103T000000Z", "toy-notes",
     ]  # fmt: skip
+
+
+def test_a_finished_run_is_not_resumed_to_publish_again(tmp_path, capsys):
+    """A run folder kept with --run-dir records what it published: resuming it (or starting
+    in it again) is refused instead of publishing the same model as a new version."""
+    data = make_dataset(tmp_path / "data", per_class=4, val_per_class=2)
+    models, run = tmp_path / "models", tmp_path / "run"
+    common = ["--data-dir", str(data), "--models-dir", str(models), "--model-name", "toy",
+              "--epochs", "1", "--batch-size", "8", "--image-size", "48"]  # fmt: skip
+    assert train_module.main([*common, "--run-dir", str(run)]) == 0
+    assert json.loads((run / "published.json").read_text()) == {"name": "toy", "version": 1}
+    capsys.readouterr()
+    for flag in ("--resume", "--run-dir"):
+        assert train_module.main([*common, flag, str(run)]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"error: {flag} {run}: this run is finished, it published toy v1; train again "
+            "with a new --run-dir (or none)"
+        )
+    assert ModelStore(models).versions("toy") == [1]

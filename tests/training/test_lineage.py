@@ -176,3 +176,76 @@ def reencode(data: bytes) -> bytes:
     out = io.BytesIO()
     Image.open(io.BytesIO(data)).save(out, format="PNG")
     return out.getvalue()
+
+
+def test_training_photos_that_are_held_out_photos_are_left_out(tmp_path, capsys):
+    """The same bytes in train/ and in validation/ or test/ (Kaggle's set has such pairs)
+    would calibrate, keep-best and gate a model on photos it has seen."""
+    from training import retrain
+
+    data = make_dataset(tmp_path / "data", per_class=6, val_per_class=3)
+    validation_cat = data / "validation" / "cats" / "cats.0.jpg"
+    (data / "train" / "cats" / "copy.jpg").write_bytes(validation_cat.read_bytes())
+    for name in ("cats", "dogs"):
+        (data / "test" / name).mkdir(parents=True)
+        for photo in sorted((data / "validation" / name).iterdir())[1:]:
+            (data / "test" / name / photo.name).write_bytes(photo.read_bytes())
+    trained_dog = data / "train" / "dogs" / "dogs.0.jpg"
+    (data / "test" / "dogs" / "also-trained.jpg").write_bytes(trained_dog.read_bytes())
+    argv = [
+        "--data-dir", str(data), "--models-dir", str(tmp_path / "models"), "--model-name", "toy",
+        "--epochs", "1", "--batch-size", "8", "--image-size", "48",
+    ]  # fmt: skip
+    assert retrain.main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"{data / 'train'}: 2 photos left out, they are held-out photos of data" in err
+    rows = read_manifest(tmp_path / "models" / "toy" / "1")
+    trained = {r["path"] for r in rows if r["split"] == "train"}
+    assert len(trained) == 13 - 2
+    assert "train/cats/copy.jpg" not in trained and "train/dogs/dogs.0.jpg" not in trained
+    report = json.loads((tmp_path / "models" / "toy" / "1" / "report.json").read_text())
+    assert report["models"]["challenger"]["scores"]["count"] == 5  # scored on test/
+
+
+def test_a_class_with_only_held_out_photos_to_train_on_is_refused(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", per_class=2, val_per_class=2)
+    for photo in (data / "train" / "cats").iterdir():
+        photo.write_bytes((data / "validation" / "cats" / photo.name).read_bytes())
+    argv = ["--data-dir", str(data), "--models-dir", str(tmp_path / "models"), "--epochs", "1"]
+    assert train_module.main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (
+        "error: no photo of ['cats'] is left to train on: each is also a held-out photo "
+        "(validation or test) of data"
+    )
+
+
+ODD_NAMES = ["tab\there.jpg", "line\nbreak.jpg", "carriage\rreturn.jpg", "back\\t.jpg"]
+
+
+def test_any_file_name_keeps_its_own_manifest_line(tmp_path, capsys):
+    """A tab, a line break, a backslash or bytes that are not UTF-8 in a photo's name: the
+    version's manifest still reads back, and evaluate and the model card work on it."""
+    import os
+
+    data = make_dataset(tmp_path / "data", per_class=6, val_per_class=3)
+    cats = sorted((data / "train" / "cats").iterdir())
+    names = [*ODD_NAMES, os.fsdecode(b"not-utf8-\xff.jpg"), "line\u2028separator.jpg"]
+    for photo, name in zip(cats, names, strict=True):
+        photo.rename(photo.with_name(name))
+    models = tmp_path / "models"
+    config = TrainConfig(
+        data_dir=data, models_dir=models, model_name="toy", epochs=1, batch_size=8, image_size=48
+    )
+    train_module.train(config)
+    rows = read_manifest(models / "toy" / "1")
+    assert sorted(r["path"] for r in rows if r["class"] == "cats" and r["split"] == "train") == (
+        sorted(f"train/cats/{name}" for name in names)
+    )
+    for row in rows:
+        assert row["sha256"] == hashlib.sha256((data / row["path"]).read_bytes()).hexdigest()
+    common = ["--models-dir", str(models), "--model-name", "toy", "--output", str(tmp_path / "o")]
+    assert evaluate.main(["--data-dir", str(data), *common]) == 0
+    assert model_card.main(["--data-dir", str(data), *common]) == 0
+    assert evaluate.main(["--data-dir", str(data / "train"), *common]) == 2
+    assert "12 of the 12 photos" in capsys.readouterr().err

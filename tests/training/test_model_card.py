@@ -58,3 +58,26 @@ def test_cli_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for flag in ("--data-dir", "--models-dir", "--model-name", "--version", "--output"):
         assert flag in text
+
+
+def test_without_output_the_card_goes_to_the_models_reports_not_the_checkout(
+    tmp_path, capsys, monkeypatch
+):
+    """Run in a checkout for a user's own model, it must not overwrite the shipped card."""
+    data = make_dataset(tmp_path / "data", per_class=1, val_per_class=2)
+    publish_model(tmp_path / "models")
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "--data-dir",
+        str(data),
+        "--models-dir",
+        str(tmp_path / "models"),
+        "--model-name",
+        "pets",
+    ]
+    assert model_card.main(argv) == 0
+    [folder] = (tmp_path / "models" / "pets" / "reports").iterdir()
+    assert folder.name.endswith("-model-card-v1")
+    assert (folder / "model_card.json").is_file() and (folder / "reliability.png").is_file()
+    assert not (tmp_path / "docs").exists()
+    assert f"figures and model_card.json: {folder}" in capsys.readouterr().err

@@ -228,7 +228,7 @@ def test_evaluate_and_model_card_share_one_declaration():
         assert issubclass(cls, VersionOptions)
         assert [flag(f.name) for f in option_fields(cls)] == [*shared, "--output"]
     assert evaluate.EvaluateOptions(data_dir=Path("d")).output is None
-    assert model_card.CardOptions(data_dir=Path("d")).output == Path("docs/model-card")
+    assert model_card.CardOptions(data_dir=Path("d")).output is None
     with pytest.raises(OptionError, match="--version must be at least 1"):
         VersionOptions(data_dir=Path("d"), version=0)
 

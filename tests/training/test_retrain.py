@@ -244,7 +244,8 @@ def test_class_recall_tolerance_is_an_option_with_bounds(tmp_path, capsys):
     args = training.parse_args(p, ["--data-dir", str(tmp_path), "--class-recall-tolerance", "0.1"])
     assert retrain.build(p, retrain.GateOptions, vars(args)).class_recall_tolerance == 0.1
     assert retrain.GateOptions().class_recall_tolerance == 0.05
-    with pytest.raises(SystemExit) as info:
-        retrain.main(["--data-dir", str(tmp_path), "--class-recall-tolerance", "1.5"])
-    assert info.value.code == 2
-    assert "--class-recall-tolerance: must lie in [0, 1], got 1.5" in capsys.readouterr().err
+    for flag, value in [("--class-recall-tolerance", "1.5"), ("--tolerance", "inf")]:
+        with pytest.raises(SystemExit) as info:
+            retrain.main(["--data-dir", str(tmp_path), flag, value])
+        assert info.value.code == 2
+        assert f"{flag}: must lie in [0, 1], got {float(value)}" in capsys.readouterr().err

@@ -298,10 +298,11 @@ def test_calibration_folds_the_temperature_into_the_output_layer(dataset, tmp_pa
 
 def test_a_published_version_records_its_calibration_and_every_runtime_serves_it(trained):
     config, result = trained
-    calibration = result.metadata.calibration
+    calibration = result.metadata.raw["calibration"]
     assert calibration["method"] == "temperature scaling" and calibration["temperature"] > 0
     assert calibration["loss"]["after"] <= calibration["loss"]["before"]
     assert set(calibration["expected_calibration_error"]) == {"before", "after"}
+    assert result.metadata.calibration.temperature == calibration["temperature"]
     folder = config.models_dir / "toy" / "1"
     assert (folder / "calibration.png").read_bytes().startswith(b"\x89PNG")
     store = ModelStore(config.models_dir)
