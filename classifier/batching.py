@@ -172,6 +172,11 @@ class Batcher:
             self.stats.rejected += n
             raise QueueFull(f"the inference queue is full ({self.capacity} images); retry shortly")
 
+    def expired(self, n: int) -> None:
+        """Count `n` images whose deadline passed before they were queued (while decoding)."""
+        with self._stats_lock:
+            self.stats.expired += n
+
     def submit(self, images: np.ndarray, deadline: float) -> list[Future]:
         """Queue every image of one request, all or none; raises QueueFull when there is no room."""
         now = time.monotonic()

@@ -8,12 +8,14 @@ queue room, the decoding and the batcher are here, once. No Flask and no grpc he
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from classifier.batching import DeadlineExceeded
 from classifier.errors import ImageError
 from classifier.preprocess import decode_image
 from classifier.spec import InputSpec
@@ -35,6 +37,28 @@ class Upload:
 
 
 Images = Sequence[Upload] | np.ndarray  # encoded files, or pixels [N, H, W, 3]
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a request must be answered by (on time.monotonic, the batcher's clock), and the
+    limit it comes from (for the message)."""
+
+    at: float
+    limit_s: float
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def check(self) -> None:
+        """Past it, nothing more is decoded or queued: the model never runs for it."""
+        if self.left() <= 0:
+            raise self.exceeded()
+
+    def exceeded(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"no answer within the request deadline of {self.limit_s * 1000:.0f} ms"
+        )
 
 
 class DataPlane:
@@ -89,6 +113,18 @@ class DataPlane:
                 f"{n} images in one request; the limit is {limit}", code="too_many_images"
             )
 
+    def deadline(self, timeout_s: float | None = None) -> Deadline:
+        """REQUEST_DEADLINE_MS from when the call began (reading and decoding its images count
+        too), or a call's own `timeout_s` from now when that is sooner."""
+        limit_s = self.settings.request_deadline_ms / 1000
+        call = calls.current()
+        now = time.monotonic()
+        at = now + limit_s - (call.elapsed() if call is not None else 0.0)
+        if timeout_s is not None and now + max(0.0, timeout_s) < at:
+            limit_s = max(0.0, timeout_s)
+            at = now + limit_s
+        return Deadline(at, limit_s)
+
     def predict(
         self,
         model: ServedModel,
@@ -99,21 +135,36 @@ class DataPlane:
     ) -> np.ndarray:
         """Class probabilities (n, C) in class order, through the model's batcher: the count
         limit, then queue room (overload costs no decoding), then decoding in this thread,
-        in parallel with the model. `timeout_s` shortens REQUEST_DEADLINE_MS (a call's own
-        deadline). The answer goes to the monitor unless not `observe` (feedback's own)."""
+        in parallel with the model, all within the request's deadline (`timeout_s`, a call's
+        own deadline, may shorten it). The answer goes to the monitor unless not `observe`
+        (feedback's own)."""
+        deadline = self.deadline(timeout_s)
         calls.note_images(len(images))
         self.check_count(len(images))
         model.batcher.check_room(len(images))
-        pixels = images
-        if not isinstance(pixels, np.ndarray):
-            pixels = decode_uploads(pixels, model.spec, self.settings.max_image_pixels)
-        deadline_s = self.settings.request_deadline_ms / 1000
-        if timeout_s is not None:
-            deadline_s = min(deadline_s, max(0.0, timeout_s))
-        probs = model.batcher.predict(pixels, deadline_s)
+        pixels = self._decoded(model, images, deadline)
+        try:
+            probs = model.batcher.predict(pixels, deadline.left())
+        except DeadlineExceeded:
+            raise deadline.exceeded() from None
         if observe and self.monitor is not None:
             self.monitor.answered(model, images, probs)  # the files as sent, for capture
         return probs
+
+    def _decoded(self, model: ServedModel, images: Images, deadline: Deadline) -> np.ndarray:
+        """The pixels to queue, decoded while the deadline lasts; a request past it counts as
+        expired, as the batcher counts one that expires in its queue."""
+        try:
+            pixels = images
+            if not isinstance(pixels, np.ndarray):
+                pixels = decode_uploads(
+                    pixels, model.spec, self.settings.max_image_pixels, deadline
+                )
+            deadline.check()
+        except DeadlineExceeded:
+            model.batcher.expired(len(images))
+            raise
+        return pixels
 
     def classify(
         self, model: ServedModel, images: Images, timeout_s: float | None = None
@@ -124,10 +175,18 @@ class DataPlane:
         return probs.astype(np.float32), model.predictor.labels(probs)
 
 
-def decode_uploads(uploads: Sequence[Upload], spec: InputSpec, max_pixels: int) -> np.ndarray:
-    """Decode each file to the model's input; the error names the file (or its index)."""
+def decode_uploads(
+    uploads: Sequence[Upload],
+    spec: InputSpec,
+    max_pixels: int,
+    deadline: Deadline | None = None,
+) -> np.ndarray:
+    """Decode each file to the model's input; the error names the file (or its index). Past
+    the `deadline` no further file is decoded (one decode in progress cannot be stopped)."""
     images = np.empty((len(uploads), *spec.shape), dtype=np.uint8)
     for index, upload in enumerate(uploads):
+        if deadline is not None:
+            deadline.check()
         try:
             images[index] = decode_image(upload.data, spec, max_pixels=max_pixels)
         except ImageError as exc:

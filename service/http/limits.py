@@ -14,13 +14,20 @@ from service.errors import RequestError
 def install(app: Flask) -> None:
     @app.before_request
     def _chunked_body_within_limit() -> None:
-        """Werkzeug stops reading a chunked body at the limit without a word: refuse it."""
+        """Werkzeug stops reading a chunked body at the limit without a word: refuse a body
+        with a byte past the limit (one of exactly the limit is taken, as with Content-Length)."""
         chunked = request.content_length is None and request.headers.get("Transfer-Encoding")
         if not chunked:
             return
         try:
             body = request.get_data(cache=True)
+            over = len(body) >= app.config["MAX_CONTENT_LENGTH"] and _more(request.environ)
         except (ParseException, NoMoreData) as exc:  # gunicorn's, on broken chunk framing
             raise RequestError(f"the chunked body is malformed: {exc}") from None
-        if len(body) >= app.config["MAX_CONTENT_LENGTH"]:
+        if over:
             raise RequestEntityTooLarge()
+
+
+def _more(environ: dict) -> bool:
+    """Whether the body goes on past what Werkzeug read: one byte from the server's stream."""
+    return bool(environ["wsgi.input"].read(1))

@@ -100,10 +100,15 @@ def pixels(values: np.ndarray, spec: InputSpec) -> np.ndarray:
     return values
 
 
-def top_k(probabilities: np.ndarray, k: int, class_names: tuple[str, ...]) -> list[list[str]]:
-    """The classification extension: per image the k best as "score:index:label", best first."""
+def check_k(k: int, class_names: tuple[str, ...]) -> None:
+    """The classification extension's k: from 1 to the model's class count."""
     if not 1 <= k <= len(class_names):
         raise ProtocolError(f"classification must be between 1 and {len(class_names)}, got {k}")
+
+
+def top_k(probabilities: np.ndarray, k: int, class_names: tuple[str, ...]) -> list[list[str]]:
+    """The classification extension: per image the k best as "score:index:label", best first."""
+    check_k(k, class_names)
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     return [
         [f"{row[i]:f}:{i}:{class_names[i]}" for i in best]

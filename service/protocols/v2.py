@@ -193,15 +193,9 @@ def infer(
 # -- outputs --------------------------------------------------------------------------------
 
 
-def output(
-    name: str,
-    classification: object,
-    probabilities: np.ndarray,
-    labels: list[str],
-    class_names: tuple[str, ...],
-) -> OutputTensor:
-    """One requested output: `probabilities` (FP32 [N, C]) or `label` (BYTES [N]); with the
-    classification extension's k, the k best classes per image (BYTES [N, k])."""
+def check_output(name: str, classification: object, class_names: tuple[str, ...]) -> None:
+    """A requested output, before any image is decoded: a refused request never reaches the
+    model, the metrics, the drift window or capture."""
     if name not in tensors.OUTPUTS:
         raise ProtocolError(f"unknown output {name!r}; outputs: {list(tensors.OUTPUTS)}")
     if classification is not None and (
@@ -212,6 +206,20 @@ def output(
         raise ProtocolError(
             f"classification takes a whole number, on output {tensors.PROBABILITIES!r} only"
         )
+    if classification is not None:
+        tensors.check_k(classification, class_names)
+
+
+def output(
+    name: str,
+    classification: object,
+    probabilities: np.ndarray,
+    labels: list[str],
+    class_names: tuple[str, ...],
+) -> OutputTensor:
+    """One requested output (checked by check_output): `probabilities` (FP32 [N, C]) or
+    `label` (BYTES [N]); with the classification extension's k, the k best classes per image
+    (BYTES [N, k])."""
     if classification is not None:
         rows = tensors.top_k(probabilities, classification, class_names)
         flat = [item for row in rows for item in row]

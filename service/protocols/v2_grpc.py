@@ -73,13 +73,16 @@ class Servicer:
         model = self.plane.model(request.model_name, _version(request.model_version))
         v2.one_input(len(request.inputs))
         [tensor] = request.inputs
+        names = model.predictor.class_names
+        requested = _requested(request)
+        for name, classification in requested:
+            v2.check_output(name, classification, names)
         images = _images(tensor, _raw(request, tensor), model, self.plane)
         probabilities, labels = v2.infer(self.plane, model, images, context.time_remaining())
-        names = model.predictor.class_names
         answer = messages.ModelInferResponse(
             model_name=model.name, model_version=str(model.version), id=request.id
         )
-        for name, classification in _requested(request):
+        for name, classification in requested:
             out = v2.output(name, classification, probabilities, labels, names)
             answer.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
             answer.raw_output_contents.append(v2.raw(out))

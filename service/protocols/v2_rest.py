@@ -54,12 +54,15 @@ def infer(name: str, version: int | None = None):
     req = parse(schemas.V2InferRequest, header, "the inference request header", "request")
     v2.one_input(len(req.inputs))
     [tensor] = req.inputs
+    names = model.predictor.class_names
+    requested = _requested(req)
+    for out in requested:
+        v2.check_output(out.name, (out.parameters or {}).get("classification"), names)
     size = (tensor.parameters or {}).get("binary_data_size")
     blobs = tensors.take_binary(binary, [] if size is None else [size])
     images = _images(tensor, blobs[0] if blobs else None, model)
     probabilities, labels = v2.infer(plane, model, images)
-    names = model.predictor.class_names
-    outputs = [_output(o, probabilities, labels, names, req) for o in _requested(req)]
+    outputs = [_output(o, probabilities, labels, names, req) for o in requested]
     body = schemas.V2InferResponse(
         model_name=model.name, model_version=str(model.version), outputs=[o for o, _ in outputs]
     )

@@ -1,5 +1,6 @@
 import base64
 import io
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 from flask import Flask
 
 from classifier.preprocess import decode_image
+from classifier.spec import InputSpec
 from classifier.store import ModelStore
 from service.http.app import create_app
 from tests.helpers import (
@@ -306,6 +308,41 @@ def test_request_past_its_deadline_is_504(models_dir):
         app.test_client().post("/predict", data=jpeg_bytes(), content_type="image/jpeg").status_code
         == 200
     )
+
+
+def slow_webp(side: int = 4000) -> bytes:
+    """A few hundred bytes that take a noticeable time to decode (a solid lossless WebP)."""
+    return encode(solid((200, 30, 40), (side, side)), "WEBP", lossless=True)
+
+
+def test_the_deadline_counts_the_decoding_and_stops_it(models_dir):
+    """Twelve slow images against a 600 ms deadline: 504 in each route's shape once the deadline
+    passes while decoding, long before all twelve could be decoded; the model never ran."""
+    app = make_app(models_dir, REQUEST_DEADLINE_MS=600)
+    data = slow_webp()
+    started = time.perf_counter()
+    decode_image(data, InputSpec(height=64, width=64))
+    all_twelve = 12 * (time.perf_counter() - started)
+    batcher = app.extensions["dataplane"].model("pets").batcher
+    batches, expired = batcher.stats.batches, batcher.stats.expired
+    v2 = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [12], "data": []}]}
+    v2["inputs"][0]["data"] = [base64.b64encode(data).decode()] * 12
+    for path, body in (
+        ("/predict", {"data": {"image": [(io.BytesIO(data), f"{i}.webp") for i in range(12)]}}),
+        ("/v2/models/pets/infer", {"json": v2}),
+    ):
+        started = time.perf_counter()
+        response = app.test_client().post(path, **body)
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 504, response.get_data(as_text=True)
+        error = response.get_json()["error"]
+        if path == "/predict":
+            assert error["code"] == "deadline_exceeded"
+            error = error["message"]
+        assert error == "no answer within the request deadline of 600 ms"
+        assert elapsed < all_twelve / 2, (elapsed, all_twelve)
+    assert batcher.stats.batches == batches  # the model never ran for them
+    assert batcher.stats.expired == expired + 24  # counted as expired, as in the queue
 
 
 def test_full_queue_is_503_with_retry_after(models_dir):

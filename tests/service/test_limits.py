@@ -8,6 +8,7 @@ import json
 import socket
 
 import pytest
+import requests
 
 from benchmarks.harness import Server
 from service.http.app import create_app
@@ -50,6 +51,44 @@ def test_depth():
     assert depth([[[[[]]]]], 2) == 3  # stops looking once past the limit
 
 
+def post_chunked(port: int, body: bytes) -> int:
+    """The status of a POST /predict whose body comes chunked (no Content-Length)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest("POST", "/predict")
+    conn.putheader("Content-Type", "image/jpeg")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    for start in range(0, len(body), 8192):
+        piece = body[start : start + 8192]
+        conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+    conn.send(b"0\r\n\r\n")
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+@pytest.mark.e2e
+def test_a_chunked_body_of_exactly_the_limit_is_taken(tmp_path):
+    """As with a Content-Length: the limit itself is allowed, one byte more is 413 (the
+    chunked path refused the limit itself)."""
+    publish_model(tmp_path, "pets")
+    limit = 50_000
+    padded = jpeg_bytes((120, 90)).ljust(limit, b"\0")  # a JPEG padded to the limit
+    with Server(
+        tmp_path, MODEL_NAME="pets", MODEL_POLL_SECONDS="0", MAX_UPLOAD_BYTES=str(limit)
+    ) as server:
+        server.wait_ready()
+        with_length = requests.post(
+            f"{server.url}/predict",
+            data=padded,
+            headers={"Content-Type": "image/jpeg"},
+            timeout=30,
+        )
+        assert with_length.status_code == 200, with_length.text
+        assert post_chunked(server.port, padded) == 200
+        assert post_chunked(server.port, padded + b"\0") == 413
+
+
 @pytest.mark.e2e
 def test_a_chunked_body_over_the_limit_is_413_not_truncated(tmp_path):
     publish_model(tmp_path, "pets")
@@ -58,23 +97,8 @@ def test_a_chunked_body_over_the_limit_is_413_not_truncated(tmp_path):
         tmp_path, MODEL_NAME="pets", MODEL_POLL_SECONDS="0", MAX_UPLOAD_BYTES="50000"
     ) as server:
         server.wait_ready()
-
-        def chunked(body: bytes) -> int:
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-            conn.putrequest("POST", "/predict")
-            conn.putheader("Content-Type", "image/jpeg")
-            conn.putheader("Transfer-Encoding", "chunked")
-            conn.endheaders()
-            for start in range(0, len(body), 8192):
-                piece = body[start : start + 8192]
-                conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
-            conn.send(b"0\r\n\r\n")
-            status = conn.getresponse().status
-            conn.close()
-            return status
-
-        assert chunked(photo) == 200
-        assert chunked(photo + b"\0" * 60_000) == 413  # a JPEG padded past the limit
+        assert post_chunked(server.port, photo) == 200
+        assert post_chunked(server.port, photo + b"\0" * 60_000) == 413  # padded past the limit
         # broken chunk framing (a size that is not hex, a chunk without its CRLF): 400 in the
         # route's shape, not gunicorn's parse error as a 500
         for framing in (b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcXX0\r\n\r\n"):

@@ -4,6 +4,7 @@ metrics, and retraining on the feedback folder through the gate."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -360,6 +361,57 @@ def test_a_grpc_call_is_captured_under_its_request_id(served):
         url(server, "/feedback"), json={"request_id": "grpc-1", "label": "cats"}, timeout=10
     )
     assert sent.status_code == 201 and sent.json()["predicted"]["label"] == capture["label"]
+
+
+def test_an_unknown_v2_output_is_refused_before_the_model_runs(served):
+    """REST and gRPC: the same refusal as before, but now before inference, so the refused
+    requests are neither predictions in the metrics, nor in the drift window, nor captured."""
+    import tritonclient.grpc as triton
+
+    server, _, _, _ = served
+    before = requests.get(f"{server.url}/metrics", timeout=10).text
+    window = requests.get(url(server, "/drift"), timeout=10).json()["answers"]
+    photo = base64.b64encode(jpeg_bytes(seed=31)).decode()
+    body = {
+        "inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": [photo] * 2}],
+        "outputs": [{"name": "label"}, {"name": "logits"}],
+    }
+    response = requests.post(
+        f"{server.url}/v2/models/{MODEL}/infer",
+        json=body,
+        headers={"X-Request-ID": "v2-unknown-output"},
+        timeout=30,
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "unknown output 'logits'; outputs: ['probabilities', 'label']"
+    }
+    image = triton.InferInput("image", [1], "BYTES")
+    image.set_data_from_numpy(np.array([jpeg_bytes(seed=32)], dtype=np.object_))
+    client = triton.InferenceServerClient(url=server.grpc_target)
+    with pytest.raises(triton.InferenceServerException) as refused_call:
+        client.infer(
+            MODEL,
+            [image],
+            outputs=[triton.InferRequestedOutput("scores")],
+            headers={"x-request-id": "grpc-unknown-output"},
+            client_timeout=30,
+        )
+    assert refused_call.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "unknown output 'scores'" in refused_call.value.message()
+    predict(server, [jpeg_bytes(seed=33)], "after-unknown-outputs")
+    captured(server, "after-unknown-outputs", 1)  # the monitor took every earlier answer too
+    after = requests.get(f"{server.url}/metrics", timeout=10).text
+    counted = sum(
+        metric(after, "predictions_total", model=MODEL, version="1", label=name)
+        - metric(before, "predictions_total", model=MODEL, version="1", label=name)
+        for name in ("cats", "dogs")
+    )
+    assert counted == 1  # only the last request's one image
+    assert requests.get(url(server, "/drift"), timeout=10).json()["answers"] == window + 1
+    captures = requests.get(url(server, "/captures?limit=200"), timeout=10).json()["captures"]
+    ids = {c["request_id"] for c in captures}
+    assert not ids & {"v2-unknown-output", "grpc-unknown-output"}
 
 
 def test_two_workers_share_captures_and_feedback(trained, tmp_path):

@@ -26,7 +26,7 @@ from classifier.spec import InputSpec
 from service.cli import APP, CONFIG
 from service.keys import new_key
 from service.protocols import v2_messages
-from tests.helpers import encode, jpeg_bytes, noise_image
+from tests.helpers import encode, jpeg_bytes, noise_image, solid
 
 pytestmark = pytest.mark.e2e
 
@@ -112,6 +112,32 @@ def test_pixels_give_the_answer_of_their_encoded_file(client, datatype):
     from_pixels = client.infer(MODEL, [tensor]).as_numpy("probabilities")
     from_file = client.infer(MODEL, [images_input(data)]).as_numpy("probabilities")
     assert np.allclose(from_pixels, from_file, atol=1e-6)
+
+
+def test_the_call_deadline_stops_the_decoding_and_the_model_never_runs(client, server):
+    """Twelve slow images and a 0.6 s call deadline: the server stops decoding at the deadline
+    and answers DEADLINE_EXCEEDED without queueing them (before, it decoded all twelve after
+    the deadline and then ran the model)."""
+    data = encode(solid((200, 30, 40), (4000, 4000)), "WEBP", lossless=True)
+    started = time.perf_counter()
+    decode_image(data, SPEC)
+    all_twelve = 12 * (time.perf_counter() - started)
+    before = requests.get(f"{server.url}/v1/models/{MODEL}", timeout=10).json()["batching"]
+    late = refusal(
+        lambda: client.infer(
+            MODEL,
+            [images_input(*[data] * 12)],
+            headers={"x-request-id": "slow-decode"},
+            client_timeout=0.6,
+        )
+    )
+    assert late.status() == "StatusCode.DEADLINE_EXCEEDED"
+    [line] = server.logged(lambda line: line["request_id"] == "slow-decode")
+    assert line["status"] == "DEADLINE_EXCEEDED" and line["error"] == "deadline_exceeded"
+    assert line["latency_ms"] < all_twelve * 1000 / 2, (line, all_twelve)
+    after = requests.get(f"{server.url}/v1/models/{MODEL}", timeout=10).json()["batching"]
+    assert after["batches"] == before["batches"]  # the model never ran for them
+    assert after["expired_deadline"] == before["expired_deadline"] + 12
 
 
 def test_images_and_pixels_in_typed_contents(server):
