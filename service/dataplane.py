@@ -114,16 +114,12 @@ class DataPlane:
             )
 
     def deadline(self, timeout_s: float | None = None) -> Deadline:
-        """REQUEST_DEADLINE_MS from when the call began (reading and decoding its images count
-        too), or a call's own `timeout_s` from now when that is sooner."""
+        """REQUEST_DEADLINE_MS from now, when the request's images are in hand (their decoding
+        counts, a slow client's upload does not), or a call's own `timeout_s` when sooner."""
         limit_s = self.settings.request_deadline_ms / 1000
-        call = calls.current()
-        now = time.monotonic()
-        at = now + limit_s - (call.elapsed() if call is not None else 0.0)
-        if timeout_s is not None and now + max(0.0, timeout_s) < at:
-            limit_s = max(0.0, timeout_s)
-            at = now + limit_s
-        return Deadline(at, limit_s)
+        if timeout_s is not None:
+            limit_s = min(limit_s, max(0.0, timeout_s))
+        return Deadline(time.monotonic() + limit_s, limit_s)
 
     def predict(
         self,

@@ -180,8 +180,8 @@ class Settings(BaseSettings):
     request_deadline_ms: float = Field(
         10_000.0,
         gt=0,
-        description="a request not answered by then, counted from its arrival (reading and "
-        "decoding its images count), gets 504: no further image is decoded, it leaves the queue",
+        description="a request not answered by then, counted from when its images are read "
+        "(their decoding counts), gets 504: no further image is decoded, it leaves the queue",
     )
 
     # -- the feedback loop: capture, feedback, drift --------------------------------------
