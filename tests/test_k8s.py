@@ -451,6 +451,20 @@ def test_autoscaler_scales_the_deployment(kustomization):
     assert hpa["spec"]["minReplicas"] >= 2  # the PDB's maxUnavailable: 1 leaves one serving
     [metric] = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
+    [server] = deployment["spec"]["template"]["spec"]["containers"][:1]
+    assert scale_up_cores(metric["resource"]["target"], server) == 1.4, "one pod busy on 1.4 cores"
+
+
+def cores(quantity: str | int) -> float:
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def scale_up_cores(target: dict, container: dict) -> float:
+    """The CPU a pod uses on average when the HPA adds pods: a share of its request, or cores."""
+    if target["type"] == "Utilization":
+        return target["averageUtilization"] / 100 * cores(container["resources"]["requests"]["cpu"])
+    return cores(target["averageValue"])
 
 
 # -- overlays -----------------------------------------------------------------------------
@@ -508,10 +522,12 @@ def test_retrain_job_and_cronjob_run_the_compose_trainer_on_the_store():
     served = settings_env(rendered("overlays/cpu"))
     assert expected[expected.index("--model-name") + 1] == served["MODEL_NAME"]
     assert expected[expected.index("--models-dir") + 1] == served["MODELS_DIR"]
-    from training.retrain import NOT_PROMOTED
+    from training.cli import Exit
 
     [rule] = job["spec"]["podFailurePolicy"]["rules"]
-    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [NOT_PROMOTED]
+    # every status but a crash's is final: retrying repeats the training to end the same way
+    final = sorted(int(status) for status in Exit if status != Exit.OK)
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == final
     mounts = {m["mountPath"]: m for m in trainer["volumeMounts"]}
     assert mounts["/data"]["readOnly"] is True
 

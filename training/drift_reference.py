@@ -1,7 +1,7 @@
 """Record the drift reference of a version published without one (before training recorded
 it at publish time): its answers on its validation photos, as it is served.
 
-python -m training.drift_reference --data-dir ../shared/data/cats_vs_dogs --version 3
+python -m training.drift_reference --data-dir ../shared/data/cats_vs_dogs --version 2
 
 The version is run on DIR/validation (or on DIR itself when it is a folder of class folders)
 through the service's own loading code and default runtime; the class mix of its answers and
