@@ -5,7 +5,8 @@
 
 `predict` takes paths, image file bytes, binary file objects, PIL images and uint8 arrays,
 and gives one Prediction or Failure per input, in input order; `Client(url, api_key=...)`
-(default: $CLASSIFIER_API_KEY) raises AccessRefused when the server refuses the key.
+(default: $CLASSIFIER_API_KEY) raises AccessRefused when the server refuses the key, and
+NotThere when it has no such model or version (both RunStopped: every image would fare so).
 `LocalClient(models_dir, name)` has the same `predict` (the store the service reads by
 default); it is imported on first use, so the HTTP client does not load the model runtimes.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from client.base import AccessRefused
+from client.base import AccessRefused, NotThere, RunStopped
 from client.remote import Client, RetryPolicy
 from client.results import Failure, Prediction, Result
 
@@ -26,9 +27,11 @@ __all__ = [
     "Client",
     "Failure",
     "LocalClient",
+    "NotThere",
     "Prediction",
     "Result",
     "RetryPolicy",
+    "RunStopped",
 ]
 
 

@@ -4,6 +4,7 @@ in input order, and stopping a run at once when the server refuses the client it
 from __future__ import annotations
 
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,9 +16,14 @@ from client.results import Failure, Result
 log = logging.getLogger(__name__)
 
 
-class AccessRefused(Exception):
-    """The server refused this client (401 or 403: no API key, or one it does not accept):
-    no other image would fare better, so the run stops at once."""
+def tracebacks() -> bool:
+    """Whether to log tracebacks (the client's logger at DEBUG): a CLI user gets one line."""
+    return log.isEnabledFor(logging.DEBUG)
+
+
+class RunStopped(Exception):
+    """An answer every other image would get too: the run stops at once (no image is sent
+    after it, and no image gets it as its result)."""
 
     def __init__(self, status: int, code: str, message: str, url: str) -> None:
         super().__init__(f"{url} answered {status} {code}: {message}")
@@ -25,6 +31,14 @@ class AccessRefused(Exception):
         self.code = code
         self.message = message
         self.url = url
+
+
+class AccessRefused(RunStopped):
+    """The server refused this client (401 or 403: no API key, or one it does not accept)."""
+
+
+class NotThere(RunStopped):
+    """The server has no such model or version, or the URL is not the service's (404)."""
 
 
 class BaseClient(ABC):
@@ -37,22 +51,24 @@ class BaseClient(ABC):
             raise ValueError("concurrency and batch_size must be at least 1")
         self.concurrency = concurrency
         self.batch_size = batch_size
-        self._refused: AccessRefused | None = None  # set by the first refusal: the run stops
+        self._refused: RunStopped | None = None  # set by the first refusal: the run stops
+        self.stopping = threading.Event()  # set by close(): no further try or request
 
     @abstractmethod
     def predict_chunk(self, items: Sequence[Item]) -> list[Result]:
         """One result per item, in order; never raises for a bad file or a failed request,
-        only AccessRefused."""
+        only RunStopped (AccessRefused, NotThere)."""
 
     def predict(self, inputs: Iterable[Input]) -> list[Result]:
         """One result per input, in the order given. Inputs: paths, image file bytes, binary
         file objects, PIL images, uint8 arrays (height x width x 3). Raises AccessRefused
-        when the server refuses the client (401/403)."""
+        when the server refuses the client (401/403), NotThere when it has no such model or
+        version (404)."""
         return list(self.iter_predict(inputs))
 
     def iter_predict(self, inputs: Iterable[Input]) -> Iterator[Result]:
         """The results in input order, each as soon as it and those before it are known
-        (the worker threads run ahead meanwhile). Raises AccessRefused as `predict` does."""
+        (the worker threads run ahead meanwhile). Raises as `predict` does."""
         items = to_items(inputs)
         self._refused = None  # a new run tries again (with a key changed meanwhile, say)
         futures = self._submit_all(items)
@@ -63,18 +79,22 @@ class BaseClient(ABC):
             for future in futures:
                 future.cancel()  # an abandoned, refused or interrupted run sends nothing more
 
-    def close(self) -> None:
-        """Free what the client holds (connections, threads)."""
+    def close(self, wait: bool = True) -> None:
+        """Free what the client holds (connections, threads): requests not started are
+        dropped, a request waiting to try again gives up; with `wait`, those in flight end
+        first (without, they are left to end by their own timeouts)."""
+        self.stopping.set()
         pool = getattr(self, "_pool", None)
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=wait, cancel_futures=True)
             self._pool = None
 
     def __enter__(self) -> Self:
+        self.stopping.clear()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        self.close(wait=exc[0] is None)  # an interrupt or error does not wait for the server
 
     def _submit_all(self, items: list[Item]) -> list[Future[list[Result]]]:
         size = self.batch_size
@@ -90,10 +110,12 @@ class BaseClient(ABC):
             raise self._refused
         try:
             return self.predict_chunk(items)
-        except AccessRefused as exc:
+        except RunStopped as exc:
             self._refused = exc
             raise
         except Exception as exc:
-            log.exception("unexpected error on %d files", len(items))
             message = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "unexpected error on %d files: %s", len(items), message, exc_info=tracebacks()
+            )
             return [Failure(item.name, "client_error", message) for item in items]

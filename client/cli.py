@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
 import sys
 from collections.abc import Sequence
 from enum import IntEnum
@@ -13,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from classifier.errors import ClassifierError
 from classifier.store import MODELS_DIR_VARIABLE
-from client.base import AccessRefused, BaseClient
+from client.base import AccessRefused, BaseClient, NotThere
 from client.files import find_images
 from client.remote import API_KEY_VARIABLE, Client, RetryPolicy, check_url
 from client.results import FORMATS, OutputError, Result, Sink, choose_format, file_key, open_output
@@ -26,14 +29,17 @@ class Exit(IntEnum):
     SOME_FAILED = 1
     USAGE = 2
     REFUSED = 3
+    UNWRITABLE = 4
     INTERRUPTED = 130
 
 
 EXIT_MEANINGS = {
     Exit.OK: "every image has a prediction",
     Exit.SOME_FAILED: "some images have error records (the others have predictions)",
-    Exit.USAGE: "bad usage, an --output that is not a results file, or (--local) no model",
+    Exit.USAGE: "bad usage, an --output that is not a results file, no such model or "
+    "version (404, or --local: not in the store)",
     Exit.REFUSED: "the server refused the API key (401/403): stopped at the first refusal",
+    Exit.UNWRITABLE: "--output could not be written (a full disk, say): rerun to go on",
     Exit.INTERRUPTED: "interrupted (Ctrl-C); rerun with the same --output to go on",
 }
 
@@ -61,8 +67,8 @@ def positive_int(text: str) -> int:
 def positive_float(text: str) -> float:
     """argparse type: a number > 0."""
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
     return value
 
 
@@ -153,14 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--backoff",
         type=positive_float,
         default=0.5,
-        help="first wait between tries, then doubled; a 503/504's Retry-After "
+        help="first wait between tries, then doubled; a 429/503/504's Retry-After "
         "is used instead (default: %(default)s)",
     )
     p.add_argument(
         "--timeout",
         type=positive_float,
         default=30.0,
-        help="seconds one try may take (default: %(default)s)",
+        help="seconds one try may take: to connect, then for the whole answer "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--progress",
@@ -181,8 +188,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(str(exc))
     if args.url and args.version is not None and args.model_name is None:
         parser.error("--version needs --model-name")
-    if args.output is not None and args.output.is_dir():
-        parser.error(f"--output {args.output} is a folder")
+    if args.output is not None:
+        if args.output.exists() and not args.output.is_file():
+            parser.error(f"--output {args.output} is not a regular file (stdout: no --output)")
+        if not args.output.absolute().parent.is_dir():
+            parser.error(f"--output {args.output}: no folder {args.output.absolute().parent}")
     if args.local and (args.api_key is not None or args.header):
         parser.error("--api-key and --header are for --url (--local sends nothing)")
     try:
@@ -255,13 +265,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse(argv)
     except SystemExit as exc:  # --help (0) or bad usage (2)
         return exc.code if isinstance(exc.code, int) else Exit.USAGE
+    if args.output is None and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")  # file names that are not UTF-8
     try:
         sink, done = open_output(args.output, args.format)
     except OutputError as exc:
         print(f"classify-images: error: {exc}", file=sys.stderr)
         return Exit.USAGE
+    except OSError as exc:
+        return unwritable(args.output, exc)
     try:
         return _classify(args, sink, done)
+    except NotThere as exc:
+        print(
+            f"classify-images: error: {exc.url} answered {exc.status} {exc.code}: "
+            f"{exc.message.rstrip('.')}; stopped: check --url, --model-name and --version",
+            file=sys.stderr,
+        )
+        return Exit.USAGE
+    except OSError as exc:  # writing a result: nothing after it was lost, a rerun goes on
+        return unwritable(args.output, exc)
     except AccessRefused as exc:
         print(
             f"classify-images: error: {exc.url} refused this client ({exc.status} {exc.code}: "
@@ -274,7 +297,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; rerun with the same --output to go on", file=sys.stderr)
         return Exit.INTERRUPTED
     finally:
-        sink.close()
+        with contextlib.suppress(OSError):  # a full disk was said already
+            sink.close()
+
+
+def unwritable(output: Path | None, exc: OSError) -> int:
+    """One line for an output that cannot be written."""
+    where = output if output is not None else "stdout"
+    print(
+        f"classify-images: error: cannot write {where}: {exc.strerror or exc}; the results "
+        "before it are kept: rerun with the same --output to go on",
+        file=sys.stderr,
+    )
+    return Exit.UNWRITABLE
+
+
+def console() -> None:
+    """The `classify-images` command: main's status; interrupted, at once (a thread still
+    waiting on a server is not waited for: its file is sent again on the next run)."""
+    status = main()
+    if status == Exit.INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 def _classify(args: argparse.Namespace, sink: Sink, done: dict[str, Result]) -> int:

@@ -47,7 +47,7 @@ def to_item(value: Input, index: int) -> Item:
     """One input as an Item; inputs without a name are called `<kind #index>`."""
     if isinstance(value, (str, os.PathLike)):
         path = Path(value)
-        return Item(str(value), lambda: read_file(path), path.name)
+        return Item(str(value), lambda: read_file(path), sendable(path.name))
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         return Item(f"<bytes #{index}>", lambda: data, f"image-{index}")
@@ -64,6 +64,12 @@ def to_item(value: Input, index: int) -> Item:
         f"input #{index} is a {type(value).__name__}: give a path, bytes, a binary file "
         "object, a PIL image or a uint8 array"
     )
+
+
+def sendable(name: str) -> str:
+    """A file name as UTF-8 can carry it: bytes that are not UTF-8 (surrogate escapes) become
+    U+FFFD, which the multipart encoder can send (the result keeps the name as it is)."""
+    return os.fsencode(name).decode("utf-8", "replace")
 
 
 def _is_image_or_array(value: object) -> str | None:

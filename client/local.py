@@ -74,8 +74,8 @@ class LocalClient(BaseClient):
             results[index] = result
         return results  # type: ignore[return-value] - every slot is filled
 
-    def close(self) -> None:
-        super().close()
+    def close(self, wait: bool = True) -> None:
+        super().close(wait)
         self.batcher.stop()
 
     def _decode(self, item: Item) -> np.ndarray | Failure:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import itertools
+import math
 import mimetypes
 import os
 import random
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 import requests
+import urllib3
 
-from client.base import AccessRefused, BaseClient
+from client.base import AccessRefused, BaseClient, NotThere
 from client.inputs import Item
 from client.results import Failure, Prediction, Result, top_of
 
@@ -24,12 +26,18 @@ from client.results import Failure, Prediction, Result, top_of
 # given none; sent as the service expects it (service/keys.py): Authorization: Bearer <key>.
 API_KEY_VARIABLE = "CLASSIFIER_API_KEY"
 
-# Statuses worth another try: a proxy without a backend, a full queue, a missed deadline.
-RETRY_STATUSES = frozenset({502, 503, 504})
+# Statuses worth another try: a rate limit (nginx's per-client one), a proxy without a
+# backend, a full queue, a missed deadline.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Those whose Retry-After says when to come back.
+RETRY_AFTER_STATUSES = frozenset({429, 503, 504})
 # Statuses about the request as a whole (too big, too many images): its files go one by one.
 SPLIT_STATUSES = frozenset({413})
 # Statuses about the client itself (no key, or a key not accepted): the run stops.
 REFUSED_STATUSES = frozenset({401, 403})
+# The route itself is not there (no such model or version, or not this service's URL): every
+# other file would get the same answer, so the run stops too.
+NOT_THERE_STATUSES = frozenset({404})
 
 Pending = tuple[int, Item, bytes]  # index in the chunk, input, its bytes
 
@@ -44,8 +52,14 @@ class RetryPolicy:
     max_backoff_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.tries < 1 or self.total_s <= 0 or self.backoff_s < 0 or self.max_backoff_s < 0:
-            raise ValueError("tries must be >= 1, total_s > 0, and backoffs >= 0")
+        times = (self.total_s, self.backoff_s, self.max_backoff_s)
+        if (
+            self.tries < 1
+            or self.total_s <= 0
+            or min(times) < 0
+            or not all(map(math.isfinite, times))
+        ):
+            raise ValueError("tries must be >= 1, total_s > 0, and backoffs >= 0, all finite")
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """The server's Retry-After when it sends one; else exponential backoff with jitter,
@@ -88,8 +102,12 @@ def predict_path(model: str | None, version: int | None) -> str:
 def check_url(url: str) -> str:
     """The base URL without a trailing slash; raises ValueError when it is not http(s)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError as exc:
+        raise ValueError(f"not an http(s) URL: {url!r} ({exc})") from None
     return url.rstrip("/")
 
 
@@ -138,7 +156,8 @@ class Client(BaseClient):
     """Predicts through one or more of the service's hosts (a retry goes to the next one).
 
     `Client(url).predict(inputs)` gives one Prediction or Failure per input, in order, and
-    raises AccessRefused when the server refuses the key (401/403). `api_key` (default:
+    raises AccessRefused when the server refuses the key (401/403), NotThere when it has no
+    such model or version (404). `api_key` (default:
     $CLASSIFIER_API_KEY) is sent as `Authorization: Bearer`; `headers` go with every request;
     `top_k` asks for each image's k best classes (`Prediction.top`).
     """
@@ -188,8 +207,8 @@ class Client(BaseClient):
             pending = self._send(pending, results)
         return results  # type: ignore[return-value] - every slot is filled
 
-    def close(self) -> None:
-        super().close()
+    def close(self, wait: bool = True) -> None:
+        super().close(wait)
         with self._lock:
             for session in self._sessions:
                 session.close()
@@ -206,6 +225,9 @@ class Client(BaseClient):
         if response.status_code in REFUSED_STATUSES:
             code, message, _ = error_of(response)
             raise AccessRefused(response.status_code, code, message, response.url)
+        if response.status_code in NOT_THERE_STATUSES:
+            code, message, _ = error_of(response)
+            raise NotThere(response.status_code, code, message, response.url)
         if response.status_code == 200:
             for (index, _, _), result in zip(pending, self._parse(response, pending), strict=True):
                 results[index] = result
@@ -260,7 +282,8 @@ class Client(BaseClient):
                     outcome.code,
                     f"gave up after {attempt + 1} tries in {elapsed:.1f} s: {outcome.message}",
                 )
-            time.sleep(wait)
+            if self.stopping.wait(wait):  # closed meanwhile (Ctrl-C): no further try
+                raise GaveUp(outcome.code, f"stopped before try {attempt + 2}: {outcome.message}")
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _try(
@@ -268,11 +291,18 @@ class Client(BaseClient):
     ) -> requests.Response | Refusal:
         """One POST: the response, or a Refusal when it is worth trying again."""
         parts = [("image", (name, data, _mimetype(name))) for name, data in files]
-        timeout = (max(0.1, min(self.connect_timeout_s, left)), max(0.1, min(self.timeout_s, left)))
+        budget = max(0.1, min(self.timeout_s, left))
+        timeout = (max(0.1, min(self.connect_timeout_s, left)), budget)
         try:
             response = self._session().post(
-                url, files=parts, params=self.params, headers=self.headers, timeout=timeout
+                url,
+                files=parts,
+                params=self.params,
+                headers=self.headers,
+                timeout=timeout,
+                stream=True,
             )
+            _read_within(response, budget)
         except requests.Timeout as exc:
             return Refusal("timeout", f"no answer from {url} in time: {exc}")
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -280,7 +310,7 @@ class Client(BaseClient):
         if response.status_code not in RETRY_STATUSES:
             return response
         code, message, _ = error_of(response)
-        wait = retry_after(response) if response.status_code in (503, 504) else None
+        wait = retry_after(response) if response.status_code in RETRY_AFTER_STATUSES else None
         return Refusal(code, f"{response.status_code} {message}", wait)
 
     def _session(self) -> requests.Session:
@@ -291,6 +321,25 @@ class Client(BaseClient):
             with self._lock:
                 self._sessions.append(session)
         return session
+
+
+def _read_within(response: requests.Response, seconds: float) -> None:
+    """Read the answer's body within `seconds`: requests' read timeout bounds each read, so a
+    server trickling its answer byte by byte would hold the try for ever. read1 returns what
+    one read of the socket gives (iter_content would wait for a whole chunk)."""
+    deadline, body = time.monotonic() + seconds, bytearray()
+    try:
+        while chunk := response.raw.read1(64 * 1024, decode_content=True):
+            body += chunk
+            if time.monotonic() > deadline:
+                raise requests.Timeout(f"the answer took longer than {seconds:g} s")
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.Timeout(str(exc)) from None
+    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError) as exc:
+        raise requests.ConnectionError(str(exc)) from None
+    finally:
+        response.close()
+    response._content = bytes(body)  # what requests keeps when not streaming
 
 
 def _mimetype(name: str) -> str:

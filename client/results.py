@@ -22,6 +22,7 @@ TRANSIENT_CODES = frozenset(
     {
         "connection_error",
         "timeout",
+        "rate_limited",
         "queue_full",
         "model_not_ready",
         "deadline_exceeded",
@@ -62,10 +63,19 @@ class Failure:
     @property
     def transient(self) -> bool:
         """Whether a rerun should send the file again (a busy or unreachable server)."""
-        return self.code in TRANSIENT_CODES or self.code.startswith("http_5")
+        return (
+            self.code in TRANSIENT_CODES
+            or self.code.startswith("http_5")
+            or self.code == "http_429"
+        )
 
 
 Result = Prediction | Failure
+
+
+# A file name that is not UTF-8 (Python's surrogate escapes) is written as its own bytes and
+# read back the same, so that a rerun knows it: JSONL escapes it anyway (\udcff), CSV keeps it.
+ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 
 class OutputError(Exception):
@@ -232,7 +242,7 @@ class Sink:
 
     def _open(self) -> IO[str]:
         assert self.path is not None
-        return self.path.open("a", newline="" if self.fmt == "csv" else None, encoding="utf-8")
+        return self.path.open("a", newline="" if self.fmt == "csv" else None, **ENCODING)
 
     def _fit(self, class_names: list[str]) -> None:
         """Make the CSV header hold these classes: write it, or widen the file's."""
@@ -243,7 +253,7 @@ class Sink:
         if missing and self.path is not None:  # stdout cannot be rewritten: extras left out
             self.stream.close()
             self.columns = csv_columns([*class_columns(self.columns), *missing])
-            _, results = read_csv(self.path.read_text(encoding="utf-8"))
+            _, results = read_csv(self.path.read_text(**ENCODING))
             write_all(self.path, "csv", results, self.columns)
             self.stream = self._open()
         held, self._held = self._held, []
@@ -258,7 +268,7 @@ def write_all(path: Path, fmt: Format, results: list[Result], columns: list[str]
     """Replace `path` atomically with these results (a temporary file, then a rename)."""
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", newline="" if fmt == "csv" else None, encoding="utf-8") as stream:
+        with os.fdopen(fd, "w", newline="" if fmt == "csv" else None, **ENCODING) as stream:
             if fmt == "jsonl":
                 stream.writelines(json.dumps(to_record(r)) + "\n" for r in results)
             else:
@@ -284,19 +294,20 @@ def resume(path: Path, fmt: Format) -> tuple[list[str] | None, list[Result]]:
     """The results worth keeping: the last one per file, transient failures dropped (their
     files are sent again); the file is rewritten when that removes anything."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         return None, []
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise OutputError(f"cannot read {path}: {exc}") from None
-    complete = text[: text.rfind("\n") + 1]  # a last line without its newline was cut short
+    # A last line without its newline was cut short, maybe inside a character: left out.
+    complete = data[: data.rfind(b"\n") + 1].decode(**ENCODING)
     if not complete.strip():
-        if text.strip():
+        if data.strip():
             raise OutputError(f"{path} holds no complete line: not a results file")
         return None, []
     columns, results = read_csv(complete) if fmt == "csv" else (None, read_jsonl(complete))
     latest = {file_key(r.file): r for r in results}
     kept = [r for r in latest.values() if not (isinstance(r, Failure) and r.transient)]
-    if len(kept) != len(results) or complete != text:
+    if len(kept) != len(results) or len(complete.encode(**ENCODING)) != len(data):
         write_all(path, fmt, kept, columns)
     return columns, kept

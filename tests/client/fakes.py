@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -107,3 +109,46 @@ def make_folder(root: Path) -> Path:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class SilentServer:
+    """A loopback port that takes connections and requests and never answers."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+
+    def __enter__(self) -> SilentServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._socket.close()
+
+
+class TrickleServer(FlakyServer):
+    """Answers every POST 200 with a predict answer, one byte every `every` seconds."""
+
+    def __init__(self, every: float = 0.3) -> None:
+        self.every = every
+        super().__init__(None)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = b'{"model": {"name": "pets", "version": 1}, "predictions": []}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(fake.every)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        return Handler

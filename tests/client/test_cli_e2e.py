@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from client import Client, Failure, LocalClient, Prediction
+from client import Client, Failure, LocalClient, NotThere, Prediction
 from client.cli import main
 from tests.client.fakes import GOOD, FlakyServer, make_folder, read_jsonl
 from tests.helpers import jpeg_bytes
@@ -157,11 +157,81 @@ def test_python_api(server, models_template, tmp_path):
 
     [again] = Client(server.url, "pets", 1).predict([paths[0]])
     assert again == first  # the named model and version route answer the same
-    [missing] = Client(server.url, "nope").predict([paths[0]])
-    assert isinstance(missing, Failure) and missing.code == "model_not_found"
+    with pytest.raises(NotThere) as info:  # no image would fare better: none gets it
+        Client(server.url, "nope").predict([paths[0]])
+    assert (info.value.status, info.value.code) == (404, "model_not_found")
 
     with LocalClient(models_template, "pets", concurrency=2) as local:
         here = local.predict(paths)
     assert [type(r) for r in here] == [type(r) for r in results]
     assert here[0].probabilities == pytest.approx(first.probabilities, abs=1e-5)
     assert (here[1].code, here[3].code) == ("not_an_image", "file_not_found")
+
+
+def test_a_model_the_server_lacks_stops_the_run_and_records_nothing(server, tmp_path, capsys):
+    """A typo in --model-name is one answer for every file: stop, and leave the files to a
+    rerun with the right name (recorded, they would be skipped as done)."""
+    folder = make_folder(tmp_path / "images")
+    out = tmp_path / "out.jsonl"
+    argv = ["--url", server.url, "--output", str(out), *QUIET, str(folder)]
+    assert main([*argv, "--model-name", "petz"]) == 2
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert "404 model_not_found" in line and "check --url, --model-name and --version" in line
+    assert not out.exists() or read_jsonl(out) == []
+    assert main([*argv, "--model-name", "pets"]) == 1  # broken.jpg is not an image
+    assert len(read_jsonl(out)) == 5
+
+
+def test_file_names_that_are_not_utf8_are_classified_and_resumed(server, tmp_path, capsys):
+    import os
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    latin = os.fsdecode(folder.as_posix().encode() + b"/caf\xe9.jpg")
+    Path(latin).write_bytes(jpeg_bytes(seed=3))
+    (folder / "ok.jpg").write_bytes(jpeg_bytes(seed=4))
+    out = tmp_path / "out.csv"
+    argv = ["--url", server.url, "--output", str(out), *QUIET, str(folder)]
+    assert main(argv) == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_bytes().decode(errors="surrogateescape"))))
+    assert sorted(r["file"] for r in rows) == sorted([latin, str(folder / "ok.jpg")])
+    assert all(r["label"] in ("cats", "dogs") for r in rows)
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "0 predicted, 0 failed, 2 already in the output" in capsys.readouterr().err
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_goes_on(server, tmp_path):
+    """Writing the results fails (here: a file size limit of 1 kB): exit 4 with one line; the
+    records written are kept and the rerun sends only the rest."""
+    import resource
+    import subprocess
+    import sys
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"{i:02d}.jpg").write_bytes(jpeg_bytes(seed=i))
+    out = tmp_path / "out.jsonl"
+    script = Path(sys.executable).parent / "classify-images"
+    command = [str(script), "--url", server.url, "--output", str(out), *QUIET, str(folder)]
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    full = subprocess.run(
+        command, preexec_fn=small_files, capture_output=True, text=True, timeout=120
+    )
+    assert full.returncode == 4, full.stderr
+    assert (
+        full.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"classify-images: error: cannot write {out}")
+    )
+    assert "Traceback" not in full.stderr
+    complete = out.read_bytes()[: out.read_bytes().rfind(b"\n") + 1]  # the last one was cut
+    assert 0 < len(complete.splitlines()) < 12
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    records = read_jsonl(out)
+    assert sorted(Path(r["file"]).name for r in records) == [f"{i:02d}.jpg" for i in range(12)]

@@ -52,6 +52,37 @@ def test_transient_failures_and_a_cut_line_are_dropped_on_resume(tmp_path, fmt):
     assert "c.jpg" not in path.read_text() and "d.jpg" not in path.read_text()
 
 
+def test_a_line_cut_inside_a_character_is_dropped_on_resume(tmp_path):
+    """A full disk can stop a CSV record in the middle of a name's UTF-8 bytes."""
+    path = tmp_path / "out.csv"
+    e_acute = Prediction("caf\u00e9.jpg", "cats", {"cats": 0.9, "dogs": 0.1}, "pets", 1)
+    write(path, "csv", A, e_acute)
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index("\u00e9".encode()) + 1])  # é's first byte of two
+    _, kept = resume(path, "csv")
+    assert kept == [A]
+    assert path.read_text().splitlines() == data.decode().splitlines()[:2]  # header and A
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_name_that_is_not_utf8_reads_back_as_it_was(tmp_path, fmt):
+    """A file name is a file's identity across runs, whatever its bytes."""
+    import os
+
+    name = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes: not UTF-8
+    latin = Prediction(name, "cats", {"cats": 0.9, "dogs": 0.1}, "pets", 1)
+    path = tmp_path / f"out.{fmt}"
+    write(path, fmt, latin, BAD)
+    _, kept = resume(path, fmt)
+    assert sorted(kept, key=lambda r: r.file) == sorted([latin, BAD], key=lambda r: r.file)
+
+
+def test_a_rate_limit_is_tried_again_on_a_rerun():
+    assert Failure("a.jpg", "rate_limited", "429 too many requests").transient
+    assert Failure("a.jpg", "http_429", "429").transient
+    assert not Failure("a.jpg", "model_not_found", "no such model").transient
+
+
 def test_a_new_class_widens_the_csv_header(tmp_path):
     path = tmp_path / "out.csv"
     write(path, "csv", A)
@@ -92,11 +123,27 @@ def test_folders_are_searched_recursively_for_images(tmp_path):
         ["--url", "http://127.0.0.1:9", "--version", "2", "x.jpg"],
         ["--url", "http://127.0.0.1:9", "--concurrency", "0", "x.jpg"],
         ["--url", "http://127.0.0.1:9", "--format", "xml", "x.jpg"],
+        ["--url", "http://127.0.0.1:99999", "x.jpg"],
+        ["--url", "http://:80", "x.jpg"],
+        ["--url", "http://127.0.0.1:9", "--timeout", "inf", "x.jpg"],
+        ["--url", "http://127.0.0.1:9", "--retry-time", "nan", "x.jpg"],
+        ["--url", "http://127.0.0.1:9", "--output", "no-such-folder/out.jsonl", "x.jpg"],
+        ["--url", "http://127.0.0.1:9", "--output", "/dev/null", "x.jpg"],
     ],
 )
 def test_bad_usage_exits_2(argv, capsys):
     assert main(argv) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_an_output_that_is_a_pipe_is_refused_not_waited_on(tmp_path, capsys):
+    """Resuming reads the output first: a FIFO (or /dev/stdout on a pipe) would never end."""
+    import os
+
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    assert main(["--url", "http://127.0.0.1:9", "--output", str(fifo), "x.jpg"]) == 2
+    assert f"--output {fifo} is not a regular file" in capsys.readouterr().err
 
 
 def test_local_mode_without_the_model_exits_2(tmp_path, capsys):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pytest
 from benchmarks.harness import free_port
 from client import Client, Failure, Prediction, RetryPolicy
 from client.cli import main
-from tests.client.fakes import FlakyServer, read_jsonl
+from tests.client.fakes import FlakyServer, SilentServer, TrickleServer, read_jsonl
 from tests.helpers import jpeg_bytes
 
 FAST = RetryPolicy(tries=3, total_s=10, backoff_s=0.05)
@@ -83,3 +86,50 @@ def test_a_retry_goes_to_the_next_host(server, image):
     dead = f"http://127.0.0.1:{free_port()}"
     [result] = Client([dead, server.url], retry=FAST).predict([image])
     assert isinstance(result, Prediction)
+
+
+@pytest.mark.e2e
+def test_a_rate_limit_429_is_retried_after_its_retry_after(server, image):
+    """nginx's per-client limit (deploy/nginx.conf) answers 429 rate_limited: busy, not wrong."""
+    with FlakyServer(server.url, fail_first=1, retry_after="1", status=429) as limited:
+        started = time.monotonic()
+        [result] = Client(limited.url, retry=RetryPolicy(tries=3, total_s=30)).predict([image])
+        elapsed = time.monotonic() - started
+    assert isinstance(result, Prediction) and limited.requests == 2
+    assert elapsed >= 1.0
+    with FlakyServer(None, retry_after="0", status=429) as always:
+        [result] = Client(always.url, retry=FAST).predict([image])
+    assert isinstance(result, Failure) and result.transient  # a rerun sends it again
+
+
+def test_a_server_trickling_its_answer_is_held_to_the_timeout(image):
+    """requests' read timeout bounds each read: a byte every 0.3 s would hold a try ~20 s."""
+    with TrickleServer(every=0.3) as slow:
+        started = time.monotonic()
+        client = Client(slow.url, retry=RetryPolicy(tries=1, total_s=30), timeout_s=1)
+        [result] = client.predict([image])
+        elapsed = time.monotonic() - started
+    assert isinstance(result, Failure) and result.code == "timeout"
+    assert elapsed < 5, elapsed
+
+
+def test_ctrl_c_stops_at_once_and_a_rerun_goes_on(image, tmp_path):
+    """A request in flight on a server that never answers, Ctrl-C: exit 130 at once, not after
+    the request's timeout and retries."""
+    script = Path(sys.executable).parent / "classify-images"
+    out = tmp_path / "out.jsonl"
+    with SilentServer() as silent:
+        process = subprocess.Popen(
+            [str(script), "--url", silent.url, "--timeout", "25", "--output", str(out),
+             "--no-progress", str(image)],
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(2)  # the request is in flight
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+        stopped = time.monotonic() - interrupted
+    assert process.returncode == 130 and stopped < 5, (process.returncode, stopped, err)
+    assert "interrupted; rerun with the same --output to go on" in err
+    assert "Traceback" not in err
+    assert not out.exists() or read_jsonl(out) == []  # nothing recorded: a rerun sends it
