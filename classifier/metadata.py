@@ -221,6 +221,8 @@ class ModelMetadata(BaseModel):
         """Validate a parsed metadata.json; raises ModelStoreError naming the first problem."""
         if not isinstance(data, dict):
             raise _bad("metadata is not a JSON object")
+        if nesting(data) > MAX_NESTING:
+            raise _bad(f"metadata nested deeper than {MAX_NESTING} levels")
         try:
             metadata = cls.model_validate(data)
         except ValidationError as exc:
@@ -230,6 +232,23 @@ class ModelMetadata(BaseModel):
             raise _bad(f"metadata field {where!r}: {message}") from None
         metadata._raw = data
         return metadata
+
+
+# Deep enough for any section training writes (about 5 levels); the status routes answer the
+# metadata as JSON, and JSON encoders stop near 250 levels.
+MAX_NESTING = 32
+
+
+def nesting(data: object) -> int:
+    """How deep lists and objects nest in parsed JSON (iterative: any depth is measured)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _bad(message: str) -> ModelStoreError:

@@ -42,6 +42,9 @@ class InputSpec:
     jpeg_draft_gap: int = 1
 
     def __post_init__(self) -> None:
+        whole = (self.height, self.width, self.channels, self.jpeg_draft_gap)
+        if any(type(n) is not int for n in whole):  # not 8.0, not True: they are counts
+            raise TypeError(f"input sizes must be whole numbers, got {whole}")
         if self.height <= 0 or self.width <= 0:
             raise ValueError(f"input size must be positive, got {self.height}x{self.width}")
         if self.channels != 3:

@@ -45,6 +45,7 @@ DEFAULT_MODELS_FOLDER = "models"
 _NAME_RE = re.compile(NAME_PATTERN)
 _VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
 TEMP_PREFIX = ".publishing-"
+LAST_FILE = ".last-version"  # models/<name>/: the highest number published (last_published)
 # Sections a published version's metadata.json may gain later: records about the version
 # that change none of its files, so none of its answers (`ModelStore.amend`).
 AMENDABLE = frozenset({"drift_reference"})
@@ -111,6 +112,16 @@ class ModelStore:
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME_RE.match(p.name))
 
+    def last_published(self, name: str) -> int:
+        """The highest number this store has published for `name` (0: none recorded): a
+        number is never given twice, even after its folder was deleted, so a version number
+        names one model in every log, metric and feedback record."""
+        try:
+            text = (self.model_dir(name) / LAST_FILE).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return 0
+        return int(text) if text.isdigit() and len(text) <= 18 else 0
+
     def versions(self, name: str) -> list[int]:
         """Version numbers present as folders, valid or not, ascending."""
         folder = self.model_dir(name)
@@ -139,7 +150,7 @@ class ModelStore:
             raise ModelStoreError(
                 f"{name} v{version}: no {METADATA_FILE}", code="incomplete_version"
             ) from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise ModelStoreError(
                 f"{name} v{version}: unreadable {METADATA_FILE}: {exc}", code="invalid_metadata"
             ) from None
@@ -248,7 +259,7 @@ class ModelStore:
                 fsync(path)
             created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             while True:
-                version = max(self.versions(name), default=0) + 1
+                version = max([*self.versions(name), self.last_published(name)], default=0) + 1
                 metadata = {
                     **fields,
                     "schema_version": SCHEMA_VERSION,
@@ -267,6 +278,10 @@ class ModelStore:
                         continue  # another publisher took this number; take the next
                     raise
                 fsync(folder)
+                with contextlib.suppress(OSError):  # published: the record is only a guard
+                    write_atomically(
+                        folder / LAST_FILE, f"{version}\n".encode(), prefix=f"{LAST_FILE}-"
+                    )
                 return ModelMetadata.from_dict(metadata)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -22,6 +22,11 @@ from service.settings import load_or_exit
 
 settings = load_or_exit()
 
+# The default folder above is this process's own: it goes at exit (an operator's stays).
+OWN_METRICS_DIR = os.path.basename(os.environ["PROMETHEUS_MULTIPROC_DIR"]) == (
+    f"classifier-metrics-{os.getpid()}"
+)
+
 bind = f"{settings.host}:{settings.port}"
 workers = settings.web_concurrency
 # Threads let one worker take concurrent requests while its model runs: gunicorn's gthread,
@@ -48,10 +53,19 @@ logger_class = "service.logs.GunicornLogger"
 
 
 def on_starting(server):
-    """Start from an empty metrics folder: files of an earlier run would be summed in."""
+    """Start without an earlier run's metric files (they would be summed in): only those,
+    prometheus_client's `*.db`, go from a folder an operator named; it may hold others."""
     folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):
+        if name.endswith(".db"):
+            os.remove(os.path.join(folder, name))
+
+
+def on_exit(server):
+    """The folder this process made for its metrics goes with it."""
+    if OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def child_exit(server, worker):

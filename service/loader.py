@@ -101,7 +101,7 @@ class Loader:
                 s.version for s in state.scanned if s.valid and s.version not in state.failures
             ]
             wanted = self.policy.select(candidates)
-            missing = sorted(wanted - set(state.loaded), reverse=True)
+            missing = sorted((wanted - set(state.loaded)) | self._changed(state), reverse=True)
             if not missing:
                 break
             self._load_version(state, missing[0])
@@ -113,6 +113,21 @@ class Loader:
             state.error = f"no loadable version of model {state.name!r}" + (
                 f" ({'; '.join(reasons)})" if reasons else f" in {self.store.root}"
             )
+
+    def _changed(self, state: ModelState) -> set[int]:
+        """Loaded versions whose folder now holds other model files (their checksums in the
+        metadata): a number published again after its folder was deleted must not keep
+        answering with the old model. Amended metadata (drift_reference) is not a change."""
+        files = {
+            s.version: s.metadata.files
+            for s in state.scanned
+            if s.metadata is not None and s.version not in state.failures
+        }
+        return {
+            version
+            for version, served in state.loaded.items()
+            if version in files and files[version] != served.predictor.metadata.files
+        }
 
     def _same_classes(self, state: ModelState, scanned: list[VersionStatus]) -> list[VersionStatus]:
         """Versions whose classes differ from the ones this name answers with become INVALID:
@@ -153,6 +168,9 @@ class Loader:
                 except ModelStoreError as exc:
                     status = VersionStatus(version, None, exc.message)
                     log.warning("model %s v%d refused: %s", name, version, exc.message)
+                except Exception as exc:  # one odd folder must not stop the others' scan
+                    status = VersionStatus(version, None, f"{type(exc).__name__}: {exc}")
+                    log.exception("model %s v%d refused", name, version)
                 cached = (fingerprint, status)
                 self._checks[(name, version)] = cached
             statuses.append(cached[1])
@@ -163,14 +181,26 @@ class Loader:
         fingerprint = self.store.fingerprint(state.name, version)
         try:
             served = self._serve(load_predictor(self.store, state.name, version, self.runtime))
-        except ClassifierError as exc:
-            state.failures[version] = (fingerprint, exc.message)
+        except Exception as exc:  # any failure: this version is skipped, the service goes on
+            why = (
+                exc.message if isinstance(exc, ClassifierError) else f"{type(exc).__name__}: {exc}"
+            )
+            state.failures[version] = (fingerprint, why)
             metrics.MODEL_LOADS.labels(state.name, "failure").inc()
-            log.error("model %s v%d failed to load: %s", state.name, version, exc.message)
+            log.error(
+                "model %s v%d failed to load: %s",
+                state.name,
+                version,
+                why,
+                exc_info=not isinstance(exc, ClassifierError),
+            )
             return
         finally:
             state.loading = None
+        replaced = state.loaded.get(version)
         self.registry.swap(state, {**state.loaded, version: served})
+        if replaced is not None:  # the same number, other files: the old one retires
+            self._retire(replaced)
         metrics.MODEL_LOADS.labels(state.name, "success").inc()
         metrics.MODEL_VERSION.labels(state.name).set(max(state.loaded))
         runtime = served.predictor.runtime
@@ -200,15 +230,22 @@ class Loader:
                     newest,
                 )
         for version in set(state.loaded) - set(keep):
-            retired = state.loaded[version]
             log.info("model %s v%d unloaded", state.name, version)
-            # Requests that already hold it finish first; then its thread ends.
-            timer = threading.Timer(self.retire_after_s, retired.batcher.stop)
-            timer.daemon = True
-            timer.start()
+            self._retire(state.loaded[version])
         if len(keep) != len(state.loaded):
             self.registry.swap(state, keep)
             metrics.MODEL_VERSION.labels(state.name).set(max(keep))
+
+    def _retire(self, served: ServedModel) -> None:
+        """Requests that already hold it finish first; then its thread ends. Its runtime
+        series goes to 0 ("1 for each loaded version")."""
+        runtime, predictor = served.predictor.runtime, served.predictor
+        metrics.MODEL_RUNTIME.labels(
+            predictor.name, str(predictor.version), runtime.name, runtime.precision, runtime.device
+        ).set(0)
+        timer = threading.Timer(self.retire_after_s, served.batcher.stop)
+        timer.daemon = True
+        timer.start()
 
     def _serve(self, predictor: Predictor) -> ServedModel:
         """Check the predictor on probes, warm up every batch size, start its batcher."""

@@ -13,6 +13,7 @@ from classifier.errors import ClassifierError
 from classifier.predictor import Predictor
 from classifier.spec import InputSpec
 from classifier.store import VersionStatus, validate_name
+from service.numbers import whole_number
 
 # Version states as TensorFlow Serving names them, plus INVALID for folders failing checks.
 VERSION_STATES = ("AVAILABLE", "LOADING", "NOT_LOADED", "FAILED", "INVALID")
@@ -41,19 +42,14 @@ class VersionPolicy:
     @classmethod
     def parse(cls, text: str) -> VersionPolicy:
         kind, _, arg = text.strip().partition(":")
-        try:
-            if kind == "latest":
-                count = int(arg) if arg else 1
-                if count < 1:
-                    raise ValueError
+        if kind == "latest":
+            count = whole_number(arg) if arg else 1
+            if count is not None and count >= 1:
                 return cls(latest=count)
-            if kind == "specific":
-                versions = frozenset(int(v) for v in arg.split(",") if v.strip())
-                if not versions or min(versions) < 1:
-                    raise ValueError
-                return cls(latest=None, specific=versions)
-        except ValueError:
-            pass
+        if kind == "specific":
+            numbers = [whole_number(v.strip()) for v in arg.split(",") if v.strip()]
+            if numbers and all(n is not None and n >= 1 for n in numbers):
+                return cls(latest=None, specific=frozenset(numbers))
         raise ValueError(f"version policy must be latest, latest:N or specific:V1,V2; got {text!r}")
 
     def select(self, candidates: list[int]) -> set[int]:

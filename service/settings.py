@@ -26,6 +26,7 @@ from classifier.runtimes import (
 )
 from classifier.spec import DEFAULT_MAX_PIXELS
 from classifier.store import DEFAULT_MODEL, default_models_dir, validate_name
+from service.numbers import whole_number
 from service.registry import VersionPolicy
 
 Runtime = Literal[RUNTIMES]  # type: ignore[valid-type]
@@ -326,15 +327,6 @@ class Settings(BaseSettings):
     def with_overrides(cls, overrides: Mapping[str, object] | None = None) -> Settings:
         """Defaults, then the environment, then `overrides` (setting names, any case)."""
         return cls(**{key.lower(): value for key, value in (overrides or {}).items()})
-
-
-def whole_number(text: str) -> int | None:
-    """`text` as a whole number, or None: ASCII digits only (str.isdigit also takes "²",
-    which int() refuses), at most 18 of them (int() refuses over 4,300, and no version or
-    bound here needs 19)."""
-    if text.isascii() and text.isdigit() and len(text) <= 18:
-        return int(text)
-    return None
 
 
 def parse_labels(text: str) -> dict[str, int]:

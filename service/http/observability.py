@@ -34,7 +34,8 @@ def install(app: Flask, inference_rules: frozenset[str]) -> None:
             endpoint=endpoint,
             status=status,
             ok=status == 200,
-            inference=endpoint in inference_rules,
+            # a CORS preflight (OPTIONS) or HEAD on a predict route asks nothing of the model
+            inference=endpoint in inference_rules and request.method == "POST",
         )
         calls.end()
         return response

@@ -12,9 +12,10 @@ from pydantic import BaseModel, ValidationError
 
 from service.dataplane import DataPlane
 from service.errors import RequestError
+from service.numbers import whole_number
 from service.protocols.payloads import dump
 from service.protocols.tensors import ProtocolError
-from service.settings import Settings, whole_number
+from service.settings import Settings
 
 
 def dataplane() -> DataPlane:

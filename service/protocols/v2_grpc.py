@@ -19,11 +19,11 @@ import numpy as np
 from google.protobuf.message import Message
 
 from service.dataplane import DataPlane, Images, Upload
+from service.numbers import whole_number
 from service.protocols import tensors, v2
 from service.protocols import v2_messages as messages
 from service.protocols.tensors import ProtocolError
 from service.registry import ModelNotReady, ServedModel
-from service.settings import whole_number
 
 SERVICE = messages.SERVICE
 CONTENTS = {"FP32": "fp32_contents", "UINT8": "uint_contents"}  # pixel datatypes' fields

@@ -19,6 +19,9 @@ FIELDS = {
 }
 
 
+DEEP = json.loads("[" * 40 + '"deep"' + "]" * 40)  # 41 levels with its section
+
+
 def write_fake(payload: bytes = b"model bytes"):
     """A writer for store-level tests, where the model file's content does not matter."""
 
@@ -64,6 +67,22 @@ def test_publish_refuses_metadata_that_could_not_load(tmp_path):
     with pytest.raises(ModelStoreError, match="class_names"):
         ModelStore(tmp_path).publish("pets", bad)
     assert ModelStore(tmp_path).versions("pets") == []
+
+
+def test_a_number_is_never_published_twice(tmp_path):
+    """Deleting the newest version's folder does not free its number: a version number names
+    one model in every log line, metric and feedback record."""
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake(b"one"))
+    store.publish("pets", write_fake(b"two"))
+    for folder in (tmp_path / "pets" / "2", tmp_path / "pets" / "1"):
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+    assert store.publish("pets", write_fake(b"three")).version == 3
+    assert store.last_published("pets") == 3
+    (tmp_path / "pets" / ".last-version").write_text("not a number")
+    assert store.publish("pets", write_fake(b"four")).version == 4  # the folders still count
 
 
 def test_publish_skips_a_number_taken_meanwhile(tmp_path):
@@ -191,6 +210,9 @@ def test_model_names_cannot_be_paths(name):
         ({"threshold": 1.5}, "threshold"),
         ({"files": {}}, "files"),
         ({"input": {"height": 0, "width": 3}}, "input"),
+        ({"input": {"height": 8.0, "width": 8}}, "input.*whole numbers"),
+        ({"input": {"height": True, "width": 8}}, "input.*whole numbers"),
+        ({"training": {"notes": DEEP}}, "nested deeper than 32"),
         ({"class_names": ["a", "a"]}, "class_names"),
     ],
 )

@@ -76,7 +76,9 @@ def test_checksum_mismatch_is_refused(models_dir):
     assert states(client) == {1: "AVAILABLE", 2: "INVALID"}
 
 
-def test_corrupt_model_file_fails_once_and_is_retried_when_its_folder_changes(models_dir, caplog):
+def test_corrupt_model_file_fails_once_and_is_retried_when_its_folder_changes(
+    models_dir, caplog, tmp_path
+):
     _, loader, client = make(models_dir)
 
     def garbage(folder):
@@ -92,9 +94,11 @@ def test_corrupt_model_file_fails_once_and_is_retried_when_its_folder_changes(mo
     assert served_version(client) == 1
     body = client.get("/v1/models/pets").get_json()
     assert body["versions"][1]["state"] == "FAILED"
-    # replace the folder's content with a good model: it is tried again and served
+    # replace the folder's content with a good model v2 (a copy): tried again and served
+    publish_model(tmp_path / "good", "pets")
+    publish_model(tmp_path / "good", "pets", seed=6)
     shutil.rmtree(models_dir / "pets" / "2")
-    publish_model(models_dir, "pets", seed=6)  # becomes v2 again
+    shutil.copytree(tmp_path / "good" / "pets" / "2", models_dir / "pets" / "2")
     loader.load_all()
     assert served_version(client) == 2
 
@@ -184,7 +188,10 @@ def test_specific_policy_pins_a_version(models_dir):
     assert served_version(client) == 1
 
 
-@pytest.mark.parametrize("text", ["newest", "latest:0", "specific:", "specific:a", "latest:x"])
+@pytest.mark.parametrize(
+    "text",
+    ["newest", "latest:0", "specific:", "specific:a", "latest:x", "specific:1_0", "latest:\u0663"],
+)
 def test_bad_policies_are_refused(text):
     with pytest.raises(ValueError):
         VersionPolicy.parse(text)
@@ -215,6 +222,89 @@ def test_a_publish_that_fails_half_way_is_never_seen(models_dir):
     with pytest.raises(OSError, match="No space left"):
         ModelStore(models_dir).publish("pets", fails_while_writing)
     assert seen["versions"] == [{"version": 1, "state": "AVAILABLE"}]
-    assert sorted(p.name for p in (models_dir / "pets").iterdir()) == ["1"]  # cleaned up
+    # the staging folder was cleaned up; .last-version is the store's record of v1
+    assert sorted(p.name for p in (models_dir / "pets").iterdir()) == [".last-version", "1"]
     loader.load_all()
     assert served_version(client) == 1
+
+
+def tiny_onnx(answers_one_row: bool = False) -> bytes:
+    """A hand-made ONNX softmax over two channel means of a 64x64 image; `answers_one_row`:
+    it loads, but answers one row whatever the batch (a model broken in a way no check names)."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 64, 64, 3])
+    y = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 2])
+    ints = {"axes": [1, 2], "start": [0], "end": [2], "one": [1], "zero": [0], "ax1": [1]}
+    inits = [helper.make_tensor(k, TensorProto.INT64, [len(v)], v) for k, v in ints.items()]
+    nodes = [
+        helper.make_node("ReduceMean", ["image", "axes"], ["means"], keepdims=0),
+        helper.make_node("Slice", ["means", "start", "end", "ax1"], ["two"]),
+        helper.make_node("Softmax", ["two"], ["soft" if answers_one_row else "probs"], axis=1),
+    ]
+    if answers_one_row:
+        nodes.append(helper.make_node("Slice", ["soft", "zero", "one", "zero"], ["probs"]))
+    graph = helper.make_graph(nodes, "tiny", [x], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model.SerializeToString()
+
+
+def publish_onnx(models_dir, answers_one_row: bool = False) -> int:
+    def write(folder):
+        (folder / "model.onnx").write_bytes(tiny_onnx(answers_one_row))
+        (folder / MODEL_FILE).write_bytes(b"a serving copy: ONNX only")
+        return {**PETS_FIELDS, "output": {"activation": "softmax"}}
+
+    return ModelStore(models_dir).publish("pets", write).version
+
+
+def test_a_version_broken_in_a_way_no_check_names_is_skipped_not_fatal(models_dir, tmp_path):
+    """An exception that is not the store's own (here a ValueError from the runtime) fails
+    that version; the worker starts and the good version serves (before: the worker failed to
+    boot, and the poller stopped refreshing the models after it)."""
+    store = tmp_path / "store"
+    publish_onnx(store)
+    publish_onnx(store, answers_one_row=True)
+    _, loader, client = make(store, RUNTIME="onnx")  # it loads v2 first, as the newest
+    assert served_version(client) == 1
+    assert states(client) == {1: "AVAILABLE", 2: "FAILED"}
+    error = client.get("/v1/models/pets").get_json()["versions"][1]["error"]
+    assert error.startswith("ValueError: ")
+    loader.load_all()  # failed once: not loaded again until its folder changes
+    assert states(client) == {1: "AVAILABLE", 2: "FAILED"}
+
+
+def test_a_version_number_copied_in_again_serves_its_new_files(models_dir, tmp_path):
+    """A seed or a copy can bring other files under a number already loaded: the loader
+    loads them (their checksums changed) instead of answering with the old model."""
+    _, loader, client = make(models_dir)
+    before = client.post("/predict", data=jpeg_bytes(), content_type="image/jpeg").get_json()
+    publish_model(tmp_path / "other", "pets", seed=5)
+    shutil.rmtree(models_dir / "pets" / "1")
+    shutil.copytree(tmp_path / "other" / "pets" / "1", models_dir / "pets" / "1")
+    loader.load_all()
+    after = client.post("/predict", data=jpeg_bytes(), content_type="image/jpeg").get_json()
+    assert after["model"]["version"] == before["model"]["version"] == 1
+    fresh = make(models_dir)[2].post("/predict", data=jpeg_bytes(), content_type="image/jpeg")
+    assert after["predictions"] == fresh.get_json()["predictions"] != before["predictions"]
+
+
+def test_metadata_nested_too_deep_is_refused_and_the_status_routes_answer(models_dir):
+    """5,000 levels (json.loads: RecursionError) or 300 (the JSON encoder's limit, a 500 on
+    the status routes before): refused as invalid; the old version serves, status is 200."""
+    import json
+
+    _, loader, client = make(models_dir)
+    good = json.loads((models_dir / "pets" / "1" / "metadata.json").read_text())
+    for version, depth in ((2, 300), (3, 5000)):
+        folder = models_dir / "pets" / str(version)
+        shutil.copytree(models_dir / "pets" / "1", folder)
+        text = json.dumps({**good, "version": version, "training": {"notes": "NOTES"}})
+        notes = "[" * depth + '"deep"' + "]" * depth  # json.dumps itself stops near 1,000
+        (folder / "metadata.json").write_text(text.replace('"NOTES"', notes))
+    loader.load_all()
+    assert served_version(client) == 1
+    for path in ("/v1/models/pets", "/v1/models"):
+        assert client.get(path).status_code == 200
+    assert states(client) == {1: "AVAILABLE", 2: "INVALID", 3: "INVALID"}

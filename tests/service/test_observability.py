@@ -131,3 +131,82 @@ def test_every_line_the_server_prints_is_json(models_dir, runtime):
     loggers = {entry["logger"] for entry in parsed}
     assert {"gunicorn.error", "service.access", "service.loader"} <= loggers
     assert any(entry.get("message", "").startswith("Shutting down") for entry in parsed)
+
+
+def test_a_preflight_or_a_head_on_a_predict_route_is_no_inference(models_dir):
+    """A CORS preflight (OPTIONS, answered without a key) asks nothing of the model: before,
+    each counted as a successful inference of model "None"; with keys on, a bare OPTIONS
+    counted as a failed one."""
+    from service.http.app import create_app
+    from tests.helpers import app_config
+
+    app = create_app(app_config(models_dir, CORS_ORIGINS="https://app.example"))
+    client = app.test_client()
+    before = samples(client.get("/metrics").get_data(as_text=True))
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    for path in ("/predict", "/v1/models/pets:predict", "/v2/models/pets/infer"):
+        assert client.options(path, headers=preflight).status_code == 200
+        assert client.options(path).status_code == 200
+    after = samples(client.get("/metrics").get_data(as_text=True))
+    counted = {
+        key: after[key] - before.get(key, 0.0)
+        for key in after
+        if key[0].startswith("inference_request_") and after[key] != before.get(key, 0.0)
+    }
+    assert counted == {}
+    assert not [key for key in after if ("model", "None") in key[1]]
+
+
+def test_an_unloaded_version_leaves_the_runtime_gauge(models_dir):
+    """`model_runtime_info` is "1 for each loaded version": a retired one goes to 0."""
+    from service.http.app import create_app
+    from tests.helpers import app_config, publish_model
+
+    app = create_app(app_config(models_dir))
+    publish_model(models_dir, "pets", seed=5)
+    app.extensions["loader"].load_all()
+    found = samples(app.test_client().get("/metrics").get_data(as_text=True))
+    runtime = {
+        labels["version"]: v
+        for (name, key), v in found.items()
+        if name == "model_runtime_info" and (labels := dict(key))["model"] == "pets"
+    }
+    assert runtime == {"1": 0.0, "2": 1.0}
+
+
+def run_conf(env: dict[str, str]) -> str:
+    """Run gunicorn.conf.py's start and exit hooks in a fresh interpreter; its folder."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    code = (
+        "import os, runpy; ns = runpy.run_path('service/gunicorn.conf.py'); "
+        "ns['on_starting'](None); print(os.environ['PROMETHEUS_MULTIPROC_DIR']); "
+        "ns['on_exit'](None)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | env
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_metrics_folder_an_operator_names_keeps_its_other_files(tmp_path):
+    """Only an earlier run's metric files go (before: the whole folder was deleted)."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (folder / "important.txt").write_text("not ours")
+    (folder / "counter_123.db").write_bytes(b"an earlier run's samples")
+    assert run_conf({"PROMETHEUS_MULTIPROC_DIR": str(folder)}) == str(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["important.txt"]
+
+
+def test_the_metrics_folder_of_its_own_goes_at_exit():
+    from pathlib import Path
+
+    own = Path(run_conf({}))
+    assert own.name.startswith("classifier-metrics-") and not own.exists()
