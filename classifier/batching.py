@@ -166,6 +166,11 @@ class Batcher:
     def queued(self) -> int:
         return len(self._queue)
 
+    @property
+    def stopping(self) -> bool:
+        """Stopped or stopping: it takes no more images."""
+        return self._stopping
+
     def check_room(self, n: int) -> None:
         """Refuse early, before any decoding, when `n` images cannot fit (submit re-checks)."""
         if len(self._queue) + n > self.capacity:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from classifier.batching import DeadlineExceeded
+from classifier.batching import DeadlineExceeded, QueueFull
 from classifier.errors import ImageError
 from classifier.preprocess import decode_image
 from classifier.spec import InputSpec
@@ -140,12 +140,26 @@ class DataPlane:
         model.batcher.check_room(len(images))
         pixels = self._decoded(model, images, deadline)
         try:
-            probs = model.batcher.predict(pixels, deadline.left())
+            probs = self._infer(model, pixels, deadline)
         except DeadlineExceeded:
             raise deadline.exceeded() from None
         if observe and self.monitor is not None:
             self.monitor.answered(model, images, probs)  # the files as sent, for capture
         return probs
+
+    @staticmethod
+    def _infer(model: ServedModel, pixels: np.ndarray, deadline: Deadline) -> np.ndarray:
+        """Through the batcher; a version retired while this request read its upload (the
+        batcher stops REQUEST_DEADLINE_MS + 1 s after a swap) answers it alone, rather than
+        a 503 "shutting down" for a request that did nothing wrong."""
+        if not model.batcher.stopping:
+            try:
+                return model.batcher.predict(pixels, deadline.left())
+            except QueueFull:
+                if not model.batcher.stopping:
+                    raise
+        deadline.check()
+        return model.predict_alone(pixels)
 
     def _decoded(self, model: ServedModel, images: Images, deadline: Deadline) -> np.ndarray:
         """The pixels to queue, decoded while the deadline lasts; a request past it counts as

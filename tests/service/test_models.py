@@ -53,6 +53,26 @@ def test_requests_holding_the_old_version_finish_on_it(models_dir):
     assert len(plane.predict(old, np.zeros((2, 64, 64, 3), np.uint8), timeout_s=5)) == 2
 
 
+def test_a_request_that_reaches_the_model_after_its_version_retired_finishes_on_it(models_dir):
+    """A slow upload that took v1 before a swap, and reaches the model after v1's batcher
+    stopped (REQUEST_DEADLINE_MS + 1 s later): answered by v1 (before: 503 "the server is
+    shutting down")."""
+    app, loader, client = make(models_dir, REQUEST_DEADLINE_MS=100)
+    plane = app.extensions["dataplane"]
+    old = plane.model("pets")
+    expected = plane.predict(old, np.zeros((3, 64, 64, 3), np.uint8))
+    publish_model(models_dir, "pets", seed=5)
+    loader.load_all()
+    deadline = time.monotonic() + 10
+    while not old.batcher.stopping:
+        assert time.monotonic() < deadline, "the old version never retired"
+        time.sleep(0.05)
+    time.sleep(0.2)
+    late = plane.predict(old, np.zeros((3, 64, 64, 3), np.uint8))
+    assert np.allclose(late, expected)
+    assert served_version(client) == 2
+
+
 def test_half_written_folder_is_refused_and_the_old_version_answers(models_dir):
     _, loader, client = make(models_dir)
     half = models_dir / "pets" / "2"
