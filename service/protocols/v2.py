@@ -160,7 +160,10 @@ def pixels_values(tensor: InputTensor, values: object, model: ServedModel) -> np
     """Pixels of input "input" from their inline numbers (flat or nested)."""
     dtype = pixel_dtype(tensor)
     try:
-        flat = np.asarray(values, dtype=np.float64).reshape(-1)
+        given = np.asarray(values)
+        if given.dtype.kind not in "iuf":  # numbers only: not "1", not true, not ragged
+            raise TypeError(given.dtype)
+        flat = given.astype(np.float64).reshape(-1)
     except (ValueError, TypeError, OverflowError):  # OverflowError: an int past float64
         raise _misfit(tensor) from None
     if dtype == np.uint8 and np.any((flat != np.round(flat)) | (flat < 0) | (flat > 255)):

@@ -58,6 +58,7 @@ def infer(name: str, version: int | None = None):
     requested = _requested(req)
     for out in requested:
         v2.check_output(out.name, (out.parameters or {}).get("classification"), names)
+        _binary(out, req)  # a bad flag is refused before the model runs
     size = (tensor.parameters or {}).get("binary_data_size")
     blobs = tensors.take_binary(binary, [] if size is None else [size])
     images = _images(tensor, blobs[0] if blobs else None, model)
@@ -114,7 +115,7 @@ def _output(
     req: schemas.V2InferRequest,
 ) -> tuple[schemas.V2ResponseOutput, bytes | None]:
     params = out.parameters or {}
-    binary = params.get("binary_data", (req.parameters or {}).get("binary_data_output", False))
+    binary = _binary(out, req)
     tensor = v2.output(out.name, params.get("classification"), probabilities, labels, names)
     output = schemas.V2ResponseOutput(
         name=tensor.name, datatype=tensor.datatype, shape=tensor.shape
@@ -125,6 +126,17 @@ def _output(
     blob = v2.raw(tensor)
     output.parameters = {"binary_data_size": len(blob)}
     return output, blob
+
+
+def _binary(out: schemas.V2RequestOutput, req: schemas.V2InferRequest) -> bool:
+    """The output's `binary_data`, else the request's `binary_data_output`: true or false
+    (a JSON string "no" is not false)."""
+    given = (out.parameters or {}).get(
+        "binary_data", (req.parameters or {}).get("binary_data_output", False)
+    )
+    if not isinstance(given, bool):
+        raise ProtocolError(f"binary_data of output {out.name!r} must be true or false")
+    return given
 
 
 def _respond(body: schemas.V2InferResponse, blobs: list[bytes]) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, StrictStr
+from pydantic import Field, StrictInt, StrictStr
 
 from service.protocols.payloads import (
     EXAMPLE_MODEL,
@@ -61,7 +61,7 @@ class V2ModelMetadata(Payload):
 
 class V2RequestInput(Payload):
     name: StrictStr
-    shape: list[Annotated[int, Field(ge=0)]]
+    shape: list[Annotated[StrictInt, Field(ge=0)]]
     datatype: StrictStr
     parameters: dict[str, Any] | None = None
     data: list[Any] | None = Field(

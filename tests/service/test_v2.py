@@ -186,6 +186,20 @@ BAD_JSON = {
     "a number past float64": {
         "inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": [10**400]}]
     },
+    "pixels as strings": {
+        "inputs": [{"name": "input", "shape": [1, 64, 64, 3], "datatype": "FP32", "data": ["1"] * 64 * 64 * 3}]
+    },
+    "pixels as booleans": {
+        "inputs": [{"name": "input", "shape": [1, 64, 64, 3], "datatype": "UINT8", "data": [True] * 64 * 64 * 3}]
+    },
+    "a shape of 1.0": {"inputs": [b64_input(shape=[1.0])]},
+    "binary_data a string": {
+        "inputs": [b64_input()],
+        "outputs": [{"name": "label", "parameters": {"binary_data": "no"}}],
+    },
+    "binary_data_output a list": {
+        "inputs": [b64_input()], "parameters": {"binary_data_output": [1]},
+    },
 }  # fmt: skip
 
 
