@@ -90,7 +90,9 @@ BODIES: dict[str, dict] = {
             f"One or more images ({', '.join(ALLOWED_FORMATS)}): multipart files in the field "
             "`image` (several files are one batch), a raw body with an image/* or "
             "application/octet-stream type, or JSON. On /v1/models routes JSON is TensorFlow "
-            "Serving's request and gets its answer; on /predict it gets this service's own."
+            "Serving's request and gets its answer, whatever its Content-Type (as TensorFlow "
+            "Serving, which reads every body as JSON: curl's `-d` sends a form type); on "
+            "/predict it gets this service's own."
         ),
         "content": {
             "multipart/form-data": {"schema": _ref(MultipartImages)},

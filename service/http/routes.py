@@ -18,6 +18,7 @@ from service.protocols import own_schemas as schemas
 from service.protocols import tfserving_schemas as tf_schemas
 from service.protocols.payloads import ErrorResponse, SimpleError
 from service.protocols.rest import settings
+from service.protocols.uploads import is_upload
 from service.settings import Settings
 
 # Feedback's own errors (service/feedback.py); a predict request never meets them.
@@ -166,7 +167,7 @@ def error_style() -> str:
         return "simple" if request.path == "/v2" or request.path.startswith("/v2/") else "own"
     if route.error_shapes == SIMPLE:
         return "simple"
-    if route.error_shapes == EITHER and request.mimetype == "application/json":
+    if route.error_shapes == EITHER and not is_upload(request.mimetype):
         return "simple"  # TensorFlow Serving's JSON request on a shared route
     return "own"
 

@@ -202,3 +202,26 @@ def test_unknown_model_and_version_in_tf_serving_shape(server):
         assert response.status_code == 404 and isinstance(response.json()["error"], str)
     response = post(server, "/v1/models/nope:classify", {"examples": [{"b64": B64[0]}]})
     assert response.status_code == 404 and isinstance(response.json()["error"], str)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", None, "text/plain"], ids=str
+)
+def test_predict_reads_json_whatever_its_content_type(server, content_type):
+    """As TensorFlow Serving, which parses every body as JSON: curl's `-d` sends a form type
+    (TensorFlow Serving's own docs call it so), and some clients send none."""
+    body = f'{{"instances": [{{"b64": "{B64[0]}"}}]}}'.encode()
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = requests.post(
+        f"{server.url}/v1/models/pets:predict", data=body, headers=headers, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["probabilities"] == pytest.approx(
+        probabilities_of(server)[0].tolist(), abs=1e-7
+    )
+    # not JSON: TensorFlow Serving's shape, saying how an image is sent instead
+    response = requests.post(
+        f"{server.url}/v1/models/pets:predict", data=PHOTOS[0], headers=headers, timeout=30
+    )
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["error"] and "image/*" in response.json()["error"]
