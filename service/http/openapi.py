@@ -40,7 +40,9 @@ BINARY = {"type": "string", "format": "binary"}
 PARAMETERS = {
     "top_k": (
         {"type": "integer", "minimum": 1, "examples": [2]},
-        "also list the k most probable classes, best first (1 to the model's class count)",
+        "also list the k most probable classes, best first (1 to the model's class count), "
+        "in this service's own answer: not with TensorFlow Serving's JSON request on "
+        "/v1/models routes (400 `invalid_parameter`; its answer has no such field)",
     ),
     "name": (
         {"type": "string", "pattern": NAME_PATTERN, "examples": [EXAMPLE_MODEL]},

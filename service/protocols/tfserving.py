@@ -29,6 +29,13 @@ def predict(name: str, version: int | None = None, label: str | None = None):
     if is_upload(request.mimetype):
         return own.predict(name, _version(name, version, label))
     model = _model(name, version, label)
+    if "top_k" in request.args:  # documented for this service's answer; not silently dropped
+        raise RequestError(
+            "top_k is not taken with TensorFlow Serving's JSON request (its answer has no top "
+            "classes): leave it out, or send the image as multipart/form-data in the field "
+            "'image' or with an image/* Content-Type for this service's answer with `top`",
+            code="invalid_parameter",
+        )
     req = _parse(schemas.TfPredictRequest, _NOT_JSON_HINT)
     _check_signature(req.signature_name)
     if (req.instances is None) == (req.inputs is None):

@@ -262,3 +262,22 @@ def test_a_verb_with_the_wrong_method_and_a_bad_version_in_tf_serving_shape(serv
     assert requests.get(f"{server.url}/v1/models/pets", timeout=10).json()["name"] == "pets"
     response = requests.post(f"{server.url}/v1/models/pets", timeout=10)
     assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("top_k", ["1", "abc"])
+def test_top_k_with_tf_serving_json_is_refused_not_dropped(server, top_k):
+    """top_k shapes this service's own answer; TensorFlow Serving's has no place for it, so
+    a JSON request asking for it is told so (it was 200 without `top`, even for "abc")."""
+    response = requests.post(
+        f"{server.url}/v1/models/pets:predict?top_k={top_k}",
+        json={"instances": [{"b64": B64[0]}]},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    assert "top_k" in response.json()["error"]
+    upload = requests.post(
+        f"{server.url}/v1/models/pets:predict?top_k=1",
+        files={"image": ("a.jpg", PHOTOS[0])},
+        timeout=30,
+    )
+    assert upload.status_code == 200 and len(upload.json()["predictions"][0]["top"]) == 1
