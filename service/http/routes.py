@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-from flask import Blueprint, Flask, jsonify, request
+from flask import Blueprint, Flask, has_request_context, jsonify, request
 from pydantic import BaseModel
 from werkzeug.routing import BaseConverter
 
@@ -189,7 +189,8 @@ def _tf_path() -> re.Match | None:
 def unmatched_message(status: int, allow: str | None) -> str | None:
     """A clear message for a request no route took (404, 405) on a TensorFlow Serving path:
     the unknown verb named, or the methods allowed; None elsewhere (Werkzeug's own then)."""
-    match = _tf_path() if request.url_rule is None and status in (404, 405) else None
+    unmatched = has_request_context() and request.url_rule is None and status in (404, 405)
+    match = _tf_path() if unmatched else None
     if match is None:
         return None
     where = f"{request.method} {request.path}"
