@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from classifier.errors import ClassifierError
 from service import calls
 from service.errors import STATUS, http_status
-from service.http.routes import error_style
+from service.http.routes import error_style, unmatched_message
 from service.protocols.payloads import ErrorBody, ErrorResponse, SimpleError, dump
 
 log = logging.getLogger(__name__)
@@ -61,12 +61,12 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(exc: HTTPException):
         status = exc.code or 500
         code = HTTP_CODES.get(status) or (exc.name or "error").lower().replace(" ", "_")
-        message = exc.description or exc.name
+        allow = dict(exc.get_headers()).get("Allow")
+        message = unmatched_message(status, allow) or exc.description or exc.name
         if status == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             message = f"the request body is over the limit of {limit} bytes (or form limits)"
         response, status = error_response(code, message, status=status)
-        allow = dict(exc.get_headers()).get("Allow")
         if allow:
             response.headers["Allow"] = allow
         return response, status

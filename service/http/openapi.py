@@ -40,7 +40,9 @@ BINARY = {"type": "string", "format": "binary"}
 PARAMETERS = {
     "top_k": (
         {"type": "integer", "minimum": 1, "examples": [2]},
-        "also list the k most probable classes, best first (1 to the model's class count)",
+        "also list the k most probable classes, best first (1 to the model's class count), "
+        "in this service's own answer: not with TensorFlow Serving's JSON request on "
+        "/v1/models routes (400 `invalid_parameter`; its answer has no such field)",
     ),
     "name": (
         {"type": "string", "pattern": NAME_PATTERN, "examples": [EXAMPLE_MODEL]},
@@ -90,7 +92,9 @@ BODIES: dict[str, dict] = {
             f"One or more images ({', '.join(ALLOWED_FORMATS)}): multipart files in the field "
             "`image` (several files are one batch), a raw body with an image/* or "
             "application/octet-stream type, or JSON. On /v1/models routes JSON is TensorFlow "
-            "Serving's request and gets its answer; on /predict it gets this service's own."
+            "Serving's request and gets its answer, whatever its Content-Type (as TensorFlow "
+            "Serving, which reads every body as JSON: curl's `-d` sends a form type); on "
+            "/predict it gets this service's own."
         ),
         "content": {
             "multipart/form-data": {"schema": _ref(MultipartImages)},

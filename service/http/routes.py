@@ -3,12 +3,14 @@ says of it. Flask's rules, the inference metrics and the OpenAPI document are al
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-from flask import Blueprint, Flask, jsonify, request
+from flask import Blueprint, Flask, has_request_context, jsonify, request
 from pydantic import BaseModel
+from werkzeug.routing import BaseConverter
 
 from service import keys
 from service.errors import STATUS
@@ -18,6 +20,7 @@ from service.protocols import own_schemas as schemas
 from service.protocols import tfserving_schemas as tf_schemas
 from service.protocols.payloads import ErrorResponse, SimpleError
 from service.protocols.rest import settings
+from service.protocols.uploads import is_upload
 from service.settings import Settings
 
 # Feedback's own errors (service/feedback.py); a predict request never meets them.
@@ -154,6 +157,54 @@ def _spec(keys_on: bool, exempt_paths: tuple[str, ...]) -> dict:
 
 BY_RULE = {route.rule: route for route in ROUTES}
 
+# TensorFlow Serving's verbs served here (POST /v1/models/<name>...:<verb>).
+TF_VERBS = tuple(sorted({route.path.rpartition(":")[2] for route in ROUTES if ":" in route.path}))
+# A path of TensorFlow Serving's shape: /v1/models/<name>[/versions/<n>|/labels/<l>], then
+# /metadata or :<verb>. Unmatched, it is answered in TensorFlow Serving's error shape.
+TF_PATH = re.compile(
+    r"/v1/models/[^/:]+(?P<version>/(?:versions|labels)/[^/:]*)?"
+    r"(?:(?P<metadata>/metadata)|:(?P<verb>[^/]*))?"
+)
+
+
+class Segment(BaseConverter):
+    """Every string path parameter (Flask's default converter, replaced): one segment
+    without ':'. A model name or label never holds one (NAME_PATTERN), and the ':' of
+    TensorFlow Serving's verbs ends the name: GET /v1/models/<name>:predict is not the
+    model status of 'pets:predict', and /v1/models/<name>:regress matches no route."""
+
+    regex = "[^/:]+"
+    part_isolating = True
+
+
+def _tf_path() -> re.Match | None:
+    """The TensorFlow Serving path this request was sent to, if it is one; the model's own
+    /v1/models/<name> is not (it is this service's status too)."""
+    match = TF_PATH.fullmatch(request.path)
+    if match and (match["version"] or match["metadata"] or match["verb"] is not None):
+        return match
+    return None
+
+
+def unmatched_message(status: int, allow: str | None) -> str | None:
+    """A clear message for a request no route took (404, 405) on a TensorFlow Serving path:
+    the unknown verb named, or the methods allowed; None elsewhere (Werkzeug's own then)."""
+    unmatched = has_request_context() and request.url_rule is None and status in (404, 405)
+    match = _tf_path() if unmatched else None
+    if match is None:
+        return None
+    where = f"{request.method} {request.path}"
+    served = " and ".join(f":{verb}" for verb in TF_VERBS)
+    if match["verb"] is not None and match["verb"] not in TF_VERBS:
+        return f"unknown verb {match['verb']!r} in {where}; this server serves POST {served}"
+    if status == 405:
+        return f"{request.method} is not allowed on {request.path} (allowed: {allow})"
+    return (
+        f"no such path: {where}; TensorFlow Serving's are /v1/models/<name>"
+        "[/versions/<version>|/labels/<label>] with GET (status), GET /metadata or "
+        f"POST {served}, a version being a whole number"
+    )
+
 
 def error_style() -> str:
     """How this request's errors are shaped: "simple" ({"error": "message"}) where its
@@ -163,15 +214,17 @@ def error_style() -> str:
     rule = request.url_rule.rule if request.url_rule else None
     route = BY_RULE.get(rule)
     if route is None:  # unmatched: by the protocol the path belongs to
-        return "simple" if request.path == "/v2" or request.path.startswith("/v2/") else "own"
+        v2 = request.path == "/v2" or request.path.startswith("/v2/")
+        return "simple" if v2 or _tf_path() else "own"
     if route.error_shapes == SIMPLE:
         return "simple"
-    if route.error_shapes == EITHER and request.mimetype == "application/json":
+    if route.error_shapes == EITHER and not is_upload(request.mimetype):
         return "simple"  # TensorFlow Serving's JSON request on a shared route
     return "own"
 
 
 def register(app: Flask) -> None:
+    app.url_map.converters["default"] = Segment  # before the rules are added
     bp = Blueprint("api", __name__)
     for route in ROUTES:
         bp.add_url_rule(route.rule, route.endpoint, route.view, methods=[route.method])

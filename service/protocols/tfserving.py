@@ -1,7 +1,8 @@
 """TensorFlow Serving's REST API: predict (row and columnar), classify, status and metadata.
 
-A JSON body on /v1/models/<name>:predict is TensorFlow Serving's request and gets its answer
-shape; multipart and raw image bodies there keep this service's own answer (own.py).
+Multipart and raw image bodies on /v1/models/<name>:predict keep this service's own answer
+(own.py); any other body there is TensorFlow Serving's JSON request and gets its answer shape,
+whatever its Content-Type (TensorFlow Serving reads every body as JSON).
 Errors are {"error": "message"}.
 """
 
@@ -12,21 +13,30 @@ from flask import request
 from pydantic import BaseModel
 
 from service.dataplane import Upload
+from service.errors import RequestError
 from service.protocols import own, status, tensors
 from service.protocols import tfserving_schemas as schemas
 from service.protocols.rest import answer, dataplane, decode_base64, parse
 from service.protocols.tensors import ProtocolError
+from service.protocols.uploads import is_upload
 from service.registry import ServedModel, VersionNotFound
 
 SIGNATURE = "serving_default"
 
 
 def predict(name: str, version: int | None = None, label: str | None = None):
-    """TensorFlow Serving's predict for JSON bodies; this service's own for the others."""
-    if request.mimetype != "application/json":
+    """This service's own predict for image uploads; TensorFlow Serving's for the others."""
+    if is_upload(request.mimetype):
         return own.predict(name, _version(name, version, label))
     model = _model(name, version, label)
-    req = _parse(schemas.TfPredictRequest)
+    if "top_k" in request.args:  # documented for this service's answer; not silently dropped
+        raise RequestError(
+            "top_k is not taken with TensorFlow Serving's JSON request (its answer has no top "
+            "classes): leave it out, or send the image as multipart/form-data in the field "
+            "'image' or with an image/* Content-Type for this service's answer with `top`",
+            code="invalid_parameter",
+        )
+    req = _parse(schemas.TfPredictRequest, _NOT_JSON_HINT)
     _check_signature(req.signature_name)
     if (req.instances is None) == (req.inputs is None):
         raise ProtocolError('send either "instances" (row form) or "inputs" (columnar form)')
@@ -104,8 +114,21 @@ def _model(name: str, version: int | None, label: str | None) -> ServedModel:
     return dataplane().model(name, _version(name, version, label))
 
 
-def _parse(payload: type[BaseModel]):
-    return parse(payload, request.get_data(cache=False), "the body", "body")
+_NOT_JSON_HINT = (
+    " (TensorFlow Serving's request; send an image as multipart/form-data in the field "
+    "'image' or with an image/* Content-Type)"
+)
+
+
+def _parse(payload: type[BaseModel], hint: str = ""):
+    """The JSON body, whatever its Content-Type; `hint` added when it is not JSON and was
+    not sent as JSON (an image sent with curl's default form type, say)."""
+    try:
+        return parse(payload, request.get_data(cache=False), "the body", "body")
+    except RequestError as exc:
+        if exc.code != "invalid_json" or request.mimetype == "application/json" or not hint:
+            raise
+        raise RequestError(exc.message + hint, code=exc.code) from None
 
 
 def _check_signature(signature: str | None) -> None:

@@ -30,7 +30,7 @@ def read_uploads(request: Request) -> list[Upload]:
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
         uploads = _from_multipart(request)
-    elif mimetype.startswith("image/") or mimetype == "application/octet-stream":
+    elif is_upload(mimetype):
         uploads = [Upload(request.get_data(cache=False))]
     elif mimetype == "application/json":
         uploads = _from_json(request)
@@ -49,6 +49,18 @@ def read_uploads(request: Request) -> list[Upload]:
     if not uploads:
         raise _missing("the request holds no image")
     return uploads
+
+
+def is_upload(mimetype: str) -> bool:
+    """Whether a body of this media type is images (multipart files or a raw image), as
+    opposed to JSON. On the /v1/models/...:predict routes, which TensorFlow Serving's predict
+    shares, any other body is TensorFlow Serving's JSON request, whatever its Content-Type
+    says: TensorFlow Serving parses every body as JSON (curl's `-d` sends it as a form)."""
+    return (
+        mimetype == "multipart/form-data"
+        or mimetype.startswith("image/")
+        or mimetype == "application/octet-stream"
+    )
 
 
 def _missing(why: str) -> RequestError:

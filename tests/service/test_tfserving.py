@@ -202,3 +202,82 @@ def test_unknown_model_and_version_in_tf_serving_shape(server):
         assert response.status_code == 404 and isinstance(response.json()["error"], str)
     response = post(server, "/v1/models/nope:classify", {"examples": [{"b64": B64[0]}]})
     assert response.status_code == 404 and isinstance(response.json()["error"], str)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", None, "text/plain"], ids=str
+)
+def test_predict_reads_json_whatever_its_content_type(server, content_type):
+    """As TensorFlow Serving, which parses every body as JSON: curl's `-d` sends a form type
+    (TensorFlow Serving's own docs call it so), and some clients send none."""
+    body = f'{{"instances": [{{"b64": "{B64[0]}"}}]}}'.encode()
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = requests.post(
+        f"{server.url}/v1/models/pets:predict", data=body, headers=headers, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["probabilities"] == pytest.approx(
+        probabilities_of(server)[0].tolist(), abs=1e-7
+    )
+    # not JSON: TensorFlow Serving's shape, saying how an image is sent instead
+    response = requests.post(
+        f"{server.url}/v1/models/pets:predict", data=PHOTOS[0], headers=headers, timeout=30
+    )
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["error"] and "image/*" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/models/pets:regress"),
+        ("GET", "/v1/models/pets:regress"),
+        ("POST", "/v1/models/pets/versions/1:explain"),
+        ("POST", "/v1/models/pets/labels/stable:Predict"),
+    ],
+)
+def test_an_unknown_verb_is_404_in_tf_serving_shape_naming_it(server, method, path):
+    """Real TensorFlow Serving answers 400 "Malformed request"; here the path is not served,
+    so 404 as every unknown path, in TensorFlow Serving's shape, naming the verb."""
+    verb = path.rpartition(":")[2]
+    response = requests.request(
+        method, f"{server.url}{path}", json={"instances": [{"b64": B64[0]}]}, timeout=10
+    )
+    assert response.status_code == 404, response.text
+    error = response.json()["error"]
+    assert isinstance(error, str) and repr(verb) in error and ":predict" in error
+    assert "Allow" not in response.headers
+
+
+def test_a_verb_with_the_wrong_method_and_a_bad_version_in_tf_serving_shape(server):
+    for verb in ("predict", "classify"):  # not the model status of 'pets:predict'
+        response = requests.get(f"{server.url}/v1/models/pets:{verb}", timeout=10)
+        assert response.status_code == 405, response.text
+        assert "GET" not in response.headers["Allow"] and "POST" in response.headers["Allow"]
+        assert "POST" in response.json()["error"]
+    for path in ("/v1/models/pets/versions/-1", "/v1/models/pets/versions/x/metadata"):
+        response = requests.get(f"{server.url}{path}", timeout=10)
+        assert response.status_code == 404 and isinstance(response.json()["error"], str), path
+    # this service's own routes under /v1/models keep their answers
+    assert requests.get(f"{server.url}/v1/models/pets", timeout=10).json()["name"] == "pets"
+    response = requests.post(f"{server.url}/v1/models/pets", timeout=10)
+    assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("top_k", ["1", "abc"])
+def test_top_k_with_tf_serving_json_is_refused_not_dropped(server, top_k):
+    """top_k shapes this service's own answer; TensorFlow Serving's has no place for it, so
+    a JSON request asking for it is told so (it was 200 without `top`, even for "abc")."""
+    response = requests.post(
+        f"{server.url}/v1/models/pets:predict?top_k={top_k}",
+        json={"instances": [{"b64": B64[0]}]},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    assert "top_k" in response.json()["error"]
+    upload = requests.post(
+        f"{server.url}/v1/models/pets:predict?top_k=1",
+        files={"image": ("a.jpg", PHOTOS[0])},
+        timeout=30,
+    )
+    assert upload.status_code == 200 and len(upload.json()["predictions"][0]["top"]) == 1
