@@ -40,8 +40,13 @@ class CallInterceptor(grpc.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:  # health's Watch
+            behavior = handler.unary_stream
+            if getattr(behavior, "experimental_non_blocking", False):
+                behavior = self._non_blocking(behavior, method)
+            else:
+                behavior = self._stream(behavior, method)
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method),
+                behavior,
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -82,6 +87,22 @@ class CallInterceptor(grpc.ServerInterceptor):
                 context.abort(*refusal(exc))
             yield from behavior(request, context)
 
+        return call
+
+    def _non_blocking(self, behavior: Callable, method: str) -> Callable:
+        """A stream its servicer answers through a callback, as health's Watch does: it holds
+        a thread only while it starts, not while it waits for a change (a generator would hold
+        one of the GUNICORN_THREADS for as long as the stream is open, and its place among the
+        server's concurrent calls: two open Watches would stop a server of two threads)."""
+
+        def call(request, context: grpc.ServicerContext, send_response_callback: Callable):
+            try:
+                self._authorize(method, dict(context.invocation_metadata()))
+            except ClassifierError as exc:
+                context.abort(*refusal(exc))
+            behavior(request, context, send_response_callback)
+
+        call.experimental_non_blocking = True  # grpc then passes the callback
         return call
 
     def _authorize(self, method: str, metadata: dict[str, str]) -> None:

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.e2e
 MODEL = "pets"
 SPEC = InputSpec(height=64, width=64)
 INFER = "/inference.GRPCInferenceService/ModelInfer"
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 @pytest.fixture(scope="module")
@@ -398,3 +399,44 @@ def test_every_worker_serves_the_port_and_finishes_its_calls_on_sigterm(models_t
             server.process.send_signal(signal.SIGTERM)
             assert waiting.result(timeout=30).as_numpy("probabilities").shape == (1, 2)
         assert server.process.wait(timeout=60) == 0
+
+
+@pytest.fixture(scope="module")
+def few_threads(models_template):
+    """Two call threads per worker (GUNICORN_THREADS=2)."""
+    env = {"MODEL_NAME": MODEL, "MODEL_POLL_SECONDS": "0", "GUNICORN_THREADS": "2"}
+    with Server(models_template, **env) as running:
+        yield running.wait_ready()
+
+
+def test_open_health_watches_leave_the_threads_to_other_calls(few_threads):
+    """Five open Watch streams on a server of two call threads: each gets its status at once,
+    and ServerLive and Check are still answered (before, two Watches held both threads: calls
+    waited out their deadline, and from the fifth they were refused RESOURCE_EXHAUSTED)."""
+    with grpc.insecure_channel(few_threads.grpc_target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=10) for _ in range(5)]
+        try:
+            assert [next(watch).status for watch in watches] == [SERVING] * 5
+            with triton.InferenceServerClient(few_threads.grpc_target) as connected:
+                assert connected.is_server_live(client_timeout=5)
+            answer = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert answer.status == SERVING
+        finally:
+            for watch in watches:
+                watch.cancel()
+
+
+def test_a_watch_sends_the_status_once_while_it_does_not_change(server):
+    """The protocol sends a status, then only its changes (before: SERVING again every
+    second)."""
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"), timeout=3.5
+        )
+        received = []
+        with pytest.raises(grpc.RpcError) as ended:
+            for answer in watch:
+                received.append(answer.status)
+    assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert received == [SERVING]
