@@ -401,6 +401,13 @@ def test_every_worker_serves_the_port_and_finishes_its_calls_on_sigterm(models_t
         assert server.process.wait(timeout=60) == 0
 
 
+def handled(server, method: str, code: str, headers: dict | None = None) -> float:
+    """grpc_server_handled_total of one method and status code (0 when never counted)."""
+    text = requests.get(f"{server.url}/metrics", headers=headers, timeout=10).text
+    wanted = f'grpc_server_handled_total{{grpc_code="{code}",grpc_method="{method}"}} '
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(wanted))
+
+
 @pytest.fixture(scope="module")
 def few_threads(models_template):
     """Two call threads per worker (GUNICORN_THREADS=2)."""
@@ -442,3 +449,31 @@ def test_a_watch_sends_the_status_once_while_it_does_not_change(server):
                 received.append(answer.status)
     assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert received == [SERVING]
+
+
+@pytest.mark.parametrize(
+    ("method", "data"),
+    [
+        ("/inference.GRPCInferenceService/ModelReady", b"\x0a\x02\xff\xfe"),  # name: not UTF-8
+        (INFER, b"\x0a\x02\xff\xfe"),  # model_name: not UTF-8
+        (INFER, b"\xff\xff\xff\xff\xff"),  # garbage
+        (INFER, v2_messages.ModelInferRequest(model_name=MODEL, id="x").SerializeToString()[:-2]),
+        ("/grpc.health.v1.Health/Check", b"\x0a\x02\xff\xfe"),  # service: not UTF-8
+    ],
+    ids=["ready-name", "infer-model-name", "garbage", "truncated", "health-service"],
+)
+def test_malformed_request_bytes_are_invalid_argument_logged_and_counted(server, method, data):
+    """Bytes that are not the method's message: INVALID_ARGUMENT naming it, with a log line
+    and a count (before: INTERNAL 'Exception deserializing request!', neither)."""
+    before = handled(server, method, "INVALID_ARGUMENT")
+    request_id = f"malformed-{abs(hash((method, data)))}"
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(data, metadata=(("x-request-id", request_id),), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "is not a valid" in refused.value.details(), refused.value.details()
+    [line] = server.logged(lambda line: line["request_id"] == request_id)
+    assert line["endpoint"] == method and line["status"] == "INVALID_ARGUMENT"
+    assert line["error"] == "invalid_request"
+    assert handled(server, method, "INVALID_ARGUMENT") == before + 1
