@@ -17,6 +17,7 @@ from service.errors import STATUS, grpc_status, http_status
 log = logging.getLogger(__name__)
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 Failure = tuple[grpc.StatusCode, str]
+DEADLINE_SLACK_S = 0.5
 
 
 class CallInterceptor(grpc.ServerInterceptor):
@@ -73,7 +74,7 @@ class CallInterceptor(grpc.ServerInterceptor):
             except Exception:
                 failure = unexpected(context, method)
             finally:
-                _finish(record, method, failure[0] if failure else grpc.StatusCode.OK)
+                _finish(record, method, failure[0] if failure else _answered(context))
             if failure is not None:
                 context.abort(*failure)
             return response
@@ -81,12 +82,28 @@ class CallInterceptor(grpc.ServerInterceptor):
         return call
 
     def _stream(self, behavior: Callable, method: str, read: Callable) -> Callable:
+        """A stream answered by a generator (reflection): logged and counted once, when it
+        ends, with the status it ended with."""
+
         def call(data, context: grpc.ServicerContext) -> Iterator:
+            metadata = dict(context.invocation_metadata())
+            record = calls.begin(metadata.get("x-request-id"))
+            failure = None
             try:
-                self._authorize(method, dict(context.invocation_metadata()))
+                context.send_initial_metadata((("x-request-id", record.request_id),))
+                self._authorize(method, metadata)
                 yield from behavior(read(data), context)
             except ClassifierError as exc:
-                context.abort(*refusal(exc))
+                failure = refusal(exc)
+            except GeneratorExit:  # grpc stopped reading it: the client went away
+                failure = grpc.StatusCode.CANCELLED, ""
+                raise
+            except Exception:
+                failure = unexpected(context, method)
+            finally:
+                _finish(record, method, failure[0] if failure else _answered(context))
+            if failure is not None:
+                context.abort(*failure)
 
         return call
 
@@ -94,15 +111,29 @@ class CallInterceptor(grpc.ServerInterceptor):
         """A stream its servicer answers through a callback, as health's Watch does: it holds
         a thread only while it starts, not while it waits for a change (a generator would hold
         one of the GUNICORN_THREADS for as long as the stream is open, and its place among the
-        server's concurrent calls: two open Watches would stop a server of two threads)."""
+        server's concurrent calls: two open Watches would stop a server of two threads).
+        Logged and counted once, when it ends (from grpc's callback at its end)."""
 
         def call(data: bytes, context: grpc.ServicerContext, send_response_callback: Callable):
+            metadata = dict(context.invocation_metadata())
+            record = calls.begin(metadata.get("x-request-id"))
             try:
-                self._authorize(method, dict(context.invocation_metadata()))
+                context.send_initial_metadata((("x-request-id", record.request_id),))
+                self._authorize(method, metadata)
                 request = parse(data)
             except ClassifierError as exc:
-                context.abort(*refusal(exc))
-            behavior(request, context, send_response_callback)
+                failure = refusal(exc)
+                _finish(record, method, failure[0])
+                context.abort(*failure)
+            if not context.add_callback(lambda: _finish(record, method, _ended(context))):
+                _finish(record, method, _ended(context))  # it has ended already
+                return
+            try:
+                behavior(request, context, send_response_callback)
+            except Exception:
+                context.abort(*unexpected(context, method))  # logged at its end, INTERNAL
+            finally:
+                calls.end()
 
         call.experimental_non_blocking = True  # grpc then passes the callback
         return call
@@ -161,6 +192,24 @@ def unexpected(context: grpc.ServicerContext, method: str) -> Failure:
     log.exception("unhandled error in %s", method)
     calls.note_error("internal_error")
     return grpc.StatusCode.INTERNAL, "internal server error"
+
+
+def _answered(context: grpc.ServicerContext) -> grpc.StatusCode:
+    """The status of a call its servicer answered: OK, or the code it set (health's Check sets
+    NOT_FOUND for an unknown service)."""
+    return context.code() or grpc.StatusCode.OK
+
+
+def _ended(context: grpc.ServicerContext) -> grpc.StatusCode:
+    """The status of a stream that ended without an answer of ours: the code its servicer
+    set, DEADLINE_EXCEEDED at its deadline, else CANCELLED (the client went away, or the
+    server stopped). "At": within DEADLINE_SLACK_S of it, as the client's deadline passes
+    first (its clock started before the server got the call) and it cancels the stream."""
+    if context.code() is not None:
+        return context.code()
+    if context.time_remaining() <= DEADLINE_SLACK_S:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
 
 
 def _finish(record: calls.Call, method: str, code: grpc.StatusCode) -> None:

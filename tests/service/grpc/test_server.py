@@ -15,6 +15,7 @@ import pytest
 import requests
 import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -33,6 +34,8 @@ pytestmark = pytest.mark.e2e
 MODEL = "pets"
 SPEC = InputSpec(height=64, width=64)
 INFER = "/inference.GRPCInferenceService/ModelInfer"
+WATCH = "/grpc.health.v1.Health/Watch"
+REFLECT = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -477,3 +480,65 @@ def test_malformed_request_bytes_are_invalid_argument_logged_and_counted(server,
     assert line["endpoint"] == method and line["status"] == "INVALID_ARGUMENT"
     assert line["error"] == "invalid_request"
     assert handled(server, method, "INVALID_ARGUMENT") == before + 1
+
+
+def test_a_health_watch_is_logged_and_counted_once_when_it_ends(server):
+    before = handled(server, WATCH, "CANCELLED")
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(), metadata=(("x-request-id", "watch-ended"),)
+        )
+        assert next(watch).status == SERVING
+        watch.cancel()
+        late = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(), metadata=(("x-request-id", "watch-late"),), timeout=1
+        )
+        with pytest.raises(grpc.RpcError):
+            list(late)
+    [line] = server.logged(lambda line: line["request_id"] == "watch-ended")
+    assert line["endpoint"] == WATCH and line["status"] == "CANCELLED"
+    assert line["method"] == "GRPC"
+    assert handled(server, WATCH, "CANCELLED") == before + 1
+    [line] = server.logged(lambda line: line["request_id"] == "watch-late")
+    assert line["status"] == "DEADLINE_EXCEEDED" and line["latency_ms"] >= 900
+
+
+def test_reflection_calls_are_logged_and_counted_with_keys_on(keyed):
+    """Refused without a key (UNAUTHENTICATED) and answered with one: a line and a count each
+    (before: streaming calls had neither)."""
+    server, key = keyed
+    auth = {"authorization": f"Bearer {key}"}
+    refused_before = handled(server, REFLECT, "UNAUTHENTICATED", auth)
+    ok_before = handled(server, REFLECT, "OK", auth)
+    listing = reflection_pb2.ServerReflectionRequest(list_services="")
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.ServerReflectionInfo(iter([listing]), metadata=(("x-request-id", "refl-0"),)))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        metadata = (("x-request-id", "refl-1"), ("authorization", auth["authorization"]))
+        [answer] = list(stub.ServerReflectionInfo(iter([listing]), metadata=metadata))
+    assert "inference.GRPCInferenceService" in str(answer.list_services_response)
+    [line] = server.logged(lambda line: line["request_id"] == "refl-0")
+    assert line["endpoint"] == REFLECT and line["status"] == "UNAUTHENTICATED"
+    assert line["error"] == "unauthorized"
+    [line] = server.logged(lambda line: line["request_id"] == "refl-1")
+    assert line["status"] == "OK" and line["api_key"] == "grpc-test"
+    assert handled(server, REFLECT, "UNAUTHENTICATED", auth) == refused_before + 1
+    assert handled(server, REFLECT, "OK", auth) == ok_before + 1
+
+
+def test_a_health_check_of_an_unknown_service_is_logged_with_its_status(server):
+    """NOT_FOUND, as answered (before: logged and counted OK, health's Check sets the code
+    instead of raising)."""
+    with (
+        grpc.insecure_channel(server.grpc_target) as channel,
+        pytest.raises(grpc.RpcError) as unknown,
+    ):
+        health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="other"),
+            metadata=(("x-request-id", "check-unknown"),),
+        )
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    [line] = server.logged(lambda line: line["request_id"] == "check-unknown")
+    assert line["status"] == "NOT_FOUND"
