@@ -17,6 +17,7 @@ from service.errors import STATUS, grpc_status, http_status
 log = logging.getLogger(__name__)
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 Failure = tuple[grpc.StatusCode, str]
+DEADLINE_SLACK_S = 0.5
 
 
 class CallInterceptor(grpc.ServerInterceptor):
@@ -29,59 +30,112 @@ class CallInterceptor(grpc.ServerInterceptor):
     def intercept_service(
         self, continuation: Callable, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
+        """The method's handler, wrapped; its request bytes are read inside the wrapper (grpc
+        itself is given no deserializer), so bytes that are not the method's message are
+        INVALID_ARGUMENT like any bad request: grpc's own answer to a deserializer that
+        raises is INTERNAL, and the call would never reach the wrapper to be logged."""
         handler = continuation(details)
         if handler is None:  # an unknown method: grpc answers UNIMPLEMENTED
             return None
         method = details.method
+        parse = parser(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                self._unary(handler.unary_unary, method, parse),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:  # health's Watch
+            behavior = handler.unary_stream
+            if getattr(behavior, "experimental_non_blocking", False):
+                behavior = self._non_blocking(behavior, method, parse)
+            else:
+                behavior = self._stream(behavior, method, parse)
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                behavior, response_serializer=handler.response_serializer
             )
         if handler.stream_stream is not None:  # reflection
             return grpc.stream_stream_rpc_method_handler(
-                self._stream(handler.stream_stream, method),
-                request_deserializer=handler.request_deserializer,
+                self._stream(handler.stream_stream, method, lambda each: map(parse, each)),
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    def _unary(self, behavior: Callable, method: str) -> Callable:
-        def call(request, context: grpc.ServicerContext):
+    def _unary(self, behavior: Callable, method: str, parse: Callable) -> Callable:
+        def call(data: bytes, context: grpc.ServicerContext):
             metadata = dict(context.invocation_metadata())
             record = calls.begin(metadata.get("x-request-id"))
             response, failure = None, None
             try:
                 context.send_initial_metadata((("x-request-id", record.request_id),))
                 self._authorize(method, metadata)
-                response = behavior(request, context)
+                response = behavior(parse(data), context)
             except ClassifierError as exc:
                 failure = refusal(exc)
             except Exception:
                 failure = unexpected(context, method)
             finally:
-                _finish(record, method, failure[0] if failure else grpc.StatusCode.OK)
+                _finish(record, method, failure[0] if failure else _answered(context))
             if failure is not None:
                 context.abort(*failure)
             return response
 
         return call
 
-    def _stream(self, behavior: Callable, method: str) -> Callable:
-        def call(request, context: grpc.ServicerContext) -> Iterator:
-            try:
-                self._authorize(method, dict(context.invocation_metadata()))
-            except ClassifierError as exc:
-                context.abort(*refusal(exc))
-            yield from behavior(request, context)
+    def _stream(self, behavior: Callable, method: str, read: Callable) -> Callable:
+        """A stream answered by a generator (reflection): logged and counted once, when it
+        ends, with the status it ended with."""
 
+        def call(data, context: grpc.ServicerContext) -> Iterator:
+            metadata = dict(context.invocation_metadata())
+            record = calls.begin(metadata.get("x-request-id"))
+            failure = None
+            try:
+                context.send_initial_metadata((("x-request-id", record.request_id),))
+                self._authorize(method, metadata)
+                yield from behavior(read(data), context)
+            except ClassifierError as exc:
+                failure = refusal(exc)
+            except GeneratorExit:  # grpc stopped reading it: the client went away
+                failure = grpc.StatusCode.CANCELLED, ""
+                raise
+            except Exception:
+                failure = unexpected(context, method)
+            finally:
+                _finish(record, method, failure[0] if failure else _answered(context))
+            if failure is not None:
+                context.abort(*failure)
+
+        return call
+
+    def _non_blocking(self, behavior: Callable, method: str, parse: Callable) -> Callable:
+        """A stream its servicer answers through a callback, as health's Watch does: it holds
+        a thread only while it starts, not while it waits for a change (a generator would hold
+        one of the GUNICORN_THREADS for as long as the stream is open, and its place among the
+        server's concurrent calls: two open Watches would stop a server of two threads).
+        Logged and counted once, when it ends (from grpc's callback at its end)."""
+
+        def call(data: bytes, context: grpc.ServicerContext, send_response_callback: Callable):
+            metadata = dict(context.invocation_metadata())
+            record = calls.begin(metadata.get("x-request-id"))
+            try:
+                context.send_initial_metadata((("x-request-id", record.request_id),))
+                self._authorize(method, metadata)
+                request = parse(data)
+            except ClassifierError as exc:
+                failure = refusal(exc)
+                _finish(record, method, failure[0])
+                context.abort(*failure)
+            if not context.add_callback(lambda: _finish(record, method, _ended(context))):
+                _finish(record, method, _ended(context))  # it has ended already
+                return
+            try:
+                behavior(request, context, send_response_callback)
+            except Exception:
+                context.abort(*unexpected(context, method))  # logged at its end, INTERNAL
+            finally:
+                calls.end()
+
+        call.experimental_non_blocking = True  # grpc then passes the callback
         return call
 
     def _authorize(self, method: str, metadata: dict[str, str]) -> None:
@@ -95,6 +149,27 @@ class CallInterceptor(grpc.ServerInterceptor):
         if metadata.get("x-api-key"):
             presented.append(metadata["x-api-key"])
         calls.note_api_key(keys.check(self.key_file, presented))
+
+
+def parser(deserialize: Callable[[bytes], object] | None) -> Callable[[bytes], object]:
+    """A method's deserializer that raises a coded error (INVALID_ARGUMENT) for bytes that are
+    not its message: not protobuf, cut short, a string field that is not UTF-8."""
+    if deserialize is None:
+        return lambda data: data
+    message = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+    name = message.full_name if message is not None else "request"
+
+    def parse(data: bytes) -> object:
+        try:
+            return deserialize(data)
+        except Exception:
+            raise ClassifierError(
+                f"the request is not a valid {name} message (not protobuf, cut short, or a "
+                "string field that is not UTF-8)",
+                code="invalid_request",
+            ) from None
+
+    return parse
 
 
 def refusal(exc: ClassifierError) -> Failure:
@@ -117,6 +192,24 @@ def unexpected(context: grpc.ServicerContext, method: str) -> Failure:
     log.exception("unhandled error in %s", method)
     calls.note_error("internal_error")
     return grpc.StatusCode.INTERNAL, "internal server error"
+
+
+def _answered(context: grpc.ServicerContext) -> grpc.StatusCode:
+    """The status of a call its servicer answered: OK, or the code it set (health's Check sets
+    NOT_FOUND for an unknown service)."""
+    return context.code() or grpc.StatusCode.OK
+
+
+def _ended(context: grpc.ServicerContext) -> grpc.StatusCode:
+    """The status of a stream that ended without an answer of ours: the code its servicer
+    set, DEADLINE_EXCEEDED at its deadline, else CANCELLED (the client went away, or the
+    server stopped). "At": within DEADLINE_SLACK_S of it, as the client's deadline passes
+    first (its clock started before the server got the call) and it cancels the stream."""
+    if context.code() is not None:
+        return context.code()
+    if context.time_remaining() <= DEADLINE_SLACK_S:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
 
 
 def _finish(record: calls.Call, method: str, code: grpc.StatusCode) -> None:

@@ -21,8 +21,10 @@ class Health:
 
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
-        self.servicer = health.HealthServicer()
+        # Watch answers through a callback: an open Watch holds no call thread (calls.py)
+        self.servicer = health.HealthServicer(experimental_non_blocking=True)
         self._stop = threading.Event()
+        self._status: int | None = None
 
     def install(self, server: grpc.Server) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
@@ -39,8 +41,13 @@ class Health:
             self._update()
 
     def _update(self) -> None:
+        """Set the status when it changed: every set() is sent to every open Watch, and the
+        protocol sends a Watch only the changes."""
         status = health_pb2.HealthCheckResponse.SERVING
         if not self.plane.ready():
             status = health_pb2.HealthCheckResponse.NOT_SERVING
+        if status == self._status:
+            return
+        self._status = status
         for service in SERVICES:
             self.servicer.set(service, status)

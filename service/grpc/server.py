@@ -60,7 +60,8 @@ def options(settings: Settings) -> list[tuple[str, int]]:
 
 def build(plane: DataPlane, settings: Settings) -> tuple[grpc.Server, Health]:
     """The server with its three services; GUNICORN_THREADS calls run at once and as many
-    again may wait, past that a call is refused (RESOURCE_EXHAUSTED)."""
+    again may wait, past that a call is refused (RESOURCE_EXHAUSTED). An open health Watch
+    counts in neither: it holds no thread while it waits (service/grpc/calls.py)."""
     key_file = keys.KeyFile(settings.api_keys_file) if settings.api_keys_file else None
     server = grpc.server(
         ThreadPoolExecutor(settings.gunicorn_threads, thread_name_prefix="grpc"),

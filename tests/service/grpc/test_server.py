@@ -15,6 +15,7 @@ import pytest
 import requests
 import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -33,6 +34,9 @@ pytestmark = pytest.mark.e2e
 MODEL = "pets"
 SPEC = InputSpec(height=64, width=64)
 INFER = "/inference.GRPCInferenceService/ModelInfer"
+WATCH = "/grpc.health.v1.Health/Watch"
+REFLECT = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 @pytest.fixture(scope="module")
@@ -398,3 +402,143 @@ def test_every_worker_serves_the_port_and_finishes_its_calls_on_sigterm(models_t
             server.process.send_signal(signal.SIGTERM)
             assert waiting.result(timeout=30).as_numpy("probabilities").shape == (1, 2)
         assert server.process.wait(timeout=60) == 0
+
+
+def handled(server, method: str, code: str, headers: dict | None = None) -> float:
+    """grpc_server_handled_total of one method and status code (0 when never counted)."""
+    text = requests.get(f"{server.url}/metrics", headers=headers, timeout=10).text
+    wanted = f'grpc_server_handled_total{{grpc_code="{code}",grpc_method="{method}"}} '
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(wanted))
+
+
+@pytest.fixture(scope="module")
+def few_threads(models_template):
+    """Two call threads per worker (GUNICORN_THREADS=2)."""
+    env = {"MODEL_NAME": MODEL, "MODEL_POLL_SECONDS": "0", "GUNICORN_THREADS": "2"}
+    with Server(models_template, **env) as running:
+        yield running.wait_ready()
+
+
+def test_open_health_watches_leave_the_threads_to_other_calls(few_threads):
+    """Five open Watch streams on a server of two call threads: each gets its status at once,
+    and ServerLive and Check are still answered (before, two Watches held both threads: calls
+    waited out their deadline, and from the fifth they were refused RESOURCE_EXHAUSTED)."""
+    with grpc.insecure_channel(few_threads.grpc_target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        watches = []
+        try:
+            for _ in range(5):  # one after the other: a burst of any five calls is refused
+                watches.append(health.Watch(health_pb2.HealthCheckRequest(), timeout=10))
+                assert next(watches[-1]).status == SERVING
+            with triton.InferenceServerClient(few_threads.grpc_target) as connected:
+                assert connected.is_server_live(client_timeout=5)
+            answer = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert answer.status == SERVING
+        finally:
+            for watch in watches:
+                watch.cancel()
+
+
+def test_a_watch_sends_the_status_once_while_it_does_not_change(server):
+    """The protocol sends a status, then only its changes (before: SERVING again every
+    second)."""
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"), timeout=3.5
+        )
+        received = []
+        with pytest.raises(grpc.RpcError) as ended:
+            for answer in watch:
+                received.append(answer.status)
+    assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert received == [SERVING]
+
+
+@pytest.mark.parametrize(
+    ("method", "data"),
+    [
+        ("/inference.GRPCInferenceService/ModelReady", b"\x0a\x02\xff\xfe"),  # name: not UTF-8
+        (INFER, b"\x0a\x02\xff\xfe"),  # model_name: not UTF-8
+        (INFER, b"\xff\xff\xff\xff\xff"),  # garbage
+        (INFER, v2_messages.ModelInferRequest(model_name=MODEL, id="x").SerializeToString()[:-2]),
+        ("/grpc.health.v1.Health/Check", b"\x0a\x02\xff\xfe"),  # service: not UTF-8
+    ],
+    ids=["ready-name", "infer-model-name", "garbage", "truncated", "health-service"],
+)
+def test_malformed_request_bytes_are_invalid_argument_logged_and_counted(server, method, data):
+    """Bytes that are not the method's message: INVALID_ARGUMENT naming it, with a log line
+    and a count (before: INTERNAL 'Exception deserializing request!', neither)."""
+    before = handled(server, method, "INVALID_ARGUMENT")
+    request_id = f"malformed-{abs(hash((method, data)))}"
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(data, metadata=(("x-request-id", request_id),), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "is not a valid" in refused.value.details(), refused.value.details()
+    [line] = server.logged(lambda line: line["request_id"] == request_id)
+    assert line["endpoint"] == method and line["status"] == "INVALID_ARGUMENT"
+    assert line["error"] == "invalid_request"
+    assert handled(server, method, "INVALID_ARGUMENT") == before + 1
+
+
+def test_a_health_watch_is_logged_and_counted_once_when_it_ends(server):
+    before = handled(server, WATCH, "CANCELLED")
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(), metadata=(("x-request-id", "watch-ended"),)
+        )
+        assert next(watch).status == SERVING
+        watch.cancel()
+        late = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(), metadata=(("x-request-id", "watch-late"),), timeout=1
+        )
+        with pytest.raises(grpc.RpcError):
+            list(late)
+    [line] = server.logged(lambda line: line["request_id"] == "watch-ended")
+    assert line["endpoint"] == WATCH and line["status"] == "CANCELLED"
+    assert line["method"] == "GRPC"
+    assert handled(server, WATCH, "CANCELLED") == before + 1
+    [line] = server.logged(lambda line: line["request_id"] == "watch-late")
+    assert line["status"] == "DEADLINE_EXCEEDED" and line["latency_ms"] >= 900
+
+
+def test_reflection_calls_are_logged_and_counted_with_keys_on(keyed):
+    """Refused without a key (UNAUTHENTICATED) and answered with one: a line and a count each
+    (before: streaming calls had neither)."""
+    server, key = keyed
+    auth = {"authorization": f"Bearer {key}"}
+    refused_before = handled(server, REFLECT, "UNAUTHENTICATED", auth)
+    ok_before = handled(server, REFLECT, "OK", auth)
+    listing = reflection_pb2.ServerReflectionRequest(list_services="")
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.ServerReflectionInfo(iter([listing]), metadata=(("x-request-id", "refl-0"),)))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        metadata = (("x-request-id", "refl-1"), ("authorization", auth["authorization"]))
+        [answer] = list(stub.ServerReflectionInfo(iter([listing]), metadata=metadata))
+    assert "inference.GRPCInferenceService" in str(answer.list_services_response)
+    [line] = server.logged(lambda line: line["request_id"] == "refl-0")
+    assert line["endpoint"] == REFLECT and line["status"] == "UNAUTHENTICATED"
+    assert line["error"] == "unauthorized"
+    [line] = server.logged(lambda line: line["request_id"] == "refl-1")
+    assert line["status"] == "OK" and line["api_key"] == "grpc-test"
+    assert handled(server, REFLECT, "UNAUTHENTICATED", auth) == refused_before + 1
+    assert handled(server, REFLECT, "OK", auth) == ok_before + 1
+
+
+def test_a_health_check_of_an_unknown_service_is_logged_with_its_status(server):
+    """NOT_FOUND, as answered (before: logged and counted OK, health's Check sets the code
+    instead of raising)."""
+    with (
+        grpc.insecure_channel(server.grpc_target) as channel,
+        pytest.raises(grpc.RpcError) as unknown,
+    ):
+        health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="other"),
+            metadata=(("x-request-id", "check-unknown"),),
+        )
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    [line] = server.logged(lambda line: line["request_id"] == "check-unknown")
+    assert line["status"] == "NOT_FOUND"
