@@ -122,6 +122,10 @@ class ModelStore:
             return 0
         return int(text) if text.isdigit() and len(text) <= 18 else 0
 
+    def next_version(self, name: str) -> int:
+        """The number the next publish of `name` takes (if no other publisher is quicker)."""
+        return max([*self.versions(name), self.last_published(name)], default=0) + 1
+
     def versions(self, name: str) -> list[int]:
         """Version numbers present as folders, valid or not, ascending."""
         folder = self.model_dir(name)
@@ -216,23 +220,14 @@ class ModelStore:
         """Whether this process could publish a version of `name` now (training asks before
         its hour of work), leaving nothing behind. Raises OSError (not a folder, not
         writable) or ModelStoreError (unsafe_store)."""
-        folder = self.model_dir(name)
+        folder = Path(os.path.abspath(self.model_dir(name)))  # no "..": what is made is listed
         created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
         try:
-            os.rmdir(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self._publish_folder(name)))
+            os.rmdir(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=_publish_folder(folder)))
         finally:
             for path in created:
                 with contextlib.suppress(OSError):
                     path.rmdir()
-
-    def _publish_folder(self, name: str) -> Path:
-        """models/<name>/, made if need be, once renames there are known to be atomic."""
-        folder = self.model_dir(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        refusal = rename_refusal(folder)
-        if refusal:
-            raise ModelStoreError(refusal, code="unsafe_store")
-        return folder
 
     def publish(self, name: str, write: Callable[[Path], dict]) -> ModelMetadata:
         """Publish a new version atomically and return its metadata.
@@ -241,7 +236,7 @@ class ModelStore:
         returns the metadata fields it knows; the store adds name, version, checksums and
         time, fsyncs everything, then renames the folder to the next free version number.
         """
-        folder = self._publish_folder(name)
+        folder = _publish_folder(self.model_dir(name))
         staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=folder))
         try:
             staging.chmod(0o755)  # mkdtemp makes it private; other readers (the API) need it
@@ -259,7 +254,7 @@ class ModelStore:
                 fsync(path)
             created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             while True:
-                version = max([*self.versions(name), self.last_published(name)], default=0) + 1
+                version = self.next_version(name)
                 metadata = {
                     **fields,
                     "schema_version": SCHEMA_VERSION,
@@ -278,9 +273,10 @@ class ModelStore:
                         continue  # another publisher took this number; take the next
                     raise
                 fsync(folder)
+                highest = max(version, self.last_published(name))  # another may be ahead
                 with contextlib.suppress(OSError):  # published: the record is only a guard
                     write_atomically(
-                        folder / LAST_FILE, f"{version}\n".encode(), prefix=f"{LAST_FILE}-"
+                        folder / LAST_FILE, f"{highest}\n".encode(), prefix=f"{LAST_FILE}-"
                     )
                 return ModelMetadata.from_dict(metadata)
         except BaseException:
@@ -312,3 +308,12 @@ class ModelStore:
         ModelMetadata.from_dict(data)  # never write what could not be loaded
         write_atomically(folder / METADATA_FILE, json_bytes(data), prefix=f".{METADATA_FILE}-")
         return ModelMetadata.from_dict(data)
+
+
+def _publish_folder(folder: Path) -> Path:
+    """models/<name>/, made if need be, once renames there are known to be atomic."""
+    folder.mkdir(parents=True, exist_ok=True)
+    refusal = rename_refusal(folder)
+    if refusal:
+        raise ModelStoreError(refusal, code="unsafe_store")
+    return folder

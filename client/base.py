@@ -71,6 +71,7 @@ class BaseClient(ABC):
         (the worker threads run ahead meanwhile). Raises as `predict` does."""
         items = to_items(inputs)
         self._refused = None  # a new run tries again (with a key changed meanwhile, say)
+        self.stopping.clear()  # and retries again, after a close()
         futures = self._submit_all(items)
         try:
             for future in futures:

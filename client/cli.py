@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=positive_float,
         default=30.0,
-        help="seconds one try may take: to connect, then for the whole answer "
-        "(default: %(default)s)",
+        help="seconds one try may take, from its start to the end of the answer (one read "
+        "in progress may add as much again) (default: %(default)s)",
     )
     p.add_argument(
         "--progress",

@@ -293,6 +293,7 @@ class Client(BaseClient):
         parts = [("image", (name, data, _mimetype(name))) for name, data in files]
         budget = max(0.1, min(self.timeout_s, left))
         timeout = (max(0.1, min(self.connect_timeout_s, left)), budget)
+        began = time.monotonic()
         try:
             response = self._session().post(
                 url,
@@ -302,7 +303,7 @@ class Client(BaseClient):
                 timeout=timeout,
                 stream=True,
             )
-            _read_within(response, budget)
+            _read_within(response, began + budget)
         except requests.Timeout as exc:
             return Refusal("timeout", f"no answer from {url} in time: {exc}")
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -323,23 +324,27 @@ class Client(BaseClient):
         return session
 
 
-def _read_within(response: requests.Response, seconds: float) -> None:
-    """Read the answer's body within `seconds`: requests' read timeout bounds each read, so a
-    server trickling its answer byte by byte would hold the try for ever. read1 returns what
-    one read of the socket gives (iter_content would wait for a whole chunk)."""
-    deadline, body = time.monotonic() + seconds, bytearray()
+def _read_within(response: requests.Response, deadline: float) -> None:
+    """Read the answer's body by `deadline` (time.monotonic; the try's start + its timeout):
+    requests' read timeout bounds each read, so a server trickling its answer byte by byte
+    would hold the try for ever. read1 returns what one read of the socket gives
+    (iter_content would wait for a whole chunk); one read in progress may pass the deadline
+    by at most the read timeout."""
+    body = bytearray()
     try:
-        while chunk := response.raw.read1(64 * 1024, decode_content=True):
+        while time.monotonic() <= deadline:
+            chunk = response.raw.read1(64 * 1024, decode_content=True)
+            if not chunk:
+                response._content = bytes(body)  # what requests keeps when not streaming
+                return
             body += chunk
-            if time.monotonic() > deadline:
-                raise requests.Timeout(f"the answer took longer than {seconds:g} s")
+        raise requests.Timeout("the answer took longer than the try's timeout")
     except urllib3.exceptions.ReadTimeoutError as exc:
         raise requests.Timeout(str(exc)) from None
     except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError) as exc:
         raise requests.ConnectionError(str(exc)) from None
     finally:
         response.close()
-    response._content = bytes(body)  # what requests keeps when not streaming
 
 
 def _mimetype(name: str) -> str:

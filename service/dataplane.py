@@ -159,6 +159,7 @@ class DataPlane:
                 if not model.batcher.stopping:
                     raise
         deadline.check()
+        model.batcher.stop()  # its last queued batch first: the model runs one call at a time
         return model.predict_alone(pixels)
 
     def _decoded(self, model: ServedModel, images: Images, deadline: Deadline) -> np.ndarray:

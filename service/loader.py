@@ -96,14 +96,17 @@ class Loader:
             if failure and failure[0] != self._checks[(state.name, status.version)][0]:
                 del state.failures[status.version]
         present = {s.version for s in state.scanned}
+        tried: set[int] = set()  # once per refresh: a folder changing under the load waits
         while True:
             candidates = [
                 s.version for s in state.scanned if s.valid and s.version not in state.failures
             ]
             wanted = self.policy.select(candidates)
-            missing = sorted((wanted - set(state.loaded)) | self._changed(state), reverse=True)
+            changed = self._changed(state)
+            missing = sorted(((wanted - set(state.loaded)) | changed) - tried, reverse=True)
             if not missing:
                 break
+            tried.add(missing[0])
             self._load_version(state, missing[0])
         self._unload(state, wanted, present)
         if state.loaded:

@@ -337,6 +337,8 @@ def parse_labels(text: str) -> dict[str, int]:
         version = whole_number(digits.strip())
         if not label.strip() or version is None or version < 1:
             raise ValueError(f"labels must read label=version,...; got {part!r}")
+        if set(label) & {"/", ":"}:  # a path segment of /labels/<label>, before a :verb
+            raise ValueError(f"a label holds no '/' or ':' (it is part of a path); got {part!r}")
         labels[label.strip()] = version
     return labels
 

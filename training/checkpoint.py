@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from classifier.durable import fsync, write_json
+from classifier.durable import fsync, json_bytes, write_atomically, write_json
 from training.data import DatasetError
 
 RUN_FILE = "run.json"
@@ -161,7 +161,7 @@ class RunDir:
 
 def mark_published(path: Path, name: str, version: int) -> None:
     """Record in a kept run folder which version it published."""
-    write_json(path / PUBLISHED_FILE, {"name": name, "version": version})
+    write_atomically(path / PUBLISHED_FILE, json_bytes({"name": name, "version": version}))
 
 
 def refuse_published(path: Path | None, flag: str = "--resume") -> None:

@@ -166,7 +166,7 @@ def score_challenger(
     scored: same loading code, same runtime, and refused on photos it was trained on."""
     training.export_model(fitted.model, exported)
     store = ModelStore(config.models_dir)
-    version = max(store.versions(config.model_name), default=0) + 1  # if it were published now
+    version = store.next_version(config.model_name)  # if it were published now
     fields = training.build_metadata(config, fitted)
     manifest = manifest_rows(fitted.train_split, fitted.val_split)
     return score_on(

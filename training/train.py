@@ -396,7 +396,14 @@ def finish_run(config: TrainConfig, published: ModelMetadata | None = None) -> N
     that one then records what it published, so that it is not resumed to publish again."""
     if config.run_dir is not None or config.resume is not None:
         if published is not None:
-            mark_published(config.checkpoint_dir(), published.name, published.version)
+            try:
+                mark_published(config.checkpoint_dir(), published.name, published.version)
+            except OSError as exc:  # published all the same: say so, do not fail the command
+                print(
+                    f"warning: could not record in {config.checkpoint_dir()} that it published "
+                    f"v{published.version} ({exc.strerror or exc}); do not --resume it",
+                    file=sys.stderr,
+                )
     else:
         shutil.rmtree(config.checkpoint_dir(), ignore_errors=True)
         with contextlib.suppress(OSError):

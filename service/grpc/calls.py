@@ -125,6 +125,9 @@ class CallInterceptor(grpc.ServerInterceptor):
                 failure = refusal(exc)
                 _finish(record, method, failure[0])
                 context.abort(*failure)
+            except Exception:  # grpc's own, e.g. the client cancelled before it began
+                _finish(record, method, _ended(context))
+                return
             if not context.add_callback(lambda: _finish(record, method, _ended(context))):
                 _finish(record, method, _ended(context))  # it has ended already
                 return

@@ -159,6 +159,8 @@ def pixels_raw(tensor: InputTensor, raw: bytes, model: ServedModel, where: str) 
 def pixels_values(tensor: InputTensor, values: object, model: ServedModel) -> np.ndarray:
     """Pixels of input "input" from their inline numbers (flat or nested)."""
     dtype = pixel_dtype(tensor)
+    if isinstance(values, list) and not _numbers(values):
+        raise ProtocolError(f"the data of input {tensors.PIXELS_INPUT!r} must be numbers")
     try:
         given = np.asarray(values)
         if given.dtype.kind not in "iuf":  # numbers only: not "1", not true, not ragged
@@ -169,6 +171,19 @@ def pixels_values(tensor: InputTensor, values: object, model: ServedModel) -> np
     if dtype == np.uint8 and np.any((flat != np.round(flat)) | (flat < 0) | (flat > 255)):
         raise ProtocolError(f"UINT8 input {tensors.PIXELS_INPUT!r} holds values outside 0-255")
     return _shaped(tensor, flat.astype(dtype), model)
+
+
+def _numbers(values: list) -> bool:
+    """Whether nested JSON lists hold only numbers: numpy would take "1" or a true among
+    them as 1."""
+    stack: list = [values]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+    return True
 
 
 def _shaped(tensor: InputTensor, flat: np.ndarray, model: ServedModel) -> np.ndarray:

@@ -85,6 +85,15 @@ def test_a_number_is_never_published_twice(tmp_path):
     assert store.publish("pets", write_fake(b"four")).version == 4  # the folders still count
 
 
+def test_checking_a_store_leaves_what_was_there(tmp_path):
+    """check_publishable removes only the folders it made, on the path as it resolves."""
+    (tmp_path / "models" / "pets").mkdir(parents=True)
+    ModelStore(tmp_path / "nowhere" / ".." / "models").check_publishable("pets")
+    assert (tmp_path / "models" / "pets").is_dir() and not (tmp_path / "nowhere").exists()
+    ModelStore(tmp_path / "new" / "models").check_publishable("cats")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+
+
 def test_publish_skips_a_number_taken_meanwhile(tmp_path):
     store = ModelStore(tmp_path)
     store.publish("pets", write_fake())

@@ -112,24 +112,40 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 class SilentServer:
-    """A loopback port that takes connections and requests and never answers."""
+    """A loopback port that takes connections and requests and never answers; `connected`
+    is set once a client has connected."""
 
     def __init__(self) -> None:
         self._socket = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self.connected = threading.Event()
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        try:
+            while True:
+                connection, _ = self._socket.accept()
+                self._held.append(connection)  # read nothing, answer nothing
+                self.connected.set()
+        except OSError:  # closed
+            pass
 
     def __enter__(self) -> SilentServer:
         return self
 
     def __exit__(self, *exc) -> None:
         self._socket.close()
+        for connection in self._held:
+            connection.close()
 
 
 class TrickleServer(FlakyServer):
     """Answers every POST 200 with a predict answer, one byte every `every` seconds."""
 
-    def __init__(self, every: float = 0.3) -> None:
+    def __init__(self, every: float = 0.3, first: float = 0.0) -> None:
         self.every = every
+        self.first = first  # seconds before the headers
         super().__init__(None)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -139,6 +155,7 @@ class TrickleServer(FlakyServer):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 body = b'{"model": {"name": "pets", "version": 1}, "predictions": []}'
+                time.sleep(fake.first)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -113,6 +113,26 @@ def test_a_server_trickling_its_answer_is_held_to_the_timeout(image):
     assert elapsed < 5, elapsed
 
 
+def test_the_timeout_counts_from_the_start_of_the_try(image):
+    """Headers after 0.8 s, then a byte every 0.15 s (about 9 s in all): a try of 1 s ends
+    about then, not 1 s after the headers, nor when the answer is done."""
+    with TrickleServer(every=0.15, first=0.8) as slow:
+        started = time.monotonic()
+        client = Client(slow.url, retry=RetryPolicy(tries=1, total_s=30), timeout_s=1)
+        [result] = client.predict([image])
+        elapsed = time.monotonic() - started
+    assert isinstance(result, Failure) and result.code == "timeout"
+    assert elapsed < 2.5, elapsed
+
+
+def test_a_client_closed_once_still_retries(image):
+    with FlakyServer(None, retry_after="0") as down:
+        client = Client(down.url, retry=FAST)
+        client.close()
+        [result] = client.predict([image])
+    assert "gave up after 3 tries" in result.message and down.requests == 3
+
+
 def test_ctrl_c_stops_at_once_and_a_rerun_goes_on(image, tmp_path):
     """A request in flight on a server that never answers, Ctrl-C: exit 130 at once, not after
     the request's timeout and retries."""
@@ -124,7 +144,8 @@ def test_ctrl_c_stops_at_once_and_a_rerun_goes_on(image, tmp_path):
              "--no-progress", str(image)],
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(2)  # the request is in flight
+        assert silent.connected.wait(60), "the request never came"
+        time.sleep(0.3)  # it is sent: the client waits for the answer
         interrupted = time.monotonic()
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)

@@ -64,6 +64,9 @@ BAD = [
     ("CAPTURE_MAX_AGE_HOURS", "0"),
     ("DRIFT_WINDOW", "0"),
     ("DRIFT_PSI_THRESHOLD", "0"),
+    ("VERSION_LABELS", "a:b=1"),  # /labels/a:b would be a :verb, no route
+    ("VERSION_LABELS", "a/b=1"),
+    ("MODEL_VERSION_POLICY", "specific:1_0"),
 ]
 
 

@@ -192,6 +192,9 @@ BAD_JSON = {
     "pixels as booleans": {
         "inputs": [{"name": "input", "shape": [1, 64, 64, 3], "datatype": "UINT8", "data": [True] * 64 * 64 * 3}]
     },
+    "pixels with one boolean among numbers": {
+        "inputs": [{"name": "input", "shape": [1, 64, 64, 3], "datatype": "UINT8", "data": [True] + [0] * (64 * 64 * 3 - 1)}]
+    },
     "a shape of 1.0": {"inputs": [b64_input(shape=[1.0])]},
     "binary_data a string": {
         "inputs": [b64_input()],
