@@ -77,7 +77,8 @@ def _from_multipart(request: Request) -> list[Upload]:
         return uploads
     files = request.files.getlist(FIELD)  # Werkzeug's parser: anything but a plain body
     if not files:
-        others = sorted(set(request.files) | set(request.form))
+        # a name Werkzeug cannot read is None: sorted beside the others as text, not a 500
+        others = sorted(set(request.files) | set(request.form), key=str)
         raise _missing(f"no file field {FIELD!r} (found: {others or 'nothing'})")
     return [Upload(f.read(), f.filename or None) for f in files]
 
