@@ -62,12 +62,10 @@ class CallInterceptor(grpc.ServerInterceptor):
 
     def _unary(self, behavior: Callable, method: str, parse: Callable) -> Callable:
         def call(data: bytes, context: grpc.ServicerContext):
-            metadata = dict(context.invocation_metadata())
-            record = calls.begin(metadata.get("x-request-id"))
+            record, metadata = _begin(context)
             response, failure = None, None
             try:
-                context.send_initial_metadata((("x-request-id", record.request_id),))
-                self._authorize(method, metadata)
+                self._admit(method, record, metadata, context)
                 response = behavior(parse(data), context)
             except ClassifierError as exc:
                 failure = refusal(exc)
@@ -86,12 +84,10 @@ class CallInterceptor(grpc.ServerInterceptor):
         ends, with the status it ended with."""
 
         def call(data, context: grpc.ServicerContext) -> Iterator:
-            metadata = dict(context.invocation_metadata())
-            record = calls.begin(metadata.get("x-request-id"))
+            record, metadata = _begin(context)
             failure = None
             try:
-                context.send_initial_metadata((("x-request-id", record.request_id),))
-                self._authorize(method, metadata)
+                self._admit(method, record, metadata, context)
                 yield from behavior(read(data), context)
             except ClassifierError as exc:
                 failure = refusal(exc)
@@ -115,11 +111,9 @@ class CallInterceptor(grpc.ServerInterceptor):
         Logged and counted once, when it ends (from grpc's callback at its end)."""
 
         def call(data: bytes, context: grpc.ServicerContext, send_response_callback: Callable):
-            metadata = dict(context.invocation_metadata())
-            record = calls.begin(metadata.get("x-request-id"))
+            record, metadata = _begin(context)
             try:
-                context.send_initial_metadata((("x-request-id", record.request_id),))
-                self._authorize(method, metadata)
+                self._admit(method, record, metadata, context)
                 request = parse(data)
             except ClassifierError as exc:
                 failure = refusal(exc)
@@ -141,6 +135,17 @@ class CallInterceptor(grpc.ServerInterceptor):
         call.experimental_non_blocking = True  # grpc then passes the callback
         return call
 
+    def _admit(
+        self,
+        method: str,
+        record: calls.Call,
+        metadata: dict[str, str],
+        context: grpc.ServicerContext,
+    ) -> None:
+        """The call's request id sent back, then its key checked (raises ClassifierError)."""
+        context.send_initial_metadata((("x-request-id", record.request_id),))
+        self._authorize(method, metadata)
+
     def _authorize(self, method: str, metadata: dict[str, str]) -> None:
         """With API keys on, every method but the exempt ones needs a known key."""
         if self.key_file is None or keys.exempt(method, self.exempt_paths):
@@ -152,6 +157,12 @@ class CallInterceptor(grpc.ServerInterceptor):
         if metadata.get("x-api-key"):
             presented.append(metadata["x-api-key"])
         calls.note_api_key(keys.check(self.key_file, presented))
+
+
+def _begin(context: grpc.ServicerContext) -> tuple[calls.Call, dict[str, str]]:
+    """A call for this thread, under the client's request id when it sent a good one."""
+    metadata = dict(context.invocation_metadata())
+    return calls.begin(metadata.get("x-request-id")), metadata
 
 
 def parser(deserialize: Callable[[bytes], object] | None) -> Callable[[bytes], object]:
