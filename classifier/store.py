@@ -32,6 +32,7 @@ from classifier.metadata import (
     SCHEMA_VERSION,
     ModelMetadata,
 )
+from classifier.numbers import whole_number
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # The shipped model: the service's MODEL_NAME and the client's --local model by default.
@@ -120,7 +121,7 @@ class ModelStore:
             text = (self.model_dir(name) / LAST_FILE).read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError):
             return 0
-        return int(text) if text.isdigit() and len(text) <= 18 else 0
+        return whole_number(text) or 0
 
     def next_version(self, name: str) -> int:
         """The number the next publish of `name` takes (if no other publisher is quicker)."""

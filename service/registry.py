@@ -13,10 +13,10 @@ import numpy as np
 
 from classifier.batching import Batcher
 from classifier.errors import ClassifierError
+from classifier.numbers import whole_number
 from classifier.predictor import Predictor
 from classifier.spec import InputSpec
 from classifier.store import VersionStatus, validate_name
-from service.numbers import whole_number
 
 # Version states as TensorFlow Serving names them, plus INVALID for folders failing checks.
 VERSION_STATES = ("AVAILABLE", "LOADING", "NOT_LOADED", "FAILED", "INVALID")

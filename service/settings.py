@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from classifier import hardware
 from classifier.errors import ClassifierError
+from classifier.numbers import whole_number
 from classifier.runtimes import (
     DEVICES,
     PRECISIONS,
@@ -26,7 +27,6 @@ from classifier.runtimes import (
 )
 from classifier.spec import DEFAULT_MAX_PIXELS
 from classifier.store import DEFAULT_MODEL, default_models_dir, validate_name
-from service.numbers import whole_number
 from service.registry import VersionPolicy
 
 Runtime = Literal[RUNTIMES]  # type: ignore[valid-type]

@@ -10,9 +10,9 @@ import json
 from flask import Response, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 
+from classifier.numbers import whole_number
 from service.dataplane import DataPlane
 from service.errors import RequestError
-from service.numbers import whole_number
 from service.protocols.payloads import dump
 from service.protocols.tensors import ProtocolError
 from service.settings import Settings

@@ -18,8 +18,8 @@ import grpc
 import numpy as np
 from google.protobuf.message import Message
 
+from classifier.numbers import whole_number
 from service.dataplane import DataPlane, Images, Upload
-from service.numbers import whole_number
 from service.protocols import tensors, v2
 from service.protocols import v2_messages as messages
 from service.protocols.tensors import ProtocolError

@@ -1,4 +1,4 @@
-"""Numbers read from text a client or an operator wrote: one rule for every one of them."""
+"""Numbers read from text a client, an operator or a file wrote: one rule for every one."""
 
 from __future__ import annotations
 
