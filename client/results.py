@@ -23,6 +23,7 @@ TRANSIENT_CODES = frozenset(
         "connection_error",
         "timeout",
         "rate_limited",
+        "http_429",  # a rate limit without this service's error body
         "queue_full",
         "model_not_ready",
         "deadline_exceeded",
@@ -63,11 +64,7 @@ class Failure:
     @property
     def transient(self) -> bool:
         """Whether a rerun should send the file again (a busy or unreachable server)."""
-        return (
-            self.code in TRANSIENT_CODES
-            or self.code.startswith("http_5")
-            or self.code == "http_429"
-        )
+        return self.code in TRANSIENT_CODES or self.code.startswith("http_5")
 
 
 Result = Prediction | Failure

@@ -172,7 +172,7 @@ class Loader:
                     status = VersionStatus(version, None, exc.message)
                     log.warning("model %s v%d refused: %s", name, version, exc.message)
                 except Exception as exc:  # one odd folder must not stop the others' scan
-                    status = VersionStatus(version, None, f"{type(exc).__name__}: {exc}")
+                    status = VersionStatus(version, None, reason(exc))
                     log.exception("model %s v%d refused", name, version)
                 cached = (fingerprint, status)
                 self._checks[(name, version)] = cached
@@ -185,9 +185,7 @@ class Loader:
         try:
             served = self._serve(load_predictor(self.store, state.name, version, self.runtime))
         except Exception as exc:  # any failure: this version is skipped, the service goes on
-            why = (
-                exc.message if isinstance(exc, ClassifierError) else f"{type(exc).__name__}: {exc}"
-            )
+            why = reason(exc)
             state.failures[version] = (fingerprint, why)
             metrics.MODEL_LOADS.labels(state.name, "failure").inc()
             log.error(
@@ -267,6 +265,11 @@ class Loader:
         )
         batcher.warm_up(predictor.spec.shape)
         return ServedModel(predictor, batcher.start())
+
+
+def reason(exc: Exception) -> str:
+    """Why a version was refused: a coded error's message, else the exception as it is."""
+    return exc.message if isinstance(exc, ClassifierError) else f"{type(exc).__name__}: {exc}"
 
 
 def check_probes(predictor: Predictor) -> None:

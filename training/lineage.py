@@ -31,9 +31,14 @@ def rows(split_name: str, split: Split) -> list[tuple[str, ...]]:
     ]
 
 
+def both(train: Split, validation: Split) -> list[tuple[str, ...]]:
+    """The manifest's rows: the training photos, then the validation photos."""
+    return rows("train", train) + rows("validation", validation)
+
+
 def manifest_rows(train: Split, validation: Split) -> list[dict[str, str]]:
     """The manifest these two splits would be published with, as `read_manifest` reads one."""
-    return [dict(zip(HEADER, row)) for row in rows("train", train) + rows("validation", validation)]
+    return [dict(zip(HEADER, row)) for row in both(train, validation)]
 
 
 ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
@@ -51,9 +56,7 @@ def unescape(field: str) -> str:
 
 def manifest_bytes(train: Split, validation: Split) -> bytes:
     lines = ["\t".join(HEADER)]
-    lines += [
-        "\t".join(map(escape, row)) for row in rows("train", train) + rows("validation", validation)
-    ]
+    lines += ["\t".join(map(escape, row)) for row in both(train, validation)]
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
 
