@@ -108,11 +108,12 @@ def _method(servicer: Servicer, name: str) -> Callable[[Message, grpc.ServicerCo
 
 
 def _version(text: str) -> int | None:
-    """A model version as the protocol sends it: empty for the default, else a number."""
+    """A model version as the protocol sends it: empty for the default, else a number (0
+    is a number no version has: NOT_FOUND, as REST's 404 for /versions/0)."""
     if not text:
         return None
     version = whole_number(text)
-    if version is None or version < 1:
+    if version is None:
         raise ProtocolError(f"a model version is a whole number from 1, got {text!r}")
     return version
 

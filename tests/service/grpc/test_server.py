@@ -190,6 +190,11 @@ def test_rest_and_grpc_give_the_same_probabilities(client, server):
             "version 9",
         ),
         (
+            lambda c: c.infer(MODEL, [images_input(jpeg_bytes())], model_version="0"),
+            "NOT_FOUND",
+            "version 0",
+        ),
+        (
             lambda c: c.infer(MODEL, [images_input(jpeg_bytes())], model_version="9" * 5000),
             "INVALID_ARGUMENT",
             "a model version is a whole number from 1",
