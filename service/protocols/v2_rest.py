@@ -57,7 +57,7 @@ def infer(name: str, version: int | None = None):
     names = model.predictor.class_names
     requested = _requested(req)
     for out in requested:
-        v2.check_output(out.name, (out.parameters or {}).get("classification"), names)
+        v2.check_output(out.name, _classification(out), names)
         _binary(out, req)  # a bad flag is refused before the model runs
     size = (tensor.parameters or {}).get("binary_data_size")
     blobs = tensors.take_binary(binary, [] if size is None else [size])
@@ -107,6 +107,16 @@ def _requested(req: schemas.V2InferRequest) -> list[schemas.V2RequestOutput]:
     return req.outputs
 
 
+def _classification(out: schemas.V2RequestOutput) -> object:
+    """The `classification` parameter: None when absent; a JSON null is sent but is no k, so
+    it is passed on as text and refused, as gRPC refuses a parameter with no value."""
+    params = out.parameters or {}
+    if "classification" not in params:
+        return None
+    value = params["classification"]
+    return "null" if value is None else value
+
+
 def _output(
     out: schemas.V2RequestOutput,
     probabilities: np.ndarray,
@@ -114,9 +124,8 @@ def _output(
     names: tuple[str, ...],
     req: schemas.V2InferRequest,
 ) -> tuple[schemas.V2ResponseOutput, bytes | None]:
-    params = out.parameters or {}
     binary = _binary(out, req)
-    tensor = v2.output(out.name, params.get("classification"), probabilities, labels, names)
+    tensor = v2.output(out.name, _classification(out), probabilities, labels, names)
     output = schemas.V2ResponseOutput(
         name=tensor.name, datatype=tensor.datatype, shape=tensor.shape
     )

@@ -174,6 +174,10 @@ BAD_JSON = {
         "inputs": [b64_input()],
         "outputs": [{"name": "probabilities", "parameters": {"classification": True}}],
     },
+    "classification null": {  # refused, as gRPC refuses a parameter with no value
+        "inputs": [b64_input()],
+        "outputs": [{"name": "probabilities", "parameters": {"classification": None}}],
+    },
     "invalid base64": {"inputs": [b64_input(data=["%%%"])]},
     "not an image": {"inputs": [b64_input(data=[base64.b64encode(b"hello").decode()])]},
     "pixels out of range": {
