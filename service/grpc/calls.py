@@ -6,6 +6,7 @@ message, one access log line and the gRPC metrics, as the HTTP edge does for a r
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -26,6 +27,17 @@ class CallInterceptor(grpc.ServerInterceptor):
     def __init__(self, key_file: keys.KeyFile | None, exempt_paths: tuple[str, ...]) -> None:
         self.key_file = key_file
         self.exempt_paths = exempt_paths
+        self._open: dict[object, Callable[[], None]] = {}  # callback streams: their ends
+        self._lock = threading.Lock()
+
+    def end_streams(self) -> None:
+        """End every open callback stream (health's Watch) with OK, after the messages sent
+        to it: they never end by themselves, so a stopping server would otherwise wait its
+        whole grace period for them (and a client watching would learn nothing new)."""
+        with self._lock:
+            ends = list(self._open.values())
+        for end in ends:
+            end()
 
     def intercept_service(
         self, continuation: Callable, details: grpc.HandlerCallDetails
@@ -122,8 +134,21 @@ class CallInterceptor(grpc.ServerInterceptor):
             except Exception:  # grpc's own, e.g. the client cancelled before it began
                 _finish(record, method, _ended(context))
                 return
-            if not context.add_callback(lambda: _finish(record, method, _ended(context))):
-                _finish(record, method, _ended(context))  # it has ended already
+            key, ended = object(), threading.Event()
+
+            def end() -> None:  # by the server, at its stop
+                ended.set()
+                send_response_callback(None)
+
+            def finish() -> None:
+                with self._lock:
+                    self._open.pop(key, None)
+                _finish(record, method, grpc.StatusCode.OK if ended.is_set() else _ended(context))
+
+            with self._lock:
+                self._open[key] = end
+            if not context.add_callback(finish):
+                finish()  # it has ended already
                 return
             try:
                 behavior(request, context, send_response_callback)

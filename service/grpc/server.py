@@ -26,15 +26,20 @@ log = logging.getLogger(__name__)
 class GrpcServer:
     """A started gRPC server and its health service."""
 
-    def __init__(self, server: grpc.Server, health: Health, port: int) -> None:
+    def __init__(
+        self, server: grpc.Server, health: Health, calls: CallInterceptor, port: int
+    ) -> None:
         self.server = server
         self.health = health
+        self.calls = calls
         self.port = port
 
     def stop(self, grace_s: float) -> threading.Event:
         """Refuse new calls now; calls in flight get `grace_s` (returns at once, with the
-        event set once the server has stopped)."""
+        event set once the server has stopped). Open health Watches are told NOT_SERVING,
+        then ended: they would hold the stop for the whole grace period."""
         self.health.shutdown()
+        self.calls.end_streams()
         return self.server.stop(grace_s)
 
     def stop_on_sigterm(self, grace_s: float) -> None:
@@ -58,14 +63,15 @@ def options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-def build(plane: DataPlane, settings: Settings) -> tuple[grpc.Server, Health]:
+def build(plane: DataPlane, settings: Settings) -> tuple[grpc.Server, Health, CallInterceptor]:
     """The server with its three services; GUNICORN_THREADS calls run at once and as many
     again may wait, past that a call is refused (RESOURCE_EXHAUSTED). An open health Watch
     counts in neither: it holds no thread while it waits (service/grpc/calls.py)."""
     key_file = keys.KeyFile(settings.api_keys_file) if settings.api_keys_file else None
+    calls = CallInterceptor(key_file, settings.exempt_paths)
     server = grpc.server(
         ThreadPoolExecutor(settings.gunicorn_threads, thread_name_prefix="grpc"),
-        interceptors=[CallInterceptor(key_file, settings.exempt_paths)],
+        interceptors=[calls],
         options=options(settings),
         maximum_concurrent_rpcs=2 * settings.gunicorn_threads,
     )
@@ -76,7 +82,7 @@ def build(plane: DataPlane, settings: Settings) -> tuple[grpc.Server, Health]:
     reflection.enable_server_reflection(
         (*names, reflection.SERVICE_NAME), server, reflection_pool()
     )
-    return server, health
+    return server, health, calls
 
 
 def reflection_pool() -> descriptor_pool.DescriptorPool:
@@ -93,7 +99,7 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
 def start(plane: DataPlane, settings: Settings) -> GrpcServer:
     """Build, bind GRPC_PORT on HOST and start; SystemExit(3) when the port cannot be bound
     (gunicorn then stops: a worker that failed to boot)."""
-    server, health = build(plane, settings)
+    server, health, calls = build(plane, settings)
     address = f"{settings.host}:{settings.grpc_port}"
     try:
         port = server.add_insecure_port(address)
@@ -108,4 +114,4 @@ def start(plane: DataPlane, settings: Settings) -> GrpcServer:
         raise SystemExit(3)
     server.start()
     log.info("gRPC listening on %s", address)
-    return GrpcServer(server, health, port)
+    return GrpcServer(server, health, calls, port)

@@ -410,6 +410,28 @@ def test_every_worker_serves_the_port_and_finishes_its_calls_on_sigterm(models_t
         assert server.process.wait(timeout=60) == 0
 
 
+def test_a_stopping_server_ends_open_watches_without_waiting_out_its_grace(models_template):
+    """On SIGTERM an open Watch is sent NOT_SERVING, then ended (OK, logged), and the server
+    stops at once (before: the stream held the stop for all of GRACEFUL_TIMEOUT)."""
+    env = {"MODEL_NAME": MODEL, "MODEL_POLL_SECONDS": "0", "GRACEFUL_TIMEOUT": "60"}
+    with Server(models_template, **env) as server:
+        server.wait_ready()
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(), metadata=(("x-request-id", "watch-stop"),)
+            )
+            assert next(watch).status == SERVING
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            assert [answer.status for answer in watch] == [
+                health_pb2.HealthCheckResponse.NOT_SERVING
+            ]
+            assert server.process.wait(timeout=90) == 0
+        assert time.monotonic() - started < 30  # far from the 60 s it waited before
+        [line] = server.logged(lambda line: line["request_id"] == "watch-stop")
+        assert line["endpoint"] == WATCH and line["status"] == "OK"
+
+
 def handled(server, method: str, code: str, headers: dict | None = None) -> float:
     """grpc_server_handled_total of one method and status code (0 when never counted)."""
     text = requests.get(f"{server.url}/metrics", headers=headers, timeout=10).text
