@@ -11,21 +11,17 @@ import tempfile
 # Prometheus multiprocess mode: every worker writes its metrics into this folder, and
 # GET /metrics sums them. It must be set before anything imports prometheus_client, so
 # before the service package (which the settings import) is imported here.
-os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR",
-    os.path.join(tempfile.gettempdir(), f"classifier-metrics-{os.getpid()}"),
-)
+DEFAULT_METRICS_DIR = os.path.join(tempfile.gettempdir(), f"classifier-metrics-{os.getpid()}")
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", DEFAULT_METRICS_DIR)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ lines are not JSON
 
-from service.settings import load_or_exit
+from service.settings import load_or_exit  # noqa: E402 (after the environment above)
 
 settings = load_or_exit()
 
 # The default folder above is this process's own: it goes at exit (an operator's stays).
-OWN_METRICS_DIR = os.path.basename(os.environ["PROMETHEUS_MULTIPROC_DIR"]) == (
-    f"classifier-metrics-{os.getpid()}"
-)
+OWN_METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"] == DEFAULT_METRICS_DIR
 
 bind = f"{settings.host}:{settings.port}"
 workers = settings.web_concurrency
