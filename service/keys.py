@@ -29,6 +29,8 @@ from classifier.errors import ClassifierError
 log = logging.getLogger(__name__)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 LINE = re.compile(r"^(?P<name>[^:\s]+):(?P<digest>[0-9a-f]{64})$")
+# nginx's reading of `Authorization` for its per-client limit (deploy/nginx.conf), in ASCII
+BEARER = re.compile(r"bearer[ \t]+(?P<key>.+)", re.IGNORECASE | re.ASCII)
 RECHECK_SECONDS = 1.0
 
 
@@ -118,19 +120,24 @@ def exempt(path: str, patterns: tuple[str, ...]) -> bool:
 
 
 def bearer(authorization: str) -> str | None:
-    """The key of an `Authorization: Bearer <key>` value."""
-    scheme, _, value = authorization.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    """The key of an `Authorization: Bearer <key>` value, read as nginx reads it for its
+    per-client limit: a key the service takes is then the very key nginx counts (only
+    spaces and tabs around it, never Unicode spaces such as U+00A0, which Python's
+    `strip()` would drop and nginx would count as another client)."""
+    match = BEARER.fullmatch(authorization.strip(" \t"))
+    return match["key"] if match else None
 
 
 def check(keys: KeyFile, presented: list[str]) -> str:
-    """The name of the first known key presented; Unauthorized when none is."""
+    """The name of the first key presented; Unauthorized when there is none, or when any
+    presented key is unknown: nginx limits each client by the first key it carries, so a
+    made-up key beside a known one would be a new client to nginx on every request."""
     if not presented:
         raise Unauthorized(
             "this API needs a key: send Authorization: Bearer <key> or X-API-Key: <key>"
         )
-    names = [name for name in map(keys.identify, presented) if name is not None]
-    if not names:
+    names = [keys.identify(key) for key in presented]  # each compared, no early exit
+    if None in names:
         raise Unauthorized("the API key is not valid")
     return names[0]
 

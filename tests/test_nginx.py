@@ -344,6 +344,24 @@ def test_a_burst_from_one_client_is_limited_and_other_clients_are_not(limited_ng
     print(f"client-a: {statuses.count(200)} answered, then 429 (of {len(statuses)})")
 
 
+def test_a_key_with_tabs_around_it_is_the_same_client(limited_nginx):
+    """gunicorn drops the tabs around a header's value, and the service then takes the key:
+    nginx must count it as that key too (it kept the tabs: a new client per request)."""
+    nginx = limited_nginx
+    statuses: list[int] = []
+    deadline = time.monotonic() + 20
+    with requests.Session() as session:  # sequential: bounded by count and time
+        while len(statuses) < 300 and statuses.count(429) < 10 and time.monotonic() < deadline:
+            tabs = "\t" * (len(statuses) + 1)  # another header value each time
+            headers = (
+                {"X-API-Key": f"client-a{tabs}"}
+                if len(statuses) % 2
+                else {"Authorization": f"Bearer\tclient-a{tabs}"}
+            )
+            statuses.append(session.get(f"{nginx.url}/healthz", headers=headers).status_code)
+    assert statuses.count(429) == 10, f"{len(statuses)} requests, none limited"
+
+
 def test_requests_in_flight_are_limited_per_client(limited_nginx):
     nginx = limited_nginx
     body = jpeg_bytes((200, 150))

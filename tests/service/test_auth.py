@@ -55,6 +55,33 @@ def test_no_key_or_a_wrong_one_is_401_with_www_authenticate(keyed, headers):
     assert response.get_json()["error"]["code"] == "unauthorized"
 
 
+# nginx limits each client by the first key it carries (`Authorization: Bearer`, read as
+# `^Bearer\s+(.+)$`, else X-API-Key): a request the service let in with a made-up key
+# beside a known one, or a known key with a Unicode space after it, was a new client to
+# nginx each time, past its per-client limit.
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-API-Key": "{key}", "Authorization": "Bearer made-up"},
+        {"X-API-Key": "{key}", "Authorization": "Bearer\tmade-up"},
+        {"X-API-Key": "made-up", "Authorization": "Bearer {key}"},
+        {"Authorization": "Bearer {key}\xa0"},
+    ],
+    ids=["bearer-made-up", "bearer-tab-made-up", "x-api-key-made-up", "nbsp-after-key"],
+)
+def test_a_made_up_key_is_401_even_beside_a_known_one(keyed, headers):
+    app, key = keyed
+    response = predict(app.test_client(), **{k: v.format(key=key) for k, v in headers.items()})
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "unauthorized"
+
+
+def test_a_bearer_key_after_a_tab_is_the_key_nginx_counts(keyed):
+    app, key = keyed
+    assert predict(app.test_client(), Authorization=f"Bearer\t {key}").status_code == 200
+    assert predict(app.test_client(), Authorization=f"bearer {key}").status_code == 200
+
+
 def test_v2_routes_answer_401_in_their_shape(keyed):
     app, _ = keyed
     response = app.test_client().get("/v2/models/pets")
