@@ -33,6 +33,9 @@ Runtime = Literal[RUNTIMES]  # type: ignore[valid-type]
 Device = Literal[DEVICES]  # type: ignore[valid-type]
 Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+# The longest wait a setting may ask for (a day). Past it is a mistake, and infinity or
+# 1e308 ms overflow Python's waits (OverflowError): every request a 500, the poller dead.
+MAX_WAIT_SECONDS = 24 * 3600
 
 
 class Settings(BaseSettings):
@@ -83,7 +86,10 @@ class Settings(BaseSettings):
     )
     model_name: str = Field(DEFAULT_MODEL, description="the default model, served on `/predict`")
     model_poll_seconds: float = Field(
-        2.0, ge=0, description="how often each worker looks for new versions (0: never)"
+        2.0,
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description="how often each worker looks for new versions (0: never)",
     )
     model_version_policy: str = Field(
         "latest",
@@ -171,7 +177,10 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(16, ge=1, description="most images in one model call")
     batch_timeout_ms: float = Field(
-        0.0, ge=0, description="how long a batch waits for more images after its first"
+        0.0,
+        ge=0,
+        description="how long a batch waits for more images after its first; less than "
+        "`REQUEST_DEADLINE_MS`",
     )
     queue_capacity: int = Field(
         256,
@@ -181,6 +190,7 @@ class Settings(BaseSettings):
     request_deadline_ms: float = Field(
         10_000.0,
         gt=0,
+        le=MAX_WAIT_SECONDS * 1000,
         description="a request not answered by then, counted from when its images are read "
         "(their decoding counts), gets 504: no further image is decoded, it leaves the queue",
     )
@@ -272,6 +282,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"QUEUE_CAPACITY ({self.queue_capacity}) must hold at least one full request "
                 f"(MAX_IMAGES_PER_REQUEST={self.max_images_per_request})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _batch_waits_within_the_deadline(self) -> Settings:
+        """A batch that waits for more images as long as the deadline answers a request
+        that comes alone with 504, every time."""
+        if self.batch_timeout_ms >= self.request_deadline_ms:
+            raise ValueError(
+                f"BATCH_TIMEOUT_MS ({self.batch_timeout_ms:g}) must be less than "
+                f"REQUEST_DEADLINE_MS ({self.request_deadline_ms:g})"
             )
         return self
 

@@ -49,6 +49,9 @@ BAD = [
     ("INFERENCE_THREADS", "-1"),
     ("BATCH_TIMEOUT_MS", "-5"),
     ("REQUEST_DEADLINE_MS", "0"),
+    ("REQUEST_DEADLINE_MS", "inf"),  # every predict was a 500 (OverflowError in its wait)
+    ("REQUEST_DEADLINE_MS", "1e308"),
+    ("MODEL_POLL_SECONDS", "inf"),  # the poller thread died at its first wait
     ("MODEL_POLL_SECONDS", "soon"),
     ("MODEL_VERSION_POLICY", "newest"),
     ("MODEL_NAME", "../etc"),
@@ -82,6 +85,14 @@ def test_each_bad_setting_is_refused_with_its_name_and_value(monkeypatch, name, 
 def test_settings_that_cannot_work_together_are_refused(models_dir):
     with pytest.raises(SettingsError, match="QUEUE_CAPACITY"):
         create_app(app_config(models_dir, QUEUE_CAPACITY=4, MAX_IMAGES_PER_REQUEST=8))
+
+
+@pytest.mark.parametrize("batch_timeout_ms", ["10000", "inf"])
+def test_a_batch_wait_as_long_as_the_deadline_is_refused(batch_timeout_ms):
+    """A request alone waited for a batch past its deadline: 504, every time."""
+    with pytest.raises(SettingsError, match=r"BATCH_TIMEOUT_MS .* less than REQUEST_DEADLINE_MS"):
+        load({"BATCH_TIMEOUT_MS": batch_timeout_ms, "REQUEST_DEADLINE_MS": "10000"})
+    assert load({"BATCH_TIMEOUT_MS": "9999", "REQUEST_DEADLINE_MS": "10000"}).batch_timeout_ms
 
 
 def test_capture_needs_a_feedback_folder():
