@@ -7,6 +7,7 @@ this class (`python -m service.doc_tables --write`).
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from typing import Literal
@@ -36,6 +37,11 @@ LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 # The longest wait a setting may ask for (a day). Past it is a mistake, and infinity or
 # 1e308 ms overflow Python's waits (OverflowError): every request a 500, the poller dead.
 MAX_WAIT_SECONDS = 24 * 3600
+# An origin as a browser sends it in `Origin`: lower case, no path, no default port.
+ORIGIN = re.compile(
+    r"[a-z][a-z0-9+.-]*://(?:[a-z0-9_.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[1-9][0-9]{0,4}))?"
+)
+DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
 class Settings(BaseSettings):
@@ -137,8 +143,9 @@ class Settings(BaseSettings):
     )
     cors_origins: str = Field(
         "",
-        description="origins allowed to call the API from a browser, comma-separated "
-        "(`*` for any, never with credentials); empty: no CORS headers",
+        description="origins allowed to call the API from a browser, comma-separated, each "
+        "as the browser sends it (`https://app.example`, `http://localhost:3000`; `*` for any, "
+        "never with credentials); empty: no CORS headers",
     )
 
     # -- inference ----------------------------------------------------------------------
@@ -251,6 +258,17 @@ class Settings(BaseSettings):
         parse_labels(value)
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in parse_origins(value):
+            if origin != "*" and not is_origin(origin):
+                raise ValueError(
+                    "an origin is scheme://host[:port] as a browser sends it (lower case, "
+                    f"no path, no default port), or *; {origin!r} would never match"
+                )
+        return value
+
     @field_validator("api_keys_file")
     @classmethod
     def _keys_readable(cls, value: str) -> str:
@@ -316,7 +334,7 @@ class Settings(BaseSettings):
 
     @property
     def origins(self) -> tuple[str, ...]:
-        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+        return parse_origins(self.cors_origins)
 
     @property
     def labels(self) -> dict[str, int]:
@@ -362,6 +380,20 @@ def parse_labels(text: str) -> dict[str, int]:
             raise ValueError(f"a label holds no '/' or ':' (it is part of a path); got {part!r}")
         labels[label.strip()] = version
     return labels
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """`https://a.example/, *` -> ("https://a.example", "*")."""
+    return tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+
+
+def is_origin(origin: str) -> bool:
+    """Whether a browser can send exactly this `Origin`: anything else is compared with what
+    it sends and never matches, silently."""
+    match = ORIGIN.fullmatch(origin)
+    if match is None:
+        return False
+    return match["port"] is None or DEFAULT_PORTS.get(origin.partition(":")[0]) != match["port"]
 
 
 class SettingsError(ValueError):

@@ -62,3 +62,12 @@ def test_star_allows_any_origin_without_credentials(models_dir):
     response = client.get("/healthz", headers={"Origin": "https://anyone.example"})
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert "Access-Control-Allow-Credentials" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "origin", ["http://localhost:5173", "http://[::1]:8080", "chrome-extension://abcdef"]
+)
+def test_any_origin_a_browser_sends_is_a_valid_setting(models_dir, origin):
+    client = create_app(app_config(models_dir, CORS_ORIGINS=origin)).test_client()
+    response = client.get("/healthz", headers={"Origin": origin})
+    assert response.headers["Access-Control-Allow-Origin"] == origin

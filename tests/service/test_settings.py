@@ -52,6 +52,12 @@ BAD = [
     ("REQUEST_DEADLINE_MS", "inf"),  # every predict was a 500 (OverflowError in its wait)
     ("REQUEST_DEADLINE_MS", "1e308"),
     ("MODEL_POLL_SECONDS", "inf"),  # the poller thread died at its first wait
+    # origins a browser never sends: before, taken, and no answer ever had CORS headers
+    ("CORS_ORIGINS", "app.example"),
+    ("CORS_ORIGINS", "https://ok.example, https://App.example"),
+    ("CORS_ORIGINS", "https://app.example/ui"),
+    ("CORS_ORIGINS", "https://app.example:443"),
+    ("CORS_ORIGINS", "null"),
     ("MODEL_POLL_SECONDS", "soon"),
     ("MODEL_VERSION_POLICY", "newest"),
     ("MODEL_NAME", "../etc"),
