@@ -21,7 +21,6 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 from classifier.errors import ClassifierError
@@ -115,8 +114,10 @@ class KeyFile:
 
 
 def exempt(path: str, patterns: tuple[str, ...]) -> bool:
-    """Whether a path (an HTTP path, or a gRPC method's /package.Service/Method) needs no key."""
-    return any(fnmatchcase(path, p) if p.endswith("*") else path == p for p in patterns)
+    """Whether a path (an HTTP path, or a gRPC method's /package.Service/Method) needs no key:
+    equal to a pattern, or starting with one that ends in `*` (a prefix, nothing more: `?`
+    and `[` are a path's own characters, not wildcards)."""
+    return any(path.startswith(p[:-1]) if p.endswith("*") else path == p for p in patterns)
 
 
 def bearer(authorization: str) -> str | None:

@@ -258,6 +258,17 @@ class Settings(BaseSettings):
         parse_labels(value)
         return value
 
+    @field_validator("api_key_exempt_paths")
+    @classmethod
+    def _exempt_paths(cls, value: str) -> str:
+        for path in parse_list(value):
+            if not path.startswith("/") or "*" in path[:-1]:
+                raise ValueError(
+                    "each is a path from its leading / (an HTTP path, or a gRPC method's "
+                    f"/package.Service/Method), with * only at its end; {path!r} would never match"
+                )
+        return value
+
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, value: str) -> str:
@@ -330,7 +341,7 @@ class Settings(BaseSettings):
 
     @property
     def exempt_paths(self) -> tuple[str, ...]:
-        return tuple(p.strip() for p in self.api_key_exempt_paths.split(",") if p.strip())
+        return parse_list(self.api_key_exempt_paths)
 
     @property
     def origins(self) -> tuple[str, ...]:
@@ -382,9 +393,14 @@ def parse_labels(text: str) -> dict[str, int]:
     return labels
 
 
+def parse_list(text: str) -> tuple[str, ...]:
+    """`a, b,` -> ("a", "b")."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
 def parse_origins(text: str) -> tuple[str, ...]:
     """`https://a.example/, *` -> ("https://a.example", "*")."""
-    return tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    return tuple(origin.rstrip("/") for origin in parse_list(text))
 
 
 def is_origin(origin: str) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from service.http.app import create_app
-from service.keys import digest, new_key, read_keys
+from service.keys import digest, exempt, new_key, read_keys
 from service.settings import SettingsError
 from tests.helpers import app_config, jpeg_bytes
 
@@ -102,6 +102,15 @@ def test_the_exempt_paths_are_a_setting(models_dir, keys_file):
     client = create_app(config).test_client()
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/healthz").status_code == 401
+
+
+def test_a_trailing_star_is_a_prefix_and_nothing_else_a_wildcard():
+    """`?` and `[` are a path's own characters (before, fnmatch took them as wildcards:
+    `/v2/models/[ab]*` exempted /v2/models/a)."""
+    assert exempt("/v2/health/live", ("/v2/health/*",))
+    assert not exempt("/v2/models/a", ("/v2/models/[ab]*",))
+    assert not exempt("/v2/models/x", ("/v2/models/?",))
+    assert exempt("/v2/models/[ab]/ready", ("/v2/models/[ab]*",))
 
 
 def test_the_key_name_is_logged_and_counted_never_the_key(keyed, caplog):

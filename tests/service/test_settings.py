@@ -58,6 +58,9 @@ BAD = [
     ("CORS_ORIGINS", "https://app.example/ui"),
     ("CORS_ORIGINS", "https://app.example:443"),
     ("CORS_ORIGINS", "null"),
+    # exempt paths that never match: before, taken, and the path silently needed a key
+    ("API_KEY_EXEMPT_PATHS", "/healthz,readyz"),
+    ("API_KEY_EXEMPT_PATHS", "/v2/*/ready"),
     ("MODEL_POLL_SECONDS", "soon"),
     ("MODEL_VERSION_POLICY", "newest"),
     ("MODEL_NAME", "../etc"),
