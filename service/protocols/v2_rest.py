@@ -48,6 +48,11 @@ def model_metadata(name: str, version: int | None = None):
 def infer(name: str, version: int | None = None):
     plane = dataplane()
     model = plane.model(name, version)
+    if request.mimetype.startswith("multipart/"):  # a form upload sent to the wrong route
+        raise ProtocolError(
+            "V2 infer takes a JSON request (or JSON and binary tensors), not a multipart form: "
+            f"send the image as a BYTES input, or POST the form to /v1/models/{name}:predict"
+        )
     header, binary = tensors.split_body(
         request.get_data(cache=False), request.headers.get(HEADER_LENGTH)
     )

@@ -218,6 +218,17 @@ def test_bad_json_requests_get_400_in_the_protocol_shape(server, body):
     assert isinstance(error, str) and error
 
 
+def test_a_multipart_form_is_refused_naming_what_to_send(server):
+    """Before: 400 "the inference request header is not valid JSON" (a form upload is the
+    most likely mistake here: say what this route takes, and where a form goes)."""
+    response = requests.post(
+        f"{server.url}/v2/models/pets/infer", files={"file": jpeg_bytes()}, timeout=30
+    )
+    assert response.status_code == 400
+    assert "not a multipart form" in response.json()["error"]
+    assert "/v1/models/pets:predict" in response.json()["error"]
+
+
 def test_too_many_images_is_413(server):
     response = post_infer(server, {"inputs": [b64_input(65)]})
     assert response.status_code == 413 and isinstance(response.json()["error"], str)
