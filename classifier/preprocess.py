@@ -10,7 +10,7 @@ import struct
 import warnings
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from classifier.errors import ImageError
 from classifier.spec import (
@@ -70,7 +70,7 @@ def decode_image(
         limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
         if width * height > limit:
             raise _too_large(width * height, limit)
-        if image.format == "JPEG" and spec.jpeg_draft_gap:
+        if _is_jpeg(image) and spec.jpeg_draft_gap:
             gap = spec.jpeg_draft_gap
             image.draft("RGB", (spec.width * gap, spec.height * gap))
         _load(image)
@@ -170,6 +170,13 @@ def _identify_any(data: bytes) -> str | None:
             return other.format
     except Exception:
         return None
+
+
+def _is_jpeg(image: Image.Image) -> bool:
+    """A JPEG, also one Pillow opens as MPO (a multi-picture JPEG: cameras' and phones' photos
+    with a depth map or HDR gain map after the picture): its picture is a plain JPEG and is
+    draft-decoded as one, so it gives the same pixels as the same picture without them."""
+    return isinstance(image, JpegImagePlugin.JpegImageFile)
 
 
 def _load(image: Image.Image) -> None:

@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -43,6 +45,15 @@ def test_large_jpeg_is_draft_decoded_close_to_a_full_decode():
     image = solid((10, 120, 240), size=(1600, 1200))
     data = encode(image, "JPEG", quality=95)
     assert np.abs(decode_image(data).astype(int) - [10, 120, 240]).max() <= 4
+
+
+def test_a_multi_picture_jpeg_is_draft_decoded_as_its_picture_alone():
+    # Phones' and cameras' JPEGs with a depth or HDR gain map after the picture open as MPO.
+    image = noise_image((200, 150), seed=7).resize((1600, 1200), Image.Resampling.BICUBIC)
+    small = image.resize((160, 120))
+    mpo = encode(image, "MPO", save_all=True, append_images=[small], quality=90)
+    assert Image.open(io.BytesIO(mpo)).format == "MPO"
+    assert np.array_equal(decode_image(mpo), decode_image(encode(image, "JPEG", quality=90)))
 
 
 def test_grayscale_becomes_equal_rgb_channels():
