@@ -203,12 +203,22 @@ class Batcher:
             for future in futures:
                 results.append(future.result(timeout=max(0.0, deadline - time.monotonic())))
         except FutureTimeout:
-            for future in futures:
-                future.cancel()  # frees its place: the loop skips cancelled items
+            self._withdraw(futures)
             raise DeadlineExceeded(
                 f"no answer within the request deadline of {timeout_s * 1000:.0f} ms"
             ) from None
         return np.stack(results)
+
+    def _withdraw(self, futures: list[Future]) -> None:
+        """Cancel a request's images and take those still queued out of the queue: their
+        places are free at once, not only once an inference thread reaches them (a busy
+        model would otherwise refuse new requests for a queue of abandoned images)."""
+        for future in futures:
+            future.cancel()  # fails for an image already taken: its answer is dropped
+        with self._cond:
+            self._queue = collections.deque(
+                item for item in self._queue if not item.future.cancelled()
+            )
 
     def _take(self) -> tuple[list[_Item], bool] | None:
         """Block for the first item, then gather more until the batch is full or time is up;

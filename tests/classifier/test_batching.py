@@ -117,11 +117,14 @@ def test_deadline_gives_504_and_frees_the_place(make_batcher):
     with pytest.raises(DeadlineExceeded) as info:
         batcher.predict(np.stack([image(2)]), timeout_s=0.05)
     assert info.value.code == "deadline_exceeded"
+    # its place is free at once, while the model is still busy: the whole capacity fits
+    assert batcher.queued() == 0
+    room = batcher.submit(np.stack([image(3), image(4)]), time.monotonic() + 10)
     gate.set()
     assert busy[0].result(5) == pytest.approx(1 / 255)
-    assert batcher.predict(np.stack([image(3)]), timeout_s=5) == pytest.approx([3 / 255])
+    assert [f.result(5) for f in room] == pytest.approx([3 / 255, 4 / 255])
     assert all(shape[0] == 1 for shape in run.shapes)
-    assert len(run.shapes) == 2  # the abandoned image never reached the model
+    assert len(run.shapes) == 3  # the abandoned image never reached the model
 
 
 def test_items_expired_in_the_queue_are_not_run(make_batcher):
