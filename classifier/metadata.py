@@ -172,7 +172,8 @@ class ModelMetadata(BaseModel):
         if MODEL_FILE not in files:
             raise ValueError(f"must list {MODEL_FILE} with its SHA-256")
         for fname in files:
-            if "/" in fname or fname.startswith("."):
+            # a NUL cannot be in a path: opening it raises ValueError, which no caller expects
+            if "/" in fname or "\x00" in fname or fname.startswith("."):
                 raise ValueError(f"names an invalid file {fname!r}")
         return files
 

@@ -31,6 +31,7 @@ def test_versions_before_draft_decoding_decode_at_full_size():
     [
         ({"files": {"model.keras": "xyz"}}, "files.model.keras"),
         ({"files": {"model.keras": "0" * 64, "../x": "0" * 64}}, "files"),
+        ({"files": {"model.keras": "0" * 64, "x\x00y": "0" * 64}}, "files"),
         ({"threshold": float("nan")}, "threshold"),
         ({"class_names": ["cats"]}, "class_names"),
         ({"class_names": ["cats", ""]}, "class_names.1"),
@@ -73,3 +74,15 @@ def test_a_calibration_record_that_says_nothing_sound_is_refused(change, field):
     assert (
         ModelMetadata.from_dict(data).calibration.temperature == data["calibration"]["temperature"]
     )
+
+
+def test_a_file_name_with_a_nul_makes_its_version_invalid_not_the_scan_fail(tmp_path):
+    """Opening such a path raises ValueError: it made scan() (so latest_valid, load_predictor)
+    fail for every version, not refuse this one."""
+    data = json.loads((SHIPPED_MODELS / "cats_vs_dogs" / "3" / "metadata.json").read_text())
+    folder = tmp_path / "cats_vs_dogs" / "3"
+    folder.mkdir(parents=True)
+    files = {"x\x00y": "0" * 64, **data["files"]}
+    (folder / "metadata.json").write_text(json.dumps({**data, "files": files}))
+    [status] = ModelStore(tmp_path).scan("cats_vs_dogs")
+    assert not status.valid and "names an invalid file" in status.error
