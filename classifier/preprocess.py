@@ -92,7 +92,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         # 16-bit (and 32-bit integer/float) greyscale holds 0-65535: scale, never clamp to white.
         values = np.asarray(image, dtype=np.float64)
         scaled = np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
-        return Image.fromarray(scaled).convert("RGB")
+        rgb = np.repeat(scaled[..., np.newaxis], 3, axis=2)
+        rgb[_transparent(values, image.info.get("transparency"))] = BACKGROUND_RGB
+        return Image.fromarray(rgb)
     if mode in _ALPHA_MODES or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*BACKGROUND_RGB, 255))
@@ -101,6 +103,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode == "RGB":
         return image
     return image.convert("RGB")
+
+
+def _transparent(values: np.ndarray, key: object) -> np.ndarray:
+    """Where a 16-bit grey PNG's tRNS value makes it transparent: those pixels take the
+    background, as an 8-bit one's do (Pillow converts no 16-bit mode to RGBA)."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return values == key
+    return np.zeros(values.shape, dtype=bool)
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:

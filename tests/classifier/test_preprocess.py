@@ -115,6 +115,14 @@ def test_sixteen_bit_is_scaled_not_clamped():
     assert decoded[..., 1].tolist() == [[0, 4], [128, 255]]
 
 
+def test_sixteen_bit_grey_with_a_transparent_value_is_composited_on_white():
+    values = np.array([[0, 1000], [30000, 65535]], dtype=np.uint16)
+    data = encode(Image.fromarray(values), "PNG", transparency=30000)
+    decoded = decode_image(data, InputSpec(height=2, width=2, resample="nearest"))
+    assert decoded[..., 0].tolist() == [[0, 4], [255, 255]]  # as 8-bit grey's tRNS does
+    assert (decoded[1, 0] == 255).all()
+
+
 def test_exif_orientation_is_applied():
     image = Image.new("RGB", (60, 30), (255, 0, 0))
     image.paste((0, 0, 255), (30, 0, 60, 30))  # left red, right blue as stored
