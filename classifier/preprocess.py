@@ -74,10 +74,7 @@ def decode_image(
             gap = spec.jpeg_draft_gap
             image.draft("RGB", (spec.width * gap, spec.height * gap))
         _load(image)
-        image = _orient(image)
-        rgb = to_rgb(image)
-        resized = rgb.resize((spec.width, spec.height), RESAMPLE_FILTERS[spec.resample])
-        array = np.asarray(resized, dtype=np.uint8)
+        array = _pixels(_orient(image), spec)
     finally:
         image.close()
     if array.shape != spec.shape:  # pragma: no cover - guards the contract, never expected
@@ -200,6 +197,17 @@ def _load(image: Image.Image) -> None:
         if "truncated" in str(exc).lower():
             raise ImageError("the image file is truncated", code="truncated_image") from None
         raise ImageError(f"the image data is corrupt: {exc}", code="corrupt_image") from None
+    except Exception as exc:
+        raise ImageError(f"the image data is corrupt: {exc}", code="corrupt_image") from None
+
+
+def _pixels(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """Convert to RGB and resize; what Pillow loaded but cannot convert (a palette PNG with
+    more transparency entries than a palette holds) is corrupt, not an unexpected error."""
+    try:
+        rgb = to_rgb(image)
+        resized = rgb.resize((spec.width, spec.height), RESAMPLE_FILTERS[spec.resample])
+        return np.asarray(resized, dtype=np.uint8)
     except Exception as exc:
         raise ImageError(f"the image data is corrupt: {exc}", code="corrupt_image") from None
 

@@ -1,4 +1,6 @@
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -155,6 +157,22 @@ def test_bad_input_has_its_own_code(data, code):
     error = decode_error(data)
     assert error.code == code
     assert http_status(error.code) == 400
+
+
+def test_a_palette_png_with_more_transparency_entries_than_a_palette_holds_is_corrupt():
+    image = Image.new("P", (4, 4), 1)
+    image.putpalette([0, 0, 0, 255, 255, 255])
+    data = encode(image, "PNG")
+    trns = b"\x00" * 257  # one alpha per palette entry: at most 256; Pillow loads it all the same
+    chunk = (
+        struct.pack(">I", len(trns))
+        + b"tRNS"
+        + trns
+        + struct.pack(">I", zlib.crc32(b"tRNS" + trns))
+    )
+    at = data.index(b"IDAT") - 4
+    error = decode_error(data[:at] + chunk + data[at:])
+    assert (error.code, http_status(error.code)) == ("corrupt_image", 400)
 
 
 def test_zero_width_bmp_is_an_empty_image():
