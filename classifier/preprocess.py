@@ -208,7 +208,7 @@ def _pixels(image: Image.Image, spec: InputSpec) -> np.ndarray:
         rgb = to_rgb(image)
         resized = rgb.resize((spec.width, spec.height), RESAMPLE_FILTERS[spec.resample])
         return np.asarray(resized, dtype=np.uint8)
-    except Exception as exc:
+    except (ValueError, OSError) as exc:  # not MemoryError or a bug of ours: those are 500s
         raise ImageError(f"the image data is corrupt: {exc}", code="corrupt_image") from None
 
 
