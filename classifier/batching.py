@@ -174,7 +174,8 @@ class Batcher:
     def check_room(self, n: int) -> None:
         """Refuse early, before any decoding, when `n` images cannot fit (submit re-checks)."""
         if len(self._queue) + n > self.capacity:
-            self.stats.rejected += n
+            with self._stats_lock:
+                self.stats.rejected += n
             raise QueueFull(f"the inference queue is full ({self.capacity} images); retry shortly")
 
     def expired(self, n: int) -> None:
@@ -207,6 +208,9 @@ class Batcher:
             raise DeadlineExceeded(
                 f"no answer within the request deadline of {timeout_s * 1000:.0f} ms"
             ) from None
+        except BaseException:  # one image failed: the request's answer is that error
+            self._withdraw(futures)
+            raise
         return np.stack(results)
 
     def _withdraw(self, futures: list[Future]) -> None:
@@ -298,8 +302,17 @@ class Batcher:
             self.stats.images += n
             self.stats.sizes[n] += 1
             self.stats.overlapped += not alone
-        if self._on_batch is not None:
-            wait = started - min(item.enqueued for item in items)
-            self._on_batch(n, size, wait, finished - started)
         for item, row in zip(items, rows, strict=True):
             item.future.set_result(row)
+        if self._on_batch is not None:
+            self._observe(
+                n, size, started - min(item.enqueued for item in items), finished - started
+            )
+
+    def _observe(self, n: int, size: int, wait: float, run: float) -> None:
+        """The batch's metrics, after its answers: a failing observer is logged, and neither
+        holds the answers back nor ends the lane's thread (every later request would 504)."""
+        try:
+            self._on_batch(n, size, wait, run)
+        except Exception:
+            log.exception("the batch observer failed in model %s", self.name)

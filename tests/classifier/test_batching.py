@@ -159,6 +159,41 @@ def test_an_exception_fails_only_its_own_batch(make_batcher):
     assert batcher.stats.failed_batches == 1
 
 
+def test_a_failed_image_withdraws_the_rest_of_its_request(make_batcher):
+    """Batches of one: the request's first image fails, and what is still queued of it leaves
+    the queue, never reaching the model (before, it ran after the request had its error)."""
+    second = threading.Event()
+    seen: list[int] = []
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        seen.append(int(batch[0, 0, 0, 0]))
+        if len(seen) == 1:
+            time.sleep(0.05)  # the request's other images are queued by now
+            raise RuntimeError("poisoned batch")
+        if seen[-1] == 5:
+            second.wait(10)  # the lane holds image 5 if it took it before the withdrawal
+        return batch.reshape(len(batch), -1).mean(axis=1, keepdims=True) / 255.0
+
+    batcher = make_batcher(run, max_batch_size=1)
+    with pytest.raises(Exception) as info:
+        batcher.predict(np.stack([image(250), image(5), image(6)]), timeout_s=10)
+    assert getattr(info.value, "code", None) == "inference_failed"
+    assert batcher.queued() == 0  # image 6 left the queue (5 too, unless the lane took it)
+    second.set()
+    assert batcher.predict(np.stack([image(3)]), timeout_s=5).ravel() == pytest.approx([3 / 255])
+    assert seen[0] == 250 and seen[-1] == 3 and 6 not in seen
+
+
+def test_a_failing_batch_observer_neither_holds_answers_nor_stops_the_lane(make_batcher):
+    def observer(*_: object) -> None:
+        raise RuntimeError("metrics down")
+
+    batcher = make_batcher(Recorder(), max_batch_size=2, on_batch=observer)
+    for value in (1, 2, 3):  # before: the first waited out its deadline, and the lane was dead
+        answer = batcher.predict(np.stack([image(value)]), timeout_s=2)
+        assert answer.ravel() == pytest.approx([value / 255])
+
+
 def test_warm_up_runs_every_padded_size():
     run = Recorder()
     Batcher(run, max_batch_size=12).warm_up(SHAPE)
