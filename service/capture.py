@@ -189,8 +189,9 @@ class CaptureStore:
             reason = "age" if mtime < oldest else "size"
             try:
                 os.unlink(path)
-            except FileNotFoundError:
-                pass  # another worker's sweep took it
+            except FileNotFoundError:  # another worker's sweep took it, and counted it
+                total -= size
+                continue
             except OSError as exc:
                 log.warning("cannot remove a captured file %s: %s", path, exc)
                 continue

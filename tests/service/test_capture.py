@@ -141,3 +141,27 @@ def test_a_capture_labelled_while_the_queue_is_listed_leaves_the_others_listed(
     listed = store.unlabelled("pets", 10)
     monkeypatch.setattr(os, "scandir", scandir)
     assert taken and len(listed) == 2
+
+
+def test_a_file_another_workers_sweep_removed_is_not_counted_twice(tmp_path, monkeypatch):
+    """Two workers sweep the same folder: each file removed counts once over both (the
+    capture_removed_total counter is summed over workers), and its bytes are gone for both."""
+    store = CaptureStore(tmp_path, max_bytes=10**9, max_age_s=60)
+    other = CaptureStore(tmp_path, max_bytes=10**9, max_age_s=60)
+    now = time.time()
+    for i in range(3):
+        data = jpeg_bytes(seed=i)
+        store.write(capture(f"old-{i}", data, now - 120), data)
+    unlink = os.unlink
+
+    def after_the_other_sweep(path):
+        """The other worker sweeps between this sweep's listing and its first removal."""
+        monkeypatch.setattr(os, "unlink", unlink)
+        swept.update(other.sweep(now))
+        unlink(path)
+
+    swept: dict[str, int] = {}
+    monkeypatch.setattr(os, "unlink", after_the_other_sweep)
+    result = store.sweep(now)
+    assert swept["age"] == 6 and result["age"] == 0  # 3 requests and 3 images, counted once
+    assert result["bytes"] == swept["bytes"] == 0
