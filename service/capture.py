@@ -87,7 +87,10 @@ class CaptureStore:
         write_atomically(path, record, durable=False)
         stamp = capture.captured_at
         os.utime(path, (stamp, stamp))
-        os.utime(image, (stamp, stamp))  # an image lives as long as its newest capture
+        # An image lives as long as its newest capture: another worker's monitor may write
+        # an older capture of the same photo after a newer one, which must not age it.
+        if written or image.stat().st_mtime < stamp:
+            os.utime(image, (stamp, stamp))
         return written + len(record)
 
     # -- reading (request threads) --------------------------------------------------------------

@@ -165,3 +165,22 @@ def test_a_file_another_workers_sweep_removed_is_not_counted_twice(tmp_path, mon
     result = store.sweep(now)
     assert swept["age"] == 6 and result["age"] == 0  # 3 requests and 3 images, counted once
     assert result["bytes"] == swept["bytes"] == 0
+
+
+def test_an_older_capture_written_after_a_newer_one_keeps_the_image_as_long(tmp_path):
+    """Two workers capture the same photo; the one with the older capture writes it last
+    (each worker's monitor thread has a queue of its own): the image still lives as long as
+    the newer capture."""
+    same, other = jpeg_bytes(seed=1), jpeg_bytes(seed=2)
+    store = CaptureStore(tmp_path, max_bytes=10**9, max_age_s=3600)
+    now = time.time()
+    store.write(capture("new", same, now - 10), same)
+    store.write(capture("middle", other, now - 20), other)
+    store.write(capture("old", same, now - 30), same)  # written last
+    requests = tmp_path / ".captured" / "pets" / "requests"
+    record = max(p.stat().st_size for p in requests.iterdir())
+    store.max_bytes = store.sweep(now)["bytes"] - record - 1  # the two oldest files go
+    store.sweep(now)
+    assert store.find("pets", "old", 0) is None and store.find("pets", "middle", 0) is None
+    assert store.image("pets", f"{sha256(same)}.jpg") == same
+    assert [c.request_id for c in store.unlabelled("pets", 10)] == ["new"]
