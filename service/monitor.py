@@ -86,7 +86,7 @@ class Monitor:
                 else []
             )
             if sampled:
-                sampled, pending = self._hold(model, sampled)
+                sampled, pending = self._hold(model, [(i, _own(image)) for i, image in sampled])
             call = calls.current()
             request_id = call.request_id if call else uuid.uuid4().hex
             self._queue.put_nowait(
@@ -223,6 +223,13 @@ class Monitor:
                 )
             if report.drifting is not None:
                 metrics.DRIFTING.labels(model.name, version).set(int(report.drifting))
+
+
+def _own(image):
+    """A sampled image that holds only its own bytes: pixels are a view of the request's whole
+    tensor (up to MAX_IMAGES_PER_REQUEST images), which waiting for the monitor would keep
+    alive beyond the bytes counted for the sample."""
+    return image.copy() if isinstance(image, np.ndarray) else image
 
 
 def _nbytes(image) -> int:

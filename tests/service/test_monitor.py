@@ -3,7 +3,9 @@ whatever the feedback volume does; the answers still count."""
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from types import SimpleNamespace
 
 import numpy as np
@@ -72,3 +74,26 @@ def test_sampled_images_waiting_for_a_stalled_volume_stay_within_their_bytes(tmp
     assert answered == 6
     monitor.answered(model, [Upload(photo)], probs)  # room again
     assert monitor.wait_idle() and len(store.written) == 4
+
+
+def test_a_sampled_image_of_a_tensor_holds_only_its_own_pixels(tmp_path, monkeypatch):
+    """Pixels sent as a tensor (V2, TensorFlow Serving) are one array for the whole request:
+    a sample waiting for a stalled volume keeps its own image, counted in the pending bytes,
+    not the request's whole tensor (before: 64 MiB counted held 1.5 GB)."""
+    store = StalledStore(tmp_path)
+    monitor = Monitor(Registry("capture-own"), DriftWindows(100, 0.2), store, capture_rate=0.5)
+    model = served("capture-own")
+    draws = iter([0.0] + [0.9] * 63 + [0.0] + [0.9] * 63)  # the first image of each sampled
+    monkeypatch.setattr(monitor_module.random, "random", lambda: next(draws))
+    probs = np.tile([[0.3, 0.7]], (64, 1))
+    monitor.answered(model, np.zeros((64, 150, 150, 3), np.float32), probs)
+    assert store.started.wait(10)  # the first is being written: the second waits
+    batch = np.zeros((64, 150, 150, 3), np.float32)
+    monitor.answered(model, batch, probs)
+    held = weakref.ref(batch)
+    del batch
+    gc.collect()
+    assert held() is None  # the request's tensor went with the request
+    assert monitor._pending == 2 * 150 * 150 * 3 * 4
+    store.go.set()
+    assert monitor.wait_idle() and len(store.written) == 2
