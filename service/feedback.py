@@ -108,9 +108,9 @@ class FeedbackStore:
             make_dirs(target.parent)
             with self._lock(folder):
                 created = not target.exists()
-                if created:
-                    write_atomically(target, data, durable=True)
-                try:
+                try:  # the photo may be in place when its folder's fsync fails
+                    if created:
+                        write_atomically(target, data, durable=True)
                     self._append(folder / JOURNAL, entry)
                 except OSError:
                     if created:
@@ -147,14 +147,14 @@ class FeedbackStore:
                 while view:  # a full disk may take part of the line before it refuses
                     view = view[os.write(fd, view) :]
                 os.fsync(fd)
+                if new:  # the journal's own entry in the folder, as for a photo
+                    fsync(journal.parent)
             except OSError:
                 with suppress(OSError):
-                    os.ftruncate(fd, start)  # no half line for the next one to run into
+                    os.ftruncate(fd, start)  # no half line, nor one answered 503
                 raise
         finally:
             os.close(fd)
-        if new:  # the journal's own entry in the folder, as for a photo
-            fsync(journal.parent)
 
     @classmethod
     def _leave_older_labels(cls, folder: Path, stored: Stored) -> None:

@@ -128,6 +128,35 @@ def test_a_journal_line_the_disk_took_half_of_is_taken_back(tmp_path, monkeypatc
     ]
 
 
+@pytest.mark.parametrize("folder", ["cats", "."], ids=["photo's folder", "journal's folder"])
+def test_a_folder_fsync_that_fails_stores_nothing(tmp_path, monkeypatch, folder):
+    """The photo is renamed into its folder, or the journal made, before that folder is
+    fsynced: when that fsync fails (EIO), neither stays behind the 503."""
+    import errno
+
+    import classifier.durable
+    import service.feedback
+
+    (tmp_path / "pets" / "cats").mkdir(parents=True)  # no journal yet
+    failing = tmp_path / "pets" / folder
+    fsync = classifier.durable.fsync
+
+    def broken(path):
+        if Path(path).resolve() == failing.resolve():
+            raise OSError(errno.EIO, "Input/output error")
+        fsync(path)
+
+    for module in (classifier.durable, service.feedback):
+        monkeypatch.setattr(module, "fsync", broken)
+    store = FeedbackStore(tmp_path)
+    data = jpeg_bytes()
+    with pytest.raises(FeedbackNotStored, match="Input/output error"):
+        store.add(stored("cats", data), data, {"label": "cats"})
+    assert not list((tmp_path / "pets" / "cats").iterdir())
+    journal = tmp_path / "pets" / "feedback.jsonl"
+    assert not journal.exists() or not journal.read_bytes()
+
+
 def test_a_failed_write_is_answered_503_in_the_route_shape(models_dir, tmp_path):
     from service.http.app import create_app
 
