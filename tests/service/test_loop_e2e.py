@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import time
@@ -87,6 +88,13 @@ def journal(feedback: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def readme_journal_fields() -> set[str]:
+    """The journal's fields as the README lists them (its own and `predicted`'s)."""
+    text = (REPO / "README.md").read_text()
+    listing = text[text.index("feedback.jsonl   {") : text.index('"correct"}') + len('"correct"')]
+    return set(re.findall(r'"(\w+)"', listing))
+
+
 def photos_in(feedback: Path) -> dict[str, list[str]]:
     folder = feedback / MODEL
     return {
@@ -121,6 +129,7 @@ def test_a_captured_answer_is_corrected_by_its_request_id(served):
     [line] = [e for e in journal(feedback) if e["request_id"] == "loop-1"]
     assert line["label"] == wrong and line["predicted"]["version"] == 1 and line["time"]
     assert line["feedback_request_id"] == response.headers["X-Request-ID"]
+    assert readme_journal_fields() == set(line) | set(line["predicted"])
     left = requests.get(url(server, "/captures?limit=200"), timeout=10).json()["captures"]
     assert ("loop-1", 1) not in [(c["request_id"], c["index"]) for c in left]
     assert ("loop-1", 0) in [(c["request_id"], c["index"]) for c in left]
