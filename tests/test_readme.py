@@ -70,8 +70,12 @@ def test_sh_snippet(served, index):
 
 @pytest.mark.parametrize("index", range(len(snippets("python"))))
 def test_python_snippet(served, index):
-    out = run([sys.executable, "-c", port_of(snippets("python")[index], served)], served)
+    snippet = snippets("python")[index]
+    out = run([sys.executable, "-c", port_of(snippet, served)], served)
     assert "dogs" in out or "cats" in out
+    # a print's comment that shows what it prints (`print(x)  # [[...]]: why`) shows it truly
+    for shown in re.findall(r"^print\(.*\)  # (\[.*?\]): ", snippet, flags=re.MULTILINE):
+        assert shown in out.splitlines(), (shown, out)
 
 
 LOOP = "## Closing the loop"
