@@ -5,6 +5,7 @@ fresh clone."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -87,6 +88,39 @@ def loop_snippets() -> list[str]:
     return re.findall(r"```sh\n(.*?)```", readme[start : readme.index("\n## ", start + 1)], re.S)
 
 
+def loop_examples() -> list[str]:
+    """The answers the loop section shows (```json blocks): feedback's, then drift's."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index(LOOP)
+    return re.findall(r"```json\n(.*?)```", readme[start : readme.index("\n## ", start + 1)], re.S)
+
+
+def keys_of(value: object) -> set[str]:
+    """Every key of a JSON value, at any depth."""
+    if isinstance(value, dict):
+        return set(value).union(*(keys_of(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(keys_of(v) for v in value))
+    return set()
+
+
+def answers(out: str) -> list[dict]:
+    """The JSON objects curl printed one after another."""
+    decoder, found, at, out = json.JSONDecoder(), [], 0, out.strip()
+    while at < len(out):
+        value, at = decoder.raw_decode(out, at)
+        found.append(value)
+        while at < len(out) and out[at].isspace():
+            at += 1
+    return found
+
+
+def assert_shown_as_answered(example: str, answer: dict, version: int) -> None:
+    """A README example answer has the real answer's keys and the served version."""
+    assert set(re.findall(r'"(\w+)":', example)) == keys_of(answer), (example, answer)
+    assert re.search(r'"version": (\d+)', example).group(1) == str(version), example
+
+
 def test_the_loop_walkthrough_runs_as_written(tmp_path):
     """Classify with a request id, correct it by that id and by upload, read the drift: on a
     server with a feedback folder and capture on."""
@@ -112,7 +146,13 @@ def test_the_loop_walkthrough_runs_as_written(tmp_path):
             time.sleep(0.05)  # the capture is written just after the answer
         out = run(["bash", "-euo", "pipefail", "-c", port_of(correct, served)], served)
         assert out.count('"correct":') == 2 and '"request_id":"photo-1"' in out
+        by_id = answers(out)[0]
         out = run(["bash", "-euo", "pipefail", "-c", port_of(drift, served)], served)
         assert '"drifting"' in out and '"recorded_by"' in out
+        ready = requests.get(f"{server.url}/readyz", timeout=10).json()
+        version = ready["models"]["cats_vs_dogs"]["serving_version"]
+    shown_feedback, shown_drift = loop_examples()
+    assert_shown_as_answered(shown_feedback, by_id, version)
+    assert_shown_as_answered(shown_drift, answers(out)[0], version)
     lines = (tmp_path / "feedback" / "cats_vs_dogs" / "feedback.jsonl").read_text().splitlines()
     assert len(lines) == 2
