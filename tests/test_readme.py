@@ -76,7 +76,19 @@ def test_python_snippet(served, index):
     assert "dogs" in out or "cats" in out
     # a print's comment that shows what it prints (`print(x)  # [[...]]: why`) shows it truly
     for shown in re.findall(r"^print\(.*\)  # (\[.*?\]): ", snippet, flags=re.MULTILINE):
-        assert shown in out.splitlines(), (shown, out)
+        assert any(same_print(shown, line) for line in out.splitlines()), (shown, out)
+
+
+NUMBER = r"\d+\.\d+"
+
+
+def same_print(shown: str, printed: str) -> bool:
+    """The same text, its decimals within 1e-3: the runtime differs by processor (bf16 on
+    AMX, float32 elsewhere), so the last digits of a probability do too."""
+    if re.sub(NUMBER, "#", shown) != re.sub(NUMBER, "#", printed):
+        return False
+    pairs = zip(re.findall(NUMBER, shown), re.findall(NUMBER, printed), strict=True)
+    return all(abs(float(a) - float(b)) <= 1e-3 for a, b in pairs)
 
 
 LOOP = "## Closing the loop"
