@@ -87,6 +87,37 @@ def test_image_dependencies_are_the_projects_own():
     assert "tensorflow" not in serving and "keras" not in serving
 
 
+def test_every_requirement_has_bounds_that_admit_what_is_installed():
+    """Every requirement of pyproject.toml (the build's, the dependencies, each extra) has a
+    lower and an upper bound, and those installed here are within them (pip builds in an
+    environment of its own: the build's are not compared with this one's)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    build = pyproject["build-system"]["requires"]
+    listed = [*build, *project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        listed += extra
+    for line in listed:
+        requirement = Requirement(line)
+        if requirement.name == project["name"]:
+            continue  # an extra naming others of the project's own
+        operators = {spec.operator for spec in requirement.specifier}
+        assert operators & {">=", ">", "~=", "=="}, f"{line}: no lower bound"
+        assert operators & {"<", "<=", "~=", "=="}, f"{line}: no upper bound"
+        if line not in build and (requirement.marker is None or requirement.marker.evaluate()):
+            try:
+                installed = version(requirement.name)
+            except PackageNotFoundError:
+                continue  # an extra not installed here (gpu)
+            assert requirement.specifier.contains(installed, prereleases=True), (
+                f"{line}: {installed} is installed"
+            )
+
+
 def stage_parents() -> dict[str, str]:
     """Each stage of the Dockerfile and the image or stage it starts FROM."""
     lines = [line.split() for line in DOCKERFILE.splitlines() if line.startswith("FROM ")]
