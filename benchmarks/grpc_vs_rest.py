@@ -23,6 +23,7 @@ from benchmarks.harness import (
     Server,
     benchmark_parser,
     drive,
+    host,
     run_clients,
     shares_of,
     write_results,
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     bodies = load_bodies(args.data_dir, args.files)
+    machine = host()
     env = {
         "MODEL_NAME": args.model_name,
         "MODEL_POLL_SECONDS": "0",
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"  {row}", flush=True)
     print(table(rows))
-    write_results(args.output, {"rows": rows})
+    write_results(args.output, {"host": machine, "rows": rows})
     return 1 if any(r["errors"] for r in rows) else 0
 
 

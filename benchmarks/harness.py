@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from classifier import hardware
+
 REPO = Path(__file__).resolve().parent.parent
 SERVE_COMMAND = "classifier-serve"
 
@@ -139,6 +141,14 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def host() -> dict[str, object]:
+    """The processor (and what it computes natively), printed as the run's first line: every
+    benchmark's figures carry the CPU they were measured on."""
+    found = hardware.describe()
+    print(f"host: {found}", flush=True)
+    return found
 
 
 def write_results(path: Path | None, results) -> None:

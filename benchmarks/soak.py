@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.harness import Server, benchmark_parser, drive, write_results
+from benchmarks.harness import Server, benchmark_parser, drive, host, write_results
 
 
 def process_tree_rss_mb(pid: int) -> float:
@@ -62,12 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
     p.add_argument("--window", type=int, default=500, help="requests between samples")
     p.add_argument("--plot", type=Path, help="write a PNG of memory, p99 and errors")
-    p.add_argument("--output", type=Path, help="write the samples as JSON")
+    p.add_argument("--output", type=Path, help="write the host and the samples as JSON")
     args = p.parse_args(argv)
 
     bodies = [f.read_bytes() for f in sorted(args.data_dir.rglob("*.jpg"))]
     if not bodies:
         sys.exit(f"no JPEG under {args.data_dir}")
+    machine = host()
     samples = []
     with Server(args.models_dir, GUNICORN_THREADS="64") as server:
         server.wait_ready()
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.plot:
         plot(samples, args.plot)
-    write_results(args.output, samples)
+    write_results(args.output, {"host": machine, "samples": samples})
     return 0
 
 

@@ -26,7 +26,7 @@ import time
 import keras
 from keras import layers
 
-from benchmarks.harness import REPO, benchmark_parser
+from benchmarks.harness import REPO, benchmark_parser, host
 from classifier.spec import DEFAULT_SPEC
 from training.config import RECIPES, TrainConfig
 from training.data import EpochBatches, load_split
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.data_dir.is_dir():
         sys.exit(f"no such folder: {args.data_dir}")
+    host()
     recipe = TrainConfig(data_dir=args.data_dir, **RECIPES["shipped"] | {"seed": args.seed})
     keras.utils.set_random_seed(recipe.seed)
 

@@ -21,6 +21,7 @@ def test_training_pipeline_benchmark_times_every_variant(tmp_path, capsys):
     assert training_pipeline.main(argv) == 0  # float32: bf16 is emulated, slowly, without AMX
     out = capsys.readouterr().out
     assert "16 training images" in out
+    assert out.startswith("host: {'cpu': ")
     rows = [line for line in out.splitlines() if line.startswith("| ") and "x |" in line]
     assert len(rows) == 3 and "1.00x" in rows[0]
 
@@ -60,7 +61,9 @@ def test_grpc_against_rest_benchmark_runs_both_forms(tmp_path, capsys):
         ("grpc", 2),
     ]
     assert all(r["errors"] == 0 and r["requests"] == 8 for r in rows)
-    assert "| grpc | 2 |" in capsys.readouterr().out
+    assert json.loads(output.read_text())["host"]["cpu"]
+    out = capsys.readouterr().out
+    assert "| grpc | 2 |" in out and out.startswith("host: {'cpu': ")
 
 
 def test_request_path_benchmark_prints_the_cost_per_stage(tmp_path, capsys):
@@ -81,3 +84,37 @@ def test_request_path_benchmark_prints_the_cost_per_stage(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| request threads |" in out and "| worker, all threads |" in out
     assert "where the request threads' time goes" in out
+
+
+def test_preprocess_benchmark_prints_the_host(tmp_path, capsys):
+    """Its figures come with the CPU they were measured on (speed is not tested)."""
+    from benchmarks import preprocess
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        (photos / f"{i}.jpg").write_bytes(jpeg_bytes(seed=i))
+    assert preprocess.main(["--data-dir", str(photos), "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("host: {'cpu': ") and "jpeg_draft_gap 2:" in out
+
+
+def test_soak_benchmark_records_the_host_with_its_samples(tmp_path, capsys):
+    """A tiny soak (speed and memory are not tested): the host, then the samples."""
+    import json
+
+    from benchmarks import soak
+
+    output = tmp_path / "run.json"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        (photos / f"{i}.jpg").write_bytes(jpeg_bytes(seed=i))
+    publish_model(tmp_path / "models", "cats_vs_dogs")  # the model soak serves
+    argv = ["--data-dir", str(photos), "--models-dir", str(tmp_path / "models")]
+    argv += ["--seconds", "2", "--concurrency", "2", "--window", "4", "--output", str(output)]
+    assert soak.main(argv) == 0
+    run = json.loads(output.read_text())
+    assert run["host"]["cpu"] and run["samples"]
+    assert all(sample["errors"] == 0 for sample in run["samples"])
+    assert capsys.readouterr().out.startswith("host: {'cpu': ")
