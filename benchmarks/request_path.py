@@ -244,7 +244,23 @@ def stage_costs(models_dir: Path, name: str, bodies, headers, threads: int) -> d
     sends, the real app (its hooks, logging and metrics too), gunicorn's response writer into
     a socket stand-in; the CPU of this thread per stage (the model runs in the batcher's
     thread, not counted here; the log line's formatting and writing is timed apart, as the
-    writer thread does it). Nothing else runs, so this is each stage's own cost."""
+    writer thread does it). Nothing else runs, so this is each stage's own cost.
+
+    The metrics folder it makes is this call's only: removed, and out of the environment,
+    after it (left there, every server the run starts next inherited it and never removed
+    it, and this process's own /metrics read that empty folder)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return _stage_costs(models_dir, name, bodies, headers, threads)
+    folder = tempfile.mkdtemp(prefix="metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        return _stage_costs(models_dir, name, bodies, headers, threads)
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stage_costs(models_dir: Path, name: str, bodies, headers, threads: int) -> dict:
     import logging
 
     from gunicorn.config import Config
@@ -255,7 +271,6 @@ def stage_costs(models_dir: Path, name: str, bodies, headers, threads: int) -> d
     from service.http.app import create_app
     from service.protocols import own
 
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="metrics-"))
     sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives with the run
     sink.setFormatter(logs.JsonFormatter())
     logging.getLogger().addHandler(sink)

@@ -118,3 +118,21 @@ def test_soak_benchmark_records_the_host_with_its_samples(tmp_path, capsys):
     assert run["host"]["cpu"] and run["samples"]
     assert all(sample["errors"] == 0 for sample in run["samples"])
     assert capsys.readouterr().out.startswith("host: {'cpu': ")
+
+
+def test_request_path_stage_costs_leave_no_metrics_folder_behind(tmp_path, monkeypatch):
+    """The in-process stage costs' metrics folder is gone after them, and out of the
+    environment: the servers the run starts next, and this process's /metrics, never see it."""
+    import os
+    import tempfile
+
+    from benchmarks import request_path
+    from tests.helpers import REPO, SHIPPED_MODELS
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    bodies, headers = request_path.multipart_bodies(sorted((REPO / "samples").glob("*.jpg")))
+    stages = request_path.stage_costs(SHIPPED_MODELS, "cats_vs_dogs", bodies, headers, 1)
+    assert "decode" in stages
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    assert not list(tmp_path.glob("metrics-*"))
