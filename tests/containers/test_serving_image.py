@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import threading
 import time
 import uuid
@@ -49,6 +50,17 @@ class Container:
             "run", "--detach", "--name", self.name, "--read-only", "--tmpfs", "/tmp",
             "--publish", f"127.0.0.1:{self.port}:8000", image,
         )  # fmt: skip
+        try:  # a container that never became healthy goes too: no fixture will remove it
+            ready = self.wait_healthy(started)
+        except BaseException:
+            self.remove()
+            raise
+        healthy = time.monotonic() - started
+        figures["serving container: ready (/readyz)"] = f"{ready or healthy:.1f} s after docker run"
+        figures["serving container: healthy (HEALTHCHECK)"] = f"{healthy:.1f} s after docker run"
+
+    def wait_healthy(self, started: float) -> float | None:
+        """Until the HEALTHCHECK says healthy; the seconds /readyz took to answer, if seen."""
         ready = None
         deadline = started + HEALTHY_WITHIN_S
         while (health := self.inspect("{{.State.Health.Status}}")) != "healthy":
@@ -59,9 +71,7 @@ class Container:
             if ready is None and self.answers("/readyz"):
                 ready = time.monotonic() - started
             time.sleep(0.25)
-        healthy = time.monotonic() - started
-        figures["serving container: ready (/readyz)"] = f"{ready or healthy:.1f} s after docker run"
-        figures["serving container: healthy (HEALTHCHECK)"] = f"{healthy:.1f} s after docker run"
+        return ready
 
     def inspect(self, template: str) -> str:
         return self.engine.docker("inspect", "--format", template, self.name).stdout.strip()
@@ -85,6 +95,29 @@ def serving(engine, images, figures):
     container = Container(engine, images.serve, figures)
     yield container
     container.remove()
+
+
+class _UnhealthyEngine:
+    """Answers `docker` as an engine whose container turns unhealthy; notes every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def docker(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        self.calls.append(args)
+        out = {"inspect": "unhealthy"}.get(args[0], "")
+        return subprocess.CompletedProcess(["docker", *args], 0, out, "")
+
+
+def test_a_container_that_never_becomes_healthy_is_removed():
+    """The serving fixture only removes a container it got: one that failed to start is
+    removed by Container itself (no engine needed)."""
+    engine = _UnhealthyEngine()
+    with pytest.raises(AssertionError, match="container unhealthy"):
+        Container(engine, "image-classifier:test", {})
+    [run] = [call for call in engine.calls if call[0] == "run"]
+    name = run[run.index("--name") + 1]
+    assert engine.calls[-1] == ("rm", "--force", "--volumes", name)
 
 
 def test_runs_read_only_as_the_images_non_root_user(serving):
