@@ -71,11 +71,15 @@ def engine(scratch, figures):
         engine.stop()
         figures[SKIPPED] = f"container test skipped: {exc}"
         pytest.skip(figures[SKIPPED])
-    version = engine.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
-    compose = engine.docker("compose", "version", "--short").stdout.strip()
-    figures["engine"] = f"Docker {version}, compose {compose} ({time.monotonic() - started:.0f} s)"
-    yield engine
-    engine.stop()
+    try:
+        version = engine.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+        compose = engine.docker("compose", "version", "--short").stdout.strip()
+        figures["engine"] = (
+            f"Docker {version}, compose {compose} ({time.monotonic() - started:.0f} s)"
+        )
+        yield engine
+    finally:
+        engine.stop()
 
 
 @dataclass(frozen=True)

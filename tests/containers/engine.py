@@ -143,15 +143,18 @@ class Engine:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + DAEMON_START_S
-        while time.monotonic() < deadline:
-            if self.daemon.poll() is not None:
-                raise Unavailable(f"dockerd refused to start: {self.daemon_tail(1)}")
-            if self.answers():
-                return
-            time.sleep(0.5)
-        self.stop()
-        raise Unavailable(f"dockerd did not answer within {DAEMON_START_S} s")
+        try:  # stopped on any way out but an answer (Ctrl-C too: it has a session of its own)
+            deadline = time.monotonic() + DAEMON_START_S
+            while time.monotonic() < deadline:
+                if self.daemon.poll() is not None:
+                    raise Unavailable(f"dockerd refused to start: {self.daemon_tail(1)}")
+                if self.answers():
+                    return
+                time.sleep(0.5)
+            raise Unavailable(f"dockerd did not answer within {DAEMON_START_S} s")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Stop the dockerd this run started (its PID), and the bridge it made; nothing else."""
