@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,22 @@ def benchmark_parser(prog: str, doc: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--models-dir", type=Path, default=REPO / "models", help="model store root")
     return p
+
+
+def positive(kind: type) -> Callable[[str], float]:
+    """An argparse type: a finite number above 0 (a run of 0 s, or 0 clients, measures
+    nothing and would end in an error instead of one line)."""
+
+    def read(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be above 0 and finite, got {text!r}")
+        return value
+
+    return read
 
 
 def free_port() -> int:

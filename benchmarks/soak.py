@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.harness import Server, benchmark_parser, drive, host, write_results
+from benchmarks.harness import Server, benchmark_parser, drive, host, positive, write_results
 
 
 def process_tree_rss_mb(pid: int) -> float:
@@ -58,9 +58,9 @@ def plot(samples: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = benchmark_parser("python -m benchmarks.soak", __doc__)
-    p.add_argument("--seconds", type=float, default=600, help="how long to run")
-    p.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
-    p.add_argument("--window", type=int, default=500, help="requests between samples")
+    p.add_argument("--seconds", type=positive(float), default=600, help="how long to run")
+    p.add_argument("--concurrency", type=positive(int), default=32, help="concurrent clients")
+    p.add_argument("--window", type=positive(int), default=500, help="requests between samples")
     p.add_argument("--plot", type=Path, help="write a PNG of memory, p99 and errors")
     p.add_argument("--output", type=Path, help="write the host and the samples as JSON")
     args = p.parse_args(argv)

@@ -1,5 +1,7 @@
 """The training-pipeline benchmark runs end to end (on a tiny dataset: speed is not tested)."""
 
+import pytest
+
 from benchmarks import training_pipeline
 from tests.helpers import jpeg_bytes, make_dataset, publish_model
 
@@ -97,6 +99,20 @@ def test_preprocess_benchmark_prints_the_host(tmp_path, capsys):
     assert preprocess.main(["--data-dir", str(photos), "--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("host: {'cpu': ") and "jpeg_draft_gap 2:" in out
+
+
+@pytest.mark.parametrize(
+    "option", ["--seconds=0", "--seconds=inf", "--concurrency=0", "--window=-1"]
+)
+def test_soak_refuses_a_run_that_measures_nothing_in_one_line(option, tmp_path, capsys):
+    """Before: --seconds 0 served, collected no sample and ended in an IndexError (no photos
+    here: were the option taken, the run would stop at once for want of them, not serve)."""
+    from benchmarks import soak
+
+    with pytest.raises(SystemExit) as ended:
+        soak.main([option, "--data-dir", str(tmp_path)])
+    assert ended.value.code == 2
+    assert "must be above 0 and finite" in capsys.readouterr().err
 
 
 def test_soak_benchmark_records_the_host_with_its_samples(tmp_path, capsys):
