@@ -9,6 +9,8 @@
         best.npz              the best epoch's weights (--keep-best)
     RUN_DIR/published.json    the version the run published (a kept run folder): it is
                               not resumed again, which would publish the same model twice
+    RUN_DIR/precision.json    what the run computes in (`auto` resolved where it began): a
+                              resume on other hardware goes on in it
 
 The order of the images in each epoch is a function of the seed and the epoch
 (data.epoch_order), so a resumed run computes exactly what an uninterrupted one would have.
@@ -20,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +38,7 @@ STATE_FILE = "state.json"
 VARIABLES_FILE = "variables.npz"
 BEST_FILE = "best.npz"
 PUBLISHED_FILE = "published.json"
+PRECISION_FILE = "precision.json"
 _EPOCH = re.compile(r"^epoch-(\d{4,})$")
 _STAMP = re.compile(r"\d{8}T\d{6}Z")  # TrainConfig.started
 
@@ -102,6 +106,24 @@ class RunDir:
                 "give the options it was started with"
             )
         return cls(path, identity)
+
+    def precision(self, here: str) -> str:
+        """What the run computes in: the precision it began with, so that a run resumed where
+        `auto` resolves otherwise (AMX, or a GPU, on one machine and not the other) ends as
+        it would have uninterrupted; `here` (resolved on this machine) for a new run."""
+        path = self.path / PRECISION_FILE
+        try:
+            began = json.loads(path.read_text())["precision"]
+        except FileNotFoundError:  # a new run, or one begun before runs recorded it
+            write_json(path, {"precision": here})
+            return here
+        if began != here:
+            print(
+                f"this run began in {began}: it goes on in {began} (here, --precision "
+                f"{self.identity.get('precision')} would be {here})",
+                file=sys.stderr,
+            )
+        return began
 
     def epochs(self) -> list[int]:
         return sorted(

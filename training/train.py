@@ -148,7 +148,7 @@ def fit(config: TrainConfig) -> Fitted:
         )
     run = open_run(config, lineage.data_hash(train_split, val_split))
 
-    precision = resolve_precision(config.precision)
+    precision = run.precision(resolve_precision(config.precision))
     model = build_model(
         spec,
         classes=len(class_names),

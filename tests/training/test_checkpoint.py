@@ -63,11 +63,22 @@ def test_a_run_killed_mid_way_and_resumed_ends_as_an_uninterrupted_one(dataset, 
     process.wait()
     assert not (cut / "toy").exists()  # nothing was published
 
+    # Resumed where `auto` resolves to the other precision (AMX or a GPU there, not here, or
+    # the reverse): it goes on in the one it began with (before, it switched, and ended
+    # elsewhere than the uninterrupted run).
+    other = (
+        "from training import train, model; import sys; "
+        "began = model.resolve_precision('auto'); "
+        "train.resolve_precision = lambda p: {'float32': 'mixed_bfloat16'}.get(began, 'float32'); "
+        "sys.exit(train.main(sys.argv[1:]))"
+    )
+    command = train_command(dataset, cut, "--resume", str(run))
     resumed = subprocess.run(
-        train_command(dataset, cut, "--resume", str(run)), capture_output=True, text=True
+        [sys.executable, "-c", other, *command[3:]], capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming the run in {run}" in resumed.stderr
+    assert "this run began in " in resumed.stderr and ": it goes on in " in resumed.stderr
     epochs = [line.split()[1] for line in resumed.stdout.splitlines() if line.startswith("epoch ")]
     assert epochs[0] in ("3/5", "4/5") and epochs[-1] == "5/5"
 
