@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -261,23 +261,21 @@ class Settings(BaseSettings):
     @field_validator("api_key_exempt_paths")
     @classmethod
     def _exempt_paths(cls, value: str) -> str:
-        for path in parse_list(value):
-            if not path.startswith("/") or "*" in path[:-1]:
-                raise ValueError(
-                    "each is a path from its leading / (an HTTP path, or a gRPC method's "
-                    f"/package.Service/Method), with * only at its end; {path!r} would never match"
-                )
+        rule = (
+            "each is a path from its leading / (an HTTP path, or a gRPC method's "
+            "/package.Service/Method), with * only at its end"
+        )
+        matchable(parse_list(value), lambda p: p.startswith("/") and "*" not in p[:-1], rule)
         return value
 
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, value: str) -> str:
-        for origin in parse_origins(value):
-            if origin != "*" and not is_origin(origin):
-                raise ValueError(
-                    "an origin is scheme://host[:port] as a browser sends it (lower case, "
-                    f"no path, no default port), or *; {origin!r} would never match"
-                )
+        rule = (
+            "an origin is scheme://host[:port] as a browser sends it (lower case, "
+            "no path, no default port), or *"
+        )
+        matchable(parse_origins(value), lambda o: o == "*" or is_origin(o), rule)
         return value
 
     @field_validator("api_keys_file")
@@ -391,6 +389,14 @@ def parse_labels(text: str) -> dict[str, int]:
             raise ValueError(f"a label holds no '/' or ':' (it is part of a path); got {part!r}")
         labels[label.strip()] = version
     return labels
+
+
+def matchable(items: tuple[str, ...], fits: Callable[[str], bool], rule: str) -> None:
+    """ValueError naming the first item `fits` refuses: taken, it would silently never match
+    what a client sends."""
+    for item in items:
+        if not fits(item):
+            raise ValueError(f"{rule}; {item!r} would never match")
 
 
 def parse_list(text: str) -> tuple[str, ...]:
