@@ -59,10 +59,15 @@ def positive(kind: type) -> Callable[[str], float]:
     return read
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(*taken: int) -> int:
+    """A port free now and none of `taken` (the kernel may hand a just-closed port out again:
+    a server's two ports drawn one after the other were once the same)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in taken:
+            return port
 
 
 class Server:
@@ -75,7 +80,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # gRPC on a free port of its own too (GRPC_PORT="0" in `env` turns it off)
-        self.grpc_port = int(env.get("GRPC_PORT", free_port()))
+        self.grpc_port = int(env.get("GRPC_PORT", free_port(self.port)))
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         environment = {
             **os.environ,

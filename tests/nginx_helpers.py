@@ -153,7 +153,7 @@ class Nginx:
     ) -> None:
         self.tmp = tmp
         self.port = free_port()
-        self.grpc_port = free_port()
+        self.grpc_port = free_port(self.port)
         self.config = nginx_config(
             tmp, self.port, upstream, dns_port, self.grpc_port, grpc_upstream, environment
         )

@@ -151,7 +151,8 @@ def test_the_readme_front_part_runs_in_order_on_a_fresh_clone(tmp_path):
     logs.mkdir()
     fresh_clone(clone)
     data = make_dataset(tmp_path / "data")  # two classes of colours, 24 + 8 photos each
-    port, grpc_port = free_port(), free_port()
+    port = free_port()
+    grpc_port = free_port(port)
     env = user_environment(home, logs, data, port, grpc_port)
     started = time.monotonic()
     try:
