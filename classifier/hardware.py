@@ -13,7 +13,6 @@ from functools import cache
 from pathlib import Path
 
 BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
-HIDDEN = ("", "-1", "none", "NoDevFiles")  # CUDA_VISIBLE_DEVICES values that hide every GPU
 
 
 @cache
@@ -49,16 +48,29 @@ def cores() -> int:
 
 def gpu_count() -> int:
     """NVIDIA GPUs this process may use, counted from their device files (no CUDA init)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in HIDDEN:
-        return 0
     try:
-        devices = [p for p in Path("/dev").iterdir() if re.fullmatch(r"nvidia\d+", p.name)]
+        installed = sum(1 for p in Path("/dev").iterdir() if re.fullmatch(r"nvidia\d+", p.name))
     except OSError:
         return 0
-    if visible is not None:
-        return min(len(devices), len([v for v in visible.split(",") if v.strip()]))
-    return len(devices)
+    return visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), installed)
+
+
+def visible_gpus(visible: str | None, installed: int) -> int:
+    """How many of `installed` GPUs CUDA_VISIBLE_DEVICES lets CUDA see. CUDA reads the list
+    up to its first entry that names no device (so "-1,0" and "" hide every one); an index
+    is checked against the count, a UUID (GPU-..., MIG-...) cannot be without NVML."""
+    if visible is None:
+        return installed
+    seen: set[str] = set()
+    for entry in (part.strip() for part in visible.split(",")):
+        if entry.isascii() and entry.isdigit() and int(entry) < installed:
+            entry = str(int(entry))
+        elif not entry.startswith(("GPU-", "MIG-")):
+            break
+        if entry in seen:
+            break
+        seen.add(entry)
+    return min(len(seen), installed)
 
 
 def describe() -> dict[str, object]:
