@@ -16,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import benchmark_parser, drive, write_results
+from benchmarks.harness import answered, benchmark_parser, drive, host, write_results
 from benchmarks.request_path import multipart_bodies
-from classifier import hardware
 
 
 def run(replicas: list[int], files: list[Path], levels: list[int], seconds: float) -> dict:
@@ -75,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted(args.data_dir.rglob("*.jpg"))[: args.files]
     if not files:
         sys.exit(f"no JPEG under {args.data_dir}")
-    host = hardware.describe()
-    print(f"host: {host}", flush=True)
+    machine = host()
     levels = [int(c) for c in args.concurrency.split(",")]
     result = run([int(n) for n in args.replicas.split(",")], files, levels, args.seconds)
     print("\n| setup | c | images/s | p50 ms | p99 ms | errors | answers |")
@@ -86,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             f"| {row['setup']} | {row['concurrency']} | {row['images_per_s']} | "
             f"{row['p50_ms']} | {row['p99_ms']} | {row['errors']} | {row['statuses']} |"
         )
-    write_results(args.output, {"host": host, **result})
-    return 0
+    write_results(args.output, {"host": machine, **result})
+    steps = [
+        (f"{r['setup']} c={r['concurrency']}", r["requests"], r["errors"]) for r in result["rows"]
+    ]
+    return answered(steps)
 
 
 if __name__ == "__main__":

@@ -181,6 +181,28 @@ def write_results(path: Path | None, results) -> None:
     path.write_text(json.dumps(results, indent=2) + "\n")
 
 
+EXIT_NOTHING_ANSWERED = 3  # distinct from argparse's 2 and a crash's 1
+
+
+def answered(steps: list[tuple[str, int, int]]) -> int:
+    """The exit code of a run whose load steps are (label, requests, errors): 0 when every
+    step had answers; else one line naming the steps where every request failed, and
+    EXIT_NOTHING_ANSWERED, as their figures measure the error path, not the service. A step
+    with some errors is named on stderr but passes (its error count is in the figures)."""
+    empty = [label for label, requests, errors in steps if requests == errors]
+    partial = [
+        f"{label} ({errors} of {requests})"
+        for label, requests, errors in steps
+        if 0 < errors < requests
+    ]
+    if partial:
+        print(f"some requests failed: {', '.join(partial)}", file=sys.stderr)
+    if empty:
+        print(f"every request failed (or none was sent) in: {', '.join(empty)}", file=sys.stderr)
+        return EXIT_NOTHING_ANSWERED
+    return 0
+
+
 def shares_of(count: int, concurrency: int) -> list[int]:
     """`count` requests split as evenly as can be between `concurrency` clients."""
     return [count // concurrency + (i < count % concurrency) for i in range(concurrency)]

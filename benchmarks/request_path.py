@@ -37,7 +37,15 @@ import numpy as np
 import requests
 from urllib3.filepost import encode_multipart_formdata
 
-from benchmarks.harness import REPO, Server, benchmark_parser, drive, free_port, write_results
+from benchmarks.harness import (
+    REPO,
+    Server,
+    answered,
+    benchmark_parser,
+    drive,
+    free_port,
+    write_results,
+)
 from classifier import hardware
 from classifier.predictor import load_predictor
 from classifier.preprocess import decode_image
@@ -749,7 +757,12 @@ def main(argv: list[str] | None = None) -> int:
             "ratios": summary,
         },
     )
-    return 0
+    steps = [
+        (f"{name} c={row['concurrency']}", row["requests"], row["errors"])
+        for name, service in services.items()
+        for row in service["rows"]
+    ]
+    return answered(steps)
 
 
 if __name__ == "__main__":

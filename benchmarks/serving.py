@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from benchmarks.harness import REPO, Server, benchmark_parser, drive, write_results
+from benchmarks.harness import REPO, Server, answered, benchmark_parser, drive, write_results
 from classifier import hardware, runtimes
 from classifier.predictor import load_predictor
 from classifier.preprocess import decode_image
@@ -411,7 +411,11 @@ def main(argv: list[str] | None = None) -> int:
             "service": service_rows,
         },
     )
-    return 0
+    return answered([(_step(row), row["requests"], row["errors"]) for row in service_rows])
+
+
+def _step(row: dict) -> str:
+    return f"{row['setup']} c={row['concurrency']}"
 
 
 if __name__ == "__main__":

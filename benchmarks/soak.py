@@ -13,7 +13,15 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.harness import Server, benchmark_parser, drive, host, positive, write_results
+from benchmarks.harness import (
+    Server,
+    answered,
+    benchmark_parser,
+    drive,
+    host,
+    positive,
+    write_results,
+)
 
 
 def process_tree_rss_mb(pid: int) -> float:
@@ -83,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rss_mb": round(process_tree_rss_mb(server.process.pid), 1),
                 "images_per_s": round(result.rate, 1),
                 "p99_ms": round(result.percentile(99), 1),
+                "requests": result.requests,
                 "errors": result.errors,
             }
             samples.append(sample)
@@ -96,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot(samples, args.plot)
     write_results(args.output, {"host": machine, "samples": samples})
-    return 0
+    return answered([(f"t={s['t']} s", s["requests"], s["errors"]) for s in samples])
 
 
 if __name__ == "__main__":

@@ -152,3 +152,30 @@ def test_request_path_stage_costs_leave_no_metrics_folder_behind(tmp_path, monke
     assert "decode" in stages
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     assert not list(tmp_path.glob("metrics-*"))
+
+
+def test_answered_fails_a_run_with_a_step_where_every_request_failed(capsys):
+    from benchmarks.harness import EXIT_NOTHING_ANSWERED, answered
+
+    assert answered([("a c=1", 8, 0), ("a c=2", 8, 3)]) == 0
+    assert "a c=2 (3 of 8)" in capsys.readouterr().err
+    assert answered([("a c=1", 8, 0), ("b c=2", 8, 8), ("c c=4", 0, 0)]) == EXIT_NOTHING_ANSWERED
+    assert capsys.readouterr().err.strip() == (
+        "every request failed (or none was sent) in: b c=2, c c=4"
+    )
+
+
+def test_soak_where_every_request_fails_says_so_and_exits_3(tmp_path, capsys):
+    """Before: every request answered 400 (these are no photos) and the run exited 0, its
+    figures those of the error path."""
+    from benchmarks import soak
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        (photos / f"{i}.jpg").write_bytes(b"not a photo %d" % i)
+    publish_model(tmp_path / "models", "cats_vs_dogs")
+    argv = ["--data-dir", str(photos), "--models-dir", str(tmp_path / "models")]
+    argv += ["--seconds", "2", "--concurrency", "2", "--window", "4"]
+    assert soak.main(argv) == 3
+    assert "every request failed (or none was sent) in: t=" in capsys.readouterr().err
