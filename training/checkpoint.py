@@ -32,6 +32,7 @@ import numpy as np
 
 from classifier.durable import fsync, json_bytes, write_atomically, write_json
 from training.data import DatasetError
+from training.model import PRECISIONS
 
 RUN_FILE = "run.json"
 STATE_FILE = "state.json"
@@ -63,6 +64,9 @@ class RunState:
         if keep_best and accuracy > self.best_accuracy:
             self.best_accuracy, self.best_epoch = accuracy, epoch
             self.best_weights = model.get_weights()
+
+
+_PRECISION_FORM = "it holds " + " or ".join(json.dumps({"precision": p}) for p in PRECISIONS)
 
 
 class RunDir:
@@ -117,6 +121,10 @@ class RunDir:
         except FileNotFoundError:  # a new run, or one begun before runs recorded it
             write_json(path, {"precision": here})
             return here
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DatasetError(f"{path}: unreadable ({exc!r}); {_PRECISION_FORM}") from None
+        if began not in PRECISIONS:
+            raise DatasetError(f"{path}: no precision is called {began!r}; {_PRECISION_FORM}")
         if began != here:
             print(
                 f"this run began in {began}: it goes on in {began} (here, --precision "

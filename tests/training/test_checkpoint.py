@@ -175,3 +175,17 @@ def test_a_finished_run_is_not_resumed_to_publish_again(tmp_path, capsys):
             "with a new --run-dir (or none)"
         )
     assert ModelStore(models).versions("toy") == [1]
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"precison": "float32"}', '{"precision": "fp8"}'])
+def test_a_damaged_precision_file_is_refused_in_one_line(dataset, tmp_path, text):
+    """Before: a traceback (JSONDecodeError, TypeError, KeyError), or "fp8" taken as it was."""
+    config = TrainConfig(data_dir=dataset, models_dir=tmp_path, model_name="toy", epochs=3)
+    run = RunDir.start(tmp_path / "run", train_module.run_identity(config))
+    (run.path / "precision.json").write_text(text)
+    with pytest.raises(
+        DatasetError, match=r'precision.json: .*; it holds \{"precision": "float32"\}'
+    ):
+        run.precision("float32")
+    (run.path / "precision.json").write_text('{"precision": "mixed_bfloat16"}')
+    assert run.precision("float32") == "mixed_bfloat16"
