@@ -21,11 +21,13 @@ def install(app: Flask, origins: tuple[str, ...]) -> None:
 
     @app.after_request
     def _cors(response: Response) -> Response:
+        # On every answer, not only allowed origins': a shared cache must not hand an answer
+        # stored for a request without the header (or another origin's) to an allowed one.
+        response.vary.add("Origin")
         origin = request.headers.get("Origin", "").rstrip("/")
         if not origin or not ("*" in origins or origin in origins):
             return response
         response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
-        response.vary.add("Origin")
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS

@@ -35,6 +35,15 @@ def test_other_origins_get_nothing(cors_client):
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
+@pytest.mark.parametrize("headers", [{}, {"Origin": "https://evil.example"}])
+def test_every_answer_varies_on_origin_where_cors_is_on(cors_client, client, headers):
+    """Before: only an allowed origin's answer said so, and a shared cache could hand the
+    answer stored for a request without Origin (no Allow-Origin) to an allowed origin."""
+    response = cors_client.get("/v1/models/pets", headers=headers)
+    assert "Origin" in response.vary
+    assert "Origin" not in client.get("/v1/models/pets", headers=headers).vary  # CORS off
+
+
 def test_a_preflight_is_answered_even_with_keys_on(models_dir, tmp_path):
     keys = tmp_path / "keys"
     keys.write_text("")
