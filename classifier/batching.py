@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -133,6 +134,7 @@ class Batcher:
         self._running = 0  # batches taken and not yet answered (under _cond)
         self._stats_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._here = threading.Lock()  # run_here: one model call at a time
 
     def warm_up(self, shape: tuple[int, ...]) -> None:
         """Every padded size once alone, and on every lane at once (OpenVINO keeps state per
@@ -212,6 +214,22 @@ class Batcher:
             self._withdraw(futures)
             raise
         return np.stack(results)
+
+    def run_here(self, images: np.ndarray) -> np.ndarray:
+        """Once stopped, run `images` in the calling thread, one call at a time, in padded
+        batches counted and observed as any: for a late request of a retired version (its
+        lanes are gone; the warmed sizes keep ONNX Runtime's arena bounded)."""
+        if not self._stopping:
+            raise RuntimeError("run_here is for a stopped batcher; predict otherwise")
+        rows: list[np.ndarray] = []
+        with self._here:
+            for start in range(0, len(images), self.max_batch_size):
+                now = time.monotonic()
+                chunk = images[start : start + self.max_batch_size]
+                items = [_Item(image, math.inf, now) for image in chunk]
+                self._run_batch(items, now, alone=True)
+                rows += [item.future.result() for item in items]
+        return np.stack(rows)
 
     def _withdraw(self, futures: list[Future]) -> None:
         """Cancel a request's images and take those still queued out of the queue: their

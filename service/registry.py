@@ -6,7 +6,6 @@ the loader (service/loader.py) is the only writer.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,17 +66,12 @@ class ServedModel:
     def __init__(self, predictor: Predictor, batcher: Batcher) -> None:
         self.predictor = predictor
         self.batcher = batcher
-        self._alone = threading.Lock()
 
     def predict_alone(self, pixels: np.ndarray) -> np.ndarray:
-        """Run the model in this thread, one request at a time, once its batcher has stopped:
-        for a request that took this version before a swap and reached the model after the
-        version retired (a slow upload), so that it still finishes on the version it took."""
-        size = self.batcher.max_batch_size
-        with self._alone:
-            return np.concatenate(
-                [self.predictor.predict(pixels[i : i + size]) for i in range(0, len(pixels), size)]
-            )
+        """Run the model in this thread once its batcher has stopped: for a request that took
+        this version before a swap and reached the model after the version retired (a slow
+        upload), so that it still finishes on the version it took."""
+        return self.batcher.run_here(pixels)
 
     @property
     def name(self) -> str:

@@ -5,7 +5,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from classifier.batching import Batcher, DeadlineExceeded, QueueFull, pad_to, padded_sizes
+from classifier.batching import (
+    Batcher,
+    DeadlineExceeded,
+    InferenceFailed,
+    QueueFull,
+    pad_to,
+    padded_sizes,
+)
 
 SHAPE = (2, 2, 3)
 
@@ -308,3 +315,26 @@ def test_stop_ends_every_lane():
     )
     with pytest.raises(ValueError):
         Batcher(Lanes(), lanes=0)
+
+
+def test_run_here_after_stop_pads_counts_and_observes_like_a_batch():
+    """A late request of a retired version (service/registry.py predict_alone). Before: run
+    unpadded (a size never warmed: ONNX Runtime's arena grows) and left out of the batch
+    metrics."""
+    run, observed = Recorder(), []
+    batcher = Batcher(
+        run, max_batch_size=4, on_batch=lambda *batch: observed.append(batch[:2])
+    ).start()
+    with pytest.raises(RuntimeError, match="stopped batcher"):
+        batcher.run_here(np.stack([image(1)]))
+    batcher.stop()
+    images = np.stack([image(i) for i in range(7)])
+    rows = batcher.run_here(images)
+    assert rows[:, 0] == pytest.approx([i / 255 for i in range(7)])
+    assert [shape[0] for shape in run.shapes] == [4, 4]  # 4 + 3 padded to 4
+    assert observed == [(4, 4), (3, 4)]
+    assert (batcher.stats.batches, batcher.stats.images) == (2, 7)
+    poisoned = np.stack([image(1), image(250)])
+    with pytest.raises(InferenceFailed):
+        batcher.run_here(poisoned)
+    assert batcher.stats.failed_batches == 1

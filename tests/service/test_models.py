@@ -56,7 +56,7 @@ def test_requests_holding_the_old_version_finish_on_it(models_dir):
 def test_a_request_that_reaches_the_model_after_its_version_retired_finishes_on_it(models_dir):
     """A slow upload that took v1 before a swap, and reaches the model after v1's batcher
     stopped (REQUEST_DEADLINE_MS + 1 s later): answered by v1 (before: 503 "the server is
-    shutting down")."""
+    shutting down"), in padded batches counted as any."""
     app, loader, client = make(models_dir, REQUEST_DEADLINE_MS=100)
     plane = app.extensions["dataplane"]
     old = plane.model("pets")
@@ -68,8 +68,11 @@ def test_a_request_that_reaches_the_model_after_its_version_retired_finishes_on_
         assert time.monotonic() < deadline, "the old version never retired"
         time.sleep(0.05)
     time.sleep(0.2)
+    counted = old.batcher.stats.images
     late = plane.predict(old, np.zeros((3, 64, 64, 3), np.uint8))
     assert np.allclose(late, expected)
+    # in padded batches, counted in its batch metrics (before: neither)
+    assert old.batcher.stats.images == counted + 3 and old.batcher.stats.sizes[3] >= 1
     assert served_version(client) == 2
 
 
