@@ -21,6 +21,7 @@ import grpc
 from benchmarks.harness import (
     LoadResult,
     Server,
+    answered,
     benchmark_parser,
     drive,
     host,
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {row}", flush=True)
     print(table(rows))
     write_results(args.output, {"host": machine, "rows": rows})
-    return 1 if any(r["errors"] for r in rows) else 0
+    steps = [(f"{r['form']} c={r['concurrency']}", r["requests"], r["errors"]) for r in rows]
+    return answered(steps) or (1 if any(r["errors"] for r in rows) else 0)  # any error fails
 
 
 if __name__ == "__main__":
