@@ -32,6 +32,8 @@ from training.options import (
     options,
 )
 
+SEEDS = Range(0, 2**32 - 1)  # what NumPy's legacy seeding (keras.utils.set_random_seed) takes
+
 
 @options
 class TrainConfig:
@@ -105,7 +107,7 @@ class TrainConfig:
     keep_best: bool = option(
         False, help="publish the weights of the epoch with the best validation accuracy"
     )
-    seed: int = option(1337, help="random seed", within=NOT_NEGATIVE)
+    seed: int = option(1337, help="random seed", within=SEEDS)
     threshold: float = option(
         0.5,
         help="decision threshold on P(second class), two classes only (more: the most "

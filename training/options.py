@@ -41,10 +41,15 @@ class Range:
         """The rule as an error message says it: `must lie in [0, 1)`, `must be at least 1`."""
         if self.low is not None and self.high is not None:
             left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            return f"must lie in {left}{self.low:g}, {self.high:g}{right}"
+            return f"must lie in {left}{_number(self.low)}, {_number(self.high)}{right}"
         if self.low is not None:
-            return f"must be {'greater than' if self.low_open else 'at least'} {self.low:g}"
-        return f"must be {'less than' if self.high_open else 'at most'} {self.high:g}"
+            return f"must be {'greater than' if self.low_open else 'at least'} {_number(self.low)}"
+        return f"must be {'less than' if self.high_open else 'at most'} {_number(self.high)}"
+
+
+def _number(value: float) -> str:
+    """A bound as written: 4294967295, not 4.29497e+09; 0.5 as 0.5."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 AT_LEAST_ONE = Range(1)

@@ -190,7 +190,9 @@ def test_every_training_option_is_listed_by_help(capsys):
         ({"schedule": "step"}, "--schedule must be one of constant, cosine"),
         ({"precision": "float16"}, "--precision must be one of auto, float32, mixed_bfloat16"),
         ({"threshold": 1.5}, "--threshold must lie in [0, 1]"),
-        ({"seed": -1}, "--seed must be at least 0"),
+        ({"seed": -1}, "--seed must lie in [0, 4294967295], got -1"),
+        # NumPy's seeding takes no more: it was a traceback once the photos were decoded
+        ({"seed": 2**32}, "--seed must lie in [0, 4294967295], got 4294967296"),
         ({"image_size": 45}, "--image-size must be at least 46"),
     ],
 )
@@ -205,6 +207,7 @@ def test_train_config_accepts_the_edges():
         data_dir=Path("data"), epochs=1, warmup_epochs=0, optimizer="adamw", weight_decay=0.5,
         rotation=0.0, dropout=0.99, threshold=1.0, seed=0, image_size=46,
     )  # fmt: skip
+    TrainConfig(data_dir=Path("data"), seed=2**32 - 1)
     TrainConfig(data_dir=Path("data"), epochs=4, warmup_epochs=3, schedule="cosine")
 
 
