@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import MISSING, dataclass
@@ -109,6 +110,8 @@ def check_fields(obj) -> None:
             raise OptionError(f.name, f"must be one of {', '.join(choices)}, got {value!r}")
         if within is not None and value not in within:
             raise OptionError(f.name, f"{within.describe()}, got {value}")
+        if isinstance(value, float) and not math.isfinite(value):  # `inf` passes `at least 0`
+            raise OptionError(f.name, f"must be a finite number, got {value}")
 
 
 def recorded_options(obj) -> dict:

@@ -186,6 +186,9 @@ def test_every_training_option_is_listed_by_help(capsys):
         ({"contrast": 1.0}, "--contrast must lie in [0, 1)"),
         ({"dropout": 1.0}, "--dropout must lie in [0, 1)"),
         ({"learning_rate": 0.0}, "--learning-rate must be greater than 0"),
+        # taken before: every weight became NaN, and the run ended in a traceback
+        ({"learning_rate": math.inf}, "--learning-rate must be a finite number, got inf"),
+        ({"optimizer": "adamw", "weight_decay": math.inf}, "--weight-decay must be a finite"),
         ({"optimizer": "sgd"}, "--optimizer must be one of rmsprop, adamw"),
         ({"schedule": "step"}, "--schedule must be one of constant, cosine"),
         ({"precision": "float16"}, "--precision must be one of auto, float32, mixed_bfloat16"),
