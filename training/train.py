@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from classifier import drift, preprocess
+from classifier.errors import ClassifierError
 from classifier.metadata import MODEL_FILE, ONNX_FILE, ModelMetadata
 from classifier.spec import InputSpec
 from classifier.store import ModelStore
@@ -266,6 +267,7 @@ def run_epochs(
             shuffle=False,  # the order is the epoch's (data.epoch_order)
             verbose=verbose,
         ).history
+        refuse_diverged(config, epoch + 1, logs)
         state.seconds += time.monotonic() - began
         state.record(epoch + 1, {k: v[-1] for k, v in logs.items()}, model, config.keep_best)
         run.save(model, state)
@@ -273,6 +275,22 @@ def run_epochs(
             progress_line(state, config.epochs, len(train_split.labels), time.monotonic() - began)
         )
     return state
+
+
+class TrainingError(ClassifierError):
+    code = "training_diverged"
+
+
+def refuse_diverged(config: TrainConfig, epoch: int, logs: dict[str, list[float]]) -> None:
+    """Stop at the first epoch whose loss is not finite: its weights are NaN from then on, so
+    every later epoch is lost time and the model would answer NaN (it ended in a traceback)."""
+    bad = {k: v[-1] for k, v in logs.items() if k.endswith("loss") and not np.isfinite(v[-1])}
+    if bad:
+        found = ", ".join(f"{k} {v}" for k, v in bad.items())
+        raise TrainingError(
+            f"training diverged at epoch {epoch} ({found}); nothing was published: train "
+            f"again with a lower --learning-rate (this run's: {config.learning_rate:g})"
+        )
 
 
 def progress_line(state: RunState, epochs: int, images: int, seconds: float) -> str:

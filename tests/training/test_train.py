@@ -172,6 +172,21 @@ def test_cli_refuses_inconsistent_options(bad, message, tmp_path, capsys):
     assert message in last
 
 
+def test_a_diverged_training_stops_at_that_epoch_in_one_line_and_publishes_nothing(
+    tmp_path, capsys
+):
+    """A rate far too high makes the weights NaN in the first epoch; it ran every epoch,
+    then ended in a scikit-learn traceback (`Input contains NaN`)."""
+    data = make_dataset(tmp_path / "tiny", per_class=4, val_per_class=2)
+    argv = ["--data-dir", str(data), "--models-dir", str(tmp_path / "m"), "--image-size", "64"]
+    code = train_module.main([*argv, "--epochs", "3", "--learning-rate", "1e30"])
+    assert code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: training diverged at epoch 1 (")
+    assert "--learning-rate (this run's: 1e+30)" in last
+    assert ModelStore(tmp_path / "m").versions("tiny") == []
+
+
 def test_metadata_records_the_options_as_the_shipped_model_does(tmp_path):
     """The recorded options are derived from the config's fields: the shipped model's command
     line, parsed again, must give back its "training" section key for key (but the data
