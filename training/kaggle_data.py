@@ -84,13 +84,23 @@ def read_blobs(git_dir: Path, entries: list[Entry]) -> dict[str, bytes]:
     """The contents of `entries`, through one `git cat-file --batch`."""
     request = "".join(f"{e.blob}\n" for e in entries).encode()
     out = _git(git_dir, "cat-file", "--batch", stdin=request)
-    blobs, at = {}, 0
+    blobs, missing, at = {}, set(), 0
     while at < len(out):
         header_end = out.index(b"\n", at)
-        oid, _, size = out[at:header_end].decode().split()
-        start = header_end + 1
-        blobs[oid] = out[start : start + int(size)]
-        at = start + int(size) + 1
+        fields = out[at:header_end].decode().split()
+        at = header_end + 1
+        if len(fields) != 3:  # `<oid> missing`: named by the tree, its object not in the copy
+            missing.add(fields[0])
+            continue
+        oid, _, size = fields
+        blobs[oid] = out[at : at + int(size)]
+        at += int(size) + 1
+    if missing:
+        names = [e.name for e in entries if e.blob in missing]
+        raise DatasetError(
+            f"{git_dir} lists {len(names)} photos whose contents it does not hold (e.g. "
+            f"{names[0]}): a partial or damaged copy; fetch or clone the snapshot whole"
+        )
     return blobs
 
 

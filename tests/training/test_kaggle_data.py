@@ -94,3 +94,27 @@ def test_a_taken_output_folder_is_refused(tmp_path, capsys):
     ]
     assert kaggle_data.main(argv) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def validation_folder(tmp_path: Path) -> Path:
+    validation = tmp_path / "validation"
+    for name, seed in (("cats", 7), ("dogs", 8)):
+        (validation / name).mkdir(parents=True)
+        (validation / name / f"{name[:-1]}.4001.jpg").write_bytes(photo(seed, (300, 240)))
+    return validation
+
+
+def test_a_snapshot_lacking_a_photos_contents_is_one_line_and_writes_nothing(tmp_path, capsys):
+    """A partial copy (its tree names a photo whose object is absent) was a ValueError
+    traceback from parsing `git cat-file --batch`'s `<oid> missing`."""
+    validation = validation_folder(tmp_path)
+    git_dir = snapshot(tmp_path, validation)
+    oid = git(git_dir.parent, "rev-parse", "HEAD:train/dog.4.jpg").strip()
+    (git_dir / "objects" / oid[:2] / oid[2:]).unlink()
+    out = tmp_path / "out"
+    argv = ["--snapshot", str(git_dir), "--validation", str(validation), "--out", str(out)]
+    assert kaggle_data.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {git_dir} lists 1 photos whose contents it does not hold")
+    assert "(e.g. dog.4.jpg)" in err[-1]
+    assert not out.exists()
