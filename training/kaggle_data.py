@@ -15,7 +15,8 @@ output is a class-folder data set:
 Numbers 4501-5000 are reserved for independent evaluation: their names are filtered out
 before any content is read, so this never reads them. Left out of train are exact duplicates
 (same bytes: the lowest number is kept; a pair across the two classes loses both) and any
-photo whose pixels match a validation photo (a leak into the figures training reports).
+photo whose pixels match a validation photo (a leak into the figures training reports), and
+any that is not a readable JPEG or PNG.
 """
 
 from __future__ import annotations
@@ -113,6 +114,17 @@ def thumbnail(data: bytes) -> np.ndarray:
         ).reshape(-1)
 
 
+UNREADABLE = (OSError, ValueError, Image.DecompressionBombError)  # what Pillow raises on bad bytes
+
+
+def validation_thumbnail(path: Path) -> np.ndarray:
+    """A validation photo's thumbnail; a photo that cannot be read is refused by name."""
+    try:
+        return thumbnail(path.read_bytes())
+    except UNREADABLE:
+        raise DatasetError(f"{path} is not a readable JPEG or PNG") from None
+
+
 def exact_duplicates(entries: list[Entry], blobs: dict[str, bytes]) -> dict[str, str]:
     """Files to leave out, by name, with why: same bytes as a kept one, or as one of the
     other class (then neither is kept)."""
@@ -139,11 +151,19 @@ def validation_matches(
 ) -> dict[str, str]:
     """Training photos whose thumbnails match a validation photo's."""
     val_files = [p for name in CLASSES.values() for p in image_files(validation / name)]
-    val = np.stack([thumbnail(p.read_bytes()) for p in val_files])
+    val = np.stack([validation_thumbnail(p) for p in val_files])
     dropped = {}
     for i in range(0, len(entries), 256):  # 256 x 1,000 x 256 differences: 256 MiB at a time
-        chunk = entries[i : i + 256]
-        train = np.stack([thumbnail(blobs[e.blob]) for e in chunk])
+        chunk, thumbs = [], []
+        for e in entries[i : i + 256]:
+            try:
+                thumbs.append(thumbnail(blobs[e.blob]))
+                chunk.append(e)
+            except UNREADABLE:
+                dropped[e.name] = "not a readable JPEG or PNG"
+        if not chunk:
+            continue
+        train = np.stack(thumbs)
         distance = np.abs(train[:, None, :] - val[None, :, :]).mean(axis=2)
         nearest = distance.argmin(axis=1)
         for e, j, d in zip(chunk, nearest, distance[np.arange(len(chunk)), nearest]):
@@ -159,6 +179,8 @@ def build(snapshot: Path, validation: Path, out: Path, ref: str = "HEAD", folder
     for name in CLASSES.values():
         if not (validation / name).is_dir():
             raise DatasetError(f"{validation} must hold {', '.join(CLASSES.values())}/")
+        if not image_files(validation / name):
+            raise DatasetError(f"{validation / name} holds no photo")
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out} exists and is not empty: choose a new --out")
     commit = _git(snapshot, "rev-parse", ref).decode().strip()

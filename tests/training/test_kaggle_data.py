@@ -118,3 +118,41 @@ def test_a_snapshot_lacking_a_photos_contents_is_one_line_and_writes_nothing(tmp
     assert err[-1].startswith(f"error: {git_dir} lists 1 photos whose contents it does not hold")
     assert "(e.g. dog.4.jpg)" in err[-1]
     assert not out.exists()
+
+
+def small_snapshot(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    repo = tmp_path / "small"
+    (repo / "train").mkdir(parents=True)
+    for name, data in files.items():
+        (repo / "train" / name).write_bytes(data)
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "photos")
+    return repo / ".git"
+
+
+def test_a_photo_that_is_not_an_image_is_left_out_with_why(tmp_path):
+    """It stopped the whole build, in one line that named no file (`cannot identify image
+    file <_io.BytesIO object at 0x...>`)."""
+    validation = validation_folder(tmp_path)
+    files = {"cat.0.jpg": photo(0), "cat.2.jpg": b"not a jpeg", "dog.1.jpg": photo(1)}
+    out = tmp_path / "out"
+    argv = ["--snapshot", str(small_snapshot(tmp_path, files)), "--validation", str(validation)]
+    assert kaggle_data.main([*argv, "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "train").rglob("*.jpg")) == ["cat.0.jpg", "dog.1.jpg"]
+    record = json.loads((out / "build.json").read_text())
+    assert record["dropped"] == {"cat.2.jpg": "not a readable JPEG or PNG"}
+
+
+def test_an_empty_or_unreadable_validation_folder_is_one_line(tmp_path, capsys):
+    """An empty class folder was a NumPy traceback (`need at least one array to stack`)."""
+    validation = validation_folder(tmp_path)
+    argv = ["--snapshot", str(small_snapshot(tmp_path, {"cat.0.jpg": photo(0)}))]
+    argv += ["--validation", str(validation), "--out", str(tmp_path / "out")]
+    (validation / "dogs" / "dog.4001.jpg").unlink()
+    assert kaggle_data.main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"error: {validation / 'dogs'} holds no photo"
+    (validation / "dogs" / "dog.4001.jpg").write_bytes(b"not a jpeg")
+    assert kaggle_data.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {validation / 'dogs' / 'dog.4001.jpg'} is not a readable JPEG or PNG"
