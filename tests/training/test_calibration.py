@@ -23,6 +23,15 @@ def test_probability_one_falls_in_the_last_bin():
     assert calibration.expected_calibration_error(bins) == pytest.approx(0.0)
 
 
+def test_a_probability_on_an_edge_falls_in_the_bin_it_starts_for_every_edge():
+    """Bins are [low, high): 0.3, 0.6 and 0.7 fell in the bin below, as the edges were
+    linspace's 0.30000000000000004, 0.6000000000000001 and 0.7000000000000001."""
+    edges = [i / 10 for i in range(10)]
+    bins = calibration.calibration_bins(np.array(edges), np.ones(10), n_bins=10)
+    assert [(b.low, b.count, b.mean_predicted) for b in bins] == [(e, 1, e) for e in edges]
+    assert [b.high for b in bins] == [(i + 1) / 10 for i in range(10)]
+
+
 def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
     """Labels drawn from sigmoid(z / 2.5) are best explained by T = 2.5."""
     rng = np.random.default_rng(0)
