@@ -5,8 +5,9 @@
 
 `predict` takes paths, image file bytes, binary file objects, PIL images and uint8 arrays,
 and gives one Prediction or Failure per input, in input order; `Client(url, api_key=...)`
-(default: $CLASSIFIER_API_KEY) raises AccessRefused when the server refuses the key, and
-NotThere when it has no such model or version (both RunStopped: every image would fare so).
+(default: $CLASSIFIER_API_KEY) raises AccessRefused when the server refuses the key,
+NotThere when it has no such model or version, and BadParameter when it refuses top_k (all
+RunStopped: every image would fare so).
 `LocalClient(models_dir, name)` has the same `predict` (the store the service reads by
 default); it is imported on first use, so the HTTP client does not load the model runtimes.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from client.base import AccessRefused, NotThere, RunStopped
+from client.base import AccessRefused, BadParameter, NotThere, RunStopped
 from client.remote import Client, RetryPolicy
 from client.results import Failure, Prediction, Result
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccessRefused",
+    "BadParameter",
     "Client",
     "Failure",
     "LocalClient",

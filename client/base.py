@@ -41,6 +41,11 @@ class NotThere(RunStopped):
     """The server has no such model or version, or the URL is not the service's (404)."""
 
 
+class BadParameter(RunStopped):
+    """The server refused a parameter of every request (400 invalid_parameter: a top_k
+    beyond the model's classes)."""
+
+
 class BaseClient(ABC):
     """Sends `batch_size` images at a time from `concurrency` threads; each result names its
     input (the path as given; `<bytes #i>`, `<image #i>`, `<array #i>` or a file object's
@@ -57,13 +62,13 @@ class BaseClient(ABC):
     @abstractmethod
     def predict_chunk(self, items: Sequence[Item]) -> list[Result]:
         """One result per item, in order; never raises for a bad file or a failed request,
-        only RunStopped (AccessRefused, NotThere)."""
+        only RunStopped (AccessRefused, NotThere, BadParameter)."""
 
     def predict(self, inputs: Iterable[Input]) -> list[Result]:
         """One result per input, in the order given. Inputs: paths, image file bytes, binary
         file objects, PIL images, uint8 arrays (height x width x 3). Raises AccessRefused
         when the server refuses the client (401/403), NotThere when it has no such model or
-        version (404)."""
+        version (404), BadParameter when it refuses top_k (400 invalid_parameter)."""
         return list(self.iter_predict(inputs))
 
     def iter_predict(self, inputs: Iterable[Input]) -> Iterator[Result]:

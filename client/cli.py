@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from classifier.errors import ClassifierError
 from classifier.store import MODELS_DIR_VARIABLE
-from client.base import AccessRefused, BaseClient, NotThere
+from client.base import AccessRefused, BadParameter, BaseClient, NotThere
 from client.files import find_images
 from client.remote import API_KEY_VARIABLE, Client, RetryPolicy, check_url
 from client.results import FORMATS, OutputError, Result, Sink, choose_format, file_key, open_output
@@ -37,7 +37,7 @@ EXIT_MEANINGS = {
     Exit.OK: "every image has a prediction",
     Exit.SOME_FAILED: "some images have error records (the others have predictions)",
     Exit.USAGE: "bad usage, an --output that is not a results file, no such model or "
-    "version (404, or --local: not in the store)",
+    "version (404, or --local: not in the store), a --top-k beyond the model's classes",
     Exit.REFUSED: "the server refused the API key (401/403): stopped at the first refusal",
     Exit.UNWRITABLE: "--output could not be written (a full disk, say): rerun to go on",
     Exit.INTERRUPTED: "interrupted (Ctrl-C); rerun with the same --output to go on",
@@ -280,6 +280,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"classify-images: error: {exc.url} answered {exc.status} {exc.code}: "
             f"{exc.message.rstrip('.')}; stopped: check --url, --model-name and --version",
+            file=sys.stderr,
+        )
+        return Exit.USAGE
+    except BadParameter as exc:
+        print(
+            f"classify-images: error: {exc.url} answered {exc.status} {exc.code}: "
+            f"{exc.message.rstrip('.')}; stopped: check --top-k",
             file=sys.stderr,
         )
         return Exit.USAGE

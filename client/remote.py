@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 import requests
 import urllib3
 
-from client.base import AccessRefused, BaseClient, NotThere
+from client.base import AccessRefused, BadParameter, BaseClient, NotThere
 from client.inputs import Item
 from client.results import Failure, Prediction, Result, top_of
 
@@ -38,6 +38,9 @@ REFUSED_STATUSES = frozenset({401, 403})
 # The route itself is not there (no such model or version, or not this service's URL): every
 # other file would get the same answer, so the run stops too.
 NOT_THERE_STATUSES = frozenset({404})
+# A query parameter out of its range (top_k beyond the model's classes): the same for every
+# file, so the run stops rather than record it as each file's result.
+BAD_PARAMETER_CODES = frozenset({"invalid_parameter"})
 
 Pending = tuple[int, Item, bytes]  # index in the chunk, input, its bytes
 
@@ -157,7 +160,7 @@ class Client(BaseClient):
 
     `Client(url).predict(inputs)` gives one Prediction or Failure per input, in order, and
     raises AccessRefused when the server refuses the key (401/403), NotThere when it has no
-    such model or version (404). `api_key` (default:
+    such model or version (404), BadParameter when it refuses top_k (400). `api_key` (default:
     $CLASSIFIER_API_KEY) is sent as `Authorization: Bearer`; `headers` go with every request;
     `top_k` asks for each image's k best classes (`Prediction.top`).
     """
@@ -233,6 +236,8 @@ class Client(BaseClient):
                 results[index] = result
             return []
         code, message, bad = error_of(response)
+        if response.status_code == 400 and code in BAD_PARAMETER_CODES:
+            raise BadParameter(response.status_code, code, message, response.url)
         if bad is not None and 0 <= bad < len(pending):  # one bad image: the others go again
             index, item, _ = pending[bad]
             results[index] = Failure(item.name, code, message)

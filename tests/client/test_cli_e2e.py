@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from client import Client, Failure, LocalClient, NotThere, Prediction
+from client import BadParameter, Client, Failure, LocalClient, NotThere, Prediction
 from client.cli import main
 from tests.client.fakes import GOOD, FlakyServer, make_folder, read_jsonl
 from tests.helpers import jpeg_bytes
@@ -180,6 +180,23 @@ def test_a_model_the_server_lacks_stops_the_run_and_records_nothing(server, tmp_
     assert not out.exists() or read_jsonl(out) == []
     assert main([*argv, "--model-name", "pets"]) == 1  # broken.jpg is not an image
     assert len(read_jsonl(out)) == 5
+
+
+def test_a_top_k_the_model_lacks_stops_the_run_and_records_nothing(server, tmp_path, capsys):
+    """--top-k 5 on a two-class model is a 400 invalid_parameter for every file: stop (exit 2)
+    rather than record it as each file's result, which a rerun would skip as done."""
+    folder = make_folder(tmp_path / "images")
+    out = tmp_path / "out.jsonl"
+    argv = ["--url", server.url, "--output", str(out), *QUIET, str(folder)]
+    assert main([*argv, "--top-k", "5"]) == 2
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert "400 invalid_parameter" in line and "check --top-k" in line
+    assert not out.exists() or read_jsonl(out) == []
+    assert main([*argv, "--top-k", "2"]) == 1  # broken.jpg is not an image
+    assert len(read_jsonl(out)) == 5
+    with pytest.raises(BadParameter) as info:
+        Client(server.url, top_k=3).predict([folder / "a.jpg"])
+    assert (info.value.status, info.value.code) == (400, "invalid_parameter")
 
 
 def test_file_names_that_are_not_utf8_are_classified_and_resumed(server, tmp_path, capsys):
