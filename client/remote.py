@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -106,12 +106,21 @@ def check_url(url: str) -> str:
     """The base URL without a trailing slash; raises ValueError when it is not http(s)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        raise ValueError(f"not an http(s) URL: {shown(url)!r}")
     try:
         parts.port  # noqa: B018 - urlsplit checks the port only when it is read
     except ValueError as exc:
-        raise ValueError(f"not an http(s) URL: {url!r} ({exc})") from None
+        raise ValueError(f"not an http(s) URL: {shown(url)!r} ({exc})") from None
     return url.rstrip("/")
+
+
+def shown(url: str) -> str:
+    """The URL without a user and password in it (requests sends them as Basic auth): what
+    messages, and so the results file, may carry."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def retry_after(response: requests.Response) -> float | None:
@@ -227,17 +236,17 @@ class Client(BaseClient):
             return []
         if response.status_code in REFUSED_STATUSES:
             code, message, _ = error_of(response)
-            raise AccessRefused(response.status_code, code, message, response.url)
+            raise AccessRefused(response.status_code, code, message, shown(response.url))
         if response.status_code in NOT_THERE_STATUSES:
             code, message, _ = error_of(response)
-            raise NotThere(response.status_code, code, message, response.url)
+            raise NotThere(response.status_code, code, message, shown(response.url))
         if response.status_code == 200:
             for (index, _, _), result in zip(pending, self._parse(response, pending), strict=True):
                 results[index] = result
             return []
         code, message, bad = error_of(response)
         if response.status_code == 400 and code in BAD_PARAMETER_CODES:
-            raise BadParameter(response.status_code, code, message, response.url)
+            raise BadParameter(response.status_code, code, message, shown(response.url))
         if bad is not None and 0 <= bad < len(pending):  # one bad image: the others go again
             index, item, _ = pending[bad]
             results[index] = Failure(item.name, code, message)
@@ -268,7 +277,7 @@ class Client(BaseClient):
                 for (_, item, _), answer in zip(pending, answers, strict=True)
             ]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            message = f"not a predict answer from {response.url}: {exc}"
+            message = f"not a predict answer from {shown(response.url)}: {exc}"
             return [Failure(item.name, "bad_response", message) for _, item, _ in pending]
 
     def _post(self, files: list[tuple[str, bytes]]) -> requests.Response:
@@ -310,9 +319,9 @@ class Client(BaseClient):
             )
             _read_within(response, began + budget)
         except requests.Timeout as exc:
-            return Refusal("timeout", f"no answer from {url} in time: {exc}")
+            return Refusal("timeout", f"no answer from {shown(url)} in time: {exc}")
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            return Refusal("connection_error", f"cannot reach {url}: {exc}")
+            return Refusal("connection_error", f"cannot reach {shown(url)}: {exc}")
         if response.status_code not in RETRY_STATUSES:
             return response
         code, message, _ = error_of(response)

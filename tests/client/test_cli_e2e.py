@@ -199,6 +199,31 @@ def test_a_top_k_the_model_lacks_stops_the_run_and_records_nothing(server, tmp_p
     assert (info.value.status, info.value.code) == (400, "invalid_parameter")
 
 
+def test_a_password_in_the_url_is_never_written(server, tmp_path, capsys):
+    """http://user:password@host sends Basic auth (a proxy's, say): the password stays out of
+    the records and the error lines, which name the host."""
+    from benchmarks.harness import free_port
+
+    image = tmp_path / "one.jpg"
+    image.write_bytes(jpeg_bytes(seed=1))
+    out = tmp_path / "out.jsonl"
+    argv = ["--output", str(out), "--tries", "1", *QUIET, str(image)]
+    written = ""
+    dead = f"http://user:s3cret@127.0.0.1:{free_port()}"
+    assert main(["--url", dead, *argv]) == 1
+    [record] = read_jsonl(out)
+    assert record["error"]["code"] == "connection_error"
+    assert "cannot reach http://127.0.0.1:" in record["error"]["message"]
+    written += out.read_text()
+    with_password = server.url.replace("http://", "http://user:s3cret@")
+    assert main(["--url", with_password, "--model-name", "nope", *argv]) == 2
+    assert main(["--url", "http://user:s3cret@127.0.0.1:99999", *argv]) == 2
+    assert main(["--url", with_password, *argv]) == 0
+    err = capsys.readouterr().err
+    assert "404 model_not_found" in err and "not an http(s) URL" in err
+    assert "s3cret" not in written + out.read_text() + err
+
+
 def test_file_names_that_are_not_utf8_are_classified_and_resumed(server, tmp_path, capsys):
     import os
 
