@@ -47,8 +47,9 @@ EPILOG = f"""\
 Each image gives one record: file, label, every class's probability, model and version
 (CSV: columns file, label, p_<class>..., model, version, error, message; with --top-k,
 JSONL records also list the k best classes as "top"); an image that cannot be read or
-decoded gives one error record (file, code, message) and the run goes on. Records come in
-the order of the inputs (folders searched in sorted order), whatever --concurrency.
+decoded, or a folder that cannot be listed, gives one error record (file, code, message) and
+the run goes on. Records come in the order of the inputs (folders searched in sorted order),
+whatever --concurrency.
 Rerunning with the same --output skips the files it already holds and appends the rest
 (files that failed because the server was busy or unreachable are tried again).
 

@@ -15,7 +15,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".
 
 def find_images(inputs: Iterable[str | Path]) -> list[Path]:
     """Files as given, and image files under folders (recursive, sorted, hidden ones skipped);
-    each file once, in the order met. A path that does not exist is kept: it gets an error."""
+    each file once, in the order met. A path that does not exist is kept: it gets an error, as
+    does a folder that cannot be listed."""
     found: dict[str, Path] = {}
     for item in map(Path, inputs):
         for path in _walk(item) if item.is_dir() else [item]:
@@ -25,7 +26,13 @@ def find_images(inputs: Iterable[str | Path]) -> list[Path]:
 
 def _walk(folder: Path) -> list[Path]:
     paths = []
-    for root, dirs, files in os.walk(folder):
+
+    def unlisted(exc: OSError) -> None:
+        """A folder that cannot be listed is kept as a path: it gets an error record (its
+        files would be left out without a word, and an unreadable folder be a success)."""
+        paths.append(Path(exc.filename))
+
+    for root, dirs, files in os.walk(folder, onerror=unlisted):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         paths.extend(
             Path(root, name)

@@ -224,6 +224,40 @@ def test_a_password_in_the_url_is_never_written(server, tmp_path, capsys):
     assert "s3cret" not in written + out.read_text() + err
 
 
+def test_a_folder_that_cannot_be_listed_gets_an_error_record(server, tmp_path, monkeypatch):
+    """A folder without read permission is one error record and exit 1, not skipped without a
+    word (a folder given that cannot be read was "0 predicted, 0 failed", exit 0)."""
+    import os
+
+    folder = make_folder(tmp_path / "images")
+    locked = [folder / "sub", tmp_path / "locked"]
+    locked[1].mkdir()
+    (locked[1] / "x.jpg").write_bytes(jpeg_bytes(seed=8))
+    for path in locked:
+        path.chmod(0)
+    try:
+        if os.access(locked[1], os.R_OK):  # root reads anyway: fail as the kernel would
+            scandir = os.scandir
+
+            def refused(path="."):
+                if Path(path) in locked:
+                    raise PermissionError(13, "Permission denied", os.fspath(path))
+                return scandir(path)
+
+            monkeypatch.setattr(os, "scandir", refused)
+        out = tmp_path / "out.jsonl"
+        argv = ["--url", server.url, "--output", str(out), *QUIET, str(folder), str(locked[1])]
+        assert main(argv) == 1
+    finally:
+        for path in locked:
+            path.chmod(0o755)
+    found = {r["file"]: r for r in read_jsonl(out)}
+    assert sorted(found) == sorted(
+        [*(str(folder / name) for name in ("a.jpg", "b.jpeg", "broken.jpg")), *map(str, locked)]
+    )
+    assert all(found[str(path)]["error"]["code"] == "unreadable_file" for path in locked)
+
+
 def test_file_names_that_are_not_utf8_are_classified_and_resumed(server, tmp_path, capsys):
     import os
 
