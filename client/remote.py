@@ -147,8 +147,11 @@ def error_of(response: requests.Response) -> tuple[str, str, int | None]:
         return f"http_{response.status_code}", response.text[:200].strip() or response.reason, None
     if not isinstance(error, dict):  # the V2 / TensorFlow Serving shape: {"error": "..."}
         return f"http_{response.status_code}", str(error), None
-    index = (error.get("details") or {}).get("index")
-    code = str(error.get("code") or f"http_{response.status_code}")
+    # Google's shape (a gateway's): a numeric code, and details as a list.
+    details = error.get("details")
+    index = details.get("index") if isinstance(details, dict) else None
+    code = error.get("code")
+    code = code if isinstance(code, str) and code else f"http_{response.status_code}"
     return code, str(error.get("message", "")), index if isinstance(index, int) else None
 
 

@@ -16,9 +16,9 @@ from tests.helpers import encode, jpeg_bytes, noise_image
 
 
 class FlakyServer:
-    """Answers `status` (with Retry-After when given) to the first `fail_first` POSTs, then
-    forwards each POST to `upstream` (with its content type, API key and request id); with no
-    upstream it keeps refusing. Counts requests."""
+    """Answers `status` (with Retry-After when given, and the `error` body) to the first
+    `fail_first` POSTs, then forwards each POST to `upstream` (with its content type, API key
+    and request id); with no upstream it keeps refusing. Counts requests."""
 
     def __init__(
         self,
@@ -26,11 +26,13 @@ class FlakyServer:
         fail_first: float = math.inf,
         retry_after: str | None = "1",
         status: int = 503,
+        error: dict | None = None,
     ) -> None:
         self.upstream = upstream
         self.fail_first = fail_first
         self.retry_after = retry_after
         self.status = status
+        self.error = error or {"error": {"code": "queue_full", "message": "busy, retry shortly"}}
         self.requests = 0
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -59,9 +61,8 @@ class FlakyServer:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if fake._refuse():
-                    error = {"error": {"code": "queue_full", "message": "busy, retry shortly"}}
                     headers = {"Retry-After": fake.retry_after} if fake.retry_after else {}
-                    self._answer(fake.status, json.dumps(error).encode(), headers)
+                    self._answer(fake.status, json.dumps(fake.error).encode(), headers)
                     return
                 passed = {"content-type", "authorization", "x-api-key", "x-request-id"}
                 answer = requests.post(

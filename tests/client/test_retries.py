@@ -66,6 +66,31 @@ def test_504_without_retry_after_backs_off_exponentially(image):
     assert result.transient
 
 
+# A gateway's error in Google's JSON shape: a numeric code, details as a list.
+GOOGLE_ERROR = {
+    "error": {
+        "code": 503,
+        "message": "upstream unavailable",
+        "status": "UNAVAILABLE",
+        "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0s"}],
+    }
+}
+
+
+@pytest.mark.e2e
+def test_a_503_in_googles_error_shape_is_retried(server, image):
+    """Its details list was read as the service's details dict: an AttributeError, recorded as
+    the file's client_error without a retry."""
+    with FlakyServer(server.url, fail_first=1, retry_after="0", error=GOOGLE_ERROR) as gateway:
+        [result] = Client(gateway.url, retry=FAST).predict([image])
+    assert isinstance(result, Prediction) and gateway.requests == 2
+    with FlakyServer(None, retry_after="0", error=GOOGLE_ERROR) as down:
+        [result] = Client(down.url, retry=FAST).predict([image])
+    assert isinstance(result, Failure) and down.requests == 3
+    assert result.code == "http_503" and result.transient  # a rerun sends it again
+    assert "upstream unavailable" in result.message
+
+
 def test_connection_refused_is_retried_then_an_error(image, tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
