@@ -144,7 +144,7 @@ def error_of(response: requests.Response) -> tuple[str, str, int | None]:
     try:
         error = response.json()["error"]
     except (ValueError, KeyError, TypeError):
-        return f"http_{response.status_code}", response.text[:200].strip() or response.reason, None
+        return f"http_{response.status_code}", plain_message(response), None
     if not isinstance(error, dict):  # the V2 / TensorFlow Serving shape: {"error": "..."}
         return f"http_{response.status_code}", str(error), None
     # Google's shape (a gateway's): a numeric code, and details as a list.
@@ -153,6 +153,15 @@ def error_of(response: requests.Response) -> tuple[str, str, int | None]:
     code = error.get("code")
     code = code if isinstance(code, str) and code else f"http_{response.status_code}"
     return code, str(error.get("message", "")), index if isinstance(index, int) else None
+
+
+def plain_message(response: requests.Response) -> str:
+    """An answer that is not a JSON error as one line: an HTML page (a proxy's own 502) by
+    its reason phrase, other text with its line breaks folded, at most 200 characters."""
+    text = " ".join(response.text[:400].split())[:200]
+    if not text or "html" in response.headers.get("Content-Type", "").lower():
+        return response.reason or f"HTTP {response.status_code}"
+    return text
 
 
 def request_headers(api_key: str | None, headers: Mapping[str, str] | None) -> dict[str, str]:

@@ -16,9 +16,10 @@ from tests.helpers import encode, jpeg_bytes, noise_image
 
 
 class FlakyServer:
-    """Answers `status` (with Retry-After when given, and the `error` body) to the first
-    `fail_first` POSTs, then forwards each POST to `upstream` (with its content type, API key
-    and request id); with no upstream it keeps refusing. Counts requests."""
+    """Answers `status` (with Retry-After when given, and the `error` body: JSON, or a str
+    sent as an HTML page) to the first `fail_first` POSTs, then forwards each POST to
+    `upstream` (with its content type, API key and request id); with no upstream it keeps
+    refusing. Counts requests."""
 
     def __init__(
         self,
@@ -26,7 +27,7 @@ class FlakyServer:
         fail_first: float = math.inf,
         retry_after: str | None = "1",
         status: int = 503,
-        error: dict | None = None,
+        error: dict | str | None = None,
     ) -> None:
         self.upstream = upstream
         self.fail_first = fail_first
@@ -62,7 +63,11 @@ class FlakyServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if fake._refuse():
                     headers = {"Retry-After": fake.retry_after} if fake.retry_after else {}
-                    self._answer(fake.status, json.dumps(fake.error).encode(), headers)
+                    if isinstance(fake.error, str):
+                        headers["Content-Type"] = "text/html"
+                        self._answer(fake.status, fake.error.encode(), headers)
+                    else:
+                        self._answer(fake.status, json.dumps(fake.error).encode(), headers)
                     return
                 passed = {"content-type", "authorization", "x-api-key", "x-request-id"}
                 answer = requests.post(
@@ -75,7 +80,8 @@ class FlakyServer:
 
             def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                if "Content-Type" not in headers:
+                    self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 for key, value in headers.items():
                     self.send_header(key, value)

@@ -91,6 +91,26 @@ def test_a_503_in_googles_error_shape_is_retried(server, image):
     assert "upstream unavailable" in result.message
 
 
+NGINX_502 = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+
+
+def test_a_proxys_html_502_is_retried_and_recorded_in_one_line(image, tmp_path):
+    """nginx's own 502 page (deploy/nginx.conf has no JSON one) went into the record's
+    message as HTML, its line breaks making a CSV row of seven lines."""
+    out = tmp_path / "out.csv"
+    with FlakyServer(None, status=502, error=NGINX_502) as proxy:
+        argv = ["--url", proxy.url, "--tries", "2", "--backoff", "0.05", "--output", str(out)]
+        assert main([*argv, "--no-progress", str(image)]) == 1
+    assert proxy.requests == 2
+    _, row = out.read_text().splitlines()
+    assert row.startswith(f"{image},,,,http_502,gave up after 2 tries in ")
+    assert row.endswith(" s: 502 Bad Gateway")
+
+
 def test_connection_refused_is_retried_then_an_error(image, tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
