@@ -37,6 +37,7 @@ from training.calibration import (
     plot_reliability,
     probabilities,
     reliability,
+    separated,
 )
 from training.checkpoint import RunDir, RunState, mark_published, prune_runs, refuse_published
 from training.cli import EPILOG, reports_errors
@@ -348,6 +349,13 @@ def calibrate(serving: keras.Model, split: Split, batch_size: int) -> Calibrated
     """Fit a temperature on `split` and fold it into `serving`'s output layer."""
     logits = output_logits(serving, split.images, batch_size)
     temperature = fit_temperature(logits, split.labels)
+    if separated(logits, split.labels):
+        print(
+            f"calibration: every one of the {len(split.labels)} validation photos is answered "
+            "right, so no temperature can be fitted on them: T stays 1 (more validation "
+            "photos, with some mistakes among them, would fit one)",
+            file=sys.stderr,
+        )
     names = split.class_names
     calibrated = Calibrated(
         temperature,

@@ -65,3 +65,21 @@ def test_reliability_of_two_classes_is_of_the_positive_class_and_of_more_the_top
     )
     assert three.of == "top answer" and list(three.predicted) == [0.7, 0.6]
     assert [b.observed for b in three.bins] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("logits", "labels"),
+    [
+        (np.array([3.0, -2.0, 0.5, -0.1]), np.array([1, 0, 1, 0])),
+        (np.array([[2.0, 0.0, -1.0], [0.0, 0.5, 0.4], [-3.0, -2.0, 1.0]]), np.array([0, 1, 2])),
+    ],
+)
+def test_a_validation_set_answered_all_right_keeps_t_at_1(logits, labels):
+    """Before: the loss falls all the way to T = 0, and the fit stopped at the search's bound
+    (0.05): the published model 20 times as confident, from a few easy photos."""
+    assert calibration.separated(logits, labels)
+    assert calibration.fit_temperature(logits, labels) == 1.0
+    wrong = labels.copy()
+    wrong[0] = 1 - wrong[0] if logits.ndim == 1 else 2
+    assert not calibration.separated(logits, wrong)
+    assert calibration.fit_temperature(logits, wrong) > calibration.TEMPERATURE_RANGE[0] * 1.01
