@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tries",
         type=positive_int,
         default=5,
-        help="most tries of one request (default: %(default)s)",
+        help="most tries of one request (default: %(default)s); until some request of the run "
+        "is answered, those after one that could not connect get one try each",
     )
     p.add_argument(
         "--retry-time",

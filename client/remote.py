@@ -217,6 +217,11 @@ class Client(BaseClient):
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
+        # No answer yet, and a request gave up unable to connect: a wrong --url, most likely.
+        # Each later request is then tried once until one is answered, so that a thousand
+        # files end in seconds, each with its record, not after every file's retries.
+        self._answered = False
+        self._unreachable = False
 
     def predict_chunk(self, items: Sequence[Item]) -> list[Result]:
         results: list[Result | None] = [None] * len(items)
@@ -243,6 +248,8 @@ class Client(BaseClient):
         try:
             response = self._post([(item.upload_name, data) for _, item, data in pending])
         except GaveUp as exc:
+            if exc.code == "connection_error" and not self._answered:
+                self._unreachable = True
             for index, item, _ in pending:
                 results[index] = Failure(item.name, exc.code, exc.message)
             return []
@@ -295,7 +302,8 @@ class Client(BaseClient):
     def _post(self, files: list[tuple[str, bytes]]) -> requests.Response:
         """POST with retries, each try on the next host; raises GaveUp after the last one."""
         policy, started, first = self.retry, time.monotonic(), next(self._turn)
-        for attempt in range(policy.tries):
+        tries = 1 if self._unreachable and not self._answered else policy.tries
+        for attempt in range(tries):
             url = self.urls[(first + attempt) % len(self.urls)] + self.path
             left = policy.total_s - (time.monotonic() - started)
             outcome = self._try(url, files, left)
@@ -303,10 +311,16 @@ class Client(BaseClient):
                 return outcome
             wait = policy.delay(attempt, outcome.retry_after)
             elapsed = time.monotonic() - started
-            if attempt + 1 >= policy.tries or elapsed + wait >= policy.total_s:
+            if attempt + 1 >= tries or elapsed + wait >= policy.total_s:
+                once = (
+                    " (one: no request of this run reached the server)"
+                    if tries < policy.tries
+                    else ""
+                )
                 raise GaveUp(
                     outcome.code,
-                    f"gave up after {attempt + 1} tries in {elapsed:.1f} s: {outcome.message}",
+                    f"gave up after {attempt + 1} tries{once} in {elapsed:.1f} s: "
+                    f"{outcome.message}",
                 )
             if self.stopping.wait(wait):  # closed meanwhile (Ctrl-C): no further try
                 raise GaveUp(outcome.code, f"stopped before try {attempt + 2}: {outcome.message}")
@@ -334,6 +348,7 @@ class Client(BaseClient):
             return Refusal("timeout", f"no answer from {shown(url)} in time: {exc}")
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             return Refusal("connection_error", f"cannot reach {shown(url)}: {exc}")
+        self._answered = True  # any HTTP answer: the URL reaches a server
         if response.status_code not in RETRY_STATUSES:
             return response
         code, message, _ = error_of(response)
