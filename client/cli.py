@@ -311,11 +311,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def unwritable(output: Path | None, exc: OSError) -> int:
-    """One line for an output that cannot be written."""
+    """One line for an output that cannot be written; none for stdout's reader gone (`| head`
+    read what it wanted), whose rest is dropped so that the exit does not complain again."""
+    if output is None and isinstance(exc, BrokenPipeError):
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return Exit.UNWRITABLE
     where = output if output is not None else "stdout"
+    hint = (
+        "rerun with the same --output to go on"
+        if output is not None
+        else "write them with --output"
+    )
     print(
         f"classify-images: error: cannot write {where}: {exc.strerror or exc}; the results "
-        "before it are kept: rerun with the same --output to go on",
+        f"before it are kept: {hint}",
         file=sys.stderr,
     )
     return Exit.UNWRITABLE

@@ -311,3 +311,26 @@ def test_a_full_disk_is_one_line_and_a_rerun_goes_on(server, tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     records = read_jsonl(out)
     assert sorted(Path(r["file"]).name for r in records) == [f"{i:02d}.jpg" for i in range(12)]
+
+
+def test_a_reader_that_stops_early_ends_the_run_quietly(server, tmp_path):
+    """`classify-images ... | head`: the reader gone, exit 4 without a word (before: an error
+    line telling to rerun with an --output the run did not have)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.jpg").write_bytes(jpeg_bytes(seed=i))
+    script = Path(sys.executable).parent / "classify-images"
+    process = subprocess.Popen(
+        [str(script), "--url", server.url, *QUIET, str(folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()  # gone before the first record is written
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 4, err
+    assert "error" not in err and "Traceback" not in err and "Exception" not in err
