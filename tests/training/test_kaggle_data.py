@@ -41,6 +41,7 @@ def snapshot(tmp_path: Path, validation: Path) -> Path:
         "cat.0.jpg": photo(0),
         "cat.1.jpg": photo(0),  # the same bytes as cat.0: left out
         "cat.2.jpg": photo(2),
+        "cat.02.jpg": photo(22),  # not a Kaggle name (no leading zeros): was also cat.2.jpg
         "dog.3.jpg": resized((validation / "dogs" / "dog.4001.jpg").read_bytes(), (200, 200)),
         "dog.4.jpg": photo(4),
         "dog.5001.jpg": photo(5001),
@@ -75,6 +76,7 @@ def test_the_build_takes_the_training_numbers_and_drops_duplicates_and_leaks(tmp
     assert record["dropped"]["dog.3.jpg"].startswith("same photo as validation/dogs/dog.4001.jpg")
     assert record["never_read"] == [4501, 5000]
     assert record["counts"]["train"] == {"cats": 2, "dogs": 2}
+    assert (out / "train" / "cats" / "cat.2.jpg").read_bytes() == photo(2)
     assert sorted(p.name for p in (out / "validation").rglob("*.jpg")) == [
         "cat.4001.jpg",
         "dog.4001.jpg",
