@@ -91,3 +91,15 @@ def test_the_printed_tables():
         "| truth \\ answer | ant | bee | cicada |\n|---|---:|---:|---:|\n| ant | 1 | 0 | 0 |"
         in text
     )
+
+
+def test_macro_figures_leave_out_what_a_class_was_not_measured_on():
+    """Photos of one class only: the others' recall is not measured (before: counted as 0, a
+    macro recall of 0.5 beside an accuracy of 1.0); a class answered but absent keeps its
+    precision of 0 (its answers were all wrong)."""
+    right = score(np.array([[0.9, 0.1], [0.8, 0.2]]), np.array([0, 0]), ["cats", "dogs"])
+    assert right["accuracy"] == 1.0
+    assert right["macro"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    one_wrong = score(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 0]), ["cats", "dogs"])
+    assert one_wrong["macro"]["recall"] == 0.5  # cats only: 1 of 2
+    assert one_wrong["macro"]["precision"] == pytest.approx((1.0 + 0.0) / 2)
