@@ -23,6 +23,7 @@ TRANSIENT_CODES = frozenset(
         "connection_error",
         "timeout",
         "rate_limited",
+        "upstream_unavailable",  # nginx's 502: no replica reachable behind it
         "http_429",  # a rate limit without this service's error body
         "queue_full",
         "model_not_ready",

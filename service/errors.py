@@ -134,6 +134,13 @@ ERRORS: tuple[ErrorKind, ...] = (
         "RESOURCE_EXHAUSTED",
     ),
     ErrorKind(
+        502,
+        ("upstream_unavailable",),
+        "no replica behind the nginx in front (`deploy/nginx.conf`) could be reached (all "
+        "starting, restarting or down), with `Retry-After`",
+        "UNAVAILABLE",
+    ),
+    ErrorKind(
         503, ("model_not_ready",), "no loadable model version (with `Retry-After`)", "UNAVAILABLE"
     ),
     ErrorKind(
@@ -150,7 +157,11 @@ ERRORS: tuple[ErrorKind, ...] = (
         "UNAVAILABLE",
     ),
     ErrorKind(
-        504, ("deadline_exceeded",), "no answer within `REQUEST_DEADLINE_MS`", "DEADLINE_EXCEEDED"
+        504,
+        ("deadline_exceeded",),
+        "no answer within `REQUEST_DEADLINE_MS` (from the nginx in front: no replica answered "
+        "within its 60 s)",
+        "DEADLINE_EXCEEDED",
     ),
     ErrorKind(
         500,

@@ -205,6 +205,49 @@ def test_nginx_passes_requests_and_limits_bodies(nginx):
     assert '"code": "payload_too_large"' in answer  # JSON, like the service's own errors
 
 
+def test_no_replica_reached_or_answering_is_a_json_error(dns, tmp_path, monkeypatch):
+    """nginx's own 502 and 504 (every replica restarting, the name not in DNS, a replica
+    that never answers) in the service's JSON error format with the request id, not HTML."""
+    import tests.nginx_helpers as helpers
+
+    dns.set("down", ["127.0.0.1"])
+    nobody = free_port()  # nothing listens there: connection refused
+    answers = []
+    for upstream in (f"down:{nobody}", f"unknown:{nobody}"):  # refused; not in DNS
+        folder = tmp_path / upstream.split(":")[0]
+        folder.mkdir()
+        proxy = Nginx(folder, upstream, dns.port)
+        try:
+            answers.append(post(proxy.url, f"id-{upstream.split(':')[0]}"))
+        finally:
+            proxy.stop()
+    for response, name in zip(answers, ("down", "unknown"), strict=True):
+        assert response.status_code == 502
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] == "upstream_unavailable"
+        assert response.headers["X-Request-ID"] == f"id-{name}"
+        assert response.headers["Retry-After"] == "1"
+    # A replica that takes the connection and never answers: 504 after proxy_read_timeout
+    # (1 s in this copy of the config).
+    config = tmp_path / "short-read.conf"
+    text = helpers.CONFIG.read_text()
+    config.write_text(text.replace("proxy_read_timeout 60s;", "proxy_read_timeout 1s;"))
+    monkeypatch.setattr(helpers, "CONFIG", config)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        (tmp_path / "silent").mkdir()
+        proxy = Nginx(tmp_path / "silent", f"down:{silent.getsockname()[1]}", dns.port)
+        try:
+            response = post(proxy.url, "id-silent")
+        finally:
+            proxy.stop()
+    assert response.status_code == 504
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "deadline_exceeded"
+    assert response.headers["X-Request-ID"] == "id-silent"
+
+
 def test_grpc_passes_through_with_status_codes_and_request_ids(nginx):
     target = f"127.0.0.1:{nginx.grpc_port}"
     with triton.InferenceServerClient(target) as client:

@@ -80,6 +80,8 @@ def test_a_name_that_is_not_utf8_reads_back_as_it_was(tmp_path, fmt):
 def test_a_rate_limit_is_tried_again_on_a_rerun():
     assert Failure("a.jpg", "rate_limited", "429 too many requests").transient
     assert Failure("a.jpg", "http_429", "429").transient
+    # nginx's own 502 when no replica is reachable (deploy/nginx.conf): down, not wrong.
+    assert Failure("a.jpg", "upstream_unavailable", "502 no API replica").transient
     assert not Failure("a.jpg", "model_not_found", "no such model").transient
 
 
