@@ -269,6 +269,36 @@ def test_grpc_passes_through_with_status_codes_and_request_ids(nginx):
     assert dict(call.initial_metadata())["x-request-id"] == "grpc-id-7"
 
 
+def test_a_health_watch_outlives_the_wait_for_an_answer(dns, service, tmp_path, monkeypatch):
+    """grpc.health.v1's Watch sends only changes: nginx must not end it as a call that took
+    too long to answer (grpc_read_timeout, 2 s in this copy of the config)."""
+    import tests.nginx_helpers as helpers
+
+    config = tmp_path / "short-grpc-read.conf"
+    text = helpers.CONFIG.read_text()
+    config.write_text(text.replace("grpc_read_timeout 60s;", "grpc_read_timeout 2s;"))
+    monkeypatch.setattr(helpers, "CONFIG", config)
+    dns.set("api", ["127.0.0.1"])
+    proxy = Nginx(tmp_path, "api:1", dns.port, grpc_upstream=f"api:{service.grpc_port}")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{proxy.grpc_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=5)
+            statuses, ended = [], None
+            started = time.monotonic()
+            try:
+                for answer in watch:
+                    statuses.append(answer.status)
+            except grpc.RpcError as error:
+                ended = error.code(), time.monotonic() - started
+    finally:
+        proxy.stop()
+    assert statuses == [health_pb2.HealthCheckResponse.SERVING]
+    # Ended by the client's own deadline (5 s), not by nginx at 2 s.
+    assert ended is not None and ended[0] == grpc.StatusCode.DEADLINE_EXCEEDED, ended
+    assert ended[1] > 4.5, ended
+
+
 def test_slow_clients_hold_gunicorn_directly_but_not_through_nginx(service, nginx):
     body = jpeg_bytes((200, 150))
     direct = with_slow_clients(service.port, body)
