@@ -228,6 +228,32 @@ def test_gpu_reservation_is_an_override():
     assert gpu["build"]["args"]["TF_VARIANT"] == "gpu"
 
 
+def seconds(duration: str) -> int:
+    """A compose duration such as `60s` or `4m`, in seconds."""
+    number, unit = re.fullmatch(r"(\d+)([sm])", duration).groups()
+    return int(number) * (60 if unit == "m" else 1)
+
+
+def test_the_gpu_api_has_the_start_up_time_kubernetes_gives_it():
+    """TensorFlow's import and CUDA's start come before the model load on a GPU: the GPU
+    overlay gives the start 240 s. compose's API must not be marked unhealthy sooner, or
+    `up --wait` fails and nginx (waiting for a healthy API) never starts."""
+    k8s = REPO / "deploy" / "k8s"
+    probes = []
+    for path in (
+        k8s / "base" / "deployment.yaml",
+        k8s / "overlays" / "gpu" / "deployment-gpu.yaml",
+    ):
+        [server] = yaml.safe_load(path.read_text())["spec"]["template"]["spec"]["containers"]
+        probes.append(server["startupProbe"])
+    probe = {**probes[0], **probes[1]}  # the overlay's patch over the base's probe
+    allowed = probe["periodSeconds"] * probe["failureThreshold"]
+    base = compose("docker-compose.yml")["services"]["api"]["healthcheck"]
+    check = {**base, **compose("docker-compose.gpu.yml")["services"]["api"].get("healthcheck", {})}
+    assert check["test"] == base["test"]  # the same readiness check, more time
+    assert seconds(check["start_period"]) >= allowed
+
+
 def test_grpc_is_published_by_the_image_compose_and_nginx():
     from service.settings import Settings
 
