@@ -124,8 +124,12 @@ class ModelStore:
         return whole_number(text) or 0
 
     def next_version(self, name: str) -> int:
-        """The number the next publish of `name` takes (if no other publisher is quicker)."""
-        return max([*self.versions(name), self.last_published(name)], default=0) + 1
+        """The number the next publish of `name` takes (if no other publisher is quicker).
+        A file or link named as a number takes it as well: the rename onto it would fail."""
+        folder = self.model_dir(name)
+        names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+        taken = [int(n) for n in names if _VERSION_RE.match(n)]
+        return max([*taken, self.last_published(name)], default=0) + 1
 
     def versions(self, name: str) -> list[int]:
         """Version numbers present as folders, valid or not, ascending."""

@@ -1,5 +1,6 @@
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,32 @@ def test_publish_skips_a_number_taken_meanwhile(tmp_path):
         return write_fake()(folder)
 
     assert store.publish("pets", racing).version == 3
+
+
+@pytest.mark.parametrize("entry", ["file", "link to a file", "dangling link"])
+def test_publish_passes_over_a_number_taken_by_something_not_a_folder(tmp_path, entry):
+    """A stray file or link named as the next number: the publish takes the number after it
+    (before: the rename onto it failed forever, a publish that never returned, or each
+    publish failed with NotADirectoryError)."""
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake())
+    stray = tmp_path / "pets" / "2"
+    if entry == "file":
+        stray.write_text("not a version")
+    else:
+        target = tmp_path / ("elsewhere" if entry == "dangling link" else "a-file")
+        if entry == "link to a file":
+            target.write_text("x")
+        stray.symlink_to(target)
+    done = {}
+    publisher = threading.Thread(
+        target=lambda: done.setdefault("version", store.publish("pets", write_fake()).version),
+        daemon=True,
+    )
+    publisher.start()
+    publisher.join(10)
+    assert done == {"version": 3}
+    assert store.versions("pets") == [1, 3]
 
 
 def test_half_written_folder_is_never_chosen(tmp_path):
