@@ -89,7 +89,12 @@ class Loader:
             served.batcher.stop()
 
     def _refresh(self, state: ModelState) -> None:
-        state.scanned = self._same_classes(state, self._scan(state.name))
+        scanned = self._scan(state.name)
+        if scanned is None:  # unreadable for now: not emptied, so nothing is unloaded
+            if not state.loaded:
+                state.error = f"cannot read the folder of model {state.name!r} in {self.store.root}"
+            return
+        state.scanned = self._same_classes(state, scanned)
         # A changed folder earns a new try (_scan has just fingerprinted every version).
         for status in state.scanned:
             failure = state.failures.get(status.version)
@@ -154,13 +159,14 @@ class Loader:
             checked.append(VersionStatus(status.version, None, reason))
         return checked
 
-    def _scan(self, name: str) -> list[VersionStatus]:
-        """store.scan, but a version is re-hashed only when its files changed."""
+    def _scan(self, name: str) -> list[VersionStatus] | None:
+        """store.scan, but a version is re-hashed only when its files changed; None where the
+        model's folder cannot be listed (EACCES, EIO: a volume's hiccup is not a deletion)."""
         try:
             versions = self.store.versions(name)
         except OSError as exc:
             log.error("cannot read the folder of model %s: %s", name, exc)
-            return []
+            return None
         statuses = []
         for version in versions:
             fingerprint = self.store.fingerprint(name, version)

@@ -331,3 +331,34 @@ def test_metadata_nested_too_deep_is_refused_and_the_status_routes_answer(models
     for path in ("/v1/models/pets", "/v1/models"):
         assert client.get(path).status_code == 200
     assert states(client) == {1: "AVAILABLE", 2: "INVALID", 3: "INVALID"}
+
+
+def test_a_model_folder_that_cannot_be_listed_for_a_while_unloads_nothing(
+    models_dir, tmp_path, monkeypatch
+):
+    """EACCES or EIO listing models/<name>/ (an NFS hiccup) is not a deletion: every loaded
+    version keeps serving and none is called removed (before: all but the newest were
+    unloaded, 404 on their routes, and loaded and warmed up again once the folder read)."""
+    import errno
+    import json
+
+    store = tmp_path / "store"
+    publish_onnx(store)
+    publish_onnx(store)
+    _, loader, client = make(store, RUNTIME="onnx", MODEL_VERSION_POLICY="latest:2")
+    before = client.get("/v1/models/pets").get_json()["versions"]
+    listing = ModelStore.versions
+
+    def unreadable(self, name):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(ModelStore, "versions", unreadable)
+    loader.load_all()
+    body = client.get("/v1/models/pets").get_json()
+    assert body["loaded_versions"] == [1, 2]
+    assert json.dumps(body["versions"]) == json.dumps(before)
+    assert served_version(client, "/v1/models/pets/versions/1:predict") == 1
+    monkeypatch.setattr(ModelStore, "versions", listing)
+    kept = dict(loader.registry.state("pets").loaded)
+    loader.load_all()
+    assert loader.registry.state("pets").loaded == kept  # nothing loaded again
