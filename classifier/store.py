@@ -44,7 +44,9 @@ DEFAULT_MODEL = "cats_vs_dogs"
 MODELS_DIR_VARIABLE = "MODELS_DIR"
 DEFAULT_MODELS_FOLDER = "models"
 _NAME_RE = re.compile(NAME_PATTERN)
-_VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
+# Up to 15 digits: TensorFlow Serving's exports are numbered by the time (10 digits, 13 in
+# milliseconds), and every such number is exact in JSON read as a double (JavaScript).
+_VERSION_RE = re.compile(r"^[1-9][0-9]{0,14}$")
 TEMP_PREFIX = ".publishing-"
 LAST_FILE = ".last-version"  # models/<name>/: the highest number published (last_published)
 # Sections a published version's metadata.json may gain later: records about the version
@@ -260,6 +262,11 @@ class ModelStore:
             created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             while True:
                 version = self.next_version(name)
+                if not _VERSION_RE.match(str(version)):  # a folder the store would not list
+                    raise ModelStoreError(
+                        f"model {name!r} has no version number left ({version})",
+                        code="unsafe_store",
+                    )
                 metadata = {
                     **fields,
                     "schema_version": SCHEMA_VERSION,

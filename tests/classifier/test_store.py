@@ -232,6 +232,24 @@ def test_non_version_folders_are_ignored(tmp_path):
     assert store.model_names() == ["pets"]
 
 
+def test_version_numbers_past_nine_digits_are_versions(tmp_path):
+    """TensorFlow Serving's exports are numbered by the time (`1710000000`), and a publish
+    after 999999999 takes 1000000000: both are versions of the store (before: the folder was
+    ignored without a word; the publish said v1000000000 and nothing ever served it)."""
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake())
+    os.rename(tmp_path / "pets" / "1", tmp_path / "pets" / "1710000000")
+    meta = tmp_path / "pets" / "1710000000" / METADATA_FILE
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "version": 1710000000}))
+    assert store.versions("pets") == [1710000000]
+    assert store.latest_valid("pets").version == 1710000000
+    assert store.publish("pets", write_fake()).version == 1710000001
+    (tmp_path / "pets" / ".last-version").write_text("999999999999999\n")
+    with pytest.raises(ModelStoreError, match="no version number left"):
+        store.publish("pets", write_fake())
+    assert store.versions("pets") == [1710000000, 1710000001]
+
+
 @pytest.mark.parametrize("name", ["", "../etc", "a/b", ".hidden", "x" * 65, "sp ace"])
 def test_model_names_cannot_be_paths(name):
     with pytest.raises(ModelStoreError) as info:
