@@ -284,7 +284,12 @@ class ModelStore:
                     if (folder / str(version)).exists():
                         continue  # another publisher took this number; take the next
                     raise
-                fsync(folder)
+                try:
+                    fsync(folder)
+                except BaseException:  # not durable, so not published: take it back
+                    with contextlib.suppress(OSError):
+                        os.rename(folder / str(version), staging)
+                    raise
                 highest = max(version, self.last_published(name))  # another may be ahead
                 with contextlib.suppress(OSError):  # published: the record is only a guard
                     write_atomically(

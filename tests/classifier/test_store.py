@@ -60,6 +60,32 @@ def test_failed_publish_leaves_nothing_behind(tmp_path):
     assert list((tmp_path / "pets").iterdir()) == []
 
 
+def test_a_folder_fsync_that_fails_after_the_rename_publishes_nothing(tmp_path, monkeypatch):
+    """The version is renamed into models/<name>/ before that folder is fsynced: when that
+    fsync fails (EIO), the publish raises and the version is taken back (before: it stayed,
+    and the service swapped in a version whose publish had failed; a rerun published it
+    again under the next number)."""
+    import errno
+
+    import classifier.store
+
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake(b"one"))
+    fsync = classifier.store.fsync
+
+    def broken(path):
+        if Path(path) == tmp_path / "pets":
+            raise OSError(errno.EIO, "Input/output error")
+        fsync(path)
+
+    monkeypatch.setattr(classifier.store, "fsync", broken)
+    with pytest.raises(OSError, match="Input/output error"):
+        store.publish("pets", write_fake(b"two"))
+    assert sorted(p.name for p in (tmp_path / "pets").iterdir()) == [".last-version", "1"]
+    monkeypatch.setattr(classifier.store, "fsync", fsync)
+    assert store.publish("pets", write_fake(b"two")).version == 2
+
+
 def test_publish_refuses_metadata_that_could_not_load(tmp_path):
     def bad(folder: Path) -> dict:
         (folder / MODEL_FILE).write_bytes(b"x")
