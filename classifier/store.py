@@ -48,6 +48,9 @@ _NAME_RE = re.compile(NAME_PATTERN)
 # milliseconds), and every such number is exact in JSON read as a double (JavaScript).
 _VERSION_RE = re.compile(r"^[1-9][0-9]{0,14}$")
 TEMP_PREFIX = ".publishing-"
+# A version whose files could not be read (EACCES, EIO), not one found wrong: what a reader
+# that caches checks (service/loader.py) tries again, as the read may pass later.
+UNREADABLE = "unreadable_version"
 LAST_FILE = ".last-version"  # models/<name>/: the highest number published (last_published)
 # Sections a published version's metadata.json may gain later: records about the version
 # that change none of its files, so none of its answers (`ModelStore.amend`).
@@ -161,7 +164,11 @@ class ModelStore:
             raise ModelStoreError(
                 f"{name} v{version}: no {METADATA_FILE}", code="incomplete_version"
             ) from None
-        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+        except OSError as exc:  # EACCES, EIO: may pass (unreadable_version is checked again)
+            raise ModelStoreError(
+                f"{name} v{version}: unreadable {METADATA_FILE}: {exc}", code="unreadable_version"
+            ) from None
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise ModelStoreError(
                 f"{name} v{version}: unreadable {METADATA_FILE}: {exc}", code="invalid_metadata"
             ) from None
@@ -183,7 +190,7 @@ class ModelStore:
                 ) from None
             except OSError as exc:
                 raise ModelStoreError(
-                    f"{name} v{version}: cannot read {fname}: {exc}", code="incomplete_version"
+                    f"{name} v{version}: cannot read {fname}: {exc}", code="unreadable_version"
                 ) from None
             if actual != expected:
                 raise ModelStoreError(

@@ -18,7 +18,7 @@ from classifier.errors import ClassifierError, ModelStoreError
 from classifier.filesystems import rename_refusal
 from classifier.predictor import Predictor, load_predictor
 from classifier.runtimes import RuntimeOptions, probe_images
-from classifier.store import ModelStore, VersionStatus
+from classifier.store import UNREADABLE, ModelStore, VersionStatus
 from service import metrics
 from service.registry import ModelState, Registry, ServedModel, VersionPolicy
 
@@ -51,6 +51,7 @@ class Loader:
         self.policy = policy or VersionPolicy()
         self.retire_after_s = retire_after_s
         self._checks: dict[tuple[str, int], tuple[tuple, VersionStatus]] = {}
+        self._unreadable: set[tuple[str, int]] = set()  # checked again at every scan
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -170,18 +171,23 @@ class Loader:
         statuses = []
         for version in versions:
             fingerprint = self.store.fingerprint(name, version)
-            cached = self._checks.get((name, version))
-            if cached is None or cached[0] != fingerprint:
+            key = (name, version)
+            cached = self._checks.get(key)
+            if cached is None or cached[0] != fingerprint or key in self._unreadable:
+                self._unreadable.discard(key)
                 try:
                     status = VersionStatus(version, self.store.check(name, version), None)
                 except ModelStoreError as exc:
                     status = VersionStatus(version, None, exc.message)
-                    log.warning("model %s v%d refused: %s", name, version, exc.message)
+                    if exc.code == UNREADABLE:  # a permission fixed with chmod keeps the mtime
+                        self._unreadable.add(key)
+                    if cached is None or cached[1].error != exc.message:
+                        log.warning("model %s v%d refused: %s", name, version, exc.message)
                 except Exception as exc:  # one odd folder must not stop the others' scan
                     status = VersionStatus(version, None, reason(exc))
                     log.exception("model %s v%d refused", name, version)
                 cached = (fingerprint, status)
-                self._checks[(name, version)] = cached
+                self._checks[key] = cached
             statuses.append(cached[1])
         return statuses
 

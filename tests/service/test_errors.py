@@ -16,6 +16,7 @@ OFFLINE = {
     "model_store_error",
     "invalid_metadata",
     "incomplete_version",
+    "unreadable_version",
     "checksum_mismatch",
     "model_load_failed",
     "model_shape_mismatch",

@@ -362,3 +362,31 @@ def test_a_model_folder_that_cannot_be_listed_for_a_while_unloads_nothing(
     kept = dict(loader.registry.state("pets").loaded)
     loader.load_all()
     assert loader.registry.state("pets").loaded == kept  # nothing loaded again
+
+
+def test_a_version_unreadable_for_a_while_is_served_once_it_reads(
+    models_dir, tmp_path, monkeypatch
+):
+    """A model file that could not be read (EACCES: published with a private mode, then
+    chmod-ed; EIO) is checked again at the next poll, as a new worker would: before, the
+    refusal was kept until the file's size or mtime changed (chmod changes neither), so this
+    worker answered with v1 while a new one answered with v2."""
+    import classifier.store
+
+    store = tmp_path / "store"
+    publish_onnx(store)
+    _, loader, client = make(store, RUNTIME="onnx")
+    publish_onnx(store)
+    hashing = classifier.store.sha256_file
+
+    def unreadable(path):
+        if path == store / "pets" / "2" / "model.onnx":
+            raise PermissionError(13, "Permission denied", str(path))
+        return hashing(path)
+
+    monkeypatch.setattr(classifier.store, "sha256_file", unreadable)
+    loader.load_all()
+    assert states(client) == {1: "AVAILABLE", 2: "INVALID"}
+    monkeypatch.setattr(classifier.store, "sha256_file", hashing)
+    loader.load_all()
+    assert served_version(client) == 2
