@@ -2,9 +2,9 @@
 
 Serving on the CPU (ONNX Runtime or OpenVINO) reads a version's model.onnx; its Keras file is
 the trainer's (13 MB a version). The serving image (Dockerfile, target `serve`) ships this copy:
-the newest valid version of each model that has a model.onnx (what the default version policy,
-`latest`, serves; `--versions all`: every such version), with all its files but model.keras.
-Each copied
+every valid version of each model that has a model.onnx (the default, `--versions all`), or
+with `--versions newest` (the image's default, its SERVE_VERSIONS) only the newest one, what
+the default version policy, `latest`, serves; with all their files but model.keras. Each copied
 version is then checked as the store checks what it serves (classifier.store: a copy may leave
 out model.keras where model.onnx is listed; every file there must match its checksum), so an
 image never ships a copy that its own store would refuse. Versions without model.onnx cannot
@@ -67,6 +67,12 @@ def main(argv: list[str]) -> int:
         copied = copy_for_serving(args.source, args.target, args.versions)
     except ModelStoreError as exc:
         print(exc.message, file=sys.stderr)
+        return 1
+    except FileExistsError as exc:  # a rerun into the same TARGET
+        print(f"{exc.filename} exists: the copy goes into a new TARGET", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"cannot copy into {args.target}: {exc}", file=sys.stderr)
         return 1
     print(f"serving copy in {args.target}: {', '.join(copied)} (without {MODEL_FILE})")
     return 0

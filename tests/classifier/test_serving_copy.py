@@ -56,3 +56,13 @@ def test_the_newest_only_is_what_the_default_policy_serves(tmp_path):
     newest = ModelStore(SHIPPED_MODELS).latest_valid("cats_vs_dogs").version
     assert copied == [f"cats_vs_dogs/{newest}"]
     assert ModelStore(tmp_path).versions("cats_vs_dogs") == [newest]
+
+
+def test_a_rerun_into_the_same_target_is_one_line(tmp_path, capsys):
+    """Before: a FileExistsError traceback."""
+    target = tmp_path / "copy"
+    assert main(["--versions", "newest", str(SHIPPED_MODELS), str(target)]) == 0
+    assert main(["--versions", "newest", str(SHIPPED_MODELS), str(target)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().endswith("exists: the copy goes into a new TARGET")
+    assert "Traceback" not in err
