@@ -149,10 +149,20 @@ class ModelStore:
         """Names, sizes and modification times of a version's files: cheap change detection."""
         folder = self.model_dir(name) / str(version)
         try:
-            stats = [(p.name, p.stat()) for p in folder.iterdir()]
+            paths = list(folder.iterdir())
         except OSError:
             return ()
-        return tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
+        entries = []
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError:  # a dangling link: the link itself (it made the whole folder ())
+                try:
+                    st = path.lstat()
+                except OSError:
+                    continue
+            entries.append((path.name, st.st_size, st.st_mtime_ns))
+        return tuple(sorted(entries))
 
     def check(self, name: str, version: int) -> ModelMetadata:
         """Validate metadata and every file's checksum; raises ModelStoreError if anything is off."""

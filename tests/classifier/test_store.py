@@ -403,3 +403,16 @@ def test_amend_refuses_a_version_whose_files_do_not_match(tmp_path):
     (tmp_path / "pets" / "1" / MODEL_FILE).write_bytes(b"tampered")
     with pytest.raises(ModelStoreError, match="checksum"):
         store.amend("pets", 1, {"drift_reference": REFERENCE})
+
+
+def test_a_dangling_link_in_a_version_does_not_hide_its_changes(tmp_path):
+    """Before: one link to nothing in the folder made its fingerprint () whatever changed, so
+    a loader never noticed a repaired or replaced file there."""
+    store = ModelStore(tmp_path)
+    store.publish("pets", write_fake(b"one"))
+    folder = tmp_path / "pets" / "1"
+    (folder / "notes.txt").symlink_to(tmp_path / "nowhere")
+    before = store.fingerprint("pets", 1)
+    assert "notes.txt" in [entry[0] for entry in before]
+    os.utime(folder / MODEL_FILE, ns=(1, 1))
+    assert store.fingerprint("pets", 1) != before
