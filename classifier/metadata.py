@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictFloat,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -27,6 +28,7 @@ METADATA_FILE = "metadata.json"
 MODEL_FILE = "model.keras"
 ONNX_FILE = "model.onnx"
 SCHEMA_VERSION = 1
+ACTIVATIONS = ("sigmoid", "softmax")  # the output layers a version may have
 
 ClassName = Annotated[StrictStr, Field(min_length=1)]
 Sha256 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -98,7 +100,12 @@ class ModelMetadata(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
-    schema_version: int = Field(SCHEMA_VERSION, description="version of this layout")
+    schema_version: StrictInt = Field(
+        SCHEMA_VERSION,
+        ge=1,
+        le=SCHEMA_VERSION,
+        description="version of this layout (a newer one than this reader's is refused)",
+    )
     name: StrictStr = Field(min_length=1, description="model name (the store's folder name)")
     version: StrictInt = Field(ge=1, description="version number (the folder's name)")
     class_names: tuple[ClassName, ...] = Field(
@@ -109,7 +116,7 @@ class ModelMetadata(BaseModel):
     input_spec: InputSpec = Field(
         alias="input", description="the input the model takes, and how images are resized"
     )
-    threshold: float = Field(
+    threshold: StrictFloat = Field(
         ge=0,
         le=1,
         allow_inf_nan=False,
@@ -179,6 +186,11 @@ class ModelMetadata(BaseModel):
 
     @model_validator(mode="after")
     def _head_fits_the_classes(self) -> ModelMetadata:
+        activation = (self.output or {}).get("activation", "sigmoid")
+        if activation not in ACTIVATIONS:  # any other was read as softmax
+            raise ValueError(
+                f"output.activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
+            )
         if self.activation == "sigmoid" and len(self.class_names) != 2:
             raise ValueError(
                 f"a sigmoid head has two classes; {len(self.class_names)} need output.activation "

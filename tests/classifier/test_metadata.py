@@ -40,6 +40,13 @@ def test_versions_before_draft_decoding_decode_at_full_size():
         ({"class_names": ["a/b", "dogs"]}, "class_names': \\['a/b'\\] cannot be folder names"),
         ({"class_names": [".hidden", "dogs"]}, "class_names"),
         ({"name": 3}, "name"),
+        # before, each was taken: "0.5" and true as numbers, a newer layout as this one, and
+        # any activation but sigmoid as softmax
+        ({"threshold": "0.5"}, "threshold"),
+        ({"threshold": True}, "threshold"),
+        ({"schema_version": 2}, "schema_version"),
+        ({"output": {"activation": "relu"}}, "metadata': output.activation must be one of"),
+        ({"output": {"activation": None}}, "metadata': output.activation must be one of"),
     ],
 )
 def test_a_bad_field_is_named(change, field):
