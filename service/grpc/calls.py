@@ -235,7 +235,10 @@ def unexpected(context: grpc.ServicerContext, method: str) -> Failure:
 
 def _answered(context: grpc.ServicerContext) -> grpc.StatusCode:
     """The status of a call its servicer answered: OK, or the code it set (health's Check sets
-    NOT_FOUND for an unknown service)."""
+    NOT_FOUND for an unknown service); a call its client cancelled, or whose deadline passed,
+    meanwhile ended as that: the answer never reached the client."""
+    if context.code() is None and not context.is_active():
+        return _ended(context)
     return context.code() or grpc.StatusCode.OK
 
 

@@ -331,6 +331,30 @@ def test_the_call_deadline_bounds_the_wait(keyed):
     assert expired and expired[-1]["latency_ms"] < 1400
 
 
+def test_a_call_its_client_cancelled_is_not_logged_as_answered(keyed):
+    """A lone image waits 1.5 s for a second one; its client cancels the call at 0.3 s. The
+    answer computed after that never reached it: logged and counted CANCELLED, not an
+    inference success (before: OK, a success of model pets)."""
+    server, key = keyed
+    auth = {"authorization": f"Bearer {key}"}
+    before = handled(server, INFER, "CANCELLED", auth)
+    request = v2_messages.ModelInferRequest(model_name=MODEL)
+    image = request.inputs.add(name="image", datatype="BYTES", shape=[1])
+    image.contents.bytes_contents.append(jpeg_bytes())
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        call = channel.unary_unary(INFER, request_serializer=None, response_deserializer=None)
+        future = call.future(
+            request.SerializeToString(),
+            metadata=(*auth.items(), ("x-request-id", "cancelled-infer")),
+            timeout=10,
+        )
+        time.sleep(0.3)
+        assert future.cancel()
+    [line] = server.logged(lambda line: line["request_id"] == "cancelled-infer")
+    assert line["status"] == "CANCELLED" and line["latency_ms"] > 1000  # after its answer
+    assert handled(server, INFER, "CANCELLED", auth) == before + 1
+
+
 def test_a_full_queue_is_resource_exhausted(keyed):
     """Two images fit in the queue: a burst of two-image calls overflows it."""
     server, key = keyed
