@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 Failure = tuple[grpc.StatusCode, str]
 DEADLINE_SLACK_S = 0.5
+UNMATCHED = "unmatched"  # the method label of a call to an unknown method (HTTP's for a path)
 
 
 class CallInterceptor(grpc.ServerInterceptor):
@@ -48,6 +49,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         raises is INTERNAL, and the call would never reach the wrapper to be logged."""
         handler = continuation(details)
         if handler is None:  # an unknown method: grpc answers UNIMPLEMENTED
+            _refused(details, UNMATCHED, grpc.StatusCode.UNIMPLEMENTED)
             return None
         method = details.method
         parse = parser(handler.request_deserializer)
@@ -188,6 +190,12 @@ def _begin(context: grpc.ServicerContext) -> tuple[calls.Call, dict[str, str]]:
     """A call for this thread, under the client's request id when it sent a good one."""
     metadata = dict(context.invocation_metadata())
     return calls.begin(metadata.get("x-request-id")), metadata
+
+
+def _refused(details: grpc.HandlerCallDetails, method: str, code: grpc.StatusCode) -> None:
+    """A call grpc answers itself, no handler of ours run: its log line and count, here."""
+    metadata = dict(details.invocation_metadata or ())
+    _finish(calls.begin(metadata.get("x-request-id")), method, code)
 
 
 def parser(deserialize: Callable[[bytes], object] | None) -> Callable[[bytes], object]:

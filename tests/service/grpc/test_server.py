@@ -506,6 +506,24 @@ def test_a_watch_sends_the_status_once_while_it_does_not_change(server):
     assert received == [SERVING]
 
 
+def test_a_call_to_an_unknown_method_is_logged_and_counted_unmatched(server):
+    """A method the server lacks is UNIMPLEMENTED, with its log line and its count under the
+    method label "unmatched" (as HTTP's unknown paths: a client's names never become a label;
+    before: neither, such calls left no trace)."""
+    before = handled(server, "unmatched", "UNIMPLEMENTED")
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        for method in ("/no.Such/Method", "/inference.GRPCInferenceService/ModelInfr"):
+            call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+            with pytest.raises(grpc.RpcError) as refused:
+                call(b"", metadata=(("x-request-id", f"unknown-{method[1:3]}"),), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    lines = server.logged(lambda line: line["request_id"].startswith("unknown-"), at_least=2)
+    assert [(line["endpoint"], line["status"]) for line in lines] == [
+        ("unmatched", "UNIMPLEMENTED")
+    ] * 2
+    assert handled(server, "unmatched", "UNIMPLEMENTED") == before + 2
+
+
 @pytest.mark.parametrize(
     ("method", "data"),
     [
