@@ -30,6 +30,20 @@ class CallInterceptor(grpc.ServerInterceptor):
         self.exempt_paths = exempt_paths
         self._open: dict[object, Callable[[], None]] = {}  # callback streams: their ends
         self._lock = threading.Lock()
+        self._server_state: object = None  # grpc's, read by _over_limit
+
+    def attach(self, server: grpc.Server) -> None:
+        """The server these calls come to: its limit of concurrent calls is read per call."""
+        self._server_state = getattr(server, "_state", None)
+
+    def _over_limit(self) -> bool:
+        """Whether grpc refuses this call past `maximum_concurrent_rpcs` (RESOURCE_EXHAUSTED,
+        "Concurrent RPC limit exceeded!"): it decides after this interceptor and then runs no
+        handler, so the refusal is logged from here. grpc has no public hook for it: this reads
+        its own count, as it did, under the lock it holds while it calls the interceptor."""
+        limit = getattr(self._server_state, "maximum_concurrent_rpcs", None)
+        active = getattr(self._server_state, "active_rpc_count", 0)
+        return limit is not None and active >= limit
 
     def end_streams(self) -> None:
         """End every open callback stream (health's Watch) with OK, after the messages sent
@@ -52,6 +66,9 @@ class CallInterceptor(grpc.ServerInterceptor):
             _refused(details, UNMATCHED, grpc.StatusCode.UNIMPLEMENTED)
             return None
         method = details.method
+        if self._over_limit():  # grpc refuses it without calling the handler
+            _refused(details, method, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            return handler
         parse = parser(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(

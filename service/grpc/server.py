@@ -75,6 +75,7 @@ def build(plane: DataPlane, settings: Settings) -> tuple[grpc.Server, Health, Ca
         options=options(settings),
         maximum_concurrent_rpcs=2 * settings.gunicorn_threads,
     )
+    calls.attach(server)  # its refusals past that limit are logged and counted
     server.add_generic_rpc_handlers((v2_grpc.handler(plane),))
     health = Health(plane)
     health.install(server)

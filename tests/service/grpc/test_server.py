@@ -491,6 +491,34 @@ def test_open_health_watches_leave_the_threads_to_other_calls(few_threads):
                 watch.cancel()
 
 
+def test_calls_past_the_concurrent_call_limit_are_logged_and_counted(few_threads):
+    """Past 2 * GUNICORN_THREADS calls at once grpc refuses the call (RESOURCE_EXHAUSTED)
+    without running any handler: each refusal has its log line and its count (before:
+    neither, an overloaded server's metrics showed only the calls it answered)."""
+    server = few_threads
+    before = handled(server, INFER, "RESOURCE_EXHAUSTED")
+    data = jpeg_bytes((600, 600))
+
+    def call(index: int) -> str:
+        try:
+            connected.infer(MODEL, [images_input(data)], headers={"x-request-id": f"burst-{index}"})
+        except InferenceServerException as exc:
+            return exc.status()
+        return "OK"
+
+    with (
+        triton.InferenceServerClient(server.grpc_target) as connected,
+        ThreadPoolExecutor(24) as pool,
+    ):
+        statuses = list(pool.map(call, range(48)))
+    refused = statuses.count("StatusCode.RESOURCE_EXHAUSTED")
+    assert refused and refused + statuses.count("OK") == 48, statuses
+    lines = server.logged(lambda line: line["request_id"].startswith("burst-"), at_least=48)
+    assert sum(line["status"] == "RESOURCE_EXHAUSTED" for line in lines) == refused
+    assert len(lines) == 48
+    assert handled(server, INFER, "RESOURCE_EXHAUSTED") == before + refused
+
+
 def test_a_watch_sends_the_status_once_while_it_does_not_change(server):
     """The protocol sends a status, then only its changes (before: SERVING again every
     second)."""
