@@ -213,3 +213,37 @@ def test_the_metrics_folder_of_its_own_goes_at_exit():
 
     own = Path(run_conf({}))
     assert own.name.startswith("classifier-metrics-") and not own.exists()
+
+
+def readme_metrics() -> dict[str, set[str]]:
+    """The README's metric table: each metric's name and labels (a row's trailing `{...}`
+    is the labels of the names before it that have none of their own)."""
+    from tests.helpers import REPO
+
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Metrics and logs\n", 1)[1]
+    table = next(part for part in section.split("\n\n") if part.startswith("| metric |"))
+    found: dict[str, set[str]] = {}
+    for row in table.splitlines()[2:]:
+        cell = row.split("|")[1]
+        items = re.findall(r"`([a-z_]*)(?:\{([a-z_,]*)\})?`", cell)
+        shared = next((labels for name, labels in items if not name), "")
+        for name, labels in items:
+            if name:
+                found[name] = set(filter(None, (labels or shared).split(",")))
+    return found
+
+
+def test_the_readme_names_every_metric_with_its_labels():
+    """The README's table of metrics is the one /metrics exports (before: it lacked
+    `http_requests_by_api_key_total`, `model_runtime_info` and `model_class_mismatch_total`)."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from service import metrics
+
+    exported = {
+        metric._name + ("_total" if metric._type == "counter" else ""): set(metric._labelnames)
+        for metric in vars(metrics).values()
+        if isinstance(metric, MetricWrapperBase)
+    }
+    assert readme_metrics() == exported
