@@ -247,3 +247,16 @@ def test_the_readme_names_every_metric_with_its_labels():
         if isinstance(metric, MetricWrapperBase)
     }
     assert readme_metrics() == exported
+
+
+def test_log_lines_are_timed_to_the_millisecond_in_rfc_3339():
+    """Lines a moment apart keep their order once collected, and the offset is RFC 3339's
+    `+00:00` (nginx's $time_iso8601; Go's RFC3339 parser refuses `+0000`). Before:
+    `2026-01-02T03:04:05+0000`, whole seconds."""
+    from datetime import datetime
+
+    record = logging.LogRecord("service.access", logging.INFO, __file__, 1, "x", None, None)
+    record.created = 1767323045.678901
+    stamp = json.loads(JsonFormatter().format(record))["time"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", stamp), stamp
+    assert datetime.fromisoformat(stamp).timestamp() == 1767323045.678
