@@ -260,3 +260,46 @@ def test_log_lines_are_timed_to_the_millisecond_in_rfc_3339():
     stamp = json.loads(JsonFormatter().format(record))["time"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", stamp), stamp
     assert datetime.fromisoformat(stamp).timestamp() == 1767323045.678
+
+
+def cut_short(url: str, path: str, content_type: str, body: bytes, request_id: str) -> None:
+    """Send the headers and the first half of `body`, then close the connection."""
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+            f"X-Request-ID: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + body[: len(body) // 2])
+        time.sleep(0.2)
+
+
+@pytest.mark.e2e
+def test_an_upload_cut_short_by_its_client_is_not_logged_as_a_bad_image(models_dir):
+    """A client that goes away half-way through its upload: 400 `bad_request` in its log line
+    and the failure metric (before: the half body was read as the whole one and decoded,
+    logged and counted as the client's broken image, `truncated_image` or `not_an_image`)."""
+    image = jpeg_bytes((400, 400))
+    boundary = "cut"
+    form = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+        f"Content-Type: image/jpeg\r\n\r\n".encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    with Server(models_dir, MODEL_NAME="pets", MODEL_POLL_SECONDS="0") as server:
+        server.wait_ready()
+        cut_short(server.url, "/predict", "image/jpeg", image, "cut-raw")
+        cut_short(
+            server.url, "/predict", f"multipart/form-data; boundary={boundary}", form, "cut-form"
+        )
+        lines = server.logged(lambda line: line["request_id"].startswith("cut-"), at_least=2)
+        found = samples(requests.get(f"{server.url}/metrics", timeout=10).text)
+    assert sorted((line["request_id"], line["status"], line.get("error")) for line in lines) == [
+        ("cut-form", 400, "bad_request"),
+        ("cut-raw", 400, "bad_request"),
+    ]
+    assert value(found, "inference_request_failure_total", model="pets", reason="bad_request") == 2
