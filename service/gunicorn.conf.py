@@ -23,7 +23,7 @@ settings = load_or_exit()
 # The default folder above is this process's own: it goes at exit (an operator's stays).
 OWN_METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"] == DEFAULT_METRICS_DIR
 
-bind = f"{settings.host}:{settings.port}"
+bind = settings.address(settings.port)
 workers = settings.web_concurrency
 # Threads let one worker take concurrent requests while its model runs: gunicorn's gthread,
 # with a kept-alive connection's next request answered by the thread it is on

@@ -54,8 +54,8 @@ class Settings(BaseSettings):
     # -- gunicorn (read by service/gunicorn.conf.py) -------------------------------------
     host: str = Field(
         "127.0.0.1",
-        description="address to bind; the Docker image, compose and the Kubernetes manifests "
-        "set `0.0.0.0`",
+        description="address to bind (IPv6 as `::` or `[::]`); the Docker image, compose and "
+        "the Kubernetes manifests set `0.0.0.0`",
     )
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
     grpc_port: int = Field(
@@ -233,6 +233,12 @@ class Settings(BaseSettings):
         description="population stability index from which a model's answers are drifting",
     )
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        """`[::1]` as `::1`: the brackets belong to an address with a port, not to the host."""
+        return value[1:-1] if value.startswith("[") and value.endswith("]") else value
+
     @field_validator("models_dir")
     @classmethod
     def _models_dir(cls, value: str) -> str:
@@ -332,6 +338,10 @@ class Settings(BaseSettings):
     def environment(self) -> dict[str, object]:
         """The values by their variable names, as the start-up log line shows them."""
         return {name.upper(): value for name, value in self.model_dump().items()}
+
+    def address(self, port: int) -> str:
+        """HOST:port as gunicorn and gRPC read it: an IPv6 address in brackets."""
+        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
 
     @property
     def json_limit(self) -> int:

@@ -101,7 +101,7 @@ def start(plane: DataPlane, settings: Settings) -> GrpcServer:
     """Build, bind GRPC_PORT on HOST and start; SystemExit(3) when the port cannot be bound
     (gunicorn then stops: a worker that failed to boot)."""
     server, health, calls = build(plane, settings)
-    address = f"{settings.host}:{settings.grpc_port}"
+    address = settings.address(settings.grpc_port)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:

@@ -80,3 +80,35 @@ def test_no_loadable_model_is_said_in_one_line_naming_the_folder(tmp_path):
         assert "MODELS_DIR" in said["message"]
         ready = requests.get(f"{server.url}/readyz", timeout=5)
         assert ready.status_code == 503  # it serves on, and says it is not ready
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_an_ipv6_host_serves_http_and_grpc(models_template, host):
+    """Before, HOST=::1 stopped gunicorn ("'' is not a valid port number") and HOST=[::1]
+    was refused by classifier-serve as no address."""
+    import grpc
+
+    with Server(models_template, HOST=host, MODEL_NAME="pets", MODEL_POLL_SECONDS="0") as server:
+        url = f"http://[::1]:{server.port}/readyz"
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.process.poll() is None, server.output()
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.3)
+        with grpc.insecure_channel(f"[::1]:{server.grpc_port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)

@@ -148,6 +148,16 @@ def test_serving_binds_loopback_unless_told_and_containers_say_so(monkeypatch):
     assert compose["services"]["api"]["environment"]["HOST"] == "0.0.0.0"
 
 
+@pytest.mark.parametrize(
+    "host, bind",
+    [("0.0.0.0", "0.0.0.0:8000"), ("::", "[::]:8000"), ("[::1]", "[::1]:8000"), ("fe80::1%eth0", "[fe80::1%eth0]:8000")],
+)  # fmt: skip
+def test_an_ipv6_host_is_bound_in_brackets(host, bind):
+    """gunicorn read HOST=:: as ':::8000' ("'' is not a valid port number") and
+    classifier-serve refused `[::]` as no address: no IPv6 at all."""
+    assert Settings.with_overrides({"host": host}).address(8000) == bind
+
+
 def test_bf16_where_the_cpu_lacks_it_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr(hardware, "native_bf16", lambda flags=None: False)
     monkeypatch.setenv("PRECISION", "bf16")
