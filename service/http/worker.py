@@ -9,10 +9,16 @@ connection's next request itself, briefly (a client that keeps its connection us
 the next request within milliseconds); past LINGER_S, or once connections outnumber the
 threads, the connection goes back to the main thread's poller as before, and the keep-alive
 timeout, graceful shutdown and max_requests behave as in gthread.
+
+A connection that ends is closed by its request thread too: gthread closes it on the main
+thread, gracefully (FIN, then up to 2 s for the client to close its side), and a client that
+keeps its socket open after a `Connection: close` answer held the whole worker that long:
+no connection accepted, no kept-alive one served.
 """
 
 from __future__ import annotations
 
+import contextlib
 import select
 
 from gunicorn.workers import gthread
@@ -25,7 +31,21 @@ class ThreadWorker(gthread.ThreadWorker):
         keep = super().handle(conn)
         while keep is True and self._next_request_here(conn):
             keep = super().handle(conn)
+        if keep is False:
+            self._close(conn)
         return keep
+
+    def _close(self, conn) -> None:
+        """The graceful close, on this thread rather than the main one (see above)."""
+        with contextlib.suppress(OSError):  # already closed (a response that failed half-way)
+            conn.close(graceful=True)
+        conn.closed_here = True
+
+    def finish_request(self, conn, fs):
+        if getattr(conn, "closed_here", False):
+            self.nr_conns -= 1
+            return
+        super().finish_request(conn, fs)
 
     def _next_request_here(self, conn) -> bool:
         """Whether the connection's next request is there (or comes within LINGER_S) while

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import signal
+import socket
 import threading
 import time
 
@@ -80,3 +81,27 @@ def test_sigterm_is_not_held_up_by_a_kept_alive_connection(models_template):
         conn.close()
     finally:
         server.stop()
+
+
+def test_clients_that_keep_their_socket_after_connection_close_hold_up_nobody(models_template):
+    """gthread closes an ended connection on the main thread, waiting up to 2 s for the
+    client to close its side: three such clients held every other request for about 6 s."""
+    with Server(models_template, MODEL_NAME="pets", MODEL_POLL_SECONDS="0") as server:
+        server.wait_ready()
+        held = []
+        for _ in range(3):  # each reads its answer, then keeps the socket open
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            held.append(sock)
+        try:
+            for sock in held:
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            conn.request("GET", "/healthz")
+            assert conn.getresponse().status == 200
+            conn.close()
+            assert time.monotonic() - started < 1
+        finally:
+            for sock in held:
+                sock.close()
