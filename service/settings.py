@@ -78,7 +78,10 @@ class Settings(BaseSettings):
         120, ge=1, description="seconds a worker may stay silent before gunicorn restarts it"
     )
     graceful_timeout: int = Field(
-        30, ge=0, description="on SIGTERM, seconds the requests in flight get to finish"
+        30,
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description="on SIGTERM, seconds the requests in flight get to finish",
     )
     log_level: LogLevel = Field("info", description="log level")
 

@@ -52,6 +52,8 @@ BAD = [
     ("REQUEST_DEADLINE_MS", "inf"),  # every predict was a 500 (OverflowError in its wait)
     ("REQUEST_DEADLINE_MS", "1e308"),
     ("MODEL_POLL_SECONDS", "inf"),  # the poller thread died at its first wait
+    # gRPC's graceful stop thread died (OverflowError, a traceback on SIGTERM): no grace
+    ("GRACEFUL_TIMEOUT", "10000000000"),
     # origins a browser never sends: before, taken, and no answer ever had CORS headers
     ("CORS_ORIGINS", "app.example"),
     ("CORS_ORIGINS", "https://ok.example, https://App.example"),
