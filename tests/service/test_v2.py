@@ -82,6 +82,21 @@ def test_infer_images(tc, binary):
     assert response["id"] == "req-7" and response["model_version"] == "1"
 
 
+def test_an_id_with_a_lone_surrogate_escape_is_sent_back(server):
+    """JSON's "\\ud800" is a string orjson cannot write: before, a 500 after the model ran."""
+    photo = base64.b64encode(jpeg_bytes(seed=8)).decode()
+    tensor = {"name": "image", "datatype": "BYTES", "shape": [1], "data": [photo]}
+    body = json.dumps({"id": "\ud800", "inputs": [tensor]})  # the id as "\\ud800"
+    response = requests.post(
+        f"{server.url}/v2/models/pets/infer",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == "\ud800"
+
+
 def test_no_outputs_asked_gives_both_in_binary(tc):
     result = tc.infer("pets", [images_input([jpeg_bytes(seed=4)], True)])
     assert result.as_numpy("probabilities").shape == (1, 2)
