@@ -228,7 +228,7 @@ class Settings(BaseSettings):
         24 * 30.0, gt=0, description="captured requests older than this are removed (30 days)"
     )
     drift_window: int = Field(
-        1000, ge=1, description="answers per model and worker that drift is measured over"
+        1000, ge=1, description="answers per model version and worker that drift is measured over"
     )
     drift_psi_threshold: float = Field(
         0.2,
