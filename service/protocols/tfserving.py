@@ -29,13 +29,7 @@ def predict(name: str, version: int | None = None, label: str | None = None):
     if is_upload(request.mimetype):
         return own.predict(name, _version(name, version, label))
     model = _model(name, version, label)
-    if "top_k" in request.args:  # documented for this service's answer; not silently dropped
-        raise RequestError(
-            "top_k is not taken with TensorFlow Serving's JSON request (its answer has no top "
-            "classes): leave it out, or send the image as multipart/form-data in the field "
-            "'image' or with an image/* Content-Type for this service's answer with `top`",
-            code="invalid_parameter",
-        )
+    _refuse_top_k()
     req = _parse(schemas.TfPredictRequest, _NOT_JSON_HINT)
     _check_signature(req.signature_name)
     if (req.instances is None) == (req.inputs is None):
@@ -60,6 +54,7 @@ def predict(name: str, version: int | None = None, label: str | None = None):
 
 def classify(name: str, version: int | None = None, label: str | None = None):
     model = _model(name, version, label)
+    _refuse_top_k()
     body = _parse(schemas.TfClassifyRequest)
     _check_signature(body.signature_name)
     uploads = [_b64(item, f"examples[{i}]") for i, item in enumerate(body.examples)]
@@ -103,6 +98,19 @@ def describe_signature(name: str, version: int, classes: int) -> schemas.TfModel
         model_spec={"name": name, "signature_name": "", "version": str(version)},
         metadata={"signature_def": {"signature_def": {SIGNATURE: signature}}},
     )
+
+
+def _refuse_top_k() -> None:
+    """top_k is documented for this service's answer: with TensorFlow Serving's JSON forms
+    it is refused, not silently dropped."""
+    if "top_k" in request.args:
+        raise RequestError(
+            "top_k is not taken with TensorFlow Serving's JSON request (its answer has no top "
+            "classes): leave it out, or send the image as multipart/form-data in the field "
+            "'image' or with an image/* Content-Type to /v1/models/<name>:predict for this "
+            "service's answer with `top`",
+            code="invalid_parameter",
+        )
 
 
 def _version(name: str, version: int | None, label: str | None) -> int | None:

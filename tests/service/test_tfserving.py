@@ -275,6 +275,12 @@ def test_top_k_with_tf_serving_json_is_refused_not_dropped(server, top_k):
     )
     assert response.status_code == 400, response.text
     assert "top_k" in response.json()["error"]
+    classify = requests.post(  # before: taken and ignored
+        f"{server.url}/v1/models/pets:classify?top_k={top_k}",
+        json={"examples": [{"image": {"b64": B64[0]}}]},
+        timeout=30,
+    )
+    assert classify.status_code == 400 and "top_k" in classify.json()["error"], classify.text
     upload = requests.post(
         f"{server.url}/v1/models/pets:predict?top_k=1",
         files={"image": ("a.jpg", PHOTOS[0])},
