@@ -212,6 +212,16 @@ class Replica(Server):
         super().__init__(models_dir, HOST=host, PORT=str(port), **env)
         self.host, self.port, self.url = host, port, f"http://{host}:{port}"
 
+    def logged_ids(self, expected: set[str], timeout: float = 5) -> set[str]:
+        """The request ids in its access log, waiting up to `timeout` for `expected` among
+        them: the line is written by the worker's log thread just after the answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ids = {e["request_id"] for e in self.requests_logged()}
+            if expected <= ids or time.monotonic() > deadline:
+                return ids
+            time.sleep(0.05)
+
     def requests_logged(self) -> list[dict]:
         """The service's access log lines (one JSON object per request)."""
         entries = []
