@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.harness import Server
 from tests.browser import chromium
-from tests.helpers import SHIPPED_MODELS, jpeg_bytes
+from tests.helpers import SHIPPED_MODELS, jpeg_bytes, png_with_header_size
 
 pytestmark = pytest.mark.e2e
 
@@ -222,6 +222,26 @@ def test_one_bad_file_among_three_gets_its_own_error_card(browser, server, tmp_p
     assert by_id(browser, "error").text == ""
     assert "Classified 2 of 3 images" in by_id(browser, "status").text
     assert "b.jpg: not classified" in by_id(browser, "status").text
+
+
+def test_one_image_with_too_many_pixels_among_three_gets_its_own_error_card(
+    browser, server, tmp_path
+):
+    # 413 image_too_large names the file (details.index) as 400 does; before, the whole
+    # request's cards failed with "Send fewer or smaller images" for one huge photo.
+    first, third = jpegs(tmp_path, "a.jpg", "c.jpg")
+    huge = tmp_path / "panorama.png"
+    huge.write_bytes(png_with_header_size(20_000, 10_000))  # 200 megapixels: over 40
+    browser.get(server.url + "/")
+    upload(browser, first, huge, third)
+    cards = wait_until_done(browser, 3)
+    assert_result_card(cards[0], "a.jpg")
+    assert "failed" in cards[1].get_attribute("class").split()
+    message = css(cards[1], ".message")[0].text
+    assert message.startswith("panorama.png: ") and "pixels" in message
+    assert_result_card(cards[2], "c.jpg")  # sent again without the huge one
+    assert by_id(browser, "error").text == ""
+    assert "Classified 2 of 3 images" in by_id(browser, "status").text
 
 
 def test_more_files_than_one_request_takes_are_sent_in_several(
