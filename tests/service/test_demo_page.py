@@ -5,6 +5,7 @@ import base64
 import pytest
 
 from benchmarks.harness import Server
+from service.keys import new_key
 from tests.browser import chromium
 from tests.helpers import SHIPPED_MODELS, jpeg_bytes, png_with_header_size
 
@@ -339,6 +340,39 @@ def test_a_server_that_is_not_ready_says_so_and_stays_usable(browser, not_ready_
     retry.click()  # still not ready: the same answer, and the page still works
     (card,) = wait_until_done(browser, 1)
     assert "not ready" in by_id(browser, "error").text
+
+
+# -- API keys -----------------------------------------------------------------------------------
+
+
+def test_with_api_keys_the_page_asks_for_one_and_sends_the_images_with_it(browser, tmp_path):
+    # The page is served without a key (API_KEY_EXEMPT_PATHS), /predict needs one; before,
+    # the page only said that it "cannot send" one, so it was of no use with keys on.
+    key, line = new_key("demo")
+    (tmp_path / "keys").write_text(line + "\n")
+    (photo,) = jpegs(tmp_path, "keyed.jpg")
+    with Server(SHIPPED_MODELS, MODEL_POLL_SECONDS="0", API_KEYS_FILE=str(tmp_path / "keys")) as srv:
+        srv.wait_ready()
+        browser.get(srv.url + "/")
+        assert not by_id(browser, "key-form").is_displayed()
+        upload(browser, photo)
+        (card,) = wait_until_done(browser, 1)
+        assert "failed" in card.get_attribute("class").split()
+        assert "API key" in by_id(browser, "error").text
+        assert by_id(browser, "key-form").is_displayed()
+        field = by_id(browser, "api-key")
+        assert field.get_attribute("type") == "password" and not field.get_attribute("name")
+        assert browser.switch_to.active_element == field
+        field.send_keys(key + "\n")  # the same photos are sent again, with the key
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, WAIT_S).until(lambda b: css(b, "#results .card.ok"))
+        (card,) = wait_until_done(browser, 1)
+        assert_result_card(card, "keyed.jpg")
+        assert by_id(browser, "error").text == ""
+        assert not by_id(browser, "key-form").is_displayed()
+        assert key not in browser.current_url
+        browser.execute_script("sessionStorage.clear()")
 
 
 # -- keyboard -----------------------------------------------------------------------------------
