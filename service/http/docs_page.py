@@ -8,7 +8,9 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from flask import Response, abort, render_template, send_from_directory
+from flask import Response, abort, send_from_directory
+
+from service.http import pages
 
 # Swagger UI's release files, as the package ships them.
 ASSETS = Path(str(files("flask_swagger_ui") / "dist"))
@@ -18,8 +20,8 @@ TYPES = {".js": "text/javascript", ".css": "text/css"}
 PAGE_ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js")  # what docs.html loads
 
 
-def page(spec: dict) -> str:
-    return render_template("docs.html", spec=spec)
+def page(spec: dict) -> Response:
+    return pages.page("docs.html", spec=spec)
 
 
 def asset(filename: str) -> Response:
