@@ -53,6 +53,10 @@ PARAMETERS = {
         "a loaded version of the model",
     ),
     "label": ({"type": "string", "examples": ["stable"]}, "a version label (VERSION_LABELS)"),
+    "model": (
+        {"type": "string", "examples": [EXAMPLE_MODEL]},
+        "the model whose captured images to label (default: MODEL_NAME)",
+    ),
     "limit": (
         {"type": "integer", "minimum": LIMIT[0], "maximum": LIMIT[1], "examples": [DEFAULT_LIMIT]},
         f"how many to list at most (default {DEFAULT_LIMIT}, at most {LIMIT[1]})",

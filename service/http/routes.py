@@ -136,7 +136,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/docs", lambda: docs_page.page(spec(settings())), "API documentation page", "text/html", "Swagger UI over /openapi.json, for people", tags=OWN),
     Route("GET", "/docs/assets/{filename}", docs_page.asset, "API documentation page asset", "text/*", "Swagger UI's JavaScript (`text/javascript`) or CSS (`text/css`), shipped by the flask-swagger-ui package", errors=("not_found",), tags=OWN),
     Route("GET", "/", pages.root, "Demo page, or liveness", ("text/html", schemas.Alive), "for browsers (Accept: text/html), the demo page: drop an image, see the prediction; for other clients, KServe V1's liveness", tags=OWN + KSERVE_V1),
-    Route("GET", "/label", pages.label, "Labelling page", "text/html", "the captured images not labelled yet, newest first, with the model's answer; one click or key per class sends the feedback", tags=OWN),
+    Route("GET", "/label", pages.label, "Labelling page", "text/html", "the captured images not labelled yet, newest first, with the model's answer; one click or key per class sends the feedback", query=("model",), tags=OWN),
 )  # fmt: skip
 
 INFERENCE_RULES = frozenset(route.rule for route in ROUTES if route.inference)

@@ -26,3 +26,13 @@ def test_every_page_runs_only_its_own_script_and_is_never_framed(client, path):
     assert inline and all(f'nonce="{nonce}"' in attrs for attrs in inline)
     again = client.get(path, headers={"Accept": BROWSER_ACCEPT})
     assert nonce not in again.headers["Content-Security-Policy"]  # a new one each time
+
+
+def test_the_labelling_pages_model_parameter_is_documented(client):
+    # Before, /openapi.json listed no parameter for /label, which reads ?model=.
+    operation = client.get("/openapi.json").get_json()["paths"]["/label"]["get"]
+    assert [(p["name"], p["in"], p["required"]) for p in operation["parameters"]] == [
+        ("model", "query", False)
+    ]
+    page = client.get("/label?model=other").get_data(as_text=True)
+    assert '"model": "other"' in page
