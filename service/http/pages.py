@@ -13,7 +13,6 @@ from service import metrics
 from service.protocols import loop, own_schemas
 from service.protocols.rest import answer, dataplane
 
-
 # Every page's policy: its own inline script runs (by this response's nonce) and nothing else
 # (an injected <script> or on* attribute does not); it talks to, and loads from, this server
 # only (blob: for the previews it makes, data: for Swagger UI's icons); it is never framed

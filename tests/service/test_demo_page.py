@@ -351,7 +351,9 @@ def test_with_api_keys_the_page_asks_for_one_and_sends_the_images_with_it(browse
     key, line = new_key("demo")
     (tmp_path / "keys").write_text(line + "\n")
     (photo,) = jpegs(tmp_path, "keyed.jpg")
-    with Server(SHIPPED_MODELS, MODEL_POLL_SECONDS="0", API_KEYS_FILE=str(tmp_path / "keys")) as srv:
+    with Server(
+        SHIPPED_MODELS, MODEL_POLL_SECONDS="0", API_KEYS_FILE=str(tmp_path / "keys")
+    ) as srv:
         srv.wait_ready()
         browser.get(srv.url + "/")
         assert not by_id(browser, "key-form").is_displayed()

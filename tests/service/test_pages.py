@@ -14,7 +14,8 @@ def test_every_page_runs_only_its_own_script_and_is_never_framed(client, path):
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     policy = dict(
-        (d.split()[0], d.split()[1:]) for d in response.headers["Content-Security-Policy"].split(";")
+        (d.split()[0], d.split()[1:])
+        for d in response.headers["Content-Security-Policy"].split(";")
     )
     assert policy["default-src"] == ["'none'"]
     assert policy["frame-ancestors"] == ["'none'"]
