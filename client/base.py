@@ -8,12 +8,25 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Self
 
 from client.inputs import Input, Item, to_items
 from client.results import Failure, Result
 
 log = logging.getLogger(__name__)
+WAKE_S = 0.2  # how often the main thread looks for a signal while it waits for results
+
+
+def _result(future: Future[list[Result]]) -> list[Result]:
+    """The future's result, waited for in short steps: the kernel may hand Ctrl-C to another
+    thread (a worker in a socket read, a numeric library's), and that does not wake a wait
+    without a timeout, so the run went on until the request ended (30 s, once in CI)."""
+    while True:
+        try:
+            return future.result(timeout=WAKE_S)
+        except FutureTimeout:
+            continue
 
 
 def tracebacks() -> bool:
@@ -80,7 +93,7 @@ class BaseClient(ABC):
         futures = self._submit_all(items)
         try:
             for future in futures:
-                yield from future.result()
+                yield from _result(future)
         finally:
             for future in futures:
                 future.cancel()  # an abandoned, refused or interrupted run sends nothing more
