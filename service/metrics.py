@@ -8,6 +8,8 @@ gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before any worker imports this mo
 from __future__ import annotations
 
 import os
+import struct
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -166,10 +168,23 @@ def observe_batch(model: str, version: int, images: int, wait_s: float, compute_
     BATCH_SIZE.labels(model).observe(images)
 
 
+MERGE_TRIES = 5  # reads of the workers' files before /metrics gives up (a 500)
+
+
 def render() -> tuple[bytes, str]:
-    """The exposition text: summed over every worker when running under gunicorn."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    """The exposition text: summed over every worker when running under gunicorn. The files
+    are read without a lock while the workers write them, so a read may catch one mid-write
+    (a new file, a new series: a cut JSON key); it is read again, as the write ends at once
+    (before, that /metrics was a 500, once in CI)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    for attempt in range(MERGE_TRIES):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        try:
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        except (ValueError, RuntimeError, struct.error):  # JSONDecodeError is a ValueError
+            if attempt + 1 == MERGE_TRIES:
+                raise
+            time.sleep(0.005 * (attempt + 1))
+    raise AssertionError("unreachable")
