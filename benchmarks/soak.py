@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import (
+    EXIT_NOTHING_ANSWERED,
     Server,
     answered,
     benchmark_parser,
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             result = drive(
                 server.port, "/predict", bodies, args.concurrency, args.window, remaining
             )
+            if result.requests == 0:  # the time ran out before the window's first request
+                break
             sample = {
                 "t": round(time.monotonic() - started, 1),
                 "rss_mb": round(process_tree_rss_mb(server.process.pid), 1),
@@ -96,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             }
             samples.append(sample)
             print(sample, flush=True)
+    if not samples:
+        print(f"no request was sent in {args.seconds} s", file=sys.stderr)
+        return EXIT_NOTHING_ANSWERED
     first, last = samples[0], samples[-1]
     print(
         f"RSS {first['rss_mb']} -> {last['rss_mb']} MB over {last['t']} s; "
