@@ -21,7 +21,7 @@ WAKE_S = 0.2  # how often the main thread looks for a signal while it waits for 
 def _result(future: Future[list[Result]]) -> list[Result]:
     """The future's result, waited for in short steps: the kernel may hand Ctrl-C to another
     thread (a worker in a socket read, a numeric library's), and that does not wake a wait
-    without a timeout, so the run went on until the request ended (30 s, once in CI)."""
+    without a timeout, so the run went on until the request ended."""
     while True:
         try:
             return future.result(timeout=WAKE_S)
