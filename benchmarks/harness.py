@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -298,3 +299,37 @@ def drive(
 
     result.seconds = run_clients(client, shares)
     return result
+
+
+def drive_processes(
+    processes: int,
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    concurrency: int,
+    count: int,
+    max_seconds: float = 300,
+    headers: list[dict[str, str]] | None = None,
+) -> LoadResult:
+    """`drive` split over `processes` forked client processes, so that the load client's own
+    interpreter lock cannot cap a server of many workers on many cores; the results merged,
+    timed as the slowest process."""
+    if processes <= 1:
+        return drive(port, path, bodies, concurrency, count, max_seconds, headers)
+    parts = [
+        (port, path, bodies, threads, share, max_seconds, headers)
+        for threads, share in zip(
+            shares_of(concurrency, processes), shares_of(count, processes), strict=True
+        )
+        if threads
+    ]
+    with multiprocessing.get_context("fork").Pool(len(parts)) as pool:
+        results = pool.starmap(drive, parts)
+    merged = LoadResult(concurrency, 0, max(r.seconds for r in results))
+    for part in results:
+        merged.requests += part.requests
+        merged.errors += part.errors
+        merged.latencies_ms.extend(part.latencies_ms)
+        for key, value in part.statuses.items():
+            merged.statuses[key] = merged.statuses.get(key, 0) + value
+    return merged

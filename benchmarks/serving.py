@@ -31,7 +31,15 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from benchmarks.harness import REPO, Server, answered, benchmark_parser, drive, write_results
+from benchmarks.harness import (
+    REPO,
+    Server,
+    answered,
+    benchmark_parser,
+    drive,
+    drive_processes,
+    write_results,
+)
 from classifier import hardware, runtimes
 from classifier.predictor import load_predictor
 from classifier.preprocess import decode_image
@@ -187,9 +195,18 @@ def single_image_latency_ms(store, name, path, bodies, n=200) -> float:
     return statistics.median(times)
 
 
-def batch_counters(url: str, name: str) -> tuple[int, int]:
-    batching = requests.get(f"{url}/v1/models/{name}", timeout=10).json()["batching"]
-    return batching["batches"], batching["images"]
+def batch_counters(url: str, name: str) -> tuple[float, float]:
+    """(model calls, images) so far, from /metrics: summed over every worker (a model's own
+    description answers for the one worker that took the request)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals = {"inference_exec_count_total": 0.0, "inference_count_total": 0.0}
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in totals and sample.labels.get("model") == name:
+                totals[sample.name] += sample.value
+    return totals["inference_exec_count_total"], totals["inference_count_total"]
 
 
 def v2_binary(photo: bytes) -> tuple[bytes, dict[str, str]]:
@@ -223,15 +240,16 @@ FORMS = {
 }
 
 
-def run_form(server, name: str, form: str, bodies: list[bytes], concurrency: int, count: int):
+def run_form(server, name, form, bodies, concurrency: int, count: int, processes: int = 1):
     path, build = FORMS[form]
     built = [build(body) for body in bodies] if build else None
     payloads = [b for b, _ in built] if built else bodies
     headers = [h for _, h in built] if built else None
     before = batch_counters(server.url, name)
-    result = drive(
-        server.port, path.format(name=name), payloads, concurrency, count, headers=headers
-    )
+    result = drive_processes(
+        processes, server.port, path.format(name=name), payloads, concurrency, count,
+        headers=headers,
+    )  # fmt: skip
     after = batch_counters(server.url, name)
     row = result.summary()
     batches = after[0] - before[0]
@@ -239,8 +257,11 @@ def run_form(server, name: str, form: str, bodies: list[bytes], concurrency: int
     return row
 
 
-def run_service(label, models_dir, name, bodies, levels, count, env, forms=()) -> list[dict]:
-    """/predict at every level; the other request `forms` at the levels in `forms`."""
+def run_service(
+    label, models_dir, name, bodies, levels, count, env, forms=(), processes: int = 1
+) -> list[dict]:
+    """/predict at every level; the other request `forms` at the levels in `forms`; the load
+    from `processes` client processes."""
     rows = []
     with Server(models_dir, **env) as server:
         server.wait_ready()
@@ -249,7 +270,7 @@ def run_service(label, models_dir, name, bodies, levels, count, env, forms=()) -
             for form in ("own", *(f for f, at in forms if concurrency in at)):
                 row = {
                     "setup": label if form == "own" else f"{label}, {form}",
-                    **run_form(server, name, form, bodies, concurrency, count),
+                    **run_form(server, name, form, bodies, concurrency, count, processes),
                 }
                 rows.append(row)
                 print(f"  {row['setup']}: {row}", flush=True)
@@ -308,6 +329,18 @@ def main(argv: list[str] | None = None) -> int:
         default="32",
         help="levels at which the V2 binary and V2 JSON forms also run (empty: none)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="the service's WEB_CONCURRENCY (0: the service's own default, a worker per 2 cores)",
+    )
+    p.add_argument(
+        "--load-processes",
+        type=int,
+        default=1,
+        help="client processes the load is split over (for servers of many workers)",
+    )
     p.add_argument("--runtime", default="auto", help="the service's RUNTIME")
     p.add_argument("--precision", default="auto", help="the service's PRECISION")
     p.add_argument("--output", type=Path, help="write all figures to this JSON file")
@@ -353,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         "MAX_BATCH_SIZE": str(args.max_batch_size),
         "BATCH_TIMEOUT_MS": str(args.batch_timeout_ms),
         "QUEUE_CAPACITY": str(max(256, 4 * max(levels))),
+        "WEB_CONCURRENCY": str(args.workers),
     }
     print("service:")
     at = {int(c) for c in args.protocol_concurrency.split(",") if c}
@@ -366,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         args.requests,
         env,
         forms,
+        args.load_processes,
     )
     unbatched = {**env, "MAX_BATCH_SIZE": "1", "BATCH_TIMEOUT_MS": "0"}
     service_rows += run_service(
@@ -376,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         levels,
         args.requests,
         unbatched,
+        processes=args.load_processes,
     )
     if not args.skip_naive:
         service_rows += run_naive(

@@ -45,6 +45,57 @@ def test_serving_benchmark_runs_every_request_form(tmp_path, capsys):
     assert all(row["errors"] == 0 and row["requests"] == 8 for row in rows)
 
 
+def test_serving_benchmark_splits_the_load_over_processes_and_workers(tmp_path):
+    """--load-processes: every request of the step is counted once, from all the clients;
+    the batch sizes are the workers' together."""
+    import json
+
+    from benchmarks import serving
+
+    output = tmp_path / "run.json"
+    argv = tiny_store(tmp_path)
+    argv += ["--files", "4", "--concurrency", "3", "--requests", "9", "--batch-sizes", "2"]
+    argv += ["--protocol-concurrency", "", "--skip-naive", "--output", str(output)]
+    assert serving.main([*argv, "--workers", "2", "--load-processes", "2"]) == 0
+    rows = json.loads(output.read_text())["service"]
+    assert [(r["concurrency"], r["requests"], r["errors"]) for r in rows] == [(3, 9, 0)] * 2
+    # from /metrics, summed over both workers: every image counted in some model call
+    assert rows[0]["mean_batch_size"] >= 1 and rows[1]["mean_batch_size"] == 1.0
+
+
+def test_keras_backend_benchmark_agrees_with_onnx_runtime(tmp_path, capsys):
+    """The Keras model on this install's backend (TensorFlow here) against ONNX Runtime, on
+    photos taken in turn from each class folder (speed is not tested)."""
+    import json
+
+    from benchmarks import keras_backend
+
+    argv = tiny_store(tmp_path)
+    for i, name in enumerate(("cats", "dogs", "cats", "dogs")):
+        folder = tmp_path / "classes" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}.jpg").write_bytes(jpeg_bytes(seed=i))
+    argv[1] = str(tmp_path / "classes")
+    output = tmp_path / "run.json"
+    argv += ["--files", "3", "--batch-sizes", "1,2", "--seconds", "0.05", "--output", str(output)]
+    assert keras_backend.main(argv) == 0
+    run = json.loads(output.read_text())
+    assert run["parity"]["images"] == 3 and run["parity"]["same_label"] == 1.0
+    assert run["parity"]["max_abs_probability_difference"] < 1e-4
+    assert [(r["path"], r["batch"]) for r in run["rows"]] == [
+        ("backend", 1), ("onnx cpu", 1), ("backend", 2), ("onnx cpu", 2)
+    ]  # fmt: skip
+    assert "backend tensorflow" in capsys.readouterr().out
+
+
+def test_keras_backend_benchmark_needs_a_folder_per_class(tmp_path):
+    from benchmarks import keras_backend
+
+    argv = tiny_store(tmp_path)  # photos straight in the folder: no class to read
+    with pytest.raises(SystemExit, match="named for a class"):
+        keras_backend.main([*argv, "--files", "2"])
+
+
 def test_grpc_against_rest_benchmark_runs_both_forms(tmp_path, capsys):
     """gRPC and V2 REST binary answer without errors at each level (speed is not tested)."""
     import json
