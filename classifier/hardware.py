@@ -6,6 +6,7 @@ may call it; the processor changes between hosts, so nothing here is assumed.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -39,11 +40,70 @@ def native_bf16(flags: frozenset[str] | set[str] | None = None) -> bool:
 
 
 def cores() -> int:
-    """CPU cores this process may run on (its affinity, not the whole machine's count)."""
+    """CPU cores this process may use: its affinity (not the whole machine's count), held to
+    its cgroup's CPU quota, rounded up (a container's `--cpus`, a pod's CPU limit)."""
     try:
-        return len(os.sched_getaffinity(0))
+        allowed = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        allowed = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(allowed, math.ceil(quota))) if quota else allowed
+
+
+def cgroup_cpu_quota(
+    root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")
+) -> float | None:
+    """The CPUs a cgroup quota gives this process: the smallest quota on its cgroup's path
+    (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` over `cpu.cfs_period_us`); None without one."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        if controllers == "":  # v2: one hierarchy, mounted at `root`
+            quotas += _quotas(root, path, _v2_quota)
+        elif "cpu" in controllers.split(","):
+            mount = next(
+                (root / m for m in (controllers, "cpu,cpuacct", "cpu") if (root / m).is_dir()), None
+            )
+            if mount is not None:
+                quotas += _quotas(mount, path, _v1_quota)
+    return min(quotas, default=None)
+
+
+def _quotas(mount: Path, path: str, read) -> list[float]:
+    """Quotas from the process's cgroup folder up to the mount; in a container the path
+    named is the host's, and the mount is the container's own cgroup."""
+    folder = mount / path.strip("/")
+    if not folder.is_dir():
+        folder = mount
+    found = []
+    while True:
+        quota = read(folder)
+        if quota:
+            found.append(quota)
+        if folder == mount or mount not in folder.parents:
+            return found
+        folder = folder.parent
+
+
+def _v2_quota(folder: Path) -> float | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        return int(quota) / int(period) if quota != "max" and int(period) > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def _v1_quota(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def gpu_count() -> int:
@@ -79,6 +139,7 @@ def describe() -> dict[str, object]:
     return {
         "cpu": cpuinfo().get("model name", platform.processor() or platform.machine()),
         "cores": os.cpu_count(),
+        "usable_cores": cores(),
         "avx2": "avx2" in flags,
         "avx512f": "avx512f" in flags,
         "avx512_bf16": "avx512_bf16" in flags,

@@ -114,13 +114,26 @@ def bf16_refusal(runtime: str, precision: str) -> str | None:
     return None
 
 
+def wants_gpu(device: str) -> bool:
+    """Whether DEVICE sends the auto path to a GPU: asked for, or one is here."""
+    return device == "gpu" or (device == "auto" and hardware.gpu_count() > 0)
+
+
+def runs_tensorflow(options: RuntimeOptions) -> bool:
+    """Whether `options` run models on TensorFlow here, before any model is read (a version
+    with no ONNX file also would)."""
+    if options.runtime != "auto":
+        return options.runtime == "keras"
+    return wants_gpu(options.device) and has_tensorflow()
+
+
 def choose(options: RuntimeOptions, has_onnx: bool, has_keras: bool = True) -> tuple[str, str]:
     """(runtime, precision) for `options` on this host, before any check of the model;
     `has_keras` is False for a copy of the version without its Keras file (a serving copy)."""
     if options.runtime != "auto":
         wants_bf16 = options.runtime == "openvino" and options.precision != "fp32"
         return options.runtime, "bf16" if wants_bf16 and hardware.native_bf16() else "fp32"
-    on_gpu = options.device == "gpu" or (options.device == "auto" and hardware.gpu_count() > 0)
+    on_gpu = wants_gpu(options.device)
     if on_gpu and has_onnx and not (has_tensorflow() and has_keras):
         why = "TensorFlow is not installed" if has_keras else f"this copy has no {MODEL_FILE}"
         log.warning("a GPU is here but %s; serving on the CPU", why)

@@ -24,7 +24,7 @@ settings = load_or_exit()
 OWN_METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"] == DEFAULT_METRICS_DIR
 
 bind = settings.address(settings.port)
-workers = settings.web_concurrency
+workers = settings.workers
 # Threads let one worker take concurrent requests while its model runs: gunicorn's gthread,
 # with a kept-alive connection's next request answered by the thread it is on
 # (service/http/worker.py says why).

@@ -24,6 +24,7 @@ from classifier.runtimes import (
     RUNTIMES,
     RuntimeOptions,
     bf16_refusal,
+    runs_tensorflow,
     runtime_refusal,
 )
 from classifier.spec import DEFAULT_MAX_PIXELS
@@ -66,10 +67,11 @@ class Settings(BaseSettings):
         "every worker serves it (SO_REUSEPORT)",
     )
     web_concurrency: int = Field(
-        1,
-        ge=1,
-        description="gunicorn worker processes (one per GPU; on a CPU host each holds its own "
-        "model, about 250 MB more per worker: docs/benchmarks.md weighs one against two)",
+        0,
+        ge=0,
+        description="gunicorn worker processes (0: one per two cores found, at least one; one "
+        "where models run on TensorFlow, as on a GPU). Each holds its own model, about 250 MB "
+        "more per worker on the CPU runtimes: docs/benchmarks.md measures 1 to 8 on 16 cores",
     )
     gunicorn_threads: int = Field(
         64, ge=1, description="request threads per worker: enough to keep the batcher fed"
@@ -174,7 +176,7 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description="CPU threads for one model call (0: this worker's share of the cores, "
-        "cores ÷ WEB_CONCURRENCY, at least one)",
+        "cores ÷ the workers, at least one)",
     )
     inference_lanes: int = Field(
         0,
@@ -366,7 +368,18 @@ class Settings(BaseSettings):
     def worker_threads(self) -> int:
         """INFERENCE_THREADS, or this worker's share of the cores: workers that each took
         every core would run more model threads than there are cores."""
-        return self.inference_threads or max(1, hardware.cores() // self.web_concurrency)
+        return self.inference_threads or max(1, hardware.cores() // self.workers)
+
+    @property
+    def workers(self) -> int:
+        """WEB_CONCURRENCY, or one worker per two cores: one worker's request threads get
+        about one core of Python (on 16 cores eight workers served 2.2 times one); one
+        worker on TensorFlow, which costs a process about 680 MB (a GPU: one per GPU)."""
+        if self.web_concurrency:
+            return self.web_concurrency
+        if runs_tensorflow(RuntimeOptions(runtime=self.runtime, device=self.device)):
+            return 1
+        return max(1, hardware.cores() // 2)
 
     @property
     def runtime_options(self) -> RuntimeOptions:

@@ -26,3 +26,60 @@ from classifier import hardware
 )
 def test_visible_gpus_reads_cuda_visible_devices_as_cuda_does(visible, installed, seen):
     assert hardware.visible_gpus(visible, installed) == seen
+
+
+def _cgroup(tmp_path, membership: str, files: dict[str, str]):
+    """A cgroup tree under tmp_path/fs and a /proc/self/cgroup naming the process's place."""
+    for name, text in files.items():
+        path = tmp_path / "fs" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (tmp_path / "cgroup").write_text(membership)
+    return hardware.cgroup_cpu_quota(tmp_path / "fs", tmp_path / "cgroup")
+
+
+def test_cgroup_v2_quota_is_the_smallest_on_the_path(tmp_path):
+    files = {
+        "cpu.max": "max 100000\n",
+        "kubepods/cpu.max": "400000 100000\n",
+        "kubepods/pod1/cpu.max": "150000 100000\n",
+        "kubepods/pod1/app/cpu.max": "max 100000\n",
+    }
+    assert _cgroup(tmp_path, "0::/kubepods/pod1/app\n", files) == 1.5
+
+
+def test_cgroup_v2_in_a_container_reads_its_own_root(tmp_path):
+    """With a private cgroup namespace the path is "/"; without one it names the host's
+    folder, which the container's mount does not hold: the mount's own file counts."""
+    assert _cgroup(tmp_path, "0::/\n", {"cpu.max": "50000 100000\n"}) == 0.5
+    assert _cgroup(tmp_path, "0::/system.slice/docker-1.scope\n", {"cpu.max": "200000 100000"}) == 2
+
+
+def test_no_quota_or_an_unreadable_one_is_none(tmp_path):
+    assert _cgroup(tmp_path, "0::/\n", {"cpu.max": "max 100000\n"}) is None
+    assert _cgroup(tmp_path, "0::/\n", {"cpu.max": "garbage\n"}) is None
+    assert _cgroup(tmp_path, "0::/\n", {}) is None
+    assert hardware.cgroup_cpu_quota(tmp_path / "fs", tmp_path / "missing") is None
+
+
+def test_cgroup_v1_quota_over_period(tmp_path):
+    files = {
+        "cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+        "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+        "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "250000\n",
+        "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+    }
+    membership = "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n1:name=systemd:/docker/abc\n"
+    assert _cgroup(tmp_path, membership, files) == 2.5
+
+
+def test_cores_are_held_to_the_quota_rounded_up(monkeypatch):
+    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(hardware, "cgroup_cpu_quota", lambda: 1.5)
+    assert hardware.cores() == 2
+    monkeypatch.setattr(hardware, "cgroup_cpu_quota", lambda: 0.25)
+    assert hardware.cores() == 1
+    monkeypatch.setattr(hardware, "cgroup_cpu_quota", lambda: 16.0)
+    assert hardware.cores() == 4  # never more than the affinity allows
+    monkeypatch.setattr(hardware, "cgroup_cpu_quota", lambda: None)
+    assert hardware.cores() == 4

@@ -191,6 +191,21 @@ def test_holds_no_tensorflow_and_a_serving_copy_both_runtimes_serve(engine, imag
     assert {line.split()[-1] for line in served if line} == {"onnx", "openvino"}
 
 
+@pytest.mark.parametrize("cpus", ["1", "0.5"])
+def test_a_cpu_limit_is_counted_as_the_containers_cores(engine, images, cpus):
+    """`docker run --cpus` is a cgroup quota, not an affinity: the service counts it, so a
+    limited container runs one worker with one model thread, not a share of the host's."""
+    script = (
+        "from classifier import hardware; from service.settings import load; "
+        "s = load(); print(hardware.cores(), s.workers, s.worker_threads)"
+    )
+    result = engine.docker(
+        "run", "--rm", "--read-only", "--tmpfs", "/tmp", "--cpus", cpus, images.serve,
+        "python", "-c", script,
+    )  # fmt: skip
+    assert result.stdout.split() == ["1", "1", "1"], result.stdout + result.stderr
+
+
 class _Upload(io.BytesIO):
     """A request body that tells when the client has sent all of it."""
 

@@ -68,7 +68,7 @@ BAD = [
     ("MODEL_NAME", "../etc"),
     ("MAX_UPLOAD_BYTES", "0"),
     ("MAX_FORM_MEMORY_SIZE", "1024"),
-    ("WEB_CONCURRENCY", "0"),
+    ("WEB_CONCURRENCY", "-1"),
     ("LOG_LEVEL", "loud"),
     ("PRECISION", "fp64"),
     ("RUNTIME", "tensorrt"),
@@ -182,7 +182,8 @@ def test_each_worker_takes_its_share_of_the_cores(models_dir, monkeypatch):
     """INFERENCE_THREADS=0 divides the cores among the workers: each taking them all would
     run more model threads than there are cores."""
     monkeypatch.setattr(hardware, "cores", lambda: 4)
-    assert load().worker_threads == 4
+    assert load({"WEB_CONCURRENCY": 1}).worker_threads == 4
+    assert load().worker_threads == 2  # by default two workers on four cores
     assert load({"WEB_CONCURRENCY": 2}).worker_threads == 2
     assert load({"WEB_CONCURRENCY": 8}).worker_threads == 1  # at least one
     assert load({"WEB_CONCURRENCY": 2, "INFERENCE_THREADS": 3}).worker_threads == 3  # as asked
@@ -192,3 +193,41 @@ def test_each_worker_takes_its_share_of_the_cores(models_dir, monkeypatch):
     runtime = app.extensions["loader"].registry.get("pets").predictor.runtime
     assert runtime.session.get_session_options().intra_op_num_threads == 2
     assert runtime.lanes == 2  # two threads: two lanes of one
+
+
+def test_workers_by_default_one_per_two_cores_and_one_on_tensorflow(monkeypatch):
+    """WEB_CONCURRENCY=0: one worker's request threads get about one core of Python, so a
+    worker per two cores; TensorFlow (the auto path on a GPU) one, as it costs ~680 MB."""
+    from classifier import runtimes
+
+    monkeypatch.setattr(hardware, "cores", lambda: 16)
+    monkeypatch.setattr(hardware, "gpu_count", lambda: 0)
+    assert (load().workers, load().worker_threads) == (8, 2)
+    assert load({"WEB_CONCURRENCY": 3}).workers == 3
+    monkeypatch.setattr(hardware, "cores", lambda: 3)
+    assert load().workers == 1
+    monkeypatch.setattr(hardware, "cores", lambda: 16)
+    monkeypatch.setattr(runtimes, "has_tensorflow", lambda: True)
+    assert load({"RUNTIME": "keras"}).workers == 1
+    assert load().workers == 8  # no GPU: the auto path runs a CPU runtime
+    monkeypatch.setattr(hardware, "gpu_count", lambda: 1)
+    assert load().workers == 1  # TensorFlow on the GPU
+    assert load({"DEVICE": "cpu"}).workers == 8
+    monkeypatch.setattr(runtimes, "has_tensorflow", lambda: False)
+    assert load().workers == 8  # a GPU without TensorFlow: served on the CPU
+
+
+def test_gunicorn_starts_the_workers_the_settings_resolve(tmp_path):
+    """gunicorn.conf.py reads the resolved count, never WEB_CONCURRENCY's 0 as it stands."""
+    script = (
+        "import runpy, sys; from service.settings import load; "
+        "ns = runpy.run_path('service/gunicorn.conf.py'); "
+        "print(ns['workers'], load().workers)"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    conf, settings = out.stdout.split()
+    assert conf == settings and int(conf) >= 1
