@@ -4,6 +4,7 @@ Run: classifier-serve (or: gunicorn -c service/gunicorn.conf.py 'service.http.ap
 A bad setting stops the start here, in the master, with one line naming it.
 """
 
+import logging
 import os
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", DEFAULT_METRICS_DIR)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ lines are not JSON
 
+from classifier import hardware  # noqa: E402
 from service.settings import load_or_exit  # noqa: E402 (after the environment above)
 
 settings = load_or_exit()
@@ -56,6 +58,14 @@ def on_starting(server):
     for name in os.listdir(folder):
         if name.endswith(".db"):
             os.remove(os.path.join(folder, name))
+    logging.getLogger("gunicorn.error").info(
+        "%d workers of %d inference threads each, for %d cores",
+        settings.workers,
+        settings.worker_threads,
+        hardware.cores(),
+        extra={"fields": {"event": "workers", "workers": settings.workers,
+                          "web_concurrency": settings.web_concurrency}},
+    )  # fmt: skip
 
 
 def on_exit(server):

@@ -82,6 +82,26 @@ def test_no_loadable_model_is_said_in_one_line_naming_the_folder(tmp_path):
         assert ready.status_code == 503  # it serves on, and says it is not ready
 
 
+def test_the_start_says_how_many_workers_and_starts_them(tmp_path):
+    """WEB_CONCURRENCY=0 (the default): the master says the count it resolved for the cores
+    found, and boots that many workers."""
+    from classifier import hardware
+
+    empty = tmp_path / "store"
+    empty.mkdir()
+    expected = max(1, hardware.cores() // 2)
+    with Server(empty, MODEL_POLL_SECONDS="0", WEB_CONCURRENCY="0") as server:
+        deadline = time.monotonic() + 60
+        while server.output().count("no loadable model") < expected:
+            assert server.process.poll() is None and time.monotonic() < deadline, server.output()
+            time.sleep(0.2)
+        [said] = [x for x in server.log_lines() if x.get("event") == "workers"]
+        booted = [x for x in server.log_lines() if x["message"].startswith("Booting worker")]
+    assert (said["workers"], said["web_concurrency"]) == (expected, 0)
+    assert said["message"].startswith(f"{expected} workers of ")
+    assert len(booted) == expected
+
+
 def ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as sock:
