@@ -32,6 +32,7 @@ warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+ORIENTATION_TAG = 0x0112  # EXIF
 
 
 def describe(spec: InputSpec = DEFAULT_SPEC) -> dict:
@@ -72,7 +73,8 @@ def decode_image(
             raise _too_large(width * height, limit)
         if _is_jpeg(image) and spec.jpeg_draft_gap:
             gap = spec.jpeg_draft_gap
-            image.draft("RGB", (spec.width * gap, spec.height * gap))
+            size = (spec.width * gap, spec.height * gap)
+            image.draft("RGB", size[::-1] if _turns(image) else size)
         _load(image)
         array = _pixels(_orient(image), spec)
     finally:
@@ -210,6 +212,15 @@ def _pixels(image: Image.Image, spec: InputSpec) -> np.ndarray:
         return np.asarray(resized, dtype=np.uint8)
     except (ValueError, OSError) as exc:  # not MemoryError or a bug of ours: those are 500s
         raise ImageError(f"the image data is corrupt: {exc}", code="corrupt_image") from None
+
+
+def _turns(image: Image.Image) -> bool:
+    """Whether the EXIF orientation turns the picture a quarter (5-8: width and height
+    swap), so that the draft size is asked of the stored picture the other way round."""
+    try:
+        return image.getexif().get(ORIENTATION_TAG) in (5, 6, 7, 8)
+    except Exception:  # a broken EXIF block: _orient leaves the picture as stored too
+        return False
 
 
 def _orient(image: Image.Image) -> Image.Image:
