@@ -70,8 +70,8 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description="gunicorn worker processes (0: one per two cores found, at least one; one "
-        "where models run on TensorFlow, as on a GPU). Each holds its own model, about 250 MB "
-        "more per worker on the CPU runtimes: docs/benchmarks.md measures 1 to 8 on 16 cores",
+        "where models run on TensorFlow, as on a GPU). Each holds its own models: a worker is "
+        "about 300-480 MB on the CPU runtimes; docs/benchmarks.md measures 1 to 8 on 16 cores",
     )
     gunicorn_threads: int = Field(
         64, ge=1, description="request threads per worker: enough to keep the batcher fed"
