@@ -313,7 +313,9 @@ def drive_processes(
 ) -> LoadResult:
     """`drive` split over `processes` forked client processes, so that the load client's own
     interpreter lock cannot cap a server of many workers on many cores; the results merged,
-    timed as the slowest process."""
+    timed as the slowest process. No more processes than clients: a process needs one, and
+    the requests of one without would never be sent."""
+    processes = min(processes, concurrency)
     if processes <= 1:
         return drive(port, path, bodies, concurrency, count, max_seconds, headers)
     parts = [
@@ -321,7 +323,6 @@ def drive_processes(
         for threads, share in zip(
             shares_of(concurrency, processes), shares_of(count, processes), strict=True
         )
-        if threads
     ]
     with multiprocessing.get_context("fork").Pool(len(parts)) as pool:
         results = pool.starmap(drive, parts)

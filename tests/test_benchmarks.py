@@ -63,6 +63,32 @@ def test_serving_benchmark_splits_the_load_over_processes_and_workers(tmp_path):
     assert rows[0]["mean_batch_size"] >= 1 and rows[1]["mean_batch_size"] == 1.0
 
 
+def _counted_drive(port, path, bodies, threads, count, max_seconds=300, headers=None):
+    """`harness.drive` without a server: each of `count` requests answered 200 at once (at
+    module level: the process pool sends it to its workers by name)."""
+    from benchmarks.harness import LoadResult
+
+    assert threads >= 1, "a client process without a client"
+    return LoadResult(threads, count, 0.1, [1.0] * count, 0, {200: count})
+
+
+@pytest.mark.parametrize(("concurrency", "processes"), [(1, 2), (1, 4), (3, 4), (3, 2)])
+def test_load_over_processes_sends_every_request_when_clients_are_fewer(
+    monkeypatch, concurrency, processes
+):
+    """--load-processes above a level's concurrency (the default levels start at 1): every
+    request is still sent; before, the shares of the processes left without a client were
+    dropped, so c=1 over four processes sent a quarter of its requests."""
+    from benchmarks import harness
+
+    monkeypatch.setattr(harness, "drive", _counted_drive)
+    result = harness.drive_processes(processes, 1, "/predict", [b"x"], concurrency, 1000)
+    assert (result.concurrency, result.requests, len(result.latencies_ms)) == (
+        concurrency, 1000, 1000
+    )  # fmt: skip
+    assert result.statuses == {200: 1000}
+
+
 def test_keras_backend_benchmark_agrees_with_onnx_runtime(tmp_path, capsys):
     """The Keras model on this install's backend (TensorFlow here) against ONNX Runtime, on
     photos taken in turn from each class folder (speed is not tested)."""
