@@ -55,8 +55,8 @@ def cgroup_cpu_quota(
 ) -> float | None:
     """The CPUs a cgroup quota gives this process: the smallest quota on its cgroup's path
     (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` over `cpu.cfs_period_us`); None without one."""
-    try:
-        lines = membership.read_text().splitlines()
+    try:  # a cgroup's name may hold any bytes: kept as the file system's own names are
+        lines = membership.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
     except OSError:
         return None
     quotas = []
@@ -66,7 +66,7 @@ def cgroup_cpu_quota(
             quotas += _quotas(root, path, _v2_quota)
         elif "cpu" in controllers.split(","):
             mount = next(
-                (root / m for m in (controllers, "cpu,cpuacct", "cpu") if (root / m).is_dir()), None
+                (root / m for m in (controllers, "cpu,cpuacct", "cpu") if _is_dir(root / m)), None
             )
             if mount is not None:
                 quotas += _quotas(mount, path, _v1_quota)
@@ -77,7 +77,7 @@ def _quotas(mount: Path, path: str, read) -> list[float]:
     """Quotas from the process's cgroup folder up to the mount; in a container the path
     named is the host's, and the mount is the container's own cgroup."""
     folder = mount / path.strip("/")
-    if not folder.is_dir():
+    if not _is_dir(folder):
         folder = mount
     found = []
     while True:
@@ -87,6 +87,15 @@ def _quotas(mount: Path, path: str, read) -> list[float]:
         if folder == mount or mount not in folder.parents:
             return found
         folder = folder.parent
+
+
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir, False where the path cannot be looked at: before Python 3.14 a folder
+    that may not be searched (EACCES) raises PermissionError, which would stop the start."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def _v2_quota(folder: Path) -> float | None:

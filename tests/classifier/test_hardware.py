@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from classifier import hardware
@@ -83,3 +85,47 @@ def test_cores_are_held_to_the_quota_rounded_up(monkeypatch):
     assert hardware.cores() == 4  # never more than the affinity allows
     monkeypatch.setattr(hardware, "cgroup_cpu_quota", lambda: None)
     assert hardware.cores() == 4
+
+
+def test_a_cgroup_folder_that_cannot_be_searched_is_passed_over(tmp_path, monkeypatch):
+    """A folder on the path that may not be searched (EACCES: a sandbox, another owner) made
+    Path.is_dir raise PermissionError before Python 3.14, and the service stop at start in
+    hardware.cores(); the quota of the mount still counts."""
+    real_is_dir = hardware.Path.is_dir
+
+    def is_dir(path):
+        if "pod1" in path.parts:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_is_dir(path)
+
+    monkeypatch.setattr(hardware.Path, "is_dir", is_dir)
+    files = {"cpu.max": "300000 100000\n", "kubepods/cpu.max": "100000 100000\n"}
+    assert _cgroup(tmp_path, "0::/kubepods/pod1/app\n", files) == 3
+    v1 = {"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}
+    assert _cgroup(tmp_path, "3:cpu:/kubepods/pod1/app\n", v1) == 2
+
+
+def test_a_cgroup_name_that_is_not_utf8_is_read(tmp_path):
+    """A cgroup's name may hold any bytes; before, /proc/self/cgroup naming one raised
+    UnicodeDecodeError out of hardware.cores()."""
+    folder = tmp_path / "fs" / os.fsdecode(b"caf\xff")
+    folder.mkdir(parents=True)
+    (folder / "cpu.max").write_text("50000 100000\n")
+    (tmp_path / "cgroup").write_bytes(b"0::/caf\xff\n")
+    assert hardware.cgroup_cpu_quota(tmp_path / "fs", tmp_path / "cgroup") == 0.5
+
+
+def test_cgroup_v1_hybrid_and_extra_colons(tmp_path):
+    """A hybrid host (v1 controllers beside the unified `0::` line, no cpu.max at the root),
+    `cpu` mounted alone or as a link to `cpu,cpuacct`, and a path holding colons."""
+    files = {
+        "cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+        "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+        "cpu,cpuacct/a:b/cpu.cfs_quota_us": "150000\n",
+        "cpu,cpuacct/a:b/cpu.cfs_period_us": "100000\n",
+    }
+    membership = "12:pids:/a:b\n4:cpu,cpuacct:/a:b\n0::/a:b\n"
+    assert _cgroup(tmp_path, membership, files) == 1.5
+    (tmp_path / "fs" / "cpu").symlink_to("cpu,cpuacct")
+    assert _cgroup(tmp_path, "4:cpuacct,cpu:/a:b\n0::/\n", {}) == 1.5
+    assert _cgroup(tmp_path, "1:cpu:/a:b\n2:cpuacct:/a:b\n0::/\n", {}) == 1.5
