@@ -64,6 +64,9 @@ def test_the_plain_install_has_no_tensorflow_and_serves_small(serving_venv, tmp_
         "GRPC_PORT": str(grpc_port),
         "MODELS_DIR": str(SHIPPED_MODELS),
         "MODEL_POLL_SECONDS": "0",
+        # One worker, measured below: the default (0) is a worker per two cores, so two or
+        # more on a host of four cores or more, and `[worker] = ...` would not unpack.
+        "WEB_CONCURRENCY": "1",
         "HOME": str(tmp_path),
     }
     log = (tmp_path / "serve.log").open("w")
