@@ -27,6 +27,9 @@ OWN_METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"] == DEFAULT_METRICS_DIR
 
 bind = settings.address(settings.port)
 workers = settings.workers
+# Each worker reads the settings again and divides the cores by this count
+# (Settings.worker_threads): the count the master runs, not one resolved again later.
+os.environ["WEB_CONCURRENCY"] = str(workers)
 # Threads let one worker take concurrent requests while its model runs: gunicorn's gthread,
 # with a kept-alive connection's next request answered by the thread it is on
 # (service/http/worker.py says why).

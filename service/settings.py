@@ -374,7 +374,9 @@ class Settings(BaseSettings):
     def workers(self) -> int:
         """WEB_CONCURRENCY, or one worker per two cores: one worker's request threads get
         about one core of Python (on 16 cores eight workers served 2.2 times one); one
-        worker on TensorFlow, which costs a process about 680 MB (a GPU: one per GPU)."""
+        worker on TensorFlow, which costs a process about 680 MB (a GPU: one per GPU).
+        Decided from the settings, before any model is read: a version with no ONNX file,
+        which `auto` serves on TensorFlow where it is installed, is not foreseen."""
         if self.web_concurrency:
             return self.web_concurrency
         if runs_tensorflow(RuntimeOptions(runtime=self.runtime, device=self.device)):

@@ -220,14 +220,14 @@ def test_workers_by_default_one_per_two_cores_and_one_on_tensorflow(monkeypatch)
 def test_gunicorn_starts_the_workers_the_settings_resolve(tmp_path):
     """gunicorn.conf.py reads the resolved count, never WEB_CONCURRENCY's 0 as it stands."""
     script = (
-        "import runpy, sys; from service.settings import load; "
+        "import os, runpy; from service.settings import load; "
         "ns = runpy.run_path('service/gunicorn.conf.py'); "
-        "print(ns['workers'], load().workers)"
+        "print(ns['workers'], load().workers, os.environ['WEB_CONCURRENCY'])"
     )
     env = {"PATH": "/usr/bin:/bin", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    conf, settings = out.stdout.split()
-    assert conf == settings and int(conf) >= 1
+    conf, settings, exported = out.stdout.split()
+    assert conf == settings == exported and int(conf) >= 1  # workers divide by the same count
