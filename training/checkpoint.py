@@ -11,6 +11,9 @@
                               not resumed again, which would publish the same model twice
     RUN_DIR/precision.json    what the run computes in (`auto` resolved where it began): a
                               resume on other hardware goes on in it
+    RUN_DIR/run-id.json       the run's own id, recorded in the metadata of what it publishes:
+                              a resume finds its version in the store even where
+                              published.json could not be written
 
 The order of the images in each epoch is a function of the seed and the epoch
 (data.epoch_order), so a resumed run computes exactly what an uninterrupted one would have.
@@ -24,6 +27,7 @@ import re
 import shutil
 import sys
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +35,7 @@ import keras
 import numpy as np
 
 from classifier.durable import fsync, json_bytes, write_atomically, write_json
+from classifier.store import ModelStore
 from training.data import DatasetError
 from training.model import PRECISIONS
 
@@ -40,6 +45,7 @@ VARIABLES_FILE = "variables.npz"
 BEST_FILE = "best.npz"
 PUBLISHED_FILE = "published.json"
 PRECISION_FILE = "precision.json"
+RUN_ID_FILE = "run-id.json"
 _EPOCH = re.compile(r"^epoch-(\d{4,})$")
 _STAMP = re.compile(r"\d{8}T\d{6}Z")  # TrainConfig.started
 
@@ -110,6 +116,16 @@ class RunDir:
                 "give the options it was started with"
             )
         return cls(path, identity)
+
+    @property
+    def run_id(self) -> str:
+        """This run's id (made on first use: a run begun before ids has one from its next
+        resume on)."""
+        run_id = recorded_run_id(self.path)
+        if run_id is None:
+            run_id = uuid.uuid4().hex
+            write_atomically(self.path / RUN_ID_FILE, json_bytes({"id": run_id}))
+        return run_id
 
     def precision(self, here: str) -> str:
         """What the run computes in: the precision it began with, so that a run resumed where
@@ -194,20 +210,45 @@ def mark_published(path: Path, name: str, version: int) -> None:
     write_atomically(path / PUBLISHED_FILE, json_bytes({"name": name, "version": version}))
 
 
-def refuse_published(path: Path | None, flag: str = "--resume") -> None:
-    """Refuse to resume (`path`: --resume's folder) a run that already published its model:
-    it would publish the same model again as a new version."""
-    if path is None or not (path / PUBLISHED_FILE).exists():
-        return
+def recorded_run_id(path: Path) -> str | None:
     try:
-        record = json.loads((path / PUBLISHED_FILE).read_text())
-        published = f"{record['name']} v{record['version']}"
+        run_id = json.loads((path / RUN_ID_FILE).read_text())["id"]
     except (OSError, ValueError, KeyError, TypeError):
-        published = "its model"
-    raise DatasetError(
-        f"{flag} {path}: this run is finished, it published {published}; train again with "
-        "a new --run-dir (or none)"
-    )
+        return None
+    return run_id if isinstance(run_id, str) and run_id else None
+
+
+def refuse_published(
+    path: Path | None, flag: str = "--resume", store: ModelStore | None = None, name: str = ""
+) -> None:
+    """Refuse to resume (`path`: --resume's folder) a run that already published its model:
+    it would publish the same model again as a new version. Its published.json says so, or
+    else a version of `name` in `store` whose metadata holds the run's id (published.json
+    can fail to be written after the publish)."""
+    if path is None:
+        return
+    published = None
+    if (path / PUBLISHED_FILE).exists():
+        try:
+            record = json.loads((path / PUBLISHED_FILE).read_text())
+            published = f"{record['name']} v{record['version']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            published = "its model"
+    elif store is not None and (run_id := recorded_run_id(path)) is not None:
+        published = next(
+            (
+                f"{name} v{status.version}"
+                for status in store.scan(name)
+                if status.metadata is not None
+                and (status.metadata.training or {}).get("run_id") == run_id
+            ),
+            None,
+        )
+    if published is not None:
+        raise DatasetError(
+            f"{flag} {path}: this run is finished, it published {published}; train again "
+            "with a new --run-dir (or none)"
+        )
 
 
 def prune_runs(new: Path, keep: int = 2) -> list[Path]:

@@ -93,6 +93,7 @@ class Fitted:
     wall_seconds: float
     calibration: Calibrated | None = None
     drift_reference: dict | None = None  # its answers on validation (classifier/drift.py)
+    run_id: str | None = None  # its run folder's (training/checkpoint.py)
 
 
 def check_data(config: TrainConfig) -> list[str]:
@@ -118,7 +119,7 @@ def check_data(config: TrainConfig) -> list[str]:
         advice="a model's classes never change, choose a new --model-name for these classes",
     )
     store.check_publishable(config.model_name)
-    refuse_published(config.resume)
+    refuse_published(config.resume, store=store, name=config.model_name)
     return names
 
 
@@ -191,6 +192,7 @@ def fit(config: TrainConfig) -> Fitted:
         elapsed,
         calibration,
         reference,
+        run.run_id,
     )
 
 
@@ -512,6 +514,7 @@ def build_metadata(config: TrainConfig, fitted: Fitted) -> dict:
             "skipped": {"train": len(train_split.skipped), "validation": len(val_split.skipped)},
             "loss": head.loss,
             "wall_seconds": round(fitted.wall_seconds, 1),
+            **({"run_id": fitted.run_id} if fitted.run_id else {}),
         },
         "metrics": fitted.metrics,
         "calibration": fitted.calibration.to_dict() if fitted.calibration else None,

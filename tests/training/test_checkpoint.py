@@ -2,6 +2,7 @@
 run does; a resume with other options or data is refused."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,7 +119,9 @@ def test_resuming_on_other_data_is_refused(dataset, tmp_path, capsys):
         train_module.main([*common, "--epochs", "1", "--image-size", "48", "--run-dir", str(run)])
         == 0
     )
-    (run / "published.json").unlink()  # as if its publish had failed: it may be resumed
+    # as if its publish had failed (nothing in the store, no published.json): it may be resumed
+    (run / "published.json").unlink()
+    shutil.rmtree(tmp_path / "toy" / "1")
     (dataset / "train" / "cats" / "cats.0.jpg").rename(tmp_path / "moved.jpg")
     try:
         code = train_module.main(
@@ -174,6 +177,27 @@ def test_a_finished_run_is_not_resumed_to_publish_again(tmp_path, capsys):
             f"error: {flag} {run}: this run is finished, it published toy v1; train again "
             "with a new --run-dir (or none)"
         )
+    assert ModelStore(models).versions("toy") == [1]
+
+
+def test_a_run_whose_published_file_was_not_written_is_found_in_the_store(tmp_path, capsys):
+    """published.json can fail to be written after the publish (a full disk: a warning says
+    not to resume): the version's metadata holds the run's id, so the resume is refused all
+    the same; before, it trained on and published the same model as v2."""
+    data = make_dataset(tmp_path / "data", per_class=4, val_per_class=2)
+    models, run = tmp_path / "models", tmp_path / "run"
+    common = ["--data-dir", str(data), "--models-dir", str(models), "--model-name", "toy",
+              "--epochs", "1", "--batch-size", "8", "--image-size", "48"]  # fmt: skip
+    assert train_module.main([*common, "--run-dir", str(run)]) == 0
+    (run / "published.json").unlink()
+    run_id = json.loads((run / "run-id.json").read_text())["id"]
+    assert ModelStore(models).check("toy", 1).training["run_id"] == run_id
+    capsys.readouterr()
+    assert train_module.main([*common, "--resume", str(run)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: --resume {run}: this run is finished, it published toy v1; train again "
+        "with a new --run-dir (or none)"
+    )
     assert ModelStore(models).versions("toy") == [1]
 
 
