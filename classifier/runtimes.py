@@ -120,8 +120,8 @@ def wants_gpu(device: str) -> bool:
 
 
 def runs_tensorflow(options: RuntimeOptions) -> bool:
-    """Whether `options` run models on TensorFlow here, before any model is read (a version
-    with no ONNX file also would)."""
+    """Whether `options` run models on TensorFlow here, judged before any model is read (a
+    version with no ONNX file would run on it too)."""
     if options.runtime != "auto":
         return options.runtime == "keras"
     return wants_gpu(options.device) and has_tensorflow()
