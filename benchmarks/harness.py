@@ -233,6 +233,14 @@ class LoadResult:
     def rate(self) -> float:
         return (self.requests - self.errors) / self.seconds
 
+    def add(self, other: LoadResult) -> None:
+        """Count `other`'s requests in this result: a client thread's, or a load process's."""
+        self.requests += other.requests
+        self.errors += other.errors
+        self.latencies_ms.extend(other.latencies_ms)
+        for key, value in other.statuses.items():
+            self.statuses[key] = self.statuses.get(key, 0) + value
+
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
@@ -291,11 +299,7 @@ def drive(
             errors += status != 200
         conn.close()
         with lock:
-            result.latencies_ms.extend(latencies)
-            result.requests += len(latencies)
-            result.errors += errors
-            for key, value in statuses.items():
-                result.statuses[key] = result.statuses.get(key, 0) + value
+            result.add(LoadResult(1, len(latencies), 0.0, latencies, errors, statuses))
 
     result.seconds = run_clients(client, shares)
     return result
@@ -328,9 +332,5 @@ def drive_processes(
         results = pool.starmap(drive, parts)
     merged = LoadResult(concurrency, 0, max(r.seconds for r in results))
     for part in results:
-        merged.requests += part.requests
-        merged.errors += part.errors
-        merged.latencies_ms.extend(part.latencies_ms)
-        for key, value in part.statuses.items():
-            merged.statuses[key] = merged.statuses.get(key, 0) + value
+        merged.add(part)
     return merged
