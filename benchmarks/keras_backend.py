@@ -22,8 +22,9 @@ from classifier.cpu_runtimes import model_output
 from classifier.metadata import MODEL_FILE
 from classifier.predictor import Predictor, load_predictor
 from classifier.preprocess import decode_image
-from classifier.runtimes import RuntimeOptions
+from classifier.runtimes import RuntimeOptions, answers
 from classifier.store import ModelStore
+from training.scoring import probabilities_in_batches
 
 
 class BackendRuntime:
@@ -91,11 +92,12 @@ def throughput(predict, images: np.ndarray, batch: int, seconds: float) -> dict:
 
 
 def agreement(reference: Predictor, other: Predictor, images, labels) -> dict:
-    """How far `other`'s answers are from the reference's on the same pixels."""
-    ref = np.concatenate([reference.predict(images[i : i + 64]) for i in range(0, len(images), 64)])
-    out = np.concatenate([other.predict(images[i : i + 64]) for i in range(0, len(images), 64)])
-    ref_labels = np.array([reference.class_names.index(c) for c in reference.labels(ref)])
-    out_labels = np.array([other.class_names.index(c) for c in other.labels(out)])
+    """How far `other`'s answers are from the reference's on the same pixels (one model's
+    metadata, so one decision threshold)."""
+    ref = probabilities_in_batches(reference.predict, images)
+    out = probabilities_in_batches(other.predict, images)
+    threshold = reference.metadata.decision_threshold
+    ref_labels, out_labels = answers(ref, threshold), answers(out, threshold)
     truth = np.array(labels)
     return {
         "images": len(images),
