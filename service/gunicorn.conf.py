@@ -63,10 +63,10 @@ def on_starting(server):
             os.remove(os.path.join(folder, name))
     logging.getLogger("gunicorn.error").info(
         "%d workers of %d inference threads each, for %d cores",
-        settings.workers,
+        workers,
         settings.worker_threads,
         hardware.cores(),
-        extra={"fields": {"event": "workers", "workers": settings.workers,
+        extra={"fields": {"event": "workers", "workers": workers,
                           "web_concurrency": settings.web_concurrency}},
     )  # fmt: skip
 
