@@ -62,7 +62,7 @@ def on_starting(server):
         if name.endswith(".db"):
             os.remove(os.path.join(folder, name))
     logging.getLogger("gunicorn.error").info(
-        "%d workers of %d inference threads each, for %d cores",
+        "workers: %d, inference threads each: %d, cores: %d",
         workers,
         settings.worker_threads,
         hardware.cores(),

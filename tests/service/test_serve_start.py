@@ -98,7 +98,7 @@ def test_the_start_says_how_many_workers_and_starts_them(tmp_path):
         [said] = [x for x in server.log_lines() if x.get("event") == "workers"]
         booted = [x for x in server.log_lines() if x["message"].startswith("Booting worker")]
     assert (said["workers"], said["web_concurrency"]) == (expected, 0)
-    assert said["message"].startswith(f"{expected} workers of ")
+    assert said["message"].startswith(f"workers: {expected}, inference threads each: ")
     assert len(booted) == expected
 
 
