@@ -34,6 +34,7 @@ from service.registry import Registry, ServedModel
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 4096  # answered calls waiting for the monitor thread
+TAKE_AT_ONCE = 256  # answered calls the monitor thread observes together
 CAPTURE_PENDING_BYTES = 64 * 1024 * 1024  # sampled images in that queue, not written yet
 REFRESH_S = 2.0  # drift gauges are this fresh
 SWEEP_S = 60.0  # captures are swept at least this often (age), and after SWEEP_SHARE
@@ -126,13 +127,10 @@ class Monitor:
 
     def _run(self) -> None:
         while True:
+            items = self._take()
             try:
-                item = self._queue.get(timeout=REFRESH_S)
-            except queue.Empty:
-                item = None
-            try:
-                if item is not None:
-                    self._observe(item)
+                if items:
+                    self._observe(items)
                 now = time.monotonic()
                 if now >= self._next_refresh:
                     self._next_refresh = now + REFRESH_S
@@ -145,13 +143,38 @@ class Monitor:
             except Exception:  # the thread must outlive any surprise
                 log.exception("monitor failed on an answer")
             finally:
-                if item is not None:
+                for item in items:
                     self._release(item.pending)
                     self._queue.task_done()
 
-    def _observe(self, item: Answered) -> None:
-        model, probs = item.model, item.probs
+    def _take(self) -> list[Answered]:
+        """The answers waiting, up to TAKE_AT_ONCE (none after REFRESH_S without any): a
+        batch's answers arrive together, and observing them together costs one pass of the
+        metrics and the window instead of one per request."""
+        try:
+            items = [self._queue.get(timeout=REFRESH_S)]
+        except queue.Empty:
+            return []
+        while len(items) < TAKE_AT_ONCE:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _observe(self, items: list[Answered]) -> None:
+        """The answers of each served version together: its metrics, its window, and then
+        each answer's captures."""
+        by_model: dict[int, list[Answered]] = {}
+        for item in items:
+            by_model.setdefault(id(item.model), []).append(item)
+        for group in by_model.values():
+            self._observe_model(group)
+
+    def _observe_model(self, items: list[Answered]) -> None:
+        model = items[0].model
         predictor = model.predictor
+        probs = items[0].probs if len(items) == 1 else np.concatenate([i.probs for i in items])
         answered = np.asarray(answers(probs, predictor.metadata.decision_threshold))
         top = probs.max(axis=1)
         version = str(model.version)
@@ -162,8 +185,11 @@ class Monitor:
         for p in top.tolist():
             histogram.observe(p)
         self.windows.add(model.name, model.version, answered, top)
-        for index, image in item.sampled:
-            self._capture(item, index, image, names[answered[index]])
+        offset = 0
+        for item in items:
+            for index, image in item.sampled:
+                self._capture(item, index, image, names[answered[offset + index]])
+            offset += len(item.probs)
 
     def _capture(self, item: Answered, index: int, image, label: str) -> None:
         model = item.model

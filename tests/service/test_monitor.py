@@ -97,3 +97,46 @@ def test_a_sampled_image_of_a_tensor_holds_only_its_own_pixels(tmp_path, monkeyp
     assert monitor._pending == 2 * 150 * 150 * 3 * 4
     store.go.set()
     assert monitor.wait_idle() and len(store.written) == 2
+
+
+def test_answers_queued_together_are_observed_together_each_to_its_own_version(tmp_path):
+    """The monitor takes every answer waiting at once: each served version still counts its
+    own answers, fills its own window, and each capture keeps the label of its own image."""
+    store = StalledStore(tmp_path)
+    labels: list[tuple[str, str]] = []
+    write = store.write
+    store.write = lambda capture, data: (
+        labels.append((capture.model, capture.label)) or write(capture, data)
+    )
+    windows = DriftWindows(100, 0.2)
+    monitor = Monitor(Registry("together-a"), windows, store, capture_rate=1.0)
+    monitor._next_refresh = float("inf")  # versions not in the registry: windows kept
+    added: list[tuple[str, int]] = []
+    add = windows.add
+    windows.add = lambda name, version, answered, top: (
+        added.append((name, len(top))) or add(name, version, answered, top)
+    )
+    a, b = served("together-a"), served("together-b")
+    photo = jpeg_bytes()
+    monitor.answered(a, [Upload(photo)], np.array([[0.9, 0.1]]))
+    assert store.started.wait(10)  # the monitor is held: what follows queues up
+    monitor.capture_rate = 0.0
+    monitor.answered(b, [None, None], np.array([[0.2, 0.8], [0.6, 0.4]]))
+    monitor.answered(a, [None], np.array([[0.1, 0.9]]))
+    monitor.capture_rate = 1.0
+    monitor.answered(b, [Upload(photo), Upload(photo)], np.array([[0.7, 0.3], [0.1, 0.9]]))
+    assert monitor._queue.qsize() == 3
+    store.go.set()
+    assert monitor.wait_idle()
+
+    def count(model: str, label: str) -> float:
+        labels = {"model": model, "version": "1", "label": label}
+        return REGISTRY.get_sample_value("predictions_total", labels) or 0.0
+
+    assert (count("together-a", "cats"), count("together-a", "dogs")) == (1, 1)
+    assert (count("together-b", "cats"), count("together-b", "dogs")) == (2, 2)
+    assert len(windows._windows[("together-a", 1)]) == 2
+    assert len(windows._windows[("together-b", 1)]) == 4
+    assert labels == [("together-a", "cats"), ("together-b", "cats"), ("together-b", "dogs")]
+    # one pass for the first answer, then one per version for the three that waited
+    assert added == [("together-a", 1), ("together-b", 4), ("together-a", 1)]
