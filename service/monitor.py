@@ -19,7 +19,6 @@ import queue
 import random
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,7 +88,7 @@ class Monitor:
             if sampled:
                 sampled, pending = self._hold(model, [(i, _own(image)) for i, image in sampled])
             call = calls.current()
-            request_id = call.request_id if call else uuid.uuid4().hex
+            request_id = call.request_id if call else calls.new_request_id()
             self._queue.put_nowait(
                 Answered(model, probs, sampled, request_id, time.time(), pending)
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from flask import Flask
 
@@ -24,6 +24,22 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class App(Flask):
+    """Flask, deciding once per view or hook whether it is a coroutine function: Flask asks
+    `inspect.iscoroutinefunction` of each of them on every request."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable, Callable] = {}
+
+    def ensure_sync(self, func: Callable) -> Callable:
+        try:
+            return self._sync[func]
+        except KeyError:
+            sync = self._sync[func] = super().ensure_sync(func)
+            return sync
+
+
 def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     """Defaults, then environment, then `config`; then load the models into this process.
 
@@ -33,7 +49,7 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     """
     cfg, flask_config = _split(config)
     logs.configure_logging(cfg.log_level)
-    app = Flask(__name__, static_folder=None)  # the pages inline their assets
+    app = App(__name__, static_folder=None)  # the pages inline their assets
     app.config.update(
         MAX_CONTENT_LENGTH=cfg.max_upload_bytes,
         MAX_FORM_MEMORY_SIZE=cfg.max_form_memory_size,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-from flask import Blueprint, Flask, has_request_context, jsonify, request
+from flask import Flask, has_request_context, jsonify, request
 from pydantic import BaseModel
 from werkzeug.routing import BaseConverter
 
@@ -224,8 +224,8 @@ def error_style() -> str:
 
 
 def register(app: Flask) -> None:
+    """The rules on the app itself: under a blueprint, Flask looks up its hooks and error
+    handlers by the blueprint's name too, on every request."""
     app.url_map.converters["default"] = Segment  # before the rules are added
-    bp = Blueprint("api", __name__)
     for route in ROUTES:
-        bp.add_url_rule(route.rule, route.endpoint, route.view, methods=[route.method])
-    app.register_blueprint(bp)
+        app.add_url_rule(route.rule, route.endpoint, route.view, methods=[route.method])
