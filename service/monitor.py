@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 4096  # answered calls waiting for the monitor thread
 TAKE_AT_ONCE = 256  # answered calls the monitor thread observes together
+GATHER_S = 0.02  # after a pass, answers gather this long: fewer, larger passes under load
 CAPTURE_PENDING_BYTES = 64 * 1024 * 1024  # sampled images in that queue, not written yet
 REFRESH_S = 2.0  # drift gauges are this fresh
 SWEEP_S = 60.0  # captures are swept at least this often (age), and after SWEEP_SHARE
@@ -145,6 +146,8 @@ class Monitor:
                 for item in items:
                     self._release(item.pending)
                     self._queue.task_done()
+            if items:
+                time.sleep(GATHER_S)
 
     def _take(self) -> list[Answered]:
         """The answers waiting, up to TAKE_AT_ONCE (none after REFRESH_S without any): a
