@@ -67,10 +67,14 @@ def test_a_run_killed_mid_way_and_resumed_ends_as_an_uninterrupted_one(dataset, 
     # Resumed where `auto` resolves to the other precision (AMX or a GPU there, not here, or
     # the reverse): it goes on in the one it began with (before, it switched, and ended
     # elsewhere than the uninterrupted run).
+    # (The precision is flipped from what this machine resolves, which is what the run began
+    # with: before, the flip was from what `auto` resolves to, and on a host with bfloat16
+    # the run, begun in the default float32, "resumed elsewhere" in float32 too.)
     other = (
-        "from training import train, model; import sys; "
-        "began = model.resolve_precision('auto'); "
-        "train.resolve_precision = lambda p: {'float32': 'mixed_bfloat16'}.get(began, 'float32'); "
+        "from training import train; import sys; "
+        "here = train.resolve_precision; "
+        "train.resolve_precision = lambda p: "
+        "{'float32': 'mixed_bfloat16', 'mixed_bfloat16': 'float32'}[here(p)]; "
         "sys.exit(train.main(sys.argv[1:]))"
     )
     command = train_command(dataset, cut, "--resume", str(run))
