@@ -95,13 +95,19 @@ class _LineWriter(logging.handlers.QueueListener):
 
     def handle(self, record: logging.LogRecord) -> None:
         for handler in self.handlers:
-            if record.levelno < handler.level or not handler.filter(record):
+            if record.levelno < handler.level:
                 continue
-            if handler not in self._lines:
+            lines = self._lines.get(handler)
+            if lines is None:  # not a stream's: as QueueListener gives it
                 handler.handle(record)
                 continue
+            kept = handler.filter(record)  # False, True, or (3.12+) a record to use instead
+            if not kept:
+                continue
             try:
-                self._lines[handler].append(handler.format(record))
+                lines.append(
+                    handler.format(kept if isinstance(kept, logging.LogRecord) else record)
+                )
             except Exception:  # as StreamHandler.emit: said on stderr, the others written
                 handler.handleError(record)
         self._held.append(record)

@@ -171,7 +171,10 @@ class Monitor:
         for item in items:
             by_model.setdefault(id(item.model), []).append(item)
         for group in by_model.values():
-            self._observe_model(group)
+            try:
+                self._observe_model(group)
+            except Exception:  # one version's surprise leaves the others' answers counted
+                log.exception("monitor failed on %d answers", len(group))
 
     def _observe_model(self, items: list[Answered]) -> None:
         model = items[0].model

@@ -140,3 +140,23 @@ def test_answers_queued_together_are_observed_together_each_to_its_own_version(t
     assert labels == [("together-a", "cats"), ("together-b", "cats"), ("together-b", "dogs")]
     # one pass for the first answer, then one per version for the three that waited
     assert added == [("together-a", 1), ("together-b", 4), ("together-a", 1)]
+
+
+def test_one_versions_failure_leaves_the_others_answers_counted(tmp_path):
+    """Answers taken together are observed per version: one that fails (here a model without
+    class names) is logged, and the others' answers still count."""
+    store = StalledStore(tmp_path)
+    monitor = Monitor(Registry("apart-good"), DriftWindows(100, 0.2), store, capture_rate=1.0)
+    monitor._next_refresh = float("inf")
+    good = served("apart-good")
+    broken = served("apart-broken")
+    broken.predictor.class_names = ()
+    monitor.answered(good, [Upload(jpeg_bytes())], np.array([[0.9, 0.1]]))
+    assert store.started.wait(10)  # held: the next two queue up and are taken together
+    monitor.capture_rate = 0.0
+    monitor.answered(broken, [None], np.array([[0.2, 0.8]]))
+    monitor.answered(good, [None], np.array([[0.2, 0.8]]))
+    store.go.set()
+    assert monitor.wait_idle()
+    labels = {"model": "apart-good", "version": "1", "label": "dogs"}
+    assert REGISTRY.get_sample_value("predictions_total", labels) == 1
