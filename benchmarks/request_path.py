@@ -7,7 +7,8 @@ peers, in one run on one machine:
    INFERENCE_THREADS=2), multipart uploads of those photos from keep-alive connections, at
    each concurrency: images/s, latency, server CPU per image (its process tree, from /proc),
    client CPU, cores in use; the request path = server CPU per image - decode - model, the
-   latter two measured again just before and after each step (the host's speed moves);
+   latter two measured again just before and after each step (the host's speed moves;
+   each time the median of three measurements);
 3. py-spy on the worker at the highest concurrency (the figures of 2 come from an unprofiled
    pass): where its busy threads spend their samples, by stage (accept and parse, body read,
    multipart, decode, queueing, model, encode, log, metrics, ...), as ms of CPU per image;
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,10 +135,14 @@ class InProcess:
             "model_images_per_s_batch16": round(rate, 1),
         }
 
-    def floor(self) -> float:
-        """Decode + model, ms of CPU per image, now."""
-        now = self.measure()
-        return now["decode_ms_per_image"] + now["model_ms_per_image"]
+    def floor(self, rounds: int = 3) -> float:
+        """Decode + model, ms of CPU per image, now: the median of `rounds` measurements, each
+        about a second (one alone moved by up to 0.6 ms between a step's two brackets)."""
+        totals = []
+        for _ in range(rounds):
+            now = self.measure()
+            totals.append(now["decode_ms_per_image"] + now["model_ms_per_image"])
+        return statistics.median(totals)
 
 
 def tree(pid: int) -> list[int]:
