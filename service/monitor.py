@@ -179,7 +179,7 @@ class Monitor:
     def _observe_model(self, items: list[Answered]) -> None:
         model = items[0].model
         predictor = model.predictor
-        probs = items[0].probs if len(items) == 1 else np.concatenate([i.probs for i in items])
+        probs = np.concatenate([item.probs for item in items])
         answered = np.asarray(answers(probs, predictor.metadata.decision_threshold))
         top = probs.max(axis=1)
         version = str(model.version)
