@@ -39,6 +39,12 @@ def begin(given_request_id: str | None = None) -> Call:
     return call
 
 
+def resume(call: Call) -> Call:
+    """A call begun earlier for this request, this thread's again."""
+    _current.set(call)
+    return call
+
+
 def new_request_id() -> str:
     """32 random hex digits. Not a secret: Python's generator (seeded from the system's at
     start and again in each forked worker) is enough, and cheaper than uuid4's system call

@@ -226,7 +226,9 @@ def test_request_path_stage_costs_leave_no_metrics_folder_behind(tmp_path, monke
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     bodies, headers = request_path.multipart_bodies(sorted((REPO / "samples").glob("*.jpg")))
     stages = request_path.stage_costs(SHIPPED_MODELS, "cats_vs_dogs", bodies, headers, 1)
-    assert "decode" in stages
+    assert {"decode", "multipart", "body read", "encode", "HTTP metrics"} <= set(stages)
+    assert "hooks before" not in stages  # plain uploads: the fast path, no Flask hooks
+    assert all(ms > 0 for ms in stages.values()), stages
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     assert not list(tmp_path.glob("metrics-*"))
 

@@ -13,7 +13,7 @@ from service.capture import CaptureStore
 from service.dataplane import DataPlane
 from service.drift import DriftWindows
 from service.feedback import Feedback, FeedbackStore
-from service.http import auth, cors, limits, observability, routes
+from service.http import auth, cors, fastpath, limits, observability, routes
 from service.http.errors import register_error_handlers
 from service.http.jsonbody import OrjsonProvider
 from service.loader import BatchingOptions, Loader
@@ -87,6 +87,7 @@ def create_app(config: Settings | Mapping[str, object] | None = None) -> Flask:
     plane = DataPlane(registry, cfg, Monitor(registry, windows, captures, cfg.capture_rate))
     store = FeedbackStore(cfg.feedback_dir) if cfg.feedback_dir else None
     app.extensions.update(dataplane=plane, loader=loader, feedback=Feedback(plane, store, captures))
+    fastpath.install(app)
     log.info("starting worker", extra={"fields": {"event": "start", "settings": cfg.environment()}})
     loader.warn_about_the_filesystem()
     loader.load_all()

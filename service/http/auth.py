@@ -3,33 +3,51 @@ known key in `Authorization: Bearer <key>` or `X-API-Key` (checked by service/ke
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flask import Flask, request
 
 from service import calls, keys
 
+# app.extensions[KEY_CHECK]: the KeyCheck, where keys are on (the predict fast path asks it too)
+KEY_CHECK = "key_check"
 
-def presented_keys() -> list[str]:
-    """The keys a request carries: `Authorization: Bearer`, `X-API-Key`, or both."""
+
+def presented_keys(environ: Mapping[str, object]) -> list[str]:
+    """The keys a request carries: `Authorization: Bearer`, `X-API-Key`, or both (read from
+    the WSGI environ, as Werkzeug's request.headers reads them)."""
     found = []
-    key = keys.bearer(request.headers.get("Authorization", ""))
+    key = keys.bearer(str(environ.get("HTTP_AUTHORIZATION", "")))
     if key:
         found.append(key)
-    if request.headers.get("X-API-Key"):
-        found.append(request.headers["X-API-Key"])
+    if environ.get("HTTP_X_API_KEY"):
+        found.append(str(environ["HTTP_X_API_KEY"]))
     return found
+
+
+class KeyCheck:
+    """The key a request needs, on the paths that need one."""
+
+    def __init__(self, keys_file: str, exempt_paths: tuple[str, ...]) -> None:
+        self.key_file = keys.KeyFile(keys_file)
+        self.exempt_paths = exempt_paths
+
+    def __call__(self, path: str, environ: Mapping[str, object]) -> None:
+        """Note the key's name on the call; Unauthorized without a known key."""
+        if not keys.exempt(path, self.exempt_paths):
+            calls.note_api_key(keys.check(self.key_file, presented_keys(environ)))
 
 
 def install(app: Flask, keys_file: str, exempt_paths: tuple[str, ...]) -> None:
     """Require a known key on every path but the exempt ones (and CORS preflights)."""
     if not keys_file:
         return
-    key_file = keys.KeyFile(keys_file)
+    check = app.extensions[KEY_CHECK] = KeyCheck(keys_file, exempt_paths)
 
     @app.before_request
     def _require_key() -> None:
-        if keys.exempt(request.path, exempt_paths) or _preflight():
-            return
-        calls.note_api_key(keys.check(key_file, presented_keys()))
+        if not _preflight():
+            check(request.path, request.environ)
 
 
 def _preflight() -> bool:

@@ -6,10 +6,12 @@ from __future__ import annotations
 from flask import request
 
 from classifier.predictor import top_classes
+from service.dataplane import Upload
 from service.protocols import own_schemas as schemas
 from service.protocols import status
 from service.protocols.rest import answer, dataplane, whole_number_arg
 from service.protocols.uploads import read_uploads
+from service.registry import ServedModel
 
 
 def predict_default():
@@ -23,15 +25,19 @@ def predict(name: str, version: int | None = None):
     model = plane.model(name, version)
     top_k = _top_k(len(model.predictor.class_names))
     uploads = read_uploads(request)
-    predictions = model.predictor.to_predictions(plane.predict(model, uploads))
-    body = {
+    return answer(predict_body(model, uploads, plane.predict(model, uploads), top_k), model.version)
+
+
+def predict_body(model: ServedModel, uploads: list[Upload], probs, top_k: int | None) -> dict:
+    """schemas.PredictResponse, as a dict (the predict fast path sends it too)."""
+    predictions = model.predictor.to_predictions(probs)
+    return {
         "model": {"name": model.name, "version": model.version},
         "predictions": [
             _prediction(p, upload.filename, top_k)
             for upload, p in zip(uploads, predictions, strict=True)
         ],
     }
-    return answer(body, model.version)
 
 
 def _top_k(classes: int) -> int | None:

@@ -84,6 +84,16 @@ def _from_multipart(request: Request) -> list[Upload]:
 
 
 def _image_parts(request: Request) -> list[Upload] | None:
+    """The files of the field `image` when the body is plain (see `plain_images`); None
+    for anything else, which Werkzeug's parser then reads."""
+    boundary = request.mimetype_params.get("boundary", "")
+    body = request.get_data(cache=True)  # kept: Werkzeug's parser reads it if need be
+    return plain_images(body, boundary, request.max_form_parts, request.max_form_memory_size)
+
+
+def plain_images(
+    body: bytes, boundary: str, max_parts: int | None, max_field_bytes: int | None
+) -> list[Upload] | None:
     """The files of the field `image`, when the body is a plain, well-formed multipart body;
     None for anything else, which Werkzeug's parser then reads, so its answers (and its
     limits' errors) are unchanged.
@@ -92,18 +102,16 @@ def _image_parts(request: Request) -> list[Upload] | None:
     about 0.2 ms of CPU per 40 kB photo; python-multipart reads the same body in a tenth of
     that. "Plain" means: CRLF line breaks, the first delimiter at the start, the delimiter
     nowhere but between the parts, clean header lines, every part within MAX_FORM_PARTS
-    and every non-file field within MAX_FORM_MEMORY_SIZE, and at least one file `image`.
-    On such a body both parsers find the same parts with the same names and file names
-    (tests/service/test_uploads.py checks them against each other).
+    (`max_parts`) and every non-file field within MAX_FORM_MEMORY_SIZE (`max_field_bytes`),
+    and at least one file `image`. On such a body both parsers find the same parts with the
+    same names and file names (tests/service/test_uploads.py checks them against each other).
     """
-    boundary = request.mimetype_params.get("boundary", "")
     if not boundary.isascii() or not 0 < len(boundary) <= 70:  # RFC 2046's longest
         return None
-    body = request.get_data(cache=True)  # kept: Werkzeug's parser reads it if need be
     delimiter = b"--" + boundary.encode()
     if not body.startswith(delimiter + b"\r\n"):
         return None
-    parts = _Parts(request.max_form_parts, request.max_form_memory_size)
+    parts = _Parts(max_parts, max_field_bytes)
     parser = MultipartParser(boundary.encode(), parts.callbacks)
     try:
         parser.write(body)
