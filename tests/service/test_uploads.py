@@ -1,5 +1,6 @@
-"""Multipart uploads: the fast parser (python-multipart) takes only plain bodies, and on every
-body it takes it finds what Werkzeug's parser finds; anything else is Werkzeug's to answer."""
+"""Multipart uploads: the fast parser (python-multipart, or no parser for one file as
+clients send it) takes only plain bodies, and on every body it takes it finds what
+Werkzeug's parser finds; anything else is Werkzeug's to answer."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from flask import Flask, request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from urllib3.filepost import encode_multipart_formdata
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.protocols import uploads
@@ -187,3 +189,55 @@ def test_plain_bodies_take_the_fast_path_with_werkzeugs_answer(parts):
         assert found == expected
     elif expected and expected != "413":  # declined: only for the delimiter within a part
         assert body.count(b"--bd") > len(parts) + 1
+
+
+def one_file(body: bytes, boundary: bytes):
+    found = uploads._one_file(body, b"--" + boundary)
+    return None if found is None else [(found.data, found.filename)]
+
+
+def test_one_file_as_clients_send_it_is_read_without_a_parser():
+    """urllib3 (requests), curl and browsers send one file so: no parser needed."""
+    photo = jpeg_bytes()
+    sent = [
+        encode_multipart_formdata({"image": ("a.jpg", photo, "image/jpeg")}),
+        encode_multipart_formdata({"image": ("a.jpg", photo)}),  # no Content-Type line
+    ]
+    curl = body_of(
+        [(disposition("image", "a.jpg") + b"\r\nContent-Type: image/jpeg", photo)],
+        b"------------------------d74496d66958873e",
+    )
+    sent.append((curl, "multipart/form-data; boundary=------------------------d74496d66958873e"))
+    for body, ctype in sent:
+        boundary = ctype.split("boundary=")[1]
+        assert one_file(body, boundary.encode()) == [(photo, "a.jpg")]
+        assert fast(body, ctype) == werkzeug(body, ctype) == [(photo, "a.jpg")]
+
+
+ONE_HEADER = st.sampled_from(
+    [b"Content-Type: image/jpeg", b"content-type:image/png"] * 3
+    + [b"Content-Type : x", b"X-Y: z", b"Content-Type: a\rb"]
+)
+
+
+AN_IMAGE = st.builds(disposition, st.just("image"), st.sampled_from(["a.jpg", ""]) | TEXT)
+ONE_HEADERS = st.one_of(
+    *[st.tuples(AN_IMAGE, st.lists(ONE_HEADER, max_size=1))] * 3,
+    st.tuples(st.builds(disposition, NAME, FILENAME) | HEADERS, st.lists(ONE_HEADER, max_size=2)),
+).map(lambda h: b"\r\n".join([h[0], *h[1]]))
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    headers=ONE_HEADERS,
+    data=BYTES | st.binary(max_size=40),
+    cuts=st.one_of(*[st.just([])] * 3, CUTS),
+)
+def test_where_one_file_is_read_without_a_parser_werkzeug_reads_the_same(headers, data, cuts):
+    body = body_of([(headers, data)], b"bd")
+    for at, drop, insert in cuts:
+        at = min(at, len(body))
+        body = body[:at] + insert + body[at + drop :]
+    found = one_file(body, b"bd")
+    if found is not None:
+        assert found == werkzeug(body, "multipart/form-data; boundary=bd")
