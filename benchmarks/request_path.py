@@ -285,6 +285,7 @@ def _stage_costs(models_dir: Path, name: str, bodies, headers, threads: int) -> 
     from service import access, dataplane, logs
     from service.http import fastpath, observability
     from service.http.app import create_app
+    from service.http.worker import Settled
     from service.protocols import own
 
     sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives with the run
@@ -327,7 +328,7 @@ def _stage_costs(models_dir: Path, name: str, bodies, headers, threads: int) -> 
     hooks = app.before_request_funcs[None], app.after_request_funcs[None]
     app.before_request_funcs[None] = [timed("hooks before", f) for f in hooks[0]]
     app.after_request_funcs[None] = [timed("hooks after (all)", f) for f in hooks[1]]
-    cfg = Config()
+    cfg = Settled(Config())  # as the worker reads it
     raw = [
         b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
         + h["Content-Type"].encode()

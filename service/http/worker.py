@@ -26,7 +26,25 @@ from gunicorn.workers import gthread
 LINGER_S = 0.1
 
 
+class Settled:
+    """gunicorn's settings, each read once: the parser and the response read about twenty of
+    them per request, each through Config.__getattr__ and its Setting, and a worker's
+    settings never change (a reload starts new workers)."""
+
+    def __init__(self, cfg) -> None:
+        self.__dict__["_cfg"] = cfg
+
+    def __getattr__(self, name: str):
+        value = getattr(self._cfg, name)
+        self.__dict__[name] = value
+        return value
+
+
 class ThreadWorker(gthread.ThreadWorker):
+    def init_process(self):
+        self.cfg = Settled(self.cfg)  # after fork, before any thread or connection
+        super().init_process()
+
     def handle(self, conn):
         keep = super().handle(conn)
         while keep is True and self._next_request_here(conn):

@@ -1,6 +1,7 @@
-"""service/http/worker.py on a real gunicorn: kept-alive connections are answered by the
-thread they are on, more connections than threads still all get answers, an idle
-connection is closed after the keep-alive timeout, and SIGTERM is not held up."""
+"""service/http/worker.py: its settings read once; on a real gunicorn, kept-alive
+connections are answered by the thread they are on, more connections than threads still all
+get answers, an idle connection is closed after the keep-alive timeout, and SIGTERM is not
+held up."""
 
 from __future__ import annotations
 
@@ -11,21 +12,32 @@ import threading
 import time
 
 import pytest
+from gunicorn.config import Config
 
 from benchmarks.harness import Server
+from service.http.worker import Settled
 from tests.helpers import jpeg_bytes
-
-pytestmark = pytest.mark.e2e
 
 JPEG = {"Content-Type": "image/jpeg"}
 
 
+def test_settled_settings_are_gunicorns_read_once():
+    cfg = Config()
+    settled = Settled(cfg)
+    for name in [*cfg.settings, "is_ssl", "worker_class", "address", "env"]:
+        assert getattr(settled, name) == getattr(cfg, name), name
+    cfg.set("keepalive", 99)  # a worker's settings never change: read once, kept
+    assert settled.keepalive == 2 and cfg.keepalive == 99
+
+
+@pytest.mark.e2e
 def test_the_service_runs_this_worker(models_template):
     with Server(models_template, MODEL_NAME="pets", MODEL_POLL_SECONDS="0") as server:
         server.wait_ready()
         assert '"Using worker: service.http.worker.ThreadWorker"' in server.output()
 
 
+@pytest.mark.e2e
 def test_kept_alive_connections_beyond_the_threads_are_all_answered(models_template):
     env = {"MODEL_NAME": "pets", "MODEL_POLL_SECONDS": "0", "GUNICORN_THREADS": "2"}
     body = jpeg_bytes((64, 48))
@@ -53,6 +65,7 @@ def test_kept_alive_connections_beyond_the_threads_are_all_answered(models_templ
         assert statuses == [200] * 50
 
 
+@pytest.mark.e2e
 def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(models_template):
     with Server(models_template, MODEL_NAME="pets", MODEL_POLL_SECONDS="0") as server:
         server.wait_ready()
@@ -67,6 +80,7 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(mod
         assert rest == b"" and 4 <= waited <= 12, waited
 
 
+@pytest.mark.e2e
 def test_sigterm_is_not_held_up_by_a_kept_alive_connection(models_template):
     server = Server(models_template, MODEL_NAME="pets", MODEL_POLL_SECONDS="0")
     try:
@@ -83,6 +97,7 @@ def test_sigterm_is_not_held_up_by_a_kept_alive_connection(models_template):
         server.stop()
 
 
+@pytest.mark.e2e
 def test_clients_that_keep_their_socket_after_connection_close_hold_up_nobody(models_template):
     """gthread closes an ended connection on the main thread, waiting up to 2 s for the
     client to close its side: three such clients held every other request for about 6 s."""
