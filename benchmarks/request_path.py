@@ -379,7 +379,7 @@ def _stages(spent: Counter, requests: int) -> dict:
     )
     metrics_and_log = spent.pop("metrics + log record")
     hooks_after = spent.pop("hooks after (all)", 0.0)
-    spent["hooks after (CORS)"] = hooks_after - metrics_and_log if hooks_after else 0.0
+    spent["hooks after (headers, CORS)"] = hooks_after - metrics_and_log if hooks_after else 0.0
     spent["HTTP metrics"] = metrics_and_log - spent["log (the record) + inference metrics"]
     inside = (
         sum(v for k, v in spent.items() if k != "app (all of it)")

@@ -27,13 +27,13 @@ from flask import Flask, request
 from werkzeug.http import parse_options_header
 
 from service import calls
-from service.http import auth, cors, observability
+from service.http import auth, cors, observability, routes
 from service.http.jsonbody import OPTIONS
 from service.protocols import own
 from service.protocols.uploads import plain_images
 
-PATH = "/predict"
-ENDPOINT = f"POST {PATH}"  # routes.Route.endpoint of the own predict route
+ROUTE = routes.BY_RULE["/predict"]  # the own predict route, as the route table declares it
+PATH = ROUTE.path
 # The exception a taken request met, for the route to raise in Flask.
 RAISED = "service.fastpath.raised"
 
@@ -75,12 +75,12 @@ class FastPredict:
         if self.origins:
             headers += [("Vary", "Origin"), *cors.headers(self.origins, environ)]
         start_response("200 OK", headers)
-        observability.finish(call, "POST", PATH, 200, inference=True)
+        observability.finish(call, ROUTE.method, ROUTE.rule, 200, inference=ROUTE.inference)
         return [data]
 
     def _taken(self, environ: dict) -> int | None:
         """The body's length, where this request is one to answer here."""
-        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":
+        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != ROUTE.method:
             return None
         if environ.get("QUERY_STRING") or not str(environ.get("CONTENT_TYPE", "")).startswith(
             "multipart/form-data"
@@ -133,7 +133,7 @@ def install(app: Flask) -> None:
     """In front of the app's WSGI function; the route raises what a taken request met."""
     if app.debug:  # debug answers are indented: Flask's own
         return
-    view = app.view_functions[ENDPOINT]
+    view = app.view_functions[ROUTE.endpoint]
 
     def predict_default(**kwargs):
         raised = request.environ.get(RAISED)
@@ -141,5 +141,5 @@ def install(app: Flask) -> None:
             raise raised
         return view(**kwargs)
 
-    app.view_functions[ENDPOINT] = predict_default
+    app.view_functions[ROUTE.endpoint] = predict_default
     app.wsgi_app = FastPredict(app, app.wsgi_app)
