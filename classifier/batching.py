@@ -23,8 +23,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,12 +65,66 @@ def pad_to(sizes: list[int], n: int) -> int:
     raise ValueError(f"batch of {n} is over the maximum {sizes[-1]}")
 
 
-@dataclass
+class Pending:
+    """One request's images in the queue, answered and given up together: its caller waits
+    on one lock for all of them (a Future per image made a condition and its lock, and was
+    waited on and cancelled one by one). Its state changes under the batcher's answer lock."""
+
+    __slots__ = ("_done", "error", "finished", "given_up", "left", "rows")
+
+    def __init__(self, n: int) -> None:
+        self.rows: list[np.ndarray | None] = [None] * n
+        self.left = n
+        self.error: BaseException | None = None
+        self.given_up = False  # its caller stopped waiting: what is left of it is not run
+        self.finished = False
+        self._done = threading.Lock()
+        self._done.acquire()  # released once, when every row or an error is in
+
+    def answer(self, index: int, row: np.ndarray) -> None:
+        """One image's row (under the answer lock)."""
+        if self.finished:
+            return
+        self.rows[index] = row
+        self.left -= 1
+        if not self.left:
+            self._finish()
+
+    def fail(self, error: BaseException) -> None:
+        """The request's answer is this error (under the answer lock)."""
+        if not self.finished:
+            self.error = error
+            self._finish()
+
+    def _finish(self) -> None:
+        self.finished = True
+        self._done.release()
+
+    def wait(self, timeout: float) -> bool:
+        """Whether every row or an error came within `timeout` seconds."""
+        return self._done.acquire(timeout=max(0.0, timeout))
+
+    def result(self, timeout: float) -> np.ndarray:
+        """The rows in order; raises the request's error, or DeadlineExceeded meanwhile."""
+        if not self.wait(timeout):
+            raise DeadlineExceeded(f"no answer within {timeout * 1000:.0f} ms")
+        self._done.release()  # a later wait returns at once
+        if self.error is not None:
+            raise self.error
+        return np.stack(self.rows)
+
+
 class _Item:
-    image: np.ndarray
-    deadline: float
-    enqueued: float
-    future: Future = field(default_factory=Future)
+    __slots__ = ("deadline", "enqueued", "image", "index", "request")
+
+    def __init__(
+        self, image: np.ndarray, deadline: float, enqueued: float, request: Pending, index: int
+    ) -> None:
+        self.image = image
+        self.deadline = deadline
+        self.enqueued = enqueued
+        self.request = request
+        self.index = index
 
 
 @dataclass
@@ -133,6 +186,7 @@ class Batcher:
         self._stopping = False
         self._running = 0  # batches taken and not yet answered (under _cond)
         self._stats_lock = threading.Lock()
+        self._answering = threading.Lock()  # every Pending's state changes under it
         self._threads: list[threading.Thread] = []
         self._here = threading.Lock()  # run_here: one model call at a time
 
@@ -185,35 +239,39 @@ class Batcher:
         with self._stats_lock:
             self.stats.expired += n
 
-    def submit(self, images: np.ndarray, deadline: float) -> list[Future]:
+    def submit(self, images: np.ndarray, deadline: float) -> Pending:
         """Queue every image of one request, all or none; raises QueueFull when there is no room."""
         now = time.monotonic()
-        items = [_Item(image, deadline, now) for image in images]
+        request = Pending(len(images))
+        items = [_Item(image, deadline, now, request, i) for i, image in enumerate(images)]
         with self._cond:
             if self._stopping:
                 raise QueueFull("the server is shutting down")
             self.check_room(len(items))  # under the lock: all or none
             self._queue.extend(items)
             self._cond.notify()
-        return [item.future for item in items]
+        return request
 
     def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
         """Submit and wait; raises DeadlineExceeded when the answer is not back in time."""
         deadline = time.monotonic() + timeout_s
-        futures = self.submit(images, deadline)
-        results = []
-        try:
-            for future in futures:
-                results.append(future.result(timeout=max(0.0, deadline - time.monotonic())))
-        except FutureTimeout:
-            self._withdraw(futures)
-            raise DeadlineExceeded(
-                f"no answer within the request deadline of {timeout_s * 1000:.0f} ms"
-            ) from None
-        except BaseException:  # one image failed: the request's answer is that error
-            self._withdraw(futures)
-            raise
-        return np.stack(results)
+        request = self.submit(images, deadline)
+        if not request.wait(deadline - time.monotonic()):
+            with self._answering:
+                answered = request.finished  # in just now: it counts
+                request.given_up = not answered
+            if not answered:
+                self._withdraw()
+                raise DeadlineExceeded(
+                    f"no answer within the request deadline of {timeout_s * 1000:.0f} ms"
+                )
+            request.wait(0)
+        if request.error is not None:  # one image failed: the request's answer is that error
+            with self._answering:
+                request.given_up = True
+            self._withdraw()
+            raise request.error
+        return np.stack(request.rows)
 
     def run_here(self, images: np.ndarray) -> np.ndarray:
         """Once stopped, run `images` in the calling thread, one call at a time, in padded
@@ -226,20 +284,19 @@ class Batcher:
             for start in range(0, len(images), self.max_batch_size):
                 now = time.monotonic()
                 chunk = images[start : start + self.max_batch_size]
-                items = [_Item(image, math.inf, now) for image in chunk]
+                request = Pending(len(chunk))
+                items = [_Item(image, math.inf, now, request, i) for i, image in enumerate(chunk)]
                 self._run_batch(items, now, alone=True)
-                rows += [item.future.result() for item in items]
-        return np.stack(rows)
+                rows.append(request.result(0))
+        return np.concatenate(rows)
 
-    def _withdraw(self, futures: list[Future]) -> None:
-        """Cancel a request's images and take those still queued out of the queue: their
-        places are free at once, not only once an inference thread reaches them (a busy
-        model would otherwise refuse new requests for a queue of abandoned images)."""
-        for future in futures:
-            future.cancel()  # fails for an image already taken: its answer is dropped
+    def _withdraw(self) -> None:
+        """Take the images of requests given up out of the queue: their places are free at
+        once, not only once an inference thread reaches them (a busy model would otherwise
+        refuse new requests for a queue of abandoned images)."""
         with self._cond:
             self._queue = collections.deque(
-                item for item in self._queue if not item.future.cancelled()
+                item for item in self._queue if not item.request.given_up
             )
 
     def _take(self) -> tuple[list[_Item], bool] | None:
@@ -281,15 +338,17 @@ class Batcher:
         """Drop what was given up or is late, and run the rest."""
         now = time.monotonic()
         live = []
-        for item in batch:
-            if not item.future.set_running_or_notify_cancel():
-                continue  # its caller gave up
-            if item.deadline <= now:
-                with self._stats_lock:
-                    self.stats.expired += 1
-                item.future.set_exception(DeadlineExceeded("the request deadline passed"))
-                continue
-            live.append(item)
+        with self._answering:
+            for item in batch:
+                request = item.request
+                if request.given_up or request.finished:
+                    continue  # its caller gave up, or one of its images failed
+                if item.deadline <= now:
+                    with self._stats_lock:
+                        self.stats.expired += 1
+                    request.fail(DeadlineExceeded("the request deadline passed"))
+                    continue
+                live.append(item)
         if live:
             self._run_batch(live, now, alone)
 
@@ -311,8 +370,9 @@ class Batcher:
             log.exception("batch of %d failed in model %s", n, self.name)
             error = InferenceFailed("inference failed")
             error.__cause__ = exc
-            for item in items:
-                item.future.set_exception(error)
+            with self._answering:
+                for item in items:
+                    item.request.fail(error)
             return
         finished = time.monotonic()
         with self._stats_lock:
@@ -320,8 +380,9 @@ class Batcher:
             self.stats.images += n
             self.stats.sizes[n] += 1
             self.stats.overlapped += not alone
-        for item, row in zip(items, rows, strict=True):
-            item.future.set_result(row)
+        with self._answering:
+            for item, row in zip(items, rows, strict=True):
+                item.request.answer(item.index, row)
         if self._on_batch is not None:
             self._observe(
                 n, size, started - min(item.enqueued for item in items), finished - started
