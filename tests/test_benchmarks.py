@@ -258,3 +258,34 @@ def test_soak_where_every_request_fails_says_so_and_exits_3(tmp_path, capsys):
     argv += ["--seconds", "2", "--concurrency", "2", "--window", "4"]
     assert soak.main(argv) == 3
     assert "every request failed (or none was sent) in: t=" in capsys.readouterr().err
+
+
+def test_request_threads_waiting_with_a_timeout_are_not_counted_as_running():
+    """py-spy counts a lock's or select's wait with a timeout as running: those samples are
+    what the thread waits for, not stages of its CPU (stacks as py-spy --threads writes them)."""
+    from benchmarks import request_path
+
+    head = "thread (0x7f01): ThreadPoolExecutor-0_3;_worker (concurrent/futures/thread.py:83)"
+    handle = ";ThreadWorker.handle (service/http/worker.py:51)"
+    samples = [
+        (head, 5),
+        (head + handle + ";ThreadWorker._next_request_here (service/http/worker.py:76)", 7),
+        (head + handle + ";Batcher.predict (classifier/batching.py:207)"
+         ";Pending.wait (classifier/batching.py:104)", 11),
+        (head + handle + ";decode_image (classifier/preprocess.py:79)", 3),
+        (head + handle + ";Batcher.submit (classifier/batching.py:190)", 2),
+        (head + handle + ";Response.write (gunicorn/http/wsgi.py:475)", 4),
+        ("thread (0x7f02): batcher-model;Pending.wait (classifier/batching.py:104)", 13),
+    ]  # fmt: skip
+    stages = request_path.request_stages(samples, worker=1)
+    assert stages == {
+        "idle in the thread pool (no request)": 5,
+        "waiting for the next request on its connection": 7,
+        "waiting for the answer (queue, batch, model)": 11,
+        "decode": 3,
+        "queueing, batch hand-off": 2,
+        "response write": 4,  # once counted as the hand-off: every stack starts in the pool
+    }
+    assert set(stages) - request_path.WAITING == {
+        "decode", "queueing, batch hand-off", "response write"
+    }  # fmt: skip
