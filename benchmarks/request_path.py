@@ -468,10 +468,10 @@ def spy(server: Server, bodies, headers, concurrency: int, seconds: float, flag:
     return samples, before, after, result.requests - result.errors
 
 
-# A request thread waiting, by the frame it waits in (the last of the stack): py-spy counts
-# a wait with a timeout (a lock's, select's) as running, so without these the running samples
-# put the wait for the batch's answer among the CPU (1.2 ms of 1.6 per image at c=32, and
-# decode at 0.27 instead of about 1.1).
+# A request thread waiting, by the frame it waits in (the last of the stack): py-spy with
+# --nonblocking guesses which threads run (py-spy issue 480) and counts a wait with a timeout
+# (a lock's, select's) as running, so without these the running samples put the wait for the
+# batch's answer among the CPU (1.2 ms of 1.6 per image at c=32, decode at 0.27 of 1.1).
 WAITS: tuple[tuple[str, str], ...] = (
     ("idle in the thread pool (no request)", "_worker (concurrent/futures/thread.py"),
     ("waiting for the next request on its connection", "_next_request_here (service/http/"),
@@ -663,7 +663,10 @@ def stage_table(profiles: dict, concurrency: int) -> None:
     lock = profiles["lock_share_by_stage"]
     print(
         f"\nworker CPU per image at c={concurrency}, by thread, and the request threads' by "
-        f"stage (their running samples, py-spy); the interpreter lock was held "
+        f"stage (their running samples: py-spy --nonblocking tells running from waiting by a "
+        f"guess, py-spy issue 480, and a thread in a socket call or waiting for the "
+        f"interpreter lock can count as running, so the socket stages read high; each stage's "
+        f"own CPU is the table above); the interpreter lock was held "
         f"{profiles['lock_held']:.0%} of the time, by request threads in these stages:\n"
     )
     print("| where | stage | ms CPU per image | share of the lock's samples |")
