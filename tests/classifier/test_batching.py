@@ -13,6 +13,7 @@ from classifier.batching import (
     QueueFull,
     pad_to,
     padded_sizes,
+    stack,
 )
 
 SHAPE = (2, 2, 3)
@@ -357,3 +358,22 @@ def test_run_here_after_stop_pads_counts_and_observes_like_a_batch():
     with pytest.raises(InferenceFailed):
         batcher.run_here(poisoned)
     assert batcher.stats.failed_batches == 1
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_stack_copies_each_image_and_pads_with_zeros(dtype):
+    images = [np.full(SHAPE, v, dtype=dtype) for v in (3, 5, 7)]
+    batch = stack(images, 4)
+    assert batch.shape == (4, *SHAPE) and batch.dtype == dtype
+    assert [float(batch[i].mean()) for i in range(4)] == [3, 5, 7, 0]
+    images[0][...] = 9  # a copy, not a view of the request's pixels
+    assert batch[0].max() == 3
+    batch[3] = 1  # writable, as a runtime may expect
+
+
+def test_stack_of_mixed_dtypes_or_strided_views_takes_numpy_s_way():
+    mixed = stack([image(2), np.full(SHAPE, 0.5, dtype=np.float32)], 2)
+    assert mixed.dtype == np.float32 and mixed[0].max() == 2 and mixed[1].max() == 0.5
+    wide = np.arange(2 * 2 * 6, dtype=np.uint8).reshape(2, 2, 6)
+    strided = wide[:, :, ::2]  # not contiguous
+    assert np.array_equal(stack([strided], 1)[0], strided)
