@@ -287,7 +287,7 @@ def _stage_costs(models_dir: Path, name: str, bodies, headers, threads: int) -> 
     from service import access, dataplane, logs
     from service.http import fastpath, observability
     from service.http.app import create_app
-    from service.http.worker import Settled
+    from service.http.worker import OneSendResponse, Settled
     from service.protocols import own
 
     sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives with the run
@@ -346,7 +346,9 @@ def _stage_costs(models_dir: Path, name: str, bodies, headers, threads: int) -> 
                 parser = get_parser(cfg, iter([request]), ("127.0.0.1", 1))
                 req = next(parser)
                 sock = _Socket()
-                resp, environ = wsgi.create(req, sock, ("127.0.0.1", 1), ("127.0.0.1", 8000), cfg)
+                resp, environ = wsgi.create(
+                    req, sock, ("127.0.0.1", 1), ("127.0.0.1", 8000), cfg, OneSendResponse
+                )  # as the worker makes it
                 parsed = time.thread_time()
                 spent["HTTP parse (gunicorn)"] += parsed - started
                 body = app(environ, resp.start_response)

@@ -21,9 +21,86 @@ from __future__ import annotations
 import contextlib
 import select
 
+import gunicorn.http
+from gunicorn.http import wsgi
+from gunicorn.http.body import LengthReader
+from gunicorn.http.parser import RequestParser
 from gunicorn.workers import gthread
 
 LINGER_S = 0.1
+
+
+class _HeldHeaders:
+    """A response's socket that sends the header block together with the body's first bytes.
+
+    gunicorn's Response sends them in two `sendall` calls; each lets go of the interpreter
+    lock, and at c=32, sixteen request threads woken by one batch's answers each took it
+    back against the others once more per send (perf: a context switch per send). It holds
+    the first write (the header block, which Response always writes first) until the next
+    one, or until the response closes; anything else asked of the socket sends it first."""
+
+    __slots__ = ("_held", "_sock", "_waiting")
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+        self._held: bytes | None = None
+        self._waiting = True  # for the first write
+
+    def sendall(self, data) -> None:
+        if self._waiting:
+            self._waiting = False
+            self._held = bytes(data)
+            return
+        held, self._held = self._held, None
+        self._sock.sendall(held + bytes(data) if held else data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            self._sock.sendall(held)
+
+    def sendfile(self, *args, **kwargs):
+        self.flush()
+        return self._sock.sendfile(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        self.flush()
+        return getattr(self._sock, name)
+
+
+class ReadBodyParser(RequestParser):
+    """gunicorn's HTTP/1 parser, with nothing to drain once a body was read to its end.
+
+    Before the connection's next request (twice per request: after the answer, and before
+    parsing the next) gunicorn drains what is left of the body, setting the socket's timeout
+    and then setting it back even when nothing is left: system calls that each let go of the
+    interpreter lock. A body of known length read to its end (every answered predict, every
+    request without a body) has nothing left: True at once."""
+
+    def finish_body(self, deadline=None, max_bytes=None):
+        body = getattr(self.mesg, "body", None)
+        reader = getattr(body, "reader", None)
+        if (
+            isinstance(reader, LengthReader)
+            and reader.length == 0
+            and not body.failed
+            and not body.buf.tell()
+        ):
+            return True
+        return super().finish_body(deadline, max_bytes)
+
+
+class OneSendResponse(wsgi.Response):
+    """gunicorn's HTTP/1 response, its header block sent with the body's first bytes."""
+
+    def __init__(self, req, sock, cfg) -> None:
+        super().__init__(req, _HeldHeaders(sock), cfg)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.sock.flush()  # an answer without a body: its header block alone
 
 
 class Settled:
@@ -43,6 +120,9 @@ class Settled:
 class ThreadWorker(gthread.ThreadWorker):
     def init_process(self):
         self.cfg = Settled(self.cfg)  # after fork, before any thread or connection
+        # what gunicorn makes for an HTTP/1 connection and its answers, in this worker only
+        gunicorn.http.RequestParser = ReadBodyParser
+        wsgi.Response = OneSendResponse
         super().init_process()
 
     def handle(self, conn):

@@ -6,6 +6,7 @@ held up."""
 from __future__ import annotations
 
 import http.client
+import re
 import signal
 import socket
 import threading
@@ -120,3 +121,100 @@ def test_clients_that_keep_their_socket_after_connection_close_hold_up_nobody(mo
         finally:
             for sock in held:
                 sock.close()
+
+
+class CountingSocket(socket.socket):
+    """A real socket that counts its sends."""
+
+    __slots__ = ("sends",)
+
+    def sendall(self, data, *args) -> None:
+        self.sends = getattr(self, "sends", 0) + 1
+        super().sendall(data, *args)
+
+
+def answer(response_class, method: str, app_body: list[bytes], headers=None) -> tuple[bytes, int]:
+    """What a response of `response_class` puts on the wire for one request, and in how many
+    sends (a real socket pair, gunicorn's own parser and response)."""
+    from gunicorn.http import get_parser, wsgi
+
+    ours, theirs = socket.socketpair()
+    sock = CountingSocket(fileno=ours.detach())
+    cfg = Settled(Config())
+    raw = f"{method} /x HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+    req = next(get_parser(cfg, iter([raw]), ("127.0.0.1", 1)))
+    resp, _ = wsgi.create(req, sock, ("127.0.0.1", 1), ("127.0.0.1", 8000), cfg, response_class)
+    length = sum(map(len, app_body))
+    resp.start_response("200 OK", headers or [("Content-Length", str(length))])
+    for chunk in app_body:
+        resp.write(chunk)
+    resp.close()
+    sock.close()
+    theirs.settimeout(5)
+    wire = b""
+    while chunk := theirs.recv(65536):
+        wire += chunk
+    theirs.close()
+    return re.sub(rb"Date: [^\r]*", b"Date: -", wire), getattr(sock, "sends", 0)
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "headers"),
+    [
+        ("POST", [b'{"ok": true}'], None),  # an answer: header block and body in one send
+        ("HEAD", [b""], [("Content-Length", "12")]),  # no body: the header block at close
+        ("GET", [], None),  # an empty body
+        ("GET", [b"ab", b"cd"], [("Transfer-Encoding", "chunked")]),  # streamed, chunked
+    ],
+)
+def test_one_send_response_puts_the_same_bytes_on_the_wire(method, body, headers):
+    from gunicorn.http import wsgi
+
+    from service.http.worker import OneSendResponse
+
+    stock, stock_sends = answer(wsgi.Response, method, body, headers)
+    ours, sends = answer(OneSendResponse, method, body, headers)
+    assert ours == stock and b"HTTP/1.1 200 OK" in ours
+    assert sends == max(1, stock_sends - 1)  # the header block rides with the first chunk
+
+
+class TimeoutCountingSocket(socket.socket):
+    """A real socket that counts the changes to its timeout."""
+
+    __slots__ = ("changes",)
+
+    def settimeout(self, value) -> None:
+        self.changes = getattr(self, "changes", 0) + 1
+        super().settimeout(value)
+
+
+@pytest.mark.parametrize("read", [None, 3, 0])  # the whole body, part of it, none of it
+def test_read_body_parser_drains_as_gunicorns_without_touching_a_read_socket(read):
+    from gunicorn.http.parser import RequestParser
+
+    from service.http.worker import ReadBodyParser
+
+    first, second = b"0123456789", b"abc"
+    wire = (
+        f"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: {len(first)}\r\n\r\n".encode() + first
+        + f"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: {len(second)}\r\n\r\n".encode()
+        + second
+    )  # fmt: skip
+    seen = {}
+    for parser_class in (RequestParser, ReadBodyParser):
+        ours, theirs = socket.socketpair()
+        theirs.sendall(wire)
+        sock = TimeoutCountingSocket(fileno=ours.detach())
+        parser = parser_class(Settled(Config()), sock, ("127.0.0.1", 1))
+        request = next(parser)
+        got = request.body.read() if read is None else request.body.read(read)
+        drained = parser.finish_body(deadline=time.monotonic() + 5)
+        following = next(parser)
+        seen[parser_class] = (got, drained, following.path, following.body.read())
+        changes = getattr(sock, "changes", 0)
+        sock.close()
+        theirs.close()
+        if parser_class is ReadBodyParser:
+            assert (changes == 0) == (read is None)  # a body read to its end: nothing asked
+    assert seen[ReadBodyParser] == seen[RequestParser]
+    assert seen[RequestParser][1:] == (True, "/b", second)
