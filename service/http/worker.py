@@ -10,6 +10,12 @@ the next request within milliseconds); past LINGER_S, or once connections outnum
 threads, the connection goes back to the main thread's poller as before, and the keep-alive
 timeout, graceful shutdown and max_requests behave as in gthread.
 
+In this worker, gunicorn's parser and response make fewer system calls per request: a
+request is read in one receive where it has arrived, a body read to its end is not drained
+again, and an answer's header block goes out with its body (ReadBodyParser, OneSendResponse).
+Each such call lets go of the interpreter lock, and at c=32 taking it back from the other
+request threads cost a context switch (perf, docs/benchmarks.md).
+
 A connection that ends is closed by its request thread too: gthread closes it on the main
 thread, gracefully (FIN, then up to 2 s for the client to close its side), and a client that
 keeps its socket open after a `Connection: close` answer held the whole worker that long:
@@ -28,6 +34,7 @@ from gunicorn.http.parser import RequestParser
 from gunicorn.workers import gthread
 
 LINGER_S = 0.1
+FIRST_READ = 64 * 1024  # bytes a receive takes where gunicorn takes 8 KiB
 
 
 class _HeldHeaders:
@@ -69,13 +76,23 @@ class _HeldHeaders:
 
 
 class ReadBodyParser(RequestParser):
-    """gunicorn's HTTP/1 parser, with nothing to drain once a body was read to its end.
+    """gunicorn's HTTP/1 parser, reading a request in one receive where it can, and with
+    nothing to drain once a body was read to its end.
+
+    gunicorn reads a request's head 8 KiB at a time: an upload of a photo (about 25 KiB)
+    took a second receive for the rest of its body, and each receive lets go of the
+    interpreter lock. FIRST_READ takes what has arrived, head and body, at once.
 
     Before the connection's next request (twice per request: after the answer, and before
     parsing the next) gunicorn drains what is left of the body, setting the socket's timeout
     and then setting it back even when nothing is left: system calls that each let go of the
     interpreter lock. A body of known length read to its end (every answered predict, every
     request without a body) has nothing left: True at once."""
+
+    def __init__(self, cfg, source, source_addr) -> None:
+        super().__init__(cfg, source, source_addr)
+        if hasattr(self.unreader, "mxchunk"):  # a socket's (not a test's iterable)
+            self.unreader.mxchunk = FIRST_READ
 
     def finish_body(self, deadline=None, max_bytes=None):
         body = getattr(self.mesg, "body", None)

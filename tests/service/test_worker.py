@@ -218,3 +218,34 @@ def test_read_body_parser_drains_as_gunicorns_without_touching_a_read_socket(rea
             assert (changes == 0) == (read is None)  # a body read to its end: nothing asked
     assert seen[ReadBodyParser] == seen[RequestParser]
     assert seen[RequestParser][1:] == (True, "/b", second)
+
+
+class RecvCountingSocket(socket.socket):
+    """A real socket that counts its receives."""
+
+    __slots__ = ("receives",)
+
+    def recv(self, size, *args):
+        self.receives = getattr(self, "receives", 0) + 1
+        return super().recv(size, *args)
+
+
+def test_read_body_parser_reads_a_photo_upload_in_one_receive():
+    """The head and a 25 KiB body that have arrived: one receive (gunicorn's parser: two)."""
+    from gunicorn.http.parser import RequestParser
+
+    from service.http.worker import ReadBodyParser
+
+    body = bytes(range(256)) * 100
+    wire = f"POST /predict HTTP/1.1\r\nHost: a\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    receives = {}
+    for parser_class in (RequestParser, ReadBodyParser):
+        ours, theirs = socket.socketpair()
+        theirs.sendall(wire + body)
+        sock = RecvCountingSocket(fileno=ours.detach())
+        request = next(parser_class(Settled(Config()), sock, ("127.0.0.1", 1)))
+        assert request.body.read() == body
+        receives[parser_class] = sock.receives
+        sock.close()
+        theirs.close()
+    assert receives == {RequestParser: 2, ReadBodyParser: 1}
