@@ -77,7 +77,9 @@ class Server:
     In a custom `argv`, "{port}" is replaced by the chosen port.
     """
 
-    def __init__(self, models_dir: Path, argv: list[str] | None = None, **env: str) -> None:
+    def __init__(
+        self, models_dir: Path, argv: list[str] | None = None, cwd: Path = REPO, **env: str
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # gRPC on a free port of its own too (GRPC_PORT="0" in `env` turns it off)
@@ -100,7 +102,7 @@ class Server:
         # A file, not a pipe: nobody drains a pipe, and a full one blocks the server's logging.
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
-            argv, cwd=REPO, env=environment, stdout=self._log, stderr=subprocess.STDOUT
+            argv, cwd=cwd, env=environment, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     def wait_ready(self, timeout: float = 120, path: str = "/readyz") -> Server:

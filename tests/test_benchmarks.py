@@ -1,5 +1,7 @@
 """The training-pipeline benchmark runs end to end (on a tiny dataset: speed is not tested)."""
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks import training_pipeline
@@ -289,3 +291,34 @@ def test_request_threads_waiting_with_a_timeout_are_not_counted_as_running():
     assert set(stages) - request_path.WAITING == {
         "decode", "queueing, batch hand-off", "response write"
     }  # fmt: skip
+
+
+def test_alternate_benchmark_loads_both_checkouts_in_turn(tmp_path, capsys):
+    """A tiny run against this same checkout (speed is not tested): each checkout gets its
+    steps, ABBA, and the medians and ratios are printed and written."""
+    import json
+
+    from benchmarks import alternate
+
+    output = tmp_path / "run.json"
+    repo = str(Path(alternate.__file__).resolve().parents[1])
+    argv = [*tiny_store(tmp_path), "--other", repo, "--rounds", "2", "--seconds", "2"]
+    argv += ["--concurrency", "2", "--output", str(output)]
+    assert alternate.main(argv) == 0
+    run = json.loads(output.read_text())
+    assert [len(run["rows"][name]) for name in ("this", "other")] == [2, 2]
+    assert all(
+        r["errors"] == 0 and r["images_per_s"] > 0 for rows in run["rows"].values() for r in rows
+    )
+    assert set(run["ratios"]) == {"server_cpu_ms_per_image", "images_per_s"}
+    out = capsys.readouterr().out
+    assert (
+        out.startswith("host: ") and "round 2 other" in out and "| images_per_s (median) |" in out
+    )
+
+
+def test_alternate_benchmark_refuses_a_folder_that_is_no_checkout(tmp_path):
+    from benchmarks import alternate
+
+    with pytest.raises(SystemExit, match="not a checkout"):
+        alternate.main([*tiny_store(tmp_path), "--other", str(tmp_path)])
