@@ -361,14 +361,15 @@ class Batcher:
         with self._answering:
             for item in batch:
                 request = item.request
-                if request.given_up or request.finished:
-                    continue  # its caller gave up, or one of its images failed
-                if item.deadline <= now:
+                if request.given_up:
+                    continue  # its caller gave up
+                if item.deadline <= now:  # each image counts, as it counted when queued
                     with self._stats_lock:
                         self.stats.expired += 1
                     request.fail(DeadlineExceeded("the request deadline passed"))
                     continue
-                live.append(item)
+                if not request.finished:  # else one of its images failed
+                    live.append(item)
         if live:
             self._run_batch(live, now, alone)
 

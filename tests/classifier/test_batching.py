@@ -161,13 +161,14 @@ def test_items_expired_in_the_queue_are_not_run(make_batcher):
     batcher = make_batcher(run, max_batch_size=4)
     busy = batcher.submit(np.stack([image(1)]), time.monotonic() + 10)
     time.sleep(0.05)
-    stale = batcher.submit(np.stack([image(2)]), time.monotonic() + 0.01)
+    stale = batcher.submit(np.stack([image(2), image(3)]), time.monotonic() + 0.01)
     time.sleep(0.05)
     gate.set()
     assert busy.result(5).ravel() == pytest.approx([1 / 255])
     with pytest.raises(DeadlineExceeded):
         stale.result(5)
-    assert batcher.stats.expired == 1
+    assert batcher.stats.expired == 2  # each image of the request
+    assert len(run.shapes) == 1  # none of them reached the model
 
 
 def test_an_exception_fails_only_its_own_batch(make_batcher):
