@@ -101,13 +101,15 @@ def test_port_and_models_come_from_the_environment(tmp_path):
     srv = Server(tmp_path)  # an empty store: alive but never ready
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        response = None
+        while response is None and time.monotonic() < deadline:
+            if srv.process.poll() is not None:  # e.g. its port taken meanwhile: say so now
+                pytest.fail(f"the server exited {srv.process.returncode}:\n{srv.output()}")
             try:
                 response = requests.get(f"{srv.url}/readyz", timeout=2)
-                break
             except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.3)
-        assert response.status_code == 503
+        assert response is not None and response.status_code == 503
         assert requests.get(f"{srv.url}/healthz", timeout=2).status_code == 200
     finally:
         assert srv.stop() == 0
