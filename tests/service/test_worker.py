@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 
 import pytest
 from gunicorn.config import Config
@@ -124,13 +125,33 @@ def test_clients_that_keep_their_socket_after_connection_close_hold_up_nobody(mo
 
 
 class CountingSocket(socket.socket):
-    """A real socket that counts its sends."""
+    """A real socket that counts its sends, receives and changes of timeout."""
 
-    __slots__ = ("sends",)
+    __slots__ = ("_calls",)
+
+    @property
+    def calls(self) -> Counter:
+        if not hasattr(self, "_calls"):
+            self._calls = Counter()
+        return self._calls
 
     def sendall(self, data, *args) -> None:
-        self.sends = getattr(self, "sends", 0) + 1
+        self.calls["sendall"] += 1
         super().sendall(data, *args)
+
+    def recv(self, size, *args):
+        self.calls["recv"] += 1
+        return super().recv(size, *args)
+
+    def settimeout(self, value) -> None:
+        self.calls["settimeout"] += 1
+        super().settimeout(value)
+
+
+def counted_pair() -> tuple[CountingSocket, socket.socket]:
+    """A connected pair: the counting end (the server's) and the plain one (the client's)."""
+    ours, theirs = socket.socketpair()
+    return CountingSocket(fileno=ours.detach()), theirs
 
 
 def answer(response_class, method: str, app_body: list[bytes], headers=None) -> tuple[bytes, int]:
@@ -138,8 +159,7 @@ def answer(response_class, method: str, app_body: list[bytes], headers=None) -> 
     sends (a real socket pair, gunicorn's own parser and response)."""
     from gunicorn.http import get_parser, wsgi
 
-    ours, theirs = socket.socketpair()
-    sock = CountingSocket(fileno=ours.detach())
+    sock, theirs = counted_pair()
     cfg = Settled(Config())
     raw = f"{method} /x HTTP/1.1\r\nHost: a\r\n\r\n".encode()
     req = next(get_parser(cfg, iter([raw]), ("127.0.0.1", 1)))
@@ -155,7 +175,7 @@ def answer(response_class, method: str, app_body: list[bytes], headers=None) -> 
     while chunk := theirs.recv(65536):
         wire += chunk
     theirs.close()
-    return re.sub(rb"Date: [^\r]*", b"Date: -", wire), getattr(sock, "sends", 0)
+    return re.sub(rb"Date: [^\r]*", b"Date: -", wire), sock.calls["sendall"]
 
 
 @pytest.mark.parametrize(
@@ -178,16 +198,6 @@ def test_one_send_response_puts_the_same_bytes_on_the_wire(method, body, headers
     assert sends == max(1, stock_sends - 1)  # the header block rides with the first chunk
 
 
-class TimeoutCountingSocket(socket.socket):
-    """A real socket that counts the changes to its timeout."""
-
-    __slots__ = ("changes",)
-
-    def settimeout(self, value) -> None:
-        self.changes = getattr(self, "changes", 0) + 1
-        super().settimeout(value)
-
-
 @pytest.mark.parametrize("read", [None, 3, 0])  # the whole body, part of it, none of it
 def test_read_body_parser_drains_as_gunicorns_without_touching_a_read_socket(read):
     from gunicorn.http.parser import RequestParser
@@ -202,32 +212,21 @@ def test_read_body_parser_drains_as_gunicorns_without_touching_a_read_socket(rea
     )  # fmt: skip
     seen = {}
     for parser_class in (RequestParser, ReadBodyParser):
-        ours, theirs = socket.socketpair()
+        sock, theirs = counted_pair()
         theirs.sendall(wire)
-        sock = TimeoutCountingSocket(fileno=ours.detach())
         parser = parser_class(Settled(Config()), sock, ("127.0.0.1", 1))
         request = next(parser)
         got = request.body.read() if read is None else request.body.read(read)
         drained = parser.finish_body(deadline=time.monotonic() + 5)
         following = next(parser)
         seen[parser_class] = (got, drained, following.path, following.body.read())
-        changes = getattr(sock, "changes", 0)
+        changes = sock.calls["settimeout"]
         sock.close()
         theirs.close()
         if parser_class is ReadBodyParser:
             assert (changes == 0) == (read is None)  # a body read to its end: nothing asked
     assert seen[ReadBodyParser] == seen[RequestParser]
     assert seen[RequestParser][1:] == (True, "/b", second)
-
-
-class RecvCountingSocket(socket.socket):
-    """A real socket that counts its receives."""
-
-    __slots__ = ("receives",)
-
-    def recv(self, size, *args):
-        self.receives = getattr(self, "receives", 0) + 1
-        return super().recv(size, *args)
 
 
 def test_read_body_parser_reads_a_photo_upload_in_one_receive():
@@ -240,12 +239,11 @@ def test_read_body_parser_reads_a_photo_upload_in_one_receive():
     wire = f"POST /predict HTTP/1.1\r\nHost: a\r\nContent-Length: {len(body)}\r\n\r\n".encode()
     receives = {}
     for parser_class in (RequestParser, ReadBodyParser):
-        ours, theirs = socket.socketpair()
+        sock, theirs = counted_pair()
         theirs.sendall(wire + body)
-        sock = RecvCountingSocket(fileno=ours.detach())
         request = next(parser_class(Settled(Config()), sock, ("127.0.0.1", 1)))
         assert request.body.read() == body
-        receives[parser_class] = sock.receives
+        receives[parser_class] = sock.calls["recv"]
         sock.close()
         theirs.close()
     assert receives == {RequestParser: 2, ReadBodyParser: 1}
