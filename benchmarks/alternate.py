@@ -28,23 +28,7 @@ from benchmarks.harness import (
     positive,
     write_results,
 )
-from benchmarks.request_path import COMPARE_ENV, cpu_seconds, multipart_bodies, tree
-
-
-def step(server: Server, bodies, headers, concurrency: int, seconds: float) -> dict:
-    """One load step: server CPU per image and images/s."""
-    pids = tree(server.process.pid)
-    before = cpu_seconds(pids)
-    result = drive(server.port, "/predict", bodies, concurrency, 10**7, seconds, headers)
-    spent = cpu_seconds(pids) - before
-    ok = result.requests - result.errors
-    return {
-        "server_cpu_ms_per_image": round(spent * 1000 / max(ok, 1), 3),
-        "images_per_s": round(ok / result.seconds, 1),
-        "p50_ms": result.summary()["p50_ms"],
-        "errors": result.errors,
-        "requests": result.requests,
-    }
+from benchmarks.request_path import COMPARE_ENV, measure, multipart_bodies
 
 
 def medians(rows: list[dict]) -> dict:
@@ -84,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             drive(server.port, "/predict", bodies, args.concurrency, 10**7, 5, headers)  # warm
         for turn in range(args.rounds):
             for name in ("this", "other") if turn % 2 == 0 else ("other", "this"):
-                row = step(servers[name], bodies, headers, args.concurrency, args.seconds)
+                row = measure(
+                    servers[name], bodies, headers, args.concurrency, args.seconds, args.model_name
+                )
                 rows[name].append(row)
                 print(f"round {turn + 1} {name}: {row}", flush=True)
     finally:

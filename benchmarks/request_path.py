@@ -478,7 +478,6 @@ WAITS: tuple[tuple[str, str], ...] = (
     ("idle in the thread pool (no request)", "_worker (concurrent/futures/thread.py"),
     ("waiting for the next request on its connection", "_next_request_here (service/http/"),
     ("waiting for the answer (queue, batch, model)", "Pending.wait (classifier/batching.py"),
-    ("waiting for the answer (queue, batch, model)", "Condition.wait (threading.py"),
 )
 WAITING = frozenset(stage for stage, _ in WAITS)
 
