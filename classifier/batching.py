@@ -285,7 +285,6 @@ class Batcher:
                 raise DeadlineExceeded(
                     f"no answer within the request deadline of {timeout_s * 1000:.0f} ms"
                 )
-            request.wait(0)
         if request.error is not None:  # one image failed: the request's answer is that error
             with self._answering:
                 request.given_up = True
