@@ -11,10 +11,12 @@ threads, the connection goes back to the main thread's poller as before, and the
 timeout, graceful shutdown and max_requests behave as in gthread.
 
 In this worker, gunicorn's parser and response make fewer system calls per request: a
-request is read in one receive where it has arrived, a body read to its end is not drained
-again, and an answer's header block goes out with its body (ReadBodyParser, OneSendResponse).
-Each such call lets go of the interpreter lock, and at c=32 taking it back from the other
-request threads cost a context switch (perf, docs/benchmarks.md).
+request is read in one receive where it has arrived, a kept-alive connection's next request
+is waited for and read in that same receive, a body read to its end is not drained again, a
+socket already blocking is not set blocking again, and an answer's header block goes out with
+its body (ReadBodyParser, _WaitingUnreader, _KeptBlocking, OneSendResponse). Each such call
+lets go of the interpreter lock, and at c=32 taking it back from the other request threads
+cost a context switch (perf, docs/benchmarks.md).
 
 A connection that ends is closed by its request thread too: gthread closes it on the main
 thread, gracefully (FIN, then up to 2 s for the client to close its side), and a client that
@@ -26,15 +28,73 @@ from __future__ import annotations
 
 import contextlib
 import select
+import socket
+import struct
 
 import gunicorn.http
 from gunicorn.http import wsgi
 from gunicorn.http.body import LengthReader
 from gunicorn.http.parser import RequestParser
+from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers import gthread
 
 LINGER_S = 0.1
 FIRST_READ = 64 * 1024  # bytes a receive takes where gunicorn takes 8 KiB
+# SO_RCVTIMEO's struct timeval: LINGER_S, and none (a receive blocks until data comes)
+_LINGER_TIMEVAL = struct.pack("ll", int(LINGER_S), round(LINGER_S % 1 * 1e6))
+_NO_TIMEVAL = struct.pack("ll", 0, 0)
+
+
+class _KeptBlocking(socket.socket):
+    """A plain socket whose `setblocking(True)` asks nothing of the kernel when it is blocking
+    already: gthread sets the socket blocking before every request, and a connection kept on
+    its thread (ThreadWorker.handle) still is. Python tracks the mode (`gettimeout()` is None
+    when blocking), so the answer is the same; only the system call, and with it a hand-off
+    of the interpreter lock, is saved."""
+
+    __slots__ = ()
+
+    def setblocking(self, flag: bool) -> None:
+        if flag and self.gettimeout() is None:
+            return
+        super().setblocking(flag)
+
+
+class _WaitingUnreader(SocketUnreader):
+    """gunicorn's socket reader, which can also wait for a kept-alive connection's next
+    request and take it in the same receive (`wait`); the parser gets those bytes as its
+    first chunk. Waiting with `select` and then receiving let go of the interpreter lock
+    twice per request."""
+
+    def __init__(self, sock, max_chunk: int) -> None:
+        super().__init__(sock, max_chunk)
+        self.ahead: bytes | None = None
+
+    def chunk(self, size_hint=None):
+        if self.ahead is not None:
+            data, self.ahead = self.ahead, None
+            return data
+        return super().chunk(size_hint)
+
+    @property
+    def can_wait(self) -> bool:
+        """A plain socket in blocking mode (not TLS, whose records a raw wait cannot see)."""
+        return type(self.sock) in (socket.socket, _KeptBlocking) and self.sock.gettimeout() is None
+
+    def wait(self) -> bool:
+        """Whether the connection's next bytes, or its end, came within LINGER_S: one blocking
+        receive under a receive timeout (SO_RCVTIMEO), which is cleared again at once, so that
+        the request's own reads block as gunicorn expects."""
+        sock = self.sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _LINGER_TIMEVAL)
+        try:
+            self.ahead = sock.recv(self.mxchunk)
+        except OSError:  # BlockingIOError: nothing came in time; or the connection failed
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _NO_TIMEVAL)
+        return True
 
 
 class _HeldHeaders:
@@ -91,8 +151,8 @@ class ReadBodyParser(RequestParser):
 
     def __init__(self, cfg, source, source_addr) -> None:
         super().__init__(cfg, source, source_addr)
-        if hasattr(self.unreader, "mxchunk"):  # a socket's (not a test's iterable)
-            self.unreader.mxchunk = FIRST_READ
+        if type(self.unreader) is SocketUnreader:  # a socket's (not a test's iterable)
+            self.unreader = _WaitingUnreader(source, FIRST_READ)
 
     def finish_body(self, deadline=None, max_bytes=None):
         body = getattr(self.mesg, "body", None)
@@ -143,6 +203,8 @@ class ThreadWorker(gthread.ThreadWorker):
         super().init_process()
 
     def handle(self, conn):
+        if type(conn.sock) is socket.socket and not self.cfg.is_ssl:
+            conn.sock.__class__ = _KeptBlocking  # the same socket; see the class
         keep = super().handle(conn)
         while keep is True and self._next_request_here(conn):
             keep = super().handle(conn)
@@ -167,8 +229,11 @@ class ThreadWorker(gthread.ThreadWorker):
         this thread may keep it."""
         if not self.alive or self.nr_conns > self.cfg.threads:
             return False
-        if conn.parser.unreader.buf.getvalue():  # already read ahead (pipelined)
+        unreader = conn.parser.unreader
+        if unreader.buf.getvalue():  # already read ahead (pipelined)
             return True
+        if isinstance(unreader, _WaitingUnreader) and unreader.can_wait:
+            return unreader.wait()
         try:
             readable, _, _ = select.select([conn.sock], [], [], LINGER_S)
         except (OSError, ValueError):

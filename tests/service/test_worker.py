@@ -247,3 +247,88 @@ def test_read_body_parser_reads_a_photo_upload_in_one_receive():
         sock.close()
         theirs.close()
     assert receives == {RequestParser: 2, ReadBodyParser: 1}
+
+
+def test_kept_blocking_socket_keeps_the_mode_it_is_asked_for():
+    """setblocking(True) on a blocking socket is skipped; every change still reaches the fd."""
+    import fcntl
+    import os
+
+    from service.http.worker import _KeptBlocking
+
+    ours, theirs = socket.socketpair()
+    ours.__class__ = _KeptBlocking
+
+    def nonblocking() -> bool:
+        return bool(fcntl.fcntl(ours.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
+
+    for flag in (True, True, False, False, True, True, False, True):
+        ours.setblocking(flag)
+        assert nonblocking() is not flag and (ours.gettimeout() is None) is flag
+    ours.settimeout(2.0)  # a timeout: non-blocking fd, which setblocking(True) must undo
+    ours.setblocking(True)
+    assert not nonblocking() and ours.gettimeout() is None
+    theirs.sendall(b"x")
+    assert ours.recv(1) == b"x"
+    ours.close()
+    theirs.close()
+
+
+def waiting_parser(sock):
+    from service.http.worker import ReadBodyParser, _WaitingUnreader
+
+    parser = ReadBodyParser(Settled(Config()), sock, ("127.0.0.1", 1))
+    assert isinstance(parser.unreader, _WaitingUnreader)
+    return parser
+
+
+def receive_timeout(sock) -> bytes:
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+
+
+def test_waiting_for_the_next_request_reads_it_in_the_same_receive():
+    plain, theirs = socket.socketpair()
+    parser = waiting_parser(plain)
+    assert parser.unreader.can_wait
+    body = bytes(range(256)) * 100
+    threading.Timer(
+        0.03,
+        theirs.sendall,
+        [f"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body],
+    ).start()
+    assert parser.unreader.wait() is True  # waited, and took the request in that receive
+    assert receive_timeout(plain) == receive_timeout(theirs)  # the timeout cleared again
+    plain.setblocking(False)  # any further receive would fail now: the parser needs none
+    request = next(parser)
+    assert (request.path, request.body.read()) == ("/p", body)
+    plain.close()
+    theirs.close()
+
+
+def test_waiting_for_a_request_that_does_not_come_gives_up_after_the_linger():
+    from service.http.worker import LINGER_S
+
+    ours, theirs = socket.socketpair()
+    parser = waiting_parser(ours)
+    started = time.monotonic()
+    assert parser.unreader.wait() is False
+    waited = time.monotonic() - started
+    assert LINGER_S * 0.9 <= waited < LINGER_S + 1, waited
+    assert receive_timeout(ours) == receive_timeout(theirs)
+    theirs.sendall(b"GET /late HTTP/1.1\r\nHost: a\r\n\r\n")  # the poller's turn: as gunicorn
+    assert next(parser).path == "/late"
+    theirs.close()  # and an ended connection: waited for, then no request
+    assert parser.unreader.wait() is True
+    with pytest.raises(StopIteration):
+        next(parser)
+    ours.close()
+
+
+def test_tls_and_timeout_sockets_are_waited_for_with_select():
+    ours, theirs = socket.socketpair()
+    ours.settimeout(5)
+    assert not waiting_parser(ours).unreader.can_wait
+    counted, other = counted_pair()
+    assert not waiting_parser(counted).unreader.can_wait  # a subclass (ssl.SSLSocket is one)
+    for s in (ours, theirs, counted, other):
+        s.close()
