@@ -477,6 +477,8 @@ def spy(server: Server, bodies, headers, concurrency: int, seconds: float, flag:
 WAITS: tuple[tuple[str, str], ...] = (
     ("idle in the thread pool (no request)", "_worker (concurrent/futures/thread.py"),
     ("waiting for the next request on its connection", "_next_request_here (service/http/"),
+    # _WaitingUnreader.wait: a receive under a timeout, for the next request
+    ("waiting for the next request on its connection", "wait (service/http/worker.py"),
     ("waiting for the answer (queue, batch, model)", "Pending.wait (classifier/batching.py"),
 )
 WAITING = frozenset(stage for stage, _ in WAITS)

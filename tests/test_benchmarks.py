@@ -271,7 +271,9 @@ def test_request_threads_waiting_with_a_timeout_are_not_counted_as_running():
     handle = ";ThreadWorker.handle (service/http/worker.py:51)"
     samples = [
         (head, 5),
-        (head + handle + ";ThreadWorker._next_request_here (service/http/worker.py:76)", 7),
+        (head + handle + ";ThreadWorker._next_request_here (service/http/worker.py:76)", 4),
+        (head + handle + ";ThreadWorker._next_request_here (service/http/worker.py:240)"
+         ";_WaitingUnreader.wait (service/http/worker.py:93)", 3),
         (head + handle + ";Batcher.predict (classifier/batching.py:207)"
          ";Pending.wait (classifier/batching.py:104)", 11),
         (head + handle + ";decode_image (classifier/preprocess.py:79)", 3),
