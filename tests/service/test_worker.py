@@ -68,6 +68,31 @@ def test_kept_alive_connections_beyond_the_threads_are_all_answered(models_templ
 
 
 @pytest.mark.e2e
+def test_a_kept_alive_request_whose_body_comes_late_is_answered(models_template):
+    """The thread waits for the next request under a receive timeout (LINGER_S) and clears
+    it once the request begins: a body that comes later than that is still read."""
+    from service.http.worker import LINGER_S
+
+    body = jpeg_bytes((64, 48))
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
+    with Server(models_template, MODEL_NAME="pets", MODEL_POLL_SECONDS="0") as server:
+        server.wait_ready()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            for pause_before_body in (0, LINGER_S * 3):
+                time.sleep(0.02)  # within the linger: the same thread waits for it
+                sock.sendall(head)
+                time.sleep(pause_before_body)
+                sock.sendall(body)
+                response = http.client.HTTPResponse(sock)  # each answer read to its end
+                response.begin()
+                assert response.status == 200, response.read()
+                assert b'"label"' in response.read()
+
+
+@pytest.mark.e2e
 def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(models_template):
     with Server(models_template, MODEL_NAME="pets", MODEL_POLL_SECONDS="0") as server:
         server.wait_ready()
