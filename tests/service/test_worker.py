@@ -9,6 +9,7 @@ import http.client
 import re
 import signal
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -311,7 +312,11 @@ def receive_timeout(sock) -> bytes:
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
 
 
-def test_waiting_for_the_next_request_reads_it_in_the_same_receive():
+def test_waiting_for_the_next_request_reads_it_in_the_same_receive(monkeypatch):
+    from service.http import worker
+
+    # a linger of 5 s here: the request comes after 30 ms, however busy the machine
+    monkeypatch.setattr(worker, "_LINGER_TIMEVAL", struct.pack("ll", 5, 0))
     plain, theirs = socket.socketpair()
     parser = waiting_parser(plain)
     assert parser.unreader.can_wait
