@@ -46,8 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=positive(int), default=32, help="client connections")
     p.add_argument("--seconds", type=positive(float), default=20, help="seconds per step")
     p.add_argument("--rounds", type=positive(int), default=4, help="ABBA rounds")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for both services over compare.sh's (repeatable), e.g. RUNTIME=onnx",
+    )
     p.add_argument("--output", type=Path, help="write every figure to this JSON file")
     args = p.parse_args(argv)
+    extra = dict(item.split("=", 1) for item in args.env if "=" in item)
+    if len(extra) != len(args.env):
+        sys.exit(f"--env takes NAME=VALUE: {args.env}")
     if not (args.other / "service").is_dir():
         sys.exit(f"not a checkout of this project: {args.other}")
     files = sorted(args.data_dir.rglob("*.jpg"))[: args.files]
@@ -55,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"no JPEG under {args.data_dir}")
     found = host()
     bodies, headers = multipart_bodies(files)
-    env = {**COMPARE_ENV, "MODEL_NAME": args.model_name}
+    env = {**COMPARE_ENV, "MODEL_NAME": args.model_name, **extra}
     checkouts = {"this": Path(__file__).resolve().parents[1], "other": args.other.resolve()}
     rows: dict[str, list[dict]] = {name: [] for name in checkouts}
     servers: dict[str, Server] = {}
@@ -84,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| | this | other | this / other |\n|---|---:|---:|---:|")
     for key, ratio in ratios.items():
         print(f"| {key} (median) | {summary['this'][key]} | {summary['other'][key]} | {ratio} |")
-    write_results(args.output, {"host": found, "rows": rows, "medians": summary, "ratios": ratios})
+    results = {"host": found, "env": extra, "rows": rows, "medians": summary, "ratios": ratios}
+    write_results(args.output, results)
     return answered(
         [(f"{name} round {i + 1}", r["requests"], r["errors"]) for name in rows
          for i, r in enumerate(rows[name])]

@@ -305,10 +305,12 @@ def test_alternate_benchmark_loads_both_checkouts_in_turn(tmp_path, capsys):
     output = tmp_path / "run.json"
     repo = str(Path(alternate.__file__).resolve().parents[1])
     argv = [*tiny_store(tmp_path), "--other", repo, "--rounds", "2", "--seconds", "2"]
-    argv += ["--concurrency", "2", "--output", str(output)]
+    argv += ["--concurrency", "2", "--output", str(output), "--env", "MAX_BATCH_SIZE=1"]
     assert alternate.main(argv) == 0
     run = json.loads(output.read_text())
     assert [len(run["rows"][name]) for name in ("this", "other")] == [2, 2]
+    assert run["env"] == {"MAX_BATCH_SIZE": "1"}  # both services: two connections, batches of 1
+    assert all(r["mean_batch"] == 1 for rows in run["rows"].values() for r in rows)
     assert all(
         r["errors"] == 0 and r["images_per_s"] > 0 for rows in run["rows"].values() for r in rows
     )
