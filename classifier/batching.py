@@ -6,6 +6,8 @@ the next allowed size, runs it, and hands each caller its own results. A model h
 thread, or `lanes` of them where its runtime can overlap calls: a batch taken while no other
 runs and none waits runs `alone` (on every inference thread), the others overlap (sharing
 the threads), so a lone request is fast and a loaded model keeps every core on its own work.
+A lane starts a batch beside a running one only once a full batch waits: batches stay full
+under load (lanes taking whatever had arrived split 32 connections into batches of about 8).
 The allowed sizes are powers of two up to the maximum (so TensorFlow traces few shapes and
 its memory stays bounded), or every size for a runtime to which a new batch size costs nothing
 once it has run (ONNX Runtime, OpenVINO: padding 9 images to 16 would cost 7 images'
@@ -269,7 +271,8 @@ class Batcher:
                 raise QueueFull("the server is shutting down")
             self.check_room(len(items))  # under the lock: all or none
             self._queue.extend(items)
-            self._cond.notify()
+            if not self._held_back():  # a lane held back is not woken for each image
+                self._cond.notify()
         return request
 
     def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
@@ -322,8 +325,8 @@ class Batcher:
         """Block for the first item, then gather more until the batch is full or time is up;
         with it, whether it runs alone (no other batch running, none waiting)."""
         with self._cond:
-            while not self._queue:
-                if self._stopping:
+            while not self._queue or self._held_back():
+                if self._stopping and not self._queue:
                     return None
                 self._cond.wait()
             batch = [self._queue.popleft()]
@@ -342,6 +345,13 @@ class Batcher:
                 self._cond.notify()  # another lane takes what is left
         return batch, alone
 
+    def _held_back(self) -> bool:
+        """Whether this lane waits although images are queued: another batch is running and
+        fewer than a full batch wait. Lanes taking whatever had arrived split 32 connections'
+        images into batches of about 8, which cost more per image than 16 (docs/benchmarks.md);
+        a lone lane would wait for the running batch anyway."""
+        return bool(self._running) and len(self._queue) < self.max_batch_size and not self._stopping
+
     def _loop(self) -> None:
         while True:
             taken = self._take()
@@ -352,6 +362,8 @@ class Batcher:
             finally:
                 with self._cond:
                     self._running -= 1
+                    if self._queue:
+                        self._cond.notify()  # a lane held back may take them now
 
     def _answer(self, batch: list[_Item], alone: bool) -> None:
         """Drop what was given up or is late, and run the rest."""

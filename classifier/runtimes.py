@@ -82,7 +82,8 @@ class RuntimeOptions:
 
     def cpu_lanes(self, runtime: str) -> int:
         """As asked; by default two on ONNX Runtime where there are two threads (measured),
-        one on OpenVINO (its second model costs 240-320 MB; no bf16 gain measured yet)."""
+        one on OpenVINO (its second model costs 180-320 MB, and in bf16 one connection got 14%
+        fewer images/s for 7% more at 32: docs/benchmarks.md)."""
         if self.lanes:
             return self.lanes
         return min(2, self.threads or hardware.cores()) if runtime == "onnx" else 1

@@ -181,10 +181,11 @@ class Settings(BaseSettings):
     inference_lanes: int = Field(
         0,
         ge=0,
-        description="ONNX Runtime and OpenVINO: batches that may run at once under load, "
-        "sharing the inference threads, while a batch alone runs on all of them (0: two on "
-        "ONNX Runtime where there are two threads or more, one on OpenVINO; 1: one batch at a "
-        "time). Two lanes cost about 190 MB (ONNX Runtime) or 240-320 MB (OpenVINO) more per "
+        description="ONNX Runtime and OpenVINO: batches that may run at once under load (a "
+        "second once a full batch waits), sharing the inference threads, while a batch alone "
+        "runs on all of them (0: two on ONNX Runtime where there are two threads or more, one "
+        "on OpenVINO; 1: one batch at a time). "
+        "Two lanes cost about 190 MB (ONNX Runtime) or 180-320 MB (OpenVINO) more per "
         "worker and loaded version than one (batches up to 16; docs/benchmarks.md)",
     )
     max_batch_size: int = Field(16, ge=1, description="most images in one model call")

@@ -304,6 +304,45 @@ def test_a_lone_batch_runs_alone_and_batches_under_load_overlap(make_batcher):
     assert batcher.stats.overlapped == sum(not alone for _, alone in run.calls) >= 2
 
 
+def test_a_second_lane_starts_beside_a_running_batch_only_with_a_full_batch(make_batcher):
+    """Lanes that took whatever had arrived split 32 connections into batches of about 8,
+    dearer per image than 16 (docs/benchmarks.md); a lone lane would wait anyway."""
+    release = threading.Event()
+    calls: list[tuple[int, bool]] = []
+
+    def run(batch: np.ndarray, alone: bool = True) -> np.ndarray:
+        calls.append((len(batch), alone))
+        if len(calls) == 1:
+            release.wait(10)  # the first batch runs until released
+        return batch.reshape(len(batch), -1).mean(axis=1, keepdims=True) / 255.0
+
+    batcher = make_batcher(run, max_batch_size=4, lanes=2, every_size=True)
+    deadline = time.monotonic() + 10
+    first = batcher.submit(np.stack([image(1)]), deadline)
+    while not calls:
+        time.sleep(0.005)
+    few = batcher.submit(np.stack([image(v) for v in (2, 3, 4)]), deadline)
+    time.sleep(0.1)
+    assert calls == [(1, True)]  # three waiting, the batch not full: no second batch beside it
+    full = batcher.submit(np.stack([image(5)]), deadline)  # now four wait: a full batch
+    assert few.result(5).ravel() == pytest.approx([2 / 255, 3 / 255, 4 / 255])
+    assert full.result(5).ravel() == pytest.approx([5 / 255])
+    assert calls == [(1, True), (4, False)]  # beside the running one, overlapped
+    release.set()
+    assert first.result(5).ravel() == pytest.approx([1 / 255])
+    calls.clear()
+    release.clear()
+    first = batcher.submit(np.stack([image(6)]), time.monotonic() + 10)  # runs, holds
+    while not calls:
+        time.sleep(0.005)
+    few = batcher.submit(np.stack([image(7)]), time.monotonic() + 10)
+    time.sleep(0.05)
+    release.set()  # the running batch ends: what waits runs, however few
+    assert few.result(5).ravel() == pytest.approx([7 / 255])
+    assert first.result(5).ravel() == pytest.approx([6 / 255])
+    assert [n for n, _ in calls] == [1, 1]
+
+
 def test_one_lane_never_overlaps_and_calls_the_plain_signature(make_batcher):
     run = Recorder(delay=0.01)  # takes no `alone`: one lane must not pass it
     batcher = make_batcher(run, max_batch_size=2)
