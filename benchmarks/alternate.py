@@ -26,6 +26,7 @@ from benchmarks.harness import (
     drive,
     host,
     positive,
+    setting,
     write_results,
 )
 from benchmarks.request_path import COMPARE_ENV, measure, multipart_bodies
@@ -50,14 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         "--env",
         action="append",
         default=[],
+        type=setting,
         metavar="NAME=VALUE",
         help="a setting for both services over compare.sh's (repeatable), e.g. RUNTIME=onnx",
     )
     p.add_argument("--output", type=Path, help="write every figure to this JSON file")
     args = p.parse_args(argv)
-    extra = dict(item.split("=", 1) for item in args.env if "=" in item)
-    if len(extra) != len(args.env):
-        sys.exit(f"--env takes NAME=VALUE: {args.env}")
+    extra = dict(args.env)
     if not (args.other / "service").is_dir():
         sys.exit(f"not a checkout of this project: {args.other}")
     files = sorted(args.data_dir.rglob("*.jpg"))[: args.files]

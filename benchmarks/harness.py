@@ -60,6 +60,14 @@ def positive(kind: type) -> Callable[[str], float]:
     return read
 
 
+def setting(text: str) -> tuple[str, str]:
+    """An argparse type: NAME=VALUE, a setting of the service (its environment)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"not NAME=VALUE: {text!r}")
+    return name, value
+
+
 def free_port(*taken: int) -> int:
     """A port free now and none of `taken` (the kernel may hand a just-closed port out again:
     a server's two ports drawn one after the other were once the same)."""

@@ -326,3 +326,13 @@ def test_alternate_benchmark_refuses_a_folder_that_is_no_checkout(tmp_path):
 
     with pytest.raises(SystemExit, match="not a checkout"):
         alternate.main([*tiny_store(tmp_path), "--other", str(tmp_path)])
+
+
+def test_alternate_benchmark_refuses_an_env_that_is_no_setting(tmp_path, capsys):
+    from benchmarks import alternate
+
+    argv = [*tiny_store(tmp_path), "--other", str(tmp_path), "--env"]
+    for bad in ("RUNTIME", "=onnx"):
+        with pytest.raises(SystemExit) as ended:
+            alternate.main([*argv, bad])
+        assert ended.value.code == 2 and "not NAME=VALUE" in capsys.readouterr().err
