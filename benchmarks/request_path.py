@@ -46,6 +46,7 @@ from benchmarks.harness import (
     benchmark_parser,
     drive,
     free_port,
+    setting,
     write_results,
 )
 from classifier import hardware
@@ -686,6 +687,12 @@ def stage_table(profiles: dict, concurrency: int) -> None:
         print(", ".join(f"{stage} {share:.0%}" for stage, share in spent.items()))
 
 
+def variant(text: str) -> tuple[str, dict[str, str]]:
+    """An argparse type: NAME:ENV=V,ENV=V, the service again with these settings."""
+    name, _, listed = text.partition(":")
+    return name, dict(setting(item) for item in listed.split(",") if item)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = benchmark_parser("python -m benchmarks.request_path", __doc__)
     p.add_argument("--model-name", default="cats_vs_dogs")
@@ -697,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         "--variant",
         action="append",
         default=[],
+        type=variant,
         help="NAME:ENV=V,ENV=V: the service again with these settings (repeatable)",
     )
     p.add_argument(
@@ -744,9 +752,7 @@ def main(argv: list[str] | None = None) -> int:
             measurer,
         )
     }
-    for variant in args.variant:
-        name, _, listed = variant.partition(":")
-        extra = dict(item.split("=", 1) for item in listed.split(",") if item)
+    for name, extra in args.variant:
         settings = {**env, **extra}
         own = InProcess(store, args.model_name, photos, settings)  # its runtime, its lanes
         services[name] = run_service(

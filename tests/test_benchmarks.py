@@ -336,3 +336,19 @@ def test_alternate_benchmark_refuses_an_env_that_is_no_setting(tmp_path, capsys)
         with pytest.raises(SystemExit) as ended:
             alternate.main([*argv, bad])
         assert ended.value.code == 2 and "not NAME=VALUE" in capsys.readouterr().err
+
+
+def test_request_path_variants_are_read_before_any_work():
+    import argparse
+
+    from benchmarks import request_path
+
+    assert request_path.variant("2 workers:WEB_CONCURRENCY=2,INFERENCE_THREADS=1") == (
+        "2 workers", {"WEB_CONCURRENCY": "2", "INFERENCE_THREADS": "1"}
+    )  # fmt: skip
+    assert request_path.variant("lanes:INFERENCE_LANES=2,") == ("lanes", {"INFERENCE_LANES": "2"})
+    with pytest.raises(argparse.ArgumentTypeError, match="not NAME=VALUE"):
+        request_path.variant("lanes:INFERENCE_LANES")
+    with pytest.raises(SystemExit) as ended:
+        request_path.main(["--variant", "x:BAD"])
+    assert ended.value.code == 2
