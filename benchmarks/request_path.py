@@ -7,8 +7,9 @@ peers, in one run on one machine:
    INFERENCE_THREADS=2), multipart uploads of those photos from keep-alive connections, at
    each concurrency: images/s, latency, server CPU per image (its process tree, from /proc),
    client CPU, cores in use; the request path = server CPU per image - decode - model, the
-   latter two measured again just before and after each step (the host's speed moves;
-   each time the median of three measurements);
+   latter two measured again before, between and after the step's parts (`--segments`:
+   the host's speed moves within a minute; each time the median of three measurements),
+   and the median of the parts' figures;
 3. py-spy on the worker at the highest concurrency (the figures of 2 come from an unprofiled
    pass): where its busy threads spend their samples, by stage (accept and parse, body read,
    multipart, decode, queueing, model, encode, log, metrics, ...), as ms of CPU per image;
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -41,11 +43,13 @@ from urllib3.filepost import encode_multipart_formdata
 
 from benchmarks.harness import (
     REPO,
+    LoadResult,
     Server,
     answered,
     benchmark_parser,
     drive,
     free_port,
+    positive,
     setting,
     write_results,
 )
@@ -208,33 +212,88 @@ def machine_cpu() -> tuple[float, float, float]:
     return (sum(fields[:8]) - idle - steal) / tick, idle / tick, steal / tick
 
 
-def measure(server: Server, bodies, headers, concurrency: int, seconds: float, name: str) -> dict:
+def measure(
+    server: Server,
+    bodies,
+    headers,
+    concurrency: int,
+    seconds: float,
+    name: str,
+    local: InProcess | None = None,
+    segments: int = 1,
+) -> dict:
     """One load step: throughput, latency, server and client CPU per image, mean batch, and
-    what the whole machine did meanwhile (busy, idle and stolen cores)."""
+    what the whole machine did meanwhile (busy, idle and stolen cores). With `local`, the
+    request path too (`segmented`): the step runs as `segments` parts with decode + model
+    measured in process before, between and after them."""
     pids = tree(server.process.pid)
-    count = 10**7  # bounded by time
     before = batches(server, name)
-    machine = machine_cpu()
-    server_cpu, client_cpu = cpu_seconds(pids), time.process_time()
-    result = drive(server.port, "/predict", bodies, concurrency, count, seconds, headers)
-    server_cpu = cpu_seconds(pids) - server_cpu
-    client_cpu = time.process_time() - client_cpu
-    busy, idle, stolen = (b - a for a, b in zip(machine, machine_cpu(), strict=True))
+    row = segmented(
+        partial(drive, server.port, "/predict", bodies, concurrency, 10**7, headers=headers),
+        partial(cpu_seconds, pids),
+        seconds,
+        local,
+        segments,
+    )
     after = batches(server, name)
-    ok = result.requests - result.errors
-    row = result.summary()
     if before and after and after[0] > before[0]:
         row["mean_batch"] = round((after[1] - before[1]) / (after[0] - before[0]), 2)
+    return row
+
+
+def segmented(
+    load: Callable[[float], LoadResult],
+    server_cpu: Callable[[], float],
+    seconds: float,
+    local: InProcess | None,
+    segments: int,
+) -> dict:
+    """`load` for `seconds` in all, as `segments` parts; with `local`, decode + model measured
+    in process before, between and after the parts, and the request path the median of the
+    parts' (server CPU per image - the mean of the measurements around that part). The
+    host's speed moves within a minute: measured only before and after a 20 s step, three
+    runs in a row gave 0.66, 0.76 and 1.04 ms, the last with 3.64 and 3.65 ms around it."""
+    total: LoadResult | None = None
+    cpu = {"server": 0.0, "client": 0.0, "busy": 0.0, "idle": 0.0, "stolen": 0.0}
+    floors = [local.floor()] if local else []
+    parts = []
+    for _ in range(segments):
+        machine, started, client = machine_cpu(), server_cpu(), time.process_time()
+        result = load(seconds / segments)
+        spent = server_cpu() - started
+        cpu["client"] += time.process_time() - client
+        for key, a, b in zip(("busy", "idle", "stolen"), machine, machine_cpu(), strict=True):
+            cpu[key] += b - a
+        cpu["server"] += spent
+        if total is None:
+            total = result
+        else:
+            total.add(result)
+            total.seconds += result.seconds
+        parts.append(spent * 1000 / max(result.requests - result.errors, 1))
+        if local:
+            floors.append(local.floor())
+    assert total is not None, "segments must be at least 1"
+    ok, wall = total.requests - total.errors, total.seconds
+    row = {**total.summary(), "statuses": total.statuses}
     row.update(
-        seconds=round(result.seconds, 1),
-        server_cpu_ms_per_image=round(server_cpu * 1000 / max(ok, 1), 3),
-        client_cpu_ms_per_image=round(client_cpu * 1000 / max(ok, 1), 3),
-        cores_busy=round((server_cpu + client_cpu) / result.seconds, 2),
-        server_cores=round(server_cpu / result.seconds, 2),
-        machine_cores_busy=round(busy / result.seconds, 2),
-        machine_cores_idle=round(idle / result.seconds, 2),
-        machine_cores_stolen=round(stolen / result.seconds, 2),
+        seconds=round(wall, 1),
+        server_cpu_ms_per_image=round(cpu["server"] * 1000 / max(ok, 1), 3),
+        client_cpu_ms_per_image=round(cpu["client"] * 1000 / max(ok, 1), 3),
+        cores_busy=round((cpu["server"] + cpu["client"]) / wall, 2),
+        server_cores=round(cpu["server"] / wall, 2),
+        machine_cores_busy=round(cpu["busy"] / wall, 2),
+        machine_cores_idle=round(cpu["idle"] / wall, 2),
+        machine_cores_stolen=round(cpu["stolen"] / wall, 2),
     )
+    if local:
+        paths = [ms - (a + b) / 2 for ms, a, b in zip(parts, floors, floors[1:], strict=False)]
+        row.update(
+            in_process_ms_per_image=[round(f, 3) for f in floors],
+            server_cpu_ms_per_image_by_part=[round(ms, 3) for ms in parts],
+            request_path_ms_per_part=[round(ms, 3) for ms in paths],
+            request_path_ms_per_image=round(statistics.median(paths), 3),
+        )
     return row
 
 
@@ -550,15 +609,18 @@ def stage_of(stack: str) -> str:
     return OTHER
 
 
-def run_service(label, env, models_dir, bodies, headers, levels, seconds, spy, local) -> dict:
+def run_service(
+    label, env, models_dir, bodies, headers, levels, seconds, spy, local, segments
+) -> dict:
     rows, profiles = [], {}
     with Server(models_dir, **env) as server:
         server.wait_ready()
         drive(server.port, "/predict", bodies, 32, 10**7, 5, headers)  # warm up
         for concurrency in levels:
-            before = local.floor()
-            step = measure(server, bodies, headers, concurrency, seconds, env["MODEL_NAME"])
-            row = {"setup": label, **step, **bracketed(step, before, local.floor())}
+            step = measure(
+                server, bodies, headers, concurrency, seconds, env["MODEL_NAME"], local, segments
+            )
+            row = {"setup": label, **step}
             rows.append(row)
             print(f"  {label} c={concurrency}: {row}", flush=True)
         rss = {str(pid): memory_mb(pid) for pid in workers(server)}
@@ -570,17 +632,9 @@ def run_service(label, env, models_dir, bodies, headers, levels, seconds, spy, l
     return {"rows": rows, "worker_memory_mb": rss, "profiles": profiles}
 
 
-def bracketed(step: dict, before: float, after: float) -> dict:
-    """The request path against decode + model measured in process just before and after
-    the step (their mean), with both figures: how much the host's speed moved meanwhile."""
-    floor = (before + after) / 2
-    return {
-        "in_process_ms_per_image": [round(before, 3), round(after, 3)],
-        "request_path_ms_per_image": round(step["server_cpu_ms_per_image"] - floor, 3),
-    }
-
-
-def deployed(replicas: int, env, models_dir, bodies, headers, levels, seconds, local) -> dict:
+def deployed(
+    replicas: int, env, models_dir, bodies, headers, levels, seconds, local, segments
+) -> dict:
     """The deployed path without Docker: deploy/nginx.conf (compose's defaults: per-client
     limits off) in a real nginx in front of `replicas` services on 127.0.0.2, .3, ... sharing
     one port, found as "api" by a DNS server on loopback standing in for Docker's (the tests'
@@ -601,14 +655,11 @@ def deployed(replicas: int, env, models_dir, bodies, headers, levels, seconds, l
         pids = [p for s in servers for p in tree(s.process.pid)] + tree(proxy.process.pid)
         drive(proxy.port, "/predict", bodies, 32, 10**7, 5, headers)  # warm up
         for concurrency in levels:
-            before = local.floor()
-            cpu = cpu_seconds(pids)
-            result = drive(proxy.port, "/predict", bodies, concurrency, 10**7, seconds, headers)
-            cpu = cpu_seconds(pids) - cpu
-            ok = result.requests - result.errors
-            row = {"setup": label, **result.summary(), "statuses": result.statuses}
-            row["server_cpu_ms_per_image"] = round(cpu * 1000 / max(ok, 1), 3)
-            row.update(bracketed(row, before, local.floor()))
+            load = partial(
+                drive, proxy.port, "/predict", bodies, concurrency, 10**7, headers=headers
+            )
+            step = segmented(load, partial(cpu_seconds, pids), seconds, local, segments)
+            row = {"setup": label, **step}
             rows.append(row)
             print(f"  {label} c={concurrency}: {row}", flush=True)
         return {"rows": rows}
@@ -699,6 +750,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--files", type=int, default=400, help="photos to send (and to time in process)")
     p.add_argument("--concurrency", default="1,32", help="client connections, one step each")
     p.add_argument("--seconds", type=float, default=20, help="seconds per load step")
+    p.add_argument(
+        "--segments",
+        type=positive(int),
+        default=4,
+        help="parts of each load step, with decode + model measured in process around each",
+    )
     p.add_argument("--no-profile", action="store_true", help="leave py-spy out")
     p.add_argument(
         "--variant",
@@ -750,19 +807,22 @@ def main(argv: list[str] | None = None) -> int:
             args.seconds,
             not args.no_profile,
             measurer,
+            args.segments,
         )
     }
     for name, extra in args.variant:
         settings = {**env, **extra}
         own = InProcess(store, args.model_name, photos, settings)  # its runtime, its lanes
         services[name] = run_service(
-            name, settings, args.models_dir, bodies, headers, levels, args.seconds, False, own
-        )
+            name, settings, args.models_dir, bodies, headers, levels, args.seconds, False, own,
+            args.segments,
+        )  # fmt: skip
         del own
     for count in [int(n) for n in args.deployed.split(",") if n]:
         deploy = deployed(
-            count, env, args.models_dir, bodies, headers, levels, args.seconds, measurer
-        )
+            count, env, args.models_dir, bodies, headers, levels, args.seconds, measurer,
+            args.segments,
+        )  # fmt: skip
         services[deploy["rows"][0]["setup"]] = deploy
     compared = peers(args.peers.split(","), args.peer_seconds) if args.peers else None
 
@@ -770,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nhost: {host.get('cpu')}; {local['runtime']}; decode {local['decode_ms_per_image']} + model {local['model_ms_per_image']} = {floor:.3f} ms CPU per image in process"
     )
     print(
-        "\n| setup | c | images/s | p50 ms | p99 ms | errors | mean batch | server CPU ms/image | decode + model in process, before / after | request path ms/image | cores busy (server + client; whole machine) |"
+        "\n| setup | c | images/s | p50 ms | p99 ms | errors | mean batch | server CPU ms/image | decode + model in process, around the parts | request path ms/image (median of the parts) | cores busy (server + client; whole machine) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, service in services.items():

@@ -155,13 +155,18 @@ def test_request_path_benchmark_prints_the_cost_per_stage(tmp_path, capsys):
 
     output = tmp_path / "run.json"
     argv = tiny_store(tmp_path)
-    argv += ["--files", "4", "--concurrency", "1,2", "--seconds", "3", "--output", str(output)]
-    assert request_path.main(argv) == 0
+    argv += ["--files", "4", "--concurrency", "1,2", "--seconds", "3", "--segments", "2"]
+    assert request_path.main([*argv, "--output", str(output)]) == 0
     run = json.loads(output.read_text())
     rows = run["services"]["service"]["rows"]
     assert [r["concurrency"] for r in rows] == [1, 2] and all(r["errors"] == 0 for r in rows)
     assert all("request_path_ms_per_image" in r for r in rows)
-    assert all(len(r["in_process_ms_per_image"]) == 2 for r in rows)  # before and after
+    # measured in process before, between and after the two parts: the median of the parts
+    assert all(len(r["in_process_ms_per_image"]) == 3 for r in rows)
+    for row in rows:
+        parts = row["request_path_ms_per_part"]
+        middle = pytest.approx((parts[0] + parts[1]) / 2, abs=0.002)  # each part rounded
+        assert len(parts) == 2 and row["request_path_ms_per_image"] == middle
     out = capsys.readouterr().out
     assert "| request threads |" in out and "| worker, all threads |" in out
     assert "where the request threads' time goes" in out
