@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 from urllib3.filepost import encode_multipart_formdata
 
 from benchmarks.harness import (
@@ -195,12 +196,20 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 
 def batches(server: Server, name: str) -> tuple[int, int] | None:
-    """Model calls and images so far (every worker answers for itself: with several, one)."""
+    """Model calls and images so far, summed over the workers by /metrics (the model's status
+    answers for the one worker that takes the request: with two workers, the mean batch of
+    a step came out of two workers' counts, once negative)."""
     try:
-        batching = requests.get(f"{server.url}/v1/models/{name}", timeout=10).json()["batching"]
-    except (requests.RequestException, ValueError, KeyError):
+        text = requests.get(f"{server.url}/metrics", timeout=10).text
+        families = list(text_string_to_metric_families(text))
+    except (requests.RequestException, ValueError):
         return None
-    return batching["batches"], batching["images"]
+    found = dict.fromkeys(("inference_exec_count_total", "inference_count_total"), 0.0)
+    for family in families:
+        for sample in family.samples:
+            if sample.name in found and sample.labels.get("model") == name:
+                found[sample.name] += sample.value
+    return int(found["inference_exec_count_total"]), int(found["inference_count_total"])
 
 
 def machine_cpu() -> tuple[float, float, float]:

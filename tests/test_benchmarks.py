@@ -357,3 +357,22 @@ def test_request_path_variants_are_read_before_any_work():
     with pytest.raises(SystemExit) as ended:
         request_path.main(["--variant", "x:BAD"])
     assert ended.value.code == 2
+
+
+def test_request_path_counts_the_batches_of_every_worker(tmp_path):
+    """A step's mean batch comes from all workers' counts (/metrics sums them); the model's
+    status answers for one worker, and with two the mean batch came out negative."""
+    from benchmarks import request_path
+    from benchmarks.harness import Server, drive
+
+    models = tmp_path / "models"
+    publish_model(models, "pets")
+    body = jpeg_bytes(seed=1)
+    env = {"WEB_CONCURRENCY": "2", "MAX_BATCH_SIZE": "1", "MODEL_POLL_SECONDS": "0"}
+    with Server(models, GRPC_PORT="0", MODEL_NAME="pets", **env) as server:
+        server.wait_ready()
+        assert request_path.batches(server, "pets") == (0, 0)
+        result = drive(server.port, "/predict", [body], 4, 40)
+        assert result.errors == 0 and result.requests == 40
+        assert request_path.batches(server, "pets") == (40, 40)  # batches of 1, both workers
+        assert len(request_path.workers(server)) == 2
