@@ -8,7 +8,7 @@ peers, in one run on one machine:
    each concurrency: images/s, latency, server CPU per image (its process tree, from /proc),
    client CPU, cores in use; the request path = server CPU per image - decode - model, the
    latter two measured again before, between and after the step's parts (`--segments`:
-   the host's speed moves within a minute; each time the median of three measurements),
+   the host's speed moves within seconds; each time the median of three measurements),
    and the median of the parts' figures;
 3. py-spy on the worker at the highest concurrency (the figures of 2 come from an unprofiled
    pass): where its busy threads spend their samples, by stage (accept and parse, body read,
@@ -34,7 +34,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +107,7 @@ def multipart_bodies(files: list[Path]) -> tuple[list[bytes], list[dict[str, str
 class InProcess:
     """Decode CPU per image (one thread) and the served model's process CPU per image at 16,
     on the same photos, measurable again at any time: this host's speed moves by up to 2x
-    within minutes, so each load step is bracketed by a measurement just before and after."""
+    within seconds, so it is measured around each part of a load step (`segmented`)."""
 
     def __init__(self, store: ModelStore, name: str, photos: list[bytes], env: dict) -> None:
         from service.settings import load
@@ -196,12 +198,12 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 
 def batches(server: Server, name: str) -> tuple[int, int] | None:
-    """Model calls and images so far, summed over the workers by /metrics (the model's status
-    answers for the one worker that takes the request: with two workers, the mean batch of
-    a step came out of two workers' counts, once negative)."""
+    """Model calls and images so far, from /metrics: summed over the workers, where the
+    model's status answers for one of them."""
     try:
-        text = requests.get(f"{server.url}/metrics", timeout=10).text
-        families = list(text_string_to_metric_families(text))
+        response = requests.get(f"{server.url}/metrics", timeout=10)
+        response.raise_for_status()
+        families = list(text_string_to_metric_families(response.text))
     except (requests.RequestException, ValueError):
         return None
     found = dict.fromkeys(("inference_exec_count_total", "inference_count_total"), 0.0)
@@ -250,6 +252,15 @@ def measure(
     return row
 
 
+@dataclass
+class Spent:
+    """CPU seconds over a step's parts: the server's, this client's, the whole machine's."""
+
+    server: float = 0.0
+    client: float = 0.0
+    machine: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # busy, idle, stolen
+
+
 def segmented(
     load: Callable[[float], LoadResult],
     server_cpu: Callable[[], float],
@@ -258,52 +269,72 @@ def segmented(
     segments: int,
 ) -> dict:
     """`load` for `seconds` in all, as `segments` parts; with `local`, decode + model measured
-    in process before, between and after the parts, and the request path the median of the
-    parts' (server CPU per image - the mean of the measurements around that part). The
-    host's speed moves within a minute: measured only before and after a 20 s step, three
-    runs in a row gave 0.66, 0.76 and 1.04 ms, the last with 3.64 and 3.65 ms around it."""
-    total: LoadResult | None = None
-    cpu = {"server": 0.0, "client": 0.0, "busy": 0.0, "idle": 0.0, "stolen": 0.0}
-    floors = [local.floor()] if local else []
-    parts = []
+    in process before, between and after the parts, as this host's speed moves within
+    seconds (docs/benchmarks.md, "The request path measured in parts")."""
+    spent = Spent()
+    floors = [local.floor()] if local is not None else []
+    results, parts = [], []
     for _ in range(segments):
-        machine, started, client = machine_cpu(), server_cpu(), time.process_time()
-        result = load(seconds / segments)
-        spent = server_cpu() - started
-        cpu["client"] += time.process_time() - client
-        for key, a, b in zip(("busy", "idle", "stolen"), machine, machine_cpu(), strict=True):
-            cpu[key] += b - a
-        cpu["server"] += spent
-        if total is None:
-            total = result
-        else:
-            total.add(result)
-            total.seconds += result.seconds
-        parts.append(spent * 1000 / max(result.requests - result.errors, 1))
-        if local:
+        result, ms_per_image = part(load, server_cpu, seconds / segments, spent)
+        results.append(result)
+        parts.append(ms_per_image)
+        if local is not None:
             floors.append(local.floor())
-    assert total is not None, "segments must be at least 1"
-    ok, wall = total.requests - total.errors, total.seconds
-    row = {**total.summary(), "statuses": total.statuses}
-    row.update(
-        seconds=round(wall, 1),
-        server_cpu_ms_per_image=round(cpu["server"] * 1000 / max(ok, 1), 3),
-        client_cpu_ms_per_image=round(cpu["client"] * 1000 / max(ok, 1), 3),
-        cores_busy=round((cpu["server"] + cpu["client"]) / wall, 2),
-        server_cores=round(cpu["server"] / wall, 2),
-        machine_cores_busy=round(cpu["busy"] / wall, 2),
-        machine_cores_idle=round(cpu["idle"] / wall, 2),
-        machine_cores_stolen=round(cpu["stolen"] / wall, 2),
-    )
-    if local:
-        paths = [ms - (a + b) / 2 for ms, a, b in zip(parts, floors, floors[1:], strict=False)]
-        row.update(
-            in_process_ms_per_image=[round(f, 3) for f in floors],
-            server_cpu_ms_per_image_by_part=[round(ms, 3) for ms in parts],
-            request_path_ms_per_part=[round(ms, 3) for ms in paths],
-            request_path_ms_per_image=round(statistics.median(paths), 3),
-        )
+    row = step_row(results, spent)
+    if local is not None:
+        row.update(path_by_part(parts, floors))
     return row
+
+
+def part(
+    load: Callable[[float], LoadResult],
+    server_cpu: Callable[[], float],
+    seconds: float,
+    spent: Spent,
+) -> tuple[LoadResult, float]:
+    """One part of a step, its CPU added to `spent`: its result and the server's CPU ms per
+    image in it."""
+    machine, started, client = machine_cpu(), server_cpu(), time.process_time()
+    result = load(seconds)
+    server = server_cpu() - started
+    spent.client += time.process_time() - client
+    spent.server += server
+    now = machine_cpu()
+    spent.machine = [t + b - a for t, a, b in zip(spent.machine, machine, now, strict=True)]
+    return result, server * 1000 / max(result.requests - result.errors, 1)
+
+
+def step_row(results: list[LoadResult], spent: Spent) -> dict:
+    """A step's figures over all its parts."""
+    total = LoadResult(results[0].concurrency, 0, sum(r.seconds for r in results))
+    for result in results:
+        total.add(result)
+    ok, wall = total.requests - total.errors, total.seconds
+    busy, idle, stolen = spent.machine
+    return {
+        **total.summary(),
+        "statuses": total.statuses,
+        "seconds": round(wall, 1),
+        "server_cpu_ms_per_image": round(spent.server * 1000 / max(ok, 1), 3),
+        "client_cpu_ms_per_image": round(spent.client * 1000 / max(ok, 1), 3),
+        "cores_busy": round((spent.server + spent.client) / wall, 2),
+        "server_cores": round(spent.server / wall, 2),
+        "machine_cores_busy": round(busy / wall, 2),
+        "machine_cores_idle": round(idle / wall, 2),
+        "machine_cores_stolen": round(stolen / wall, 2),
+    }
+
+
+def path_by_part(parts: list[float], floors: list[float]) -> dict:
+    """Each part's server CPU per image less the mean of the in-process measurements around
+    it; the step's figure is their median (a part where the host moved reads far off)."""
+    paths = [ms - (a + b) / 2 for ms, (a, b) in zip(parts, pairwise(floors), strict=True)]
+    return {
+        "in_process_ms_per_image": [round(f, 3) for f in floors],
+        "server_cpu_ms_per_image_by_part": [round(ms, 3) for ms in parts],
+        "request_path_ms_per_part": [round(ms, 3) for ms in paths],
+        "request_path_ms_per_image": round(statistics.median(paths), 3),
+    }
 
 
 def workers(server: Server) -> list[int]:
