@@ -380,3 +380,20 @@ def test_request_path_counts_the_batches_of_every_worker(tmp_path):
         while request_path.batches(server, "pets") != (40, 40) and time.monotonic() < until:
             time.sleep(0.05)
         assert request_path.batches(server, "pets") == (40, 40)  # batches of 1, both workers
+
+
+def test_request_path_checks_the_targets_for_its_processor():
+    """The peer ratio wanted is 2x with AMX and 1.3x without; what a run lacks is left out."""
+    from benchmarks import request_path
+
+    rows = [{"concurrency": 1, "request_path_ms_per_image": 1.9},
+            {"concurrency": 32, "request_path_ms_per_image": 0.72}]  # fmt: skip
+    summary = {"c32_vs_best_peer": 1.64, "c1_p50_ms": 4.1, "best_peer_c1_p50_ms": 6.9}
+    met = {v["target"]: v["met"] for v in request_path.verdicts({}, rows, summary)}
+    assert list(met.values()) == [True, True, True]
+    amx = request_path.verdicts({"amx_bf16": True}, rows, {**summary, "c1_p50_ms": 7.0})
+    assert [v["met"] for v in amx] == [True, False, False]
+    assert amx[1]["wanted"] == ">= 2.0" and "with AMX" in amx[1]["target"]
+    slow = request_path.verdicts({}, [{**rows[1], "request_path_ms_per_image": 0.81}], {})
+    assert [(v["value"], v["met"]) for v in slow] == [(0.81, False)]
+    assert request_path.verdicts({}, rows[:1], {}) == []
