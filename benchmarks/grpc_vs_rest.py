@@ -22,6 +22,7 @@ from benchmarks.harness import (
     LoadResult,
     Server,
     answered,
+    batch_counters,
     benchmark_parser,
     drive,
     host,
@@ -29,7 +30,7 @@ from benchmarks.harness import (
     shares_of,
     write_results,
 )
-from benchmarks.serving import batch_counters, load_bodies, v2_binary
+from benchmarks.serving import load_bodies, v2_binary
 from service.protocols import v2_messages
 from service.protocols.tensors import pack_bytes
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from classifier import hardware
 
@@ -66,6 +67,19 @@ def setting(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"not NAME=VALUE: {text!r}")
     return name, value
+
+
+def batch_counters(url: str, name: str) -> tuple[float, float]:
+    """(model calls, images) so far, from /metrics: summed over every worker (a model's own
+    description answers for the one worker that took the request)."""
+    response = requests.get(f"{url}/metrics", timeout=10)
+    response.raise_for_status()
+    totals = {"inference_exec_count_total": 0.0, "inference_count_total": 0.0}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name in totals and sample.labels.get("model") == name:
+                totals[sample.name] += sample.value
+    return totals["inference_exec_count_total"], totals["inference_count_total"]
 
 
 def free_port(*taken: int) -> int:

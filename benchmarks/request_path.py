@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 from urllib3.filepost import encode_multipart_formdata
 
 from benchmarks.harness import (
@@ -51,6 +50,7 @@ from benchmarks.harness import (
     LoadResult,
     Server,
     answered,
+    batch_counters,
     benchmark_parser,
     drive,
     free_port,
@@ -203,21 +203,13 @@ def memory_mb(pid: int) -> dict[str, float]:
     return found
 
 
-def batches(server: Server, name: str) -> tuple[int, int] | None:
-    """Model calls and images so far, from /metrics: summed over the workers, where the
-    model's status answers for one of them."""
+def batches(server: Server, name: str) -> tuple[float, float] | None:
+    """Model calls and images so far, summed over the workers (`batch_counters`); None where
+    /metrics cannot be read: the step goes on without its mean batch."""
     try:
-        response = requests.get(f"{server.url}/metrics", timeout=10)
-        response.raise_for_status()
-        families = list(text_string_to_metric_families(response.text))
+        return batch_counters(server.url, name)
     except (requests.RequestException, ValueError):
         return None
-    found = dict.fromkeys(("inference_exec_count_total", "inference_count_total"), 0.0)
-    for family in families:
-        for sample in family.samples:
-            if sample.name in found and sample.labels.get("model") == name:
-                found[sample.name] += sample.value
-    return int(found["inference_exec_count_total"]), int(found["inference_count_total"])
 
 
 def machine_cpu() -> tuple[float, float, float]:

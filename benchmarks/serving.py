@@ -35,6 +35,7 @@ from benchmarks.harness import (
     REPO,
     Server,
     answered,
+    batch_counters,
     benchmark_parser,
     drive,
     drive_processes,
@@ -193,20 +194,6 @@ def single_image_latency_ms(store, name, path, bodies, n=200) -> float:
         predictor.predict_proba(decode_image(body, predictor.spec)[None])
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
-
-
-def batch_counters(url: str, name: str) -> tuple[float, float]:
-    """(model calls, images) so far, from /metrics: summed over every worker (a model's own
-    description answers for the one worker that took the request)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    totals = {"inference_exec_count_total": 0.0, "inference_count_total": 0.0}
-    text = requests.get(f"{url}/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in totals and sample.labels.get("model") == name:
-                totals[sample.name] += sample.value
-    return totals["inference_exec_count_total"], totals["inference_count_total"]
 
 
 def v2_binary(photo: bytes) -> tuple[bytes, dict[str, str]]:
